@@ -1,0 +1,36 @@
+// backupctl's command line: commander parses, each command file registers itself. Heavy
+// modules (googleapis, node-hid) are imported inside actions only, so startup stays fast.
+import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Exit } from '../errors.js';
+import { handleError } from './run.js';
+import { usageError } from '../errors.js';
+import { commands } from './commands/index.js';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+export async function main(argv: string[]): Promise<void> {
+  // A closed pipe (| head) ends quietly instead of throwing EPIPE.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(Exit.ok);
+  });
+  const program = new Command('backupctl')
+    .description('Encrypted, chunked backups of chat exports, unlocked by a FIDO2 security key or a recovery code')
+    .version(pkg.version, '-V, --version')
+    .option('--json', 'print one JSON result object on stdout (progress as JSON lines on stderr)')
+    .showHelpAfterError('(run backupctl --help for usage)')
+    .exitOverride();
+  program.configureOutput({
+    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${s.slice(7)}` : s),
+  });
+  for (const register of commands) register(program);
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
+      process.exit(Exit.usage); // commander already printed one line
+    }
+    handleError(err instanceof Error ? err : usageError(String(err)));
+  }
+}

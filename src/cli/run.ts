@@ -1,0 +1,72 @@
+// The one wrapper every command action goes through: turns errors into one stderr line (or one
+// JSON object on stdout with --json) and the documented exit code, and turns Ctrl-C / SIGTERM
+// into an AbortSignal so lower layers clean up (temp files, staging dirs) before exit 130.
+import { BackupctlError, Exit, exitName, type ExitCode } from '../errors.js';
+
+export interface RunContext {
+  json: boolean;
+  /** Aborted on SIGINT / SIGTERM; long operations must watch it and clean up. */
+  signal: AbortSignal;
+}
+
+let jsonMode = false;
+export const isJson = () => jsonMode;
+
+/** Print the result object (JSON mode) — human output is printed by the command itself. */
+export function emitJson(obj: unknown): void {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+/** A warning line on stderr (or a JSON line on stderr in --json mode). */
+export function warn(message: string): void {
+  if (jsonMode) process.stderr.write(JSON.stringify({ type: 'warning', message }) + '\n');
+  else process.stderr.write(`backupctl: warning: ${message}\n`);
+}
+
+export function info(message: string): void {
+  if (jsonMode) process.stderr.write(JSON.stringify({ type: 'info', message }) + '\n');
+  else process.stderr.write(`${message}\n`);
+}
+
+function fail(code: ExitCode, message: string, detail?: Record<string, unknown>): never {
+  const line = message.replace(/\s*\n\s*/g, ' ');
+  if (jsonMode) emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message: line, ...(detail ?? {}) } });
+  process.stderr.write(`backupctl: ${line}\n`);
+  process.exit(code);
+}
+
+export function handleError(err: unknown): never {
+  if (err instanceof BackupctlError) fail(err.code, err.message, err.detail);
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'EPIPE') process.exit(Exit.ok); // reader went away (| head): end quietly
+  if (process.env.BACKUPCTL_DEBUG) process.stderr.write(`${e?.stack ?? String(err)}\n`);
+  fail(Exit.internal, `internal error: ${e?.message ?? String(err)} (set BACKUPCTL_DEBUG=1 for details; please report this)`);
+}
+
+/**
+ * Wrap a command action. `fn` returns the exit code (0 or 3 for partial success).
+ * The JSON flag is read from the command's options (every command has --json).
+ */
+export function action<A extends unknown[]>(fn: (ctx: RunContext, ...args: A) => Promise<ExitCode | void>) {
+  return async (...args: A) => {
+    const cmd = args[args.length - 1] as { optsWithGlobals?: () => Record<string, unknown> };
+    const opts = cmd?.optsWithGlobals?.() ?? {};
+    jsonMode = Boolean(opts.json);
+    const ac = new AbortController();
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) process.exit(Exit.interrupted); // second Ctrl-C: cleanup already ran or is stuck
+      ac.abort(new BackupctlError(Exit.interrupted, sig === 'SIGINT' ? 'interrupted (Ctrl-C)' : `interrupted (${sig})`));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    process.on('SIGHUP', onSignal);
+    try {
+      const code = (await fn({ json: jsonMode, signal: ac.signal }, ...args)) ?? Exit.ok;
+      process.exitCode = code;
+    } catch (err) {
+      handleError(ac.signal.aborted ? ac.signal.reason : err);
+    }
+  };
+}

@@ -1,0 +1,118 @@
+// The one wrap shared by every slot type: X25519 to the recipient's public key with an
+// ephemeral key per slot, HKDF-SHA-256 over the shared secret and both public keys, and a
+// ChaCha20-Poly1305 seal of the file key (modelled on age's X25519 stanza, age spec §X25519).
+// backupctl-format(5) "KEY SLOTS" documents these exact bytes.
+import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { utf8ToBytes, concatBytes } from '@noble/hashes/utils.js';
+import type { Slot } from './types.js';
+import { b64decode, b64encode } from '../util/base64.js';
+
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
+const SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+const ZERO_NONCE = new Uint8Array(12);
+export const FILE_KEY_LEN = 32;
+
+export interface X25519KeyPair {
+  secretKey: Uint8Array;
+  publicKey: Uint8Array;
+}
+
+function privateKeyObject(secretKey: Uint8Array) {
+  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey]), format: 'der', type: 'pkcs8' });
+}
+
+function publicKeyObject(publicKey: Uint8Array) {
+  return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' });
+}
+
+/** The public key of a 32-byte X25519 secret (clamping is applied by X25519 itself). */
+export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
+  const der = createPublicKey(privateKeyObject(secretKey)).export({ format: 'der', type: 'spki' });
+  return new Uint8Array(der.subarray(der.length - 32));
+}
+
+/** X25519(secret, public); refuses the all-zero output of low-order points (RFC 7748 §6.1). */
+function sharedSecret(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
+  const s = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(secretKey), publicKey: publicKeyObject(publicKey) }));
+  let acc = 0;
+  for (const b of s) acc |= b;
+  return acc === 0 ? null : s;
+}
+
+/** 4-byte tag of a recipient public key: lets slots be matched to config entries without a key. */
+export function recipientTag(type: string, publicKey: Uint8Array): Uint8Array {
+  return sha256(concatBytes(utf8ToBytes(`backupctl/v1 tag ${type}\n`), publicKey)).subarray(0, 4);
+}
+
+/** Short human fingerprint of a recipient (shown by create, key list, inspect). */
+export function fingerprint(type: string, publicKey: Uint8Array): string {
+  const h = sha256(concatBytes(utf8ToBytes(`backupctl/v1 fingerprint ${type}\n`), publicKey));
+  return Buffer.from(h.subarray(0, 6)).toString('hex').replace(/(....)(?=.)/g, '$1:');
+}
+
+function wrapKey(type: string, shared: Uint8Array, share: Uint8Array, recipient: Uint8Array): Uint8Array {
+  return hkdf(sha256, shared, concatBytes(share, recipient), utf8ToBytes(`backupctl/v1 X25519 ${type}`), 32);
+}
+
+/** Seal `fileKey` to `recipientPublic`. `params` are the slot's type-specific public fields. */
+export function wrapX25519(
+  type: string,
+  label: string,
+  recipientPublic: Uint8Array,
+  fileKey: Uint8Array,
+  params?: Record<string, unknown>,
+  ephemeralSecret: Uint8Array = randomBytes(32), // fixed only by test-vector generators
+): Slot {
+  if (fileKey.length !== FILE_KEY_LEN) throw new Error('file key must be 32 bytes');
+  const share = publicKeyOf(ephemeralSecret);
+  const shared = sharedSecret(ephemeralSecret, recipientPublic);
+  if (!shared) throw new Error('recipient public key is a low-order point');
+  const key = wrapKey(type, shared, share, recipientPublic);
+  const body = chacha20poly1305(key, ZERO_NONCE).encrypt(fileKey);
+  key.fill(0);
+  shared.fill(0);
+  ephemeralSecret.fill(0);
+  const slot: Slot = { type, label, tag: b64encode(recipientTag(type, recipientPublic)), share: b64encode(share), body: b64encode(body) };
+  if (params) slot.params = params;
+  return slot;
+}
+
+/**
+ * Try to open one slot with an X25519 identity. Returns the file key or null when the slot is
+ * not for this key (tag or AEAD mismatch). Malformed slots are treated as "not for this key".
+ */
+export function unwrapX25519(type: string, keyPair: X25519KeyPair, slot: Slot): Uint8Array | null {
+  if (slot.type !== type) return null;
+  let share: Uint8Array, body: Uint8Array, tag: Uint8Array;
+  try {
+    share = b64decode(slot.share);
+    body = b64decode(slot.body);
+    tag = b64decode(slot.tag);
+  } catch {
+    return null;
+  }
+  if (share.length !== 32 || body.length !== FILE_KEY_LEN + 16 || tag.length !== 4) return null;
+  if (Buffer.compare(Buffer.from(tag), Buffer.from(recipientTag(type, keyPair.publicKey))) !== 0) return null;
+  const shared = sharedSecret(keyPair.secretKey, share);
+  if (!shared) return null;
+  const key = wrapKey(type, shared, share, keyPair.publicKey);
+  shared.fill(0);
+  try {
+    return chacha20poly1305(key, ZERO_NONCE).decrypt(body);
+  } catch {
+    return null;
+  } finally {
+    key.fill(0);
+  }
+}
+
+/** A fresh random key pair (tests and ephemeral uses; real identities derive theirs). */
+export function generateX25519(): X25519KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const sk = privateKey.export({ format: 'der', type: 'pkcs8' });
+  const pk = publicKey.export({ format: 'der', type: 'spki' });
+  return { secretKey: new Uint8Array(sk.subarray(sk.length - 32)), publicKey: new Uint8Array(pk.subarray(pk.length - 32)) };
+}
