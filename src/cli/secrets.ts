@@ -1,0 +1,96 @@
+// Every secret the CLI needs (recovery code, PIN, legacy key) comes in through readSecret, so the
+// rules are the same everywhere: a file option first, then an environment variable, then a hidden
+// prompt on a terminal — never argv (visible in `ps` and shell history), and never a prompt when
+// nobody can answer it (cron, pipes), which would hang.
+import { open } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { BackupctlError, Exit, InterruptedError, ioError } from '../errors.js';
+import { warn } from './run.js';
+
+export interface SecretSource {
+  /** What is asked for, in words: "recovery code", "PIN", "64-digit key". */
+  what: string;
+  /** Name of the environment variable that may hold it, e.g. "BACKUPCTL_RECOVERY_CODE". */
+  env?: string;
+  /** Path given with the file option (undefined when the option was not used). */
+  file?: string;
+  /** The file option's name for messages; defaults to `--<what with dashes>-file`. */
+  fileFlag?: string;
+  /** Prompt text; defaults to "<What>:". */
+  prompt?: string;
+  /** Aborts a pending prompt (Ctrl-C handling of the command). */
+  signal?: AbortSignal;
+}
+
+/** Secrets are short; a bigger file is a mistake (or /dev/zero) and must not be read whole. */
+const MAX_SECRET_FILE = 64 * 1024;
+
+const flagFor = (s: SecretSource) => s.fileFlag ?? `--${s.what.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-file`;
+
+async function readSecretFile(path: string, s: SecretSource): Promise<string> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY);
+  } catch (err) {
+    throw ioError(err, path, `read the ${s.what} from`);
+  }
+  try {
+    const st = await fh.stat();
+    // Checked on the open descriptor, not the path, so the answer is about the file we read.
+    // Only regular files: a pipe (`<(pass show x)`) has no meaningful mode.
+    if (st.isFile() && process.platform !== 'win32' && (st.mode & 0o044) !== 0) {
+      warn(`${path} holding the ${s.what} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-r ${path}`);
+    }
+    const buf = Buffer.alloc(MAX_SECRET_FILE + 1);
+    let len = 0;
+    try {
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
+        if (bytesRead === 0) break;
+        len += bytesRead;
+        if (len > MAX_SECRET_FILE) throw new BackupctlError(Exit.usage, `${path} is too large to hold a ${s.what}`);
+      }
+      const text = buf.toString('utf8', 0, len).replace(/\r?\n$/, '');
+      if (text === '') throw new BackupctlError(Exit.usage, `${path} is empty: expected the ${s.what}`);
+      return text;
+    } catch (err) {
+      if (err instanceof BackupctlError) throw err;
+      throw ioError(err, path, `read the ${s.what} from`);
+    } finally {
+      buf.fill(0);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+async function promptHidden(s: SecretSource): Promise<string> {
+  const { password } = await import('@inquirer/prompts');
+  const what = s.what.charAt(0).toUpperCase() + s.what.slice(1);
+  try {
+    return await password(
+      { message: s.prompt ?? `${what}:`, mask: false },
+      // The prompt goes to stderr so stdout stays clean for results (--json, -o -).
+      { input: process.stdin, output: process.stderr, clearPromptOnDone: true, ...(s.signal ? { signal: s.signal } : {}) },
+    );
+  } catch (err) {
+    const name = (err as Error)?.name;
+    if (name === 'ExitPromptError') throw new InterruptedError('interrupted (Ctrl-C)');
+    if (name === 'AbortPromptError') throw s.signal?.reason ?? new InterruptedError();
+    throw err;
+  }
+}
+
+/**
+ * Read a secret: from `file` (one trailing newline stripped), else from the `env` variable
+ * (an empty value counts as unset), else a hidden prompt when stdin and stderr are terminals.
+ * Otherwise fails with exit 2 naming both non-interactive ways to give it.
+ */
+export async function readSecret(s: SecretSource): Promise<string> {
+  if (s.file !== undefined) return readSecretFile(s.file, s);
+  const fromEnv = s.env ? process.env[s.env] : undefined;
+  if (fromEnv) return fromEnv;
+  if (process.stdin.isTTY && process.stderr.isTTY) return promptHidden(s);
+  const ways = s.env ? `${flagFor(s)} FILE or ${s.env}` : `${flagFor(s)} FILE`;
+  throw new BackupctlError(Exit.usage, `no ${s.what} given and stdin is not a terminal: use ${ways}`);
+}
