@@ -1,0 +1,206 @@
+// `backupctl recovery-code new|check` through the built CLI (run `npx tsc -p .` first; `npm test`
+// does). The interactive prompt is driven through a real pseudo-terminal made by script(1).
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execa, type Options } from 'execa';
+import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../../bin/backupctl.js', import.meta.url));
+const CODE_RE = /[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){6}/g;
+
+let home: string;
+let configDir: string;
+
+function cli(args: string[], opts: Options & { env?: Record<string, string> } = {}) {
+  return execa(process.execPath, [BIN, ...args], {
+    reject: false,
+    input: '', // stdin is not a terminal: nothing may wait for it
+    timeout: 20_000,
+    ...opts,
+    env: { BACKUPCTL_CONFIG_DIR: configDir, ...(opts.env ?? {}) },
+    extendEnv: false,
+  });
+}
+
+async function config() {
+  return JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')) as {
+    recipients: Array<{ type: string; label: string; publicKey: string; created: string; params?: unknown }>;
+  };
+}
+
+/** A code made through the CLI, returned with its JSON result. */
+async function newCode(label?: string) {
+  const r = await cli(['recovery-code', 'new', '--json', ...(label ? ['--label', label] : [])]);
+  expect(r.exitCode, r.stderr as string).toBe(0);
+  return JSON.parse(r.stdout as string) as { ok: true; code: string; label: string; fingerprint: string; publicKey: string };
+}
+
+/** Flip one data symbol of group `g` (1-based) to another alphabet symbol. */
+function typo(code: string, g: number): string {
+  const i = (g - 1) * 6 + 1;
+  return code.slice(0, i) + (code[i] === 'A' ? 'B' : 'A') + code.slice(i + 1);
+}
+
+beforeEach(async () => {
+  home = await mkdtemp(join(tmpdir(), 'backupctl-rc-e2e-'));
+  configDir = join(home, 'config');
+});
+afterEach(() => rm(home, { recursive: true, force: true }));
+
+describe('recovery-code new', () => {
+  it('shows the code exactly once, records only its public key, in a 0600 config', async () => {
+    const r = await cli(['recovery-code', 'new']);
+    expect(r.exitCode, r.stderr as string).toBe(0);
+    expect(r.stderr).toBe('');
+    const codes = (r.stdout as string).match(CODE_RE) ?? [];
+    expect(codes).toHaveLength(1);
+    const today = new Date();
+    const label = `recovery code ${today.getFullYear()}-${String(today.getMonth() + 1).padStart(2, '0')}-${String(today.getDate()).padStart(2, '0')}`;
+    expect(r.stdout).toContain(`"${label}"`);
+    expect(r.stdout).toMatch(/fingerprint [0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}/);
+
+    expect((await stat(configDir)).mode & 0o777).toBe(0o700);
+    expect((await stat(join(configDir, 'config.json'))).mode & 0o777).toBe(0o600);
+    const raw = await readFile(join(configDir, 'config.json'), 'utf8');
+    const code = codes[0]!;
+    expect(raw).not.toContain(code);
+    expect(raw).not.toContain(code.replace(/-/g, '').slice(0, 8)); // nor its data symbols
+    const { recipients } = await config();
+    expect(recipients).toHaveLength(1);
+    expect(recipients[0]).toMatchObject({ type: 'recovery', label });
+    expect(recipients[0]!.params).toBeUndefined();
+
+    // The code shown is the one recorded.
+    const c = await cli(['recovery-code', 'check'], { env: { BACKUPCTL_RECOVERY_CODE: code } });
+    expect(c.exitCode, c.stderr as string).toBe(0);
+    expect(c.stdout).toContain(`"${label}"`);
+  });
+
+  it('--json prints one object holding the code; labels are unique', async () => {
+    const a = await newCode();
+    expect(a.code).toMatch(CODE_RE);
+    const b = await newCode();
+    expect(b.label).toBe(`${a.label} (2)`);
+    expect(b.code).not.toBe(a.code);
+    const named = await newCode('safe deposit box');
+    expect(named.label).toBe('safe deposit box');
+    const { recipients } = await config();
+    expect(recipients.map((x) => x.publicKey)).toEqual([a.publicKey, b.publicKey, named.publicKey]);
+
+    const dup = await cli(['recovery-code', 'new', '--label', 'safe deposit box']);
+    expect(dup.exitCode).toBe(2);
+    expect(dup.stderr).toBe(
+      'backupctl: a recipient labelled "safe deposit box" exists already in the config: choose another --label',
+    );
+    expect(dup.stdout).toBe('');
+    expect((await config()).recipients).toHaveLength(3);
+  });
+
+  it('--output writes a new 0600 file, prints nothing secret, and never overwrites', async () => {
+    const out = join(home, 'code.txt');
+    const r = await cli(['recovery-code', 'new', '--output', out]);
+    expect(r.exitCode, r.stderr as string).toBe(0);
+    expect(r.stdout).not.toMatch(CODE_RE);
+    expect(r.stdout).toContain(out);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    const written = await readFile(out, 'utf8');
+    expect(written).toMatch(/^[0-9A-Z-]{41}\n$/);
+
+    const again = await cli(['recovery-code', 'new', '--output', out, '--json']);
+    expect(again.exitCode).toBe(6);
+    expect(JSON.parse(again.stdout as string).error).toMatchObject({ exitCode: 6, kind: 'io' });
+    expect(again.stderr).toContain('already exists');
+    expect(await readFile(out, 'utf8')).toBe(written);
+    expect((await config()).recipients).toHaveLength(1);
+
+    const c = await cli(['recovery-code', 'check', '--recovery-code-file', out, '--json']);
+    expect(c.exitCode, c.stderr as string).toBe(0);
+    expect(JSON.parse(c.stdout as string)).toMatchObject({ ok: true, label: (await config()).recipients[0]!.label });
+  });
+
+  it('refuses a config directory writable by others, leaving no code file behind', async () => {
+    await mkdir(configDir, { mode: 0o700 });
+    await chmod(configDir, 0o777);
+    const out = join(home, 'code.txt');
+    const r = await cli(['recovery-code', 'new', '--output', out]);
+    expect(r.exitCode).toBe(8);
+    expect(r.stderr).toMatch(/^backupctl: refusing to use .*: it is writable by group or others .*chmod go-w/);
+    expect(r.stderr).not.toContain('    at '); // no stack trace
+    await expect(stat(out)).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('recovery-code check', () => {
+  it('names the group with a typo, and tells a wrong code from a typo (exit 4 both)', async () => {
+    const { code } = await newCode();
+    const bad = typo(code, 3);
+    const t = await cli(['recovery-code', 'check'], { env: { BACKUPCTL_RECOVERY_CODE: bad } });
+    expect(t.exitCode).toBe(4);
+    expect(t.stderr).toBe(`backupctl: recovery code: group 3 (${bad.split('-')[2]}) has a typo`);
+
+    const other = join(home, 'other.txt');
+    const stranger = (await cli(['recovery-code', 'new', '--json'], { env: { BACKUPCTL_CONFIG_DIR: join(home, 'elsewhere') } }))
+      .stdout as string;
+    await writeFile(other, `${JSON.parse(stranger).code.toLowerCase().replace(/-/g, ' ')}\n`, { mode: 0o600 });
+    const w = await cli(['recovery-code', 'check', '--recovery-code-file', other]);
+    expect(w.exitCode).toBe(4);
+    expect(w.stderr).toMatch(/^backupctl: the code is well-formed \(fingerprint [0-9a-f:]{14}\) but matches no recovery code in the config/);
+  });
+
+  it('with stdin not a terminal and no code given, fails at once with exit 2', async () => {
+    await newCode();
+    const started = Date.now();
+    const r = await cli(['recovery-code', 'check'], { timeout: 10_000 });
+    expect(r.timedOut).toBe(false);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toBe(
+      'backupctl: no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE',
+    );
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('never takes the code from argv', async () => {
+    const { code } = await newCode();
+    const r = await cli(['recovery-code', 'check', code]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain('too many arguments');
+  });
+});
+
+// A real terminal: script(1) runs the CLI on a pseudo-terminal and relays our pipe to it.
+describe.runIf(process.platform === 'linux')('recovery-code check on a terminal', () => {
+  function onTerminal(keys: string) {
+    const cmd = `'${process.execPath}' '${BIN}' recovery-code check`;
+    const child = execa('script', ['-qec', cmd, '/dev/null'], {
+      reject: false,
+      timeout: 20_000,
+      env: { BACKUPCTL_CONFIG_DIR: configDir, TERM: 'dumb' },
+      extendEnv: false,
+    });
+    let sent = false;
+    child.stdout!.on('data', (d: Buffer) => {
+      if (!sent && d.toString().includes('Recovery code:')) {
+        sent = true;
+        child.stdin!.write(keys);
+      }
+    });
+    return child;
+  }
+
+  it('prompts with hidden input and accepts the typed code', async () => {
+    const { code, label } = await newCode();
+    const r = await onTerminal(`${code.toLowerCase()}\r`);
+    expect(r.exitCode, r.stdout as string).toBe(0);
+    expect(r.stdout).toContain(`The code is correct: it is recovery code "${label}"`);
+    expect(r.stdout).not.toContain(code.toLowerCase()); // not echoed
+  });
+
+  it('Ctrl-C at the prompt exits 130', async () => {
+    await newCode();
+    const r = await onTerminal('\x03');
+    expect(r.exitCode).toBe(130);
+    expect(r.stdout).toContain('backupctl: interrupted');
+  });
+});
