@@ -1,0 +1,178 @@
+// Entry metadata as it appears in the payload plaintext: an entry record's head and tail, the
+// index (the same head and tail again, with the record's position), and the footer.
+// backupctl-format(5) "PAYLOAD PLAINTEXT". All integers are big-endian.
+import { corruptError } from '../errors.js';
+import { Codec, EntryType, FOOTER_LEN, FOOTER_MAGIC, MAX_PATH_BYTES } from './format.js';
+
+export interface EntryMeta {
+  type: EntryType;
+  /** Relative UTF-8 path with '/' separators. */
+  path: string;
+  /** Permission bits (lower 12 bits of st_mode). */
+  mode: number;
+  /** Modification time in nanoseconds since the epoch. */
+  mtimeNs: bigint;
+  codec: Codec;
+  /** Symlink target (symlinks only). */
+  target: string;
+  /** Content bytes (files), target bytes (symlinks), 0 (dirs). */
+  size: bigint;
+  /** SHA-256 of the content (files) or target (symlinks); zeros for dirs. */
+  sha256: Buffer;
+  flags: number;
+}
+
+/** An index entry: the metadata plus where its record sits in the plaintext. */
+export interface IndexEntry extends EntryMeta {
+  offset: number;
+  length: number;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Head: type(1) pathLen(2) path mode(4) mtimeNs(8, signed) codec(1) targetLen(2) target. */
+export function encodeHead(m: EntryMeta): Buffer {
+  const path = Buffer.from(m.path, 'utf8');
+  const target = Buffer.from(m.target, 'utf8');
+  if (path.length === 0 || path.length > MAX_PATH_BYTES || target.length > MAX_PATH_BYTES) throw new Error(`path too long: ${m.path}`);
+  const b = Buffer.alloc(1 + 2 + path.length + 4 + 8 + 1 + 2 + target.length);
+  let o = b.writeUInt8(m.type, 0);
+  o = b.writeUInt16BE(path.length, o);
+  o += path.copy(b, o);
+  o = b.writeUInt32BE(m.mode, o);
+  o = b.writeBigInt64BE(m.mtimeNs, o);
+  o = b.writeUInt8(m.codec, o);
+  o = b.writeUInt16BE(target.length, o);
+  target.copy(b, o);
+  return b;
+}
+
+/** Tail: size(8) sha256(32) flags(1). */
+export const TAIL_LEN = 41;
+export function encodeTail(m: Pick<EntryMeta, 'size' | 'sha256' | 'flags'>): Buffer {
+  const b = Buffer.alloc(TAIL_LEN);
+  b.writeBigUInt64BE(m.size, 0);
+  m.sha256.copy(b, 8);
+  b.writeUInt8(m.flags, 40);
+  return b;
+}
+
+/** Pulls bytes from somewhere: a buffer (the index) or the decrypted payload stream. */
+export interface ByteSource {
+  read(n: number): Promise<Buffer> | Buffer;
+}
+
+export async function readHead(src: ByteSource): Promise<Omit<EntryMeta, 'size' | 'sha256' | 'flags'>> {
+  const a = await src.read(3);
+  const type = a[0]!;
+  if (type > EntryType.Symlink) throw corruptError(`unknown entry type ${type}`);
+  const pathLen = a.readUInt16BE(1);
+  if (pathLen === 0 || pathLen > MAX_PATH_BYTES) throw corruptError(`bad path length ${pathLen}`);
+  const b = await src.read(pathLen + 4 + 8 + 1 + 2);
+  let path: string;
+  try {
+    path = utf8.decode(b.subarray(0, pathLen));
+  } catch {
+    throw corruptError('entry path is not valid UTF-8');
+  }
+  let o = pathLen;
+  const mode = b.readUInt32BE(o);
+  const mtimeNs = b.readBigInt64BE(o + 4);
+  const codec = b[o + 12]!;
+  if (codec > Codec.Deflate) throw corruptError(`unknown codec ${codec} for ${path}`);
+  const targetLen = b.readUInt16BE(o + 13);
+  if (targetLen > MAX_PATH_BYTES) throw corruptError(`bad link target length for ${path}`);
+  let target = '';
+  if (targetLen) {
+    try {
+      target = utf8.decode(await src.read(targetLen));
+    } catch {
+      throw corruptError(`link target of ${path} is not valid UTF-8`);
+    }
+  }
+  if (mode > 0o7777) throw corruptError(`bad mode for ${path}`);
+  return { type, path, mode, mtimeNs, codec, target };
+}
+
+export async function readTail(src: ByteSource) {
+  const t = await src.read(TAIL_LEN);
+  return { size: t.readBigUInt64BE(0), sha256: Buffer.from(t.subarray(8, 40)), flags: t[40]! };
+}
+
+
+/** Index record: offset(8) length(8) head tail. */
+export function encodeIndexEntry(e: IndexEntry): Buffer {
+  const pos = Buffer.alloc(16);
+  pos.writeBigUInt64BE(BigInt(e.offset), 0);
+  pos.writeBigUInt64BE(BigInt(e.length), 8);
+  return Buffer.concat([pos, encodeHead(e), encodeTail(e)]);
+}
+
+/** A ByteSource over one in-memory buffer. */
+export class BufferSource implements ByteSource {
+  private off = 0;
+  constructor(private readonly buf: Buffer) {}
+  read(n: number): Buffer {
+    if (this.off + n > this.buf.length) throw corruptError('index is truncated');
+    const r = this.buf.subarray(this.off, this.off + n);
+    this.off += n;
+    return r;
+  }
+  get done() {
+    return this.off === this.buf.length;
+  }
+}
+
+/** Decode the index region (after its 'I' byte) into entries. */
+export async function decodeIndex(body: Buffer, count: number): Promise<IndexEntry[]> {
+  const src = new BufferSource(body);
+  const out: IndexEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const pos = src.read(16);
+    const offset = Number(pos.readBigUInt64BE(0));
+    const length = Number(pos.readBigUInt64BE(8));
+    const head = await readHead(src);
+    out.push({ ...head, ...(await readTail(src)), offset, length });
+  }
+  if (!src.done) throw corruptError('index has trailing bytes');
+  return out;
+}
+
+export interface Footer {
+  indexOffset: number;
+  indexLength: number;
+  entryCount: number;
+}
+
+/** Footer: magic "BKPCTIDX" indexOffset(8) indexLength(8) entryCount(8) reserved(8)=0. */
+export function encodeFooter(f: Footer): Buffer {
+  const b = Buffer.alloc(FOOTER_LEN);
+  FOOTER_MAGIC.copy(b, 0);
+  b.writeBigUInt64BE(BigInt(f.indexOffset), 8);
+  b.writeBigUInt64BE(BigInt(f.indexLength), 16);
+  b.writeBigUInt64BE(BigInt(f.entryCount), 24);
+  return b;
+}
+
+export function decodeFooter(b: Buffer, plainSize: number): Footer {
+  if (b.length !== FOOTER_LEN || !b.subarray(0, 8).equals(FOOTER_MAGIC)) throw corruptError('payload footer is missing or damaged');
+  const f = {
+    indexOffset: Number(b.readBigUInt64BE(8)),
+    indexLength: Number(b.readBigUInt64BE(16)),
+    entryCount: Number(b.readBigUInt64BE(24)),
+  };
+  if (b.readBigUInt64BE(32) !== 0n || f.indexOffset + f.indexLength > plainSize - FOOTER_LEN || f.indexLength < 1) {
+    throw corruptError('payload footer is inconsistent');
+  }
+  return f;
+}
+
+/** Padmé (Nikitin et al., PETS 2019): pad to a size revealing O(log log L) bits of L. */
+export function padme(len: number): number {
+  if (len < 2) return len;
+  const e = Math.floor(Math.log2(len));
+  const s = Math.floor(Math.log2(e)) + 1;
+  const lastBits = e - s;
+  const mask = 2 ** lastBits - 1;
+  return Math.ceil(len / (mask + 1)) * (mask + 1);
+}

@@ -1,0 +1,133 @@
+// Where an archive is written: a file (temporary name in the target directory, fsync, rename —
+// so an interrupted run never leaves a file under the final name) or stdout. Writes are
+// queued with a bound on bytes in flight so reading, sealing and writing overlap.
+import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { BackupctlError, Exit, ioError } from '../errors.js';
+import { syncDir, tempNameFor } from '../util/fsutil.js';
+
+export interface Sink {
+  write(buf: Buffer): Promise<void>;
+  /** Flush, sync and move into place. */
+  commit(): Promise<void>;
+  /** Remove any partial output. Safe to call more than once. */
+  abort(): Promise<void>;
+  readonly bytesWritten: number;
+}
+
+const MAX_IN_FLIGHT = 32 << 20;
+
+/** Remove temp files left by killed runs writing `path` (pid no longer alive). */
+async function cleanStaleTemps(path: string): Promise<void> {
+  const prefix = `.${basename(path)}.backupctl-tmp-`;
+  let names: string[] = [];
+  try {
+    names = await readdir(dirname(path));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    if (!n.startsWith(prefix)) continue;
+    const pid = parseInt(n.slice(prefix.length), 10);
+    let alive = false;
+    try {
+      process.kill(pid, 0);
+      alive = true;
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) await unlink(join(dirname(path), n)).catch(() => {});
+  }
+}
+
+class FileSink implements Sink {
+  bytesWritten = 0;
+  private inFlight = 0;
+  private pending = new Set<Promise<void>>();
+  private failure: unknown = null;
+  private done = false;
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly tmp: string,
+    private readonly path: string,
+  ) {}
+
+  async write(buf: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    const pos = this.bytesWritten;
+    this.bytesWritten += buf.length;
+    this.inFlight += buf.length;
+    const p: Promise<void> = this.fh
+      .write(buf, 0, buf.length, pos)
+      .then(() => undefined, (err: unknown) => {
+        this.failure ??= ioError(err, this.path, 'write');
+      })
+      .finally(() => {
+        this.inFlight -= buf.length;
+        this.pending.delete(p);
+      });
+    this.pending.add(p);
+    while (this.inFlight > MAX_IN_FLIGHT && this.pending.size) await Promise.race(this.pending);
+    if (this.failure) throw this.failure;
+  }
+
+  async commit(): Promise<void> {
+    await Promise.all(this.pending);
+    if (this.failure) throw this.failure;
+    try {
+      await this.fh.sync();
+      await this.fh.close();
+      await rename(this.tmp, this.path);
+      this.done = true;
+    } catch (err) {
+      throw ioError(err, this.path, 'write');
+    }
+    await syncDir(dirname(this.path));
+  }
+
+  async abort(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await Promise.allSettled(this.pending);
+    await this.fh.close().catch(() => {});
+    await unlink(this.tmp).catch(() => {});
+  }
+}
+
+class StdoutSink implements Sink {
+  bytesWritten = 0;
+  async write(buf: Buffer): Promise<void> {
+    this.bytesWritten += buf.length;
+    if (!process.stdout.write(buf)) await new Promise<void>((res) => process.stdout.once('drain', res));
+  }
+  async commit(): Promise<void> {
+    await new Promise<void>((res) => process.stdout.write('', () => res()));
+  }
+  async abort(): Promise<void> {}
+}
+
+/** Open the output: '-' is stdout (refused when it is a terminal). */
+export async function openSink(path: string, opts: { force?: boolean } = {}): Promise<Sink> {
+  if (path === '-') {
+    if (process.stdout.isTTY) throw new BackupctlError(Exit.usage, 'refusing to write an archive to a terminal; redirect stdout or use -o FILE');
+    return new StdoutSink();
+  }
+  try {
+    const st = await stat(path);
+    if (st.isDirectory()) throw new BackupctlError(Exit.io, `${path} is a directory; give a file name with -o`);
+    if (!opts.force) throw new BackupctlError(Exit.io, `${path} already exists; use --force to replace it`);
+  } catch (err) {
+    if (err instanceof BackupctlError) throw err;
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, path, 'write');
+  }
+  await cleanStaleTemps(path);
+  const tmp = tempNameFor(path);
+  let fh: FileHandle;
+  try {
+    fh = await open(tmp, 'wx', 0o600);
+  } catch (err) {
+    throw ioError(err, dirname(path) || '.', 'create a file in');
+  }
+  return new FileSink(fh, tmp, path);
+}

@@ -1,0 +1,204 @@
+// Reading an archive: from a file (random access: the footer, the index, any entry's
+// segments) or from a pipe (sequential only). Nothing is trusted before the header MAC checks.
+import { open, type FileHandle } from 'node:fs/promises';
+import { corruptError, ioError, noKeyError } from '../errors.js';
+import type { Identity } from '../keys/types.js';
+import { ByteQueue } from '../util/bytequeue.js';
+import { FOOTER_LEN, PREAMBLE_LEN, REC_INDEX } from './format.js';
+import { headerLengthFromPreamble, looksLikeArchive, parseHeader, verifyMac, type ParsedHeader } from './header.js';
+import { decodeFooter, decodeIndex, type Footer, type IndexEntry } from './entries.js';
+import { openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
+
+/** Try each identity in turn; the first file key that also verifies the header MAC wins. */
+export async function unlockHeader(header: ParsedHeader, identities: Identity[]): Promise<Uint8Array> {
+  for (const id of identities) {
+    const fileKey = await id.unwrap(header.slots);
+    if (!fileKey) continue;
+    if (!verifyMac(header, fileKey)) {
+      fileKey.fill(0);
+      throw corruptError('the archive header failed authentication: it was modified or damaged after it was written');
+    }
+    return fileKey;
+  }
+  throw noKeyError(`no slot of this archive opens with the ${identities.map((i) => i.description).join(' or ') || 'given keys'}`);
+}
+
+/** An archive whose header has been read; the payload is reachable once a key is attached. */
+export interface Archive {
+  header: ParsedHeader;
+  /** Sequential plaintext of the whole payload, segment by segment. */
+  plaintext(): AsyncIterable<Buffer>;
+  close(): Promise<void>;
+}
+
+export class ArchiveFile implements Archive {
+  private key: Buffer | null = null;
+  private layout!: ReturnType<typeof segmentLayout>;
+  private constructor(
+    private readonly fh: FileHandle,
+    readonly path: string,
+    readonly size: number,
+    readonly header: ParsedHeader,
+  ) {}
+
+  static async open(path: string): Promise<ArchiveFile> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      throw ioError(err, path, 'open');
+    }
+    try {
+      const size = (await fh.stat()).size;
+      const pre = Buffer.alloc(PREAMBLE_LEN);
+      const { bytesRead } = await fh.read(pre, 0, PREAMBLE_LEN, 0);
+      if (!looksLikeArchive(pre.subarray(0, bytesRead))) throw corruptError(`${path} is not a backupctl archive`);
+      const len = headerLengthFromPreamble(pre.subarray(0, bytesRead));
+      if (len > size) throw corruptError(`${path}: truncated header`);
+      const buf = Buffer.alloc(len);
+      await fh.read(buf, 0, len, 0);
+      return new ArchiveFile(fh, path, size, parseHeader(buf));
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  /** Derive the payload key; `fileKey` must already have verified the header MAC. */
+  attachKey(fileKey: Uint8Array): void {
+    this.key = payloadKey(fileKey, this.header.nonce);
+    this.layout = segmentLayout(this.size - this.header.headerLength, this.header.segmentSize);
+  }
+
+  get segmentCount(): number {
+    return this.layout.count;
+  }
+  get plainSize(): number {
+    return this.layout.plainSize;
+  }
+
+  /** Ciphertext of segments [first, first+count). */
+  private async readSealed(first: number, count: number): Promise<Buffer> {
+    const start = this.header.headerLength + first * this.layout.sealedSize;
+    const end = Math.min(this.size, start + count * this.layout.sealedSize);
+    const buf = Buffer.allocUnsafe(end - start);
+    let off = 0;
+    while (off < buf.length) {
+      const { bytesRead } = await this.fh.read(buf, off, buf.length - off, start + off);
+      if (bytesRead === 0) throw corruptError(`${this.path} shrank while being read`);
+      off += bytesRead;
+    }
+    return buf;
+  }
+
+  /** Decrypt one segment (throws a corrupt error naming it when it does not authenticate). */
+  async segment(i: number): Promise<Buffer> {
+    const sealed = await this.readSealed(i, 1);
+    return openSegment(this.key!, i, i === this.layout.count - 1, sealed);
+  }
+
+  /** Plaintext bytes [offset, offset+length) as a sequence of buffers, reading ahead. */
+  async *range(offset: number, length: number): AsyncGenerator<Buffer> {
+    if (length === 0) return;
+    const seg = this.header.segmentSize;
+    const first = Math.floor(offset / seg);
+    const last = Math.floor((offset + length - 1) / seg);
+    if (last >= this.layout.count) throw corruptError('a record points beyond the end of the payload');
+    const BATCH = Math.max(1, Math.floor((4 << 20) / this.layout.sealedSize));
+    let i = first;
+    let next: Promise<Buffer> | null = this.readSealed(i, Math.min(BATCH, last - i + 1));
+    while (next) {
+      const sealed = await next;
+      const n = Math.ceil(sealed.length / this.layout.sealedSize);
+      const after = i + n;
+      next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1)) : null;
+      for (let k = 0; k < n; k++, i++) {
+        const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
+        let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
+        const segStart = i * seg;
+        const lo = Math.max(offset - segStart, 0);
+        const hi = Math.min(offset + length - segStart, plain.length);
+        if (lo !== 0 || hi !== plain.length) plain = plain.subarray(lo, hi);
+        yield plain;
+      }
+    }
+  }
+
+  async readRange(offset: number, length: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    for await (const p of this.range(offset, length)) parts.push(p);
+    return Buffer.concat(parts, length);
+  }
+
+  plaintext(): AsyncIterable<Buffer> {
+    return this.range(0, this.plainSize);
+  }
+
+  async footer(): Promise<Footer> {
+    if (this.plainSize < FOOTER_LEN) throw corruptError('payload too short to hold a footer');
+    return decodeFooter(await this.readRange(this.plainSize - FOOTER_LEN, FOOTER_LEN), this.plainSize);
+  }
+
+  async index(footer?: Footer): Promise<IndexEntry[]> {
+    const f = footer ?? (await this.footer());
+    const body = await this.readRange(f.indexOffset, f.indexLength);
+    if (body[0] !== REC_INDEX) throw corruptError('index record marker missing');
+    return decodeIndex(body.subarray(1), f.entryCount);
+  }
+
+  async close(): Promise<void> {
+    this.key?.fill(0);
+    await this.fh.close().catch(() => {});
+  }
+}
+
+/** An archive arriving on a pipe: the header is read first, the payload streamed after it. */
+export class ArchiveStream implements Archive {
+  private key: Buffer | null = null;
+  private constructor(
+    readonly header: ParsedHeader,
+    private readonly rest: AsyncIterable<Uint8Array>,
+  ) {}
+
+  static async open(input: AsyncIterable<Uint8Array>, name = 'standard input'): Promise<ArchiveStream> {
+    const it = input[Symbol.asyncIterator]();
+    const q = new ByteQueue();
+    const fill = async (n: number) => {
+      while (q.length < n) {
+        const r = await it.next();
+        if (r.done) return false;
+        q.push(r.value);
+      }
+      return true;
+    };
+    await fill(PREAMBLE_LEN);
+    const pre = q.length ? q.take(Math.min(q.length, PREAMBLE_LEN)) : Buffer.alloc(0);
+    if (!looksLikeArchive(pre)) throw corruptError(`${name} is not a backupctl archive`);
+    const len = headerLengthFromPreamble(pre);
+    if (!(await fill(len - PREAMBLE_LEN))) throw corruptError(`${name}: truncated header`);
+    const header = parseHeader(Buffer.concat([pre, q.take(len - PREAMBLE_LEN)]));
+    const leftover = q.length ? q.take(q.length) : null;
+    async function* rest() {
+      if (leftover) yield leftover;
+      for (;;) {
+        const r = await it.next();
+        if (r.done) return;
+        yield r.value;
+      }
+    }
+    return new ArchiveStream(header, rest());
+  }
+
+  attachKey(fileKey: Uint8Array): void {
+    this.key = payloadKey(fileKey, this.header.nonce);
+  }
+
+  plaintext(): AsyncIterable<Buffer> {
+    return openStream(this.key!, this.header.segmentSize, this.rest);
+  }
+
+  async close(): Promise<void> {
+    this.key?.fill(0);
+  }
+}
+

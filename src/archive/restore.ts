@@ -1,0 +1,248 @@
+// Safe extraction. Everything is written into a private staging directory inside DEST first;
+// entries are moved into place only after the whole selection has been read and authenticated,
+// with no-clobber links (never check-then-rename), parents verified as real directories, and
+// symlinks created last, so no link (stored or pre-existing) is ever followed. Any failure or
+// interruption leaves DEST as it was. Node has no openat(2), so the remaining window is a local
+// attacker who can write to DEST swapping a checked directory for a link during the commit:
+// see backupctl(1) "RESTORE SAFETY".
+import { constants } from 'node:fs';
+import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rm, rmdir, symlink, unlink, utimes, chmod, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
+import { EntryType, FOOTER_LEN } from './format.js';
+import { decodeFooter, decodeIndex, type EntryMeta, type IndexEntry } from './entries.js';
+import { PathGuard } from './paths.js';
+import { RecordReader, StreamSource, sameEntry } from './records.js';
+import type { ArchiveFile, ArchiveStream } from './reader.js';
+
+export interface RestoreOptions {
+  archive: ArchiveFile | ArchiveStream;
+  dest: string;
+  only?: string[];
+  force?: boolean;
+  signal?: AbortSignal;
+  onProgress?: (p: { bytes: number; entries: number }) => void;
+}
+
+export interface RestoreResult {
+  entries: number;
+  files: number;
+  bytes: number;
+  replaced: number;
+}
+
+const selects = (only: string[] | undefined, path: string) =>
+  !only || only.some((o) => path === o || path.startsWith(o + '/'));
+const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
+  !!only && only.some((o) => o.startsWith(path + '/'));
+
+const secs = (ns: bigint) => Number(ns) / 1e9;
+/** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
+const safeMode = (mode: number) => mode & 0o1777;
+
+export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
+  const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+  let createdDest = false;
+  try {
+    await mkdir(o.dest);
+    createdDest = true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, o.dest, 'create directory');
+  }
+  let dest: string;
+  let staging: string | null = null;
+  try {
+    const st = await lstat(o.dest).catch((err) => { throw ioError(err, o.dest, 'read'); });
+    if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
+    dest = await realpath(o.dest);
+    staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => { throw ioError(err, dest, 'write into'); });
+    const staged = await extract(o, only, staging);
+    if (only && staged.length === 0) throw usageError(`nothing in the archive matches ${only.join(', ')}`);
+    o.signal?.throwIfAborted();
+    const replaced = await commit(staged, staging, dest, !!o.force);
+    const files = staged.filter((e) => e.type === EntryType.File);
+    return { entries: staged.length, files: files.length, bytes: files.reduce((a, e) => a + Number(e.size), 0), replaced };
+  } catch (err) {
+    if (createdDest) await rm(o.dest, { recursive: true, force: true }).catch(() => {});
+    throw err;
+  } finally {
+    if (staging) await rm(staging, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/** Read the selection into staging; returns the staged entries in archive order. */
+async function extract(o: RestoreOptions, only: string[] | undefined, staging: string): Promise<EntryMeta[]> {
+  const guard = new PathGuard();
+  const staged: EntryMeta[] = [];
+  let bytes = 0;
+  const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
+
+  const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
+    let fh: FileHandle | null = null;
+    const target = join(staging, head.path);
+    try {
+      if (keep && head.type === EntryType.File) {
+        await mkdir(join(target, '..'), { recursive: true, mode: 0o700 });
+        fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).catch((err) => {
+          throw ioError(err, target, 'write');
+        });
+      } else if (keep && head.type === EntryType.Dir) {
+        await mkdir(target, { recursive: true, mode: 0o700 });
+      }
+      const h = fh;
+      const meta = await reader.content(head, async (chunk) => {
+        o.signal?.throwIfAborted();
+        if (h) {
+          let off = 0;
+          while (off < chunk.length) off += (await h.write(chunk, off, chunk.length - off)).bytesWritten;
+          bytes += chunk.length;
+        }
+      });
+      if (h) {
+        await h.chmod(safeMode(meta.mode));
+        await h.utimes(secs(meta.mtimeNs), secs(meta.mtimeNs));
+      }
+      return meta;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code && !(err instanceof BackupctlError)) throw ioError(err, target, 'write');
+      throw err;
+    } finally {
+      await fh?.close();
+    }
+  };
+
+  const a = o.archive;
+  if ('index' in a) {
+    // A file: read and check the whole index before writing anything.
+    const index = await a.index();
+    for (const e of index) guard.add(e.path, e.type);
+    const sel = index.filter((e) => wanted(e.path));
+    const full = sel.length === index.length;
+    const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
+      ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
+      : sel.map((e) => ({ entries: [e], offset: e.offset, length: e.length }));
+    for (const run of runs) {
+      const reader = new RecordReader(new StreamSource(a.range(run.offset, run.length)));
+      reader.src.position = run.offset;
+      for (const e of run.entries) {
+        const rec = await reader.next();
+        if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
+        const meta = await extractRecord(reader, rec.head, true);
+        if (!sameEntry(meta, e)) throw corruptError(`the index does not match the payload at ${e.path}`);
+        staged.push(meta);
+        o.onProgress?.({ bytes, entries: staged.length });
+      }
+    }
+    return staged;
+  }
+
+  // A pipe: check paths as they come, and the index against what was seen at the end.
+  const src = new StreamSource(a.plaintext());
+  const reader = new RecordReader(src);
+  const seen: Array<EntryMeta & { offset: number; length: number }> = [];
+  for (;;) {
+    const rec = await reader.next();
+    if (rec.kind === 'index') {
+      const rest = await src.rest();
+      if (rest.length < FOOTER_LEN) throw corruptError('payload too short to hold a footer');
+      const plainSize = src.position;
+      const footer = decodeFooter(rest.subarray(rest.length - FOOTER_LEN), plainSize);
+      const indexBody = rest.subarray(0, footer.indexLength - 1);
+      if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
+      const index = await decodeIndex(indexBody, footer.entryCount);
+      if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
+        throw corruptError('the index does not match the entries in the payload');
+      }
+      if (rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN).some((b) => b !== 0)) throw corruptError('padding is not zero');
+      return staged;
+    }
+    guard.add(rec.head.path, rec.head.type);
+    const keep = wanted(rec.head.path);
+    const meta = await extractRecord(reader, rec.head, keep);
+    seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
+    if (keep) staged.push(meta);
+    o.onProgress?.({ bytes, entries: staged.length });
+  }
+}
+
+type Undo = () => Promise<unknown>;
+
+/** Move staged entries into DEST; on any failure undo every step already taken. */
+async function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): Promise<number> {
+  const order = [
+    ...staged.filter((e) => e.type === EntryType.Dir),
+    ...staged.filter((e) => e.type === EntryType.File),
+    ...staged.filter((e) => e.type === EntryType.Symlink),
+  ];
+  const exists = async (p: string) => lstat(p).then((s) => s, (err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw ioError(err, p, 'read');
+  });
+  // No-clobber pre-check so that the common conflict changes nothing at all.
+  if (!force) {
+    const clash: string[] = [];
+    for (const e of order) {
+      const st = await exists(join(dest, e.path));
+      if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
+    }
+    if (clash.length) {
+      throw new BackupctlError(Exit.io, `${clash.length} entr${clash.length === 1 ? 'y' : 'ies'} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
+    }
+  }
+  const undo: Undo[] = [];
+  const aside = join(staging, '.replaced');
+  let asideCount = 0;
+  const moveAside = async (p: string) => {
+    if (asideCount === 0) await mkdir(aside, { mode: 0o700 });
+    const to = join(aside, String(asideCount++));
+    await rename(p, to);
+    undo.push(() => rename(to, p));
+  };
+  const createdDirs: EntryMeta[] = [];
+  try {
+    for (const e of order) {
+      const final = join(dest, e.path);
+      const from = join(staging, e.path);
+      if (e.type === EntryType.Dir) {
+        const st = await exists(final);
+        if (st?.isDirectory()) continue; // merge into an existing real directory (lstat: not a link)
+        if (st) await moveAside(final);
+        await mkdir(final, { mode: 0o700 });
+        undo.push(() => rmdir(final));
+        createdDirs.push(e);
+        continue;
+      }
+      const place = async () => {
+        if (e.type === EntryType.Symlink) return symlink(e.target, final);
+        try {
+          await link(from, final); // atomic no-clobber: fails with EEXIST, never overwrites
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV' && code !== 'EMLINK') throw err;
+          await copyFile(from, final, constants.COPYFILE_EXCL); // file systems without hard links
+          await chmod(final, safeMode(e.mode));
+          await utimes(final, secs(e.mtimeNs), secs(e.mtimeNs));
+        }
+      };
+      try {
+        await place();
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force) throw err;
+        await moveAside(final);
+        await place();
+      }
+      undo.push(() => unlink(final));
+    }
+  } catch (err) {
+    for (const u of undo.reverse()) await u().catch(() => {});
+    if (err instanceof BackupctlError) throw err;
+    throw ioError(err, dest, 'restore into');
+  }
+  // Directory modes and times last (adding entries changes a directory's mtime), deepest first.
+  for (const e of createdDirs.reverse()) {
+    const final = join(dest, e.path);
+    await chmod(final, safeMode(e.mode)).catch(() => {});
+    await utimes(final, secs(e.mtimeNs), secs(e.mtimeNs)).catch(() => {});
+  }
+  return asideCount;
+}

@@ -1,0 +1,132 @@
+// verify: authenticate every segment, parse every record, check every content hash and the
+// index against the stream. On damage, survey all segments and name the affected files.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BackupctlError, Exit, corruptError } from '../errors.js';
+import { EntryType, FOOTER_LEN } from './format.js';
+import type { IndexEntry } from './entries.js';
+import { RecordReader, StreamSource, sameEntry } from './records.js';
+import type { ArchiveFile } from './reader.js';
+
+export interface VerifyResult {
+  entries: number;
+  files: number;
+  bytes: number;
+  segments: number;
+  changedWhileRead: string[];
+}
+
+/** Map damaged segments to the entries whose records overlap them. */
+function affected(index: IndexEntry[], bad: number[], segmentSize: number): string[] {
+  return index
+    .filter((e) => bad.some((s) => e.offset < (s + 1) * segmentSize && e.offset + e.length > s * segmentSize))
+    .map((e) => e.path);
+}
+
+async function survey(a: ArchiveFile, first: Error): Promise<never> {
+  const bad: number[] = [];
+  for (let i = 0; i < a.segmentCount; i++) await a.segment(i).catch(() => bad.push(i));
+  if (bad.length === 0) throw first; // every segment authenticates: the damage is structural
+  let index: IndexEntry[] | null = null;
+  try {
+    index = await a.index();
+  } catch {
+    /* the index itself is damaged */
+  }
+  const files = index ? affected(index, bad, a.header.segmentSize) : [];
+  const list = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ');
+  const what = index
+    ? files.length
+      ? `affected: ${list}`
+      : 'no file is affected (only the index, padding or footer)'
+    : 'the index is damaged too, so the affected files cannot be named';
+  throw corruptError(`${bad.length} of ${a.segmentCount} payload segments are damaged (segment${bad.length > 1 ? 's' : ''} ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}); ${what}`, {
+    damagedSegments: bad,
+    affectedFiles: files,
+    indexReadable: index !== null,
+  });
+}
+
+export async function verifyArchive(a: ArchiveFile, onProgress?: (p: { bytes: number; entries: number }) => void, signal?: AbortSignal): Promise<VerifyResult & { index: IndexEntry[] }> {
+  const res: VerifyResult = { entries: 0, files: 0, bytes: 0, segments: a.segmentCount, changedWhileRead: [] };
+  try {
+    const src = new StreamSource(a.plaintext());
+    const reader = new RecordReader(src);
+    const seen: IndexEntry[] = [];
+    for (;;) {
+      signal?.throwIfAborted();
+      const rec = await reader.next();
+      if (rec.kind === 'index') {
+        const footer = await a.footer();
+        if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
+        const index = await a.index(footer);
+        if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
+          throw corruptError('the index does not match the entries in the payload');
+        }
+        const rest = await src.rest();
+        const padding = rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN);
+        if (padding.some((b) => b !== 0)) throw corruptError('padding is not zero');
+        return { ...res, index };
+      }
+      const meta = await reader.content(rec.head, (chunk) => {
+        res.bytes += chunk.length;
+      });
+      seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
+      res.entries++;
+      if (meta.type === EntryType.File) res.files++;
+      if (meta.flags & 1) res.changedWhileRead.push(meta.path);
+      onProgress?.({ bytes: res.bytes, entries: res.entries });
+    }
+  } catch (err) {
+    if (err instanceof BackupctlError && err.code === Exit.corrupt && err.detail?.segment !== undefined) await survey(a, err);
+    throw err;
+  }
+}
+
+export interface Difference {
+  path: string;
+  problem: string;
+}
+
+async function hashFile(p: string): Promise<Buffer> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(p, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
+  return h.digest();
+}
+
+/** Compare the archive's entries with a directory tree (after the archive itself verified). */
+export async function compareWithDirectory(index: IndexEntry[], dir: string): Promise<Difference[]> {
+  const diffs: Difference[] = [];
+  const inArchive = new Set(index.map((e) => e.path));
+  for (const e of index) {
+    const p = join(dir, e.path);
+    const st = await lstat(p).catch(() => null);
+    if (!st) {
+      diffs.push({ path: e.path, problem: 'missing from the directory' });
+      continue;
+    }
+    const type = st.isDirectory() ? EntryType.Dir : st.isSymbolicLink() ? EntryType.Symlink : st.isFile() ? EntryType.File : -1;
+    if (type !== e.type) {
+      diffs.push({ path: e.path, problem: 'different type' });
+      continue;
+    }
+    if ((st.mode & 0o7777) !== e.mode) diffs.push({ path: e.path, problem: `mode ${(st.mode & 0o7777).toString(8)} vs ${e.mode.toString(8)} in the archive` });
+    if (e.type === EntryType.File) {
+      if (BigInt(st.size) !== e.size) diffs.push({ path: e.path, problem: `size ${st.size} vs ${e.size} in the archive` });
+      else if (!(await hashFile(p)).equals(e.sha256)) diffs.push({ path: e.path, problem: 'content differs' });
+    } else if (e.type === EntryType.Symlink && (await readlink(p)) !== e.target) {
+      diffs.push({ path: e.path, problem: 'link target differs' });
+    }
+  }
+  async function extra(abs: string, rel: string): Promise<void> {
+    for (const d of await readdir(abs, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${d.name}` : d.name;
+      if (!inArchive.has(r)) diffs.push({ path: r, problem: 'not in the archive' });
+      else if (d.isDirectory()) await extra(join(abs, d.name), r);
+    }
+  }
+  await extra(dir, '');
+  return diffs;
+}
