@@ -1,7 +1,15 @@
 // Every command registers itself here: one import and one entry per command file.
 import type { Command } from 'commander';
+import { register as create } from './create.js';
+import { register as inspect } from './inspect.js';
+import { register as restore } from './restore.js';
+import { register as verify } from './verify.js';
 import { register as recoveryCode } from './recovery-code.js';
 
 export const commands: Array<(program: Command) => void> = [
+  create,
+  inspect,
+  restore,
+  verify,
   recoveryCode,
 ];

@@ -1,0 +1,92 @@
+// `backupctl create DIR -o FILE`: pack a directory into an archive wrapped to the recipients.
+import type { Command } from 'commander';
+import { Exit, usageError } from '../../errors.js';
+import { writeArchive } from '../../archive/pack.js';
+import { walkDirectory } from '../../archive/walk.js';
+import { openSink } from '../../archive/output.js';
+import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
+import { acquireLock } from '../../util/fsutil.js';
+import { action, emitJson, info, warn } from '../run.js';
+import { startProgress } from '../progress.js';
+import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
+
+export function parseSize(v: string): number {
+  const m = /^(\d+)([KMG]i?B?)?$/i.exec(v.trim());
+  if (!m) throw usageError(`bad size ${JSON.stringify(v)} (examples: 65536, 64K, 1M)`);
+  const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').charAt(0).toUpperCase()] ?? 1;
+  return Number(m[1]) * mult;
+}
+
+interface CreateOptions extends RecipientOptions {
+  output: string;
+  force?: boolean;
+  segmentSize?: string;
+}
+
+export function register(program: Command): void {
+  addRecipientOptions(
+    program
+      .command('create')
+      .description('pack DIR into an encrypted archive (needs no secret and no device: safe for cron)')
+      .argument('<dir>', 'the chat export directory')
+      .requiredOption('-o, --output <file>', "the archive to write ('-' for standard output)")
+      .option('--force', 'replace FILE if it exists (atomically, once the new archive is complete)')
+      .option('--segment-size <size>', 'plaintext bytes per encrypted segment, a power of two from 4K to 16M', '1M'),
+  ).action(
+    action(async (ctx, dir: string, opts: CreateOptions) => {
+      const segmentSize = parseSize(opts.segmentSize ?? String(DEFAULT_SEGMENT_SIZE));
+      if (segmentSize < MIN_SEGMENT_SIZE || segmentSize > MAX_SEGMENT_SIZE || (segmentSize & (segmentSize - 1)) !== 0) {
+        throw usageError('--segment-size must be a power of two from 4K to 16M');
+      }
+      const recipients = await resolveRecipients(opts);
+      const lock = opts.output === '-' ? null : await acquireLock(opts.output, opts.output);
+      const warnings: string[] = [];
+      const onWarning = (m: string) => {
+        warnings.push(m);
+        warn(m);
+      };
+      const skipped = { count: 0 };
+      const progress = await startProgress('create');
+      const t0 = Date.now();
+      try {
+        const sink = await openSink(opts.output, { force: opts.force });
+        const res = await writeArchive({
+          recipients,
+          entries: walkDirectory(dir, onWarning, skipped),
+          sink,
+          segmentSize,
+          signal: ctx.signal,
+          onWarning,
+          onProgress: (p) => progress.update(p),
+        });
+        progress.stop();
+        const seconds = (Date.now() - t0) / 1000;
+        const skippedTotal = skipped.count + res.skipped;
+        const summary = {
+          ok: true,
+          archive: opts.output,
+          entries: res.entries,
+          files: res.files,
+          bytesIn: res.bytesIn,
+          archiveSize: res.archiveSize,
+          seconds,
+          skipped: skippedTotal,
+          changedWhileRead: res.changed,
+          warnings,
+          recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })),
+        };
+        if (ctx.json) emitJson(summary);
+        else {
+          const where = opts.output === '-' ? 'standard output' : opts.output;
+          info(`Wrote ${where}: ${res.entries} entries (${res.files} files), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
+          info(`Encrypted to ${recipients.length} recipient${recipients.length > 1 ? 's' : ''}: ${recipients.map(describeRecipient).join(', ')}`);
+          if (skippedTotal || res.changed) info(`Done, but ${skippedTotal} skipped and ${res.changed} changed while read (see warnings above): exit 3`);
+        }
+        return skippedTotal || res.changed ? Exit.partial : Exit.ok;
+      } finally {
+        progress.stop();
+        lock?.release();
+      }
+    }),
+  );
+}

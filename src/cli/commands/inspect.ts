@@ -1,0 +1,98 @@
+// `backupctl inspect FILE`: the envelope without any key (like age-inspect), and with --list the
+// entries (which needs an unlock).
+import type { Command } from 'commander';
+import { stat } from 'node:fs/promises';
+import { loadConfig } from '../../config.js';
+import { b64decode, b64encode } from '../../util/base64.js';
+import { recipientTag } from '../../keys/x25519.js';
+import type { Slot } from '../../keys/types.js';
+import { ArchiveFile } from '../../archive/reader.js';
+import { EntryType, TAG_LEN } from '../../archive/format.js';
+import type { IndexEntry } from '../../archive/entries.js';
+import type { ParsedHeader } from '../../archive/header.js';
+import { action, emitJson } from '../run.js';
+import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+
+/** Slots with their public metadata, marked by whether the local config knows their recipient. */
+export async function describeSlots(slots: readonly Slot[]) {
+  let known: Array<{ type: string; label: string; tag: string }> = [];
+  try {
+    known = (await loadConfig()).recipients.map((r) => ({ type: r.type, label: r.label, tag: b64encode(recipientTag(r.type, b64decode(r.publicKey))) }));
+  } catch {
+    /* no usable config: every slot is simply "not in config" */
+  }
+  return slots.map((s) => {
+    const match = known.find((k) => k.type === s.type && k.tag === s.tag);
+    return { type: s.type, label: s.label, tag: Buffer.from(b64decode(s.tag)).toString('hex'), inConfig: match ? match.label : null, params: s.params ?? {} };
+  });
+}
+
+const typeName = ['file', 'dir', 'symlink'] as const;
+const modeString = (e: IndexEntry) => (e.type === EntryType.Dir ? 'd' : e.type === EntryType.Symlink ? 'l' : '-') +
+  [6, 3, 0].map((s) => ['r', 'w', 'x'].map((c, i) => ((e.mode >> s) & (4 >> i) ? c : '-')).join('')).join('');
+
+function entryJson(e: IndexEntry) {
+  return {
+    path: e.path, type: typeName[e.type], mode: e.mode.toString(8).padStart(4, '0'), size: Number(e.size),
+    mtime: new Date(Number(e.mtimeNs / 1000000n)).toISOString(), sha256: e.type === EntryType.File ? e.sha256.toString('hex') : undefined,
+    target: e.type === EntryType.Symlink ? e.target : undefined, changedWhileRead: (e.flags & 1) === 1 || undefined,
+  };
+}
+
+export function envelope(path: string, size: number, h: ParsedHeader) {
+  const sealed = h.segmentSize + TAG_LEN;
+  return {
+    file: path, size, format: h.version, created: h.created, cipher: 'AES-256-GCM', segmentSize: h.segmentSize,
+    headerSize: h.headerLength, payloadSize: size - h.headerLength, segments: Math.ceil((size - h.headerLength) / sealed),
+  };
+}
+
+export function register(program: Command): void {
+  addUnlockOptions(
+    program
+      .command('inspect')
+      .description("show an archive's envelope (format, creation time, slots) without any key; --list unlocks and lists the entries")
+      .argument('<file>', 'the archive')
+      .option('--list', 'unlock and list the entries'),
+  ).action(
+    action(async (ctx, file: string, opts: UnlockOptions & { list?: boolean }) => {
+      const archive = await ArchiveFile.open(file);
+      try {
+        const size = (await stat(file)).size;
+        const env = envelope(file, size, archive.header);
+        const slots = await describeSlots(archive.header.slots);
+        let entries: IndexEntry[] | null = null;
+        if (opts.list) {
+          archive.attachKey(await unlock(archive.header, opts, ctx.signal));
+          entries = await archive.index();
+        }
+        if (ctx.json) {
+          emitJson({ ok: true, ...env, authenticated: !!entries, slots, entries: entries?.map(entryJson) });
+          return;
+        }
+        const out: string[] = [
+          `backupctl archive ${file}${entries ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
+          `  format:   ${env.format}`,
+          `  created:  ${env.created}`,
+          `  payload:  ${env.payloadSize} bytes in ${env.segments} AES-256-GCM segments of ${env.segmentSize} bytes (header ${env.headerSize} bytes)`,
+          `  slots (${slots.length}):`,
+          ...slots.map((s, i) => {
+            const p = s.params as Record<string, unknown>;
+            const extra = s.type === 'fido2' ? `  rp ${p.rp} uv ${p.uv ? 'yes' : 'no'} aaguid ${p.aaguid} credential ${String(p.credential).slice(0, 16)}…` : '';
+            return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
+          }),
+        ];
+        if (entries) {
+          out.push(`  entries (${entries.length}):`);
+          for (const e of entries) {
+            const j = entryJson(e);
+            out.push(`    ${modeString(e)} ${String(j.size).padStart(12)} ${j.mtime.slice(0, 19).replace('T', ' ')} ${e.path}${j.target ? ` -> ${j.target}` : ''}`);
+          }
+        }
+        process.stdout.write(out.join('\n') + '\n');
+      } finally {
+        await archive.close();
+      }
+    }),
+  );
+}

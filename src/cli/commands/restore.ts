@@ -1,0 +1,47 @@
+// `backupctl restore FILE -d DIR`: unlock, then extract safely (see archive/restore.ts).
+import type { Command } from 'commander';
+import { ArchiveFile, ArchiveStream } from '../../archive/reader.js';
+import { restoreArchive } from '../../archive/restore.js';
+import { BackupctlError, Exit } from '../../errors.js';
+import { action, emitJson, info } from '../run.js';
+import { startProgress } from '../progress.js';
+import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+
+/** Open FILE, or standard input for '-' (refused when stdin is a terminal). */
+export async function openArchive(file: string): Promise<ArchiveFile | ArchiveStream> {
+  if (file !== '-') return ArchiveFile.open(file);
+  if (process.stdin.isTTY) throw new BackupctlError(Exit.usage, "refusing to read an archive from a terminal; pipe one in or give a file name instead of '-'");
+  return ArchiveStream.open(process.stdin);
+}
+
+export function register(program: Command): void {
+  addUnlockOptions(
+    program
+      .command('restore')
+      .description('restore an archive into DIR (created if missing); nothing is moved into DIR until everything read has been authenticated')
+      .argument('<file>', "the archive ('-' for standard input)")
+      .requiredOption('-d, --dir <dir>', 'where to restore')
+      .option('--only <path...>', 'restore only these paths (and everything under them)')
+      .option('--force', 'replace existing files in DIR (the originals are kept until the restore has succeeded)'),
+  ).action(
+    action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean }) => {
+      const archive = await openArchive(file);
+      const progress = await startProgress('restore');
+      const t0 = Date.now();
+      try {
+        archive.attachKey(await unlock(archive.header, opts, ctx.signal));
+        const res = await restoreArchive({
+          archive, dest: opts.dir, only: opts.only, force: opts.force, signal: ctx.signal,
+          onProgress: (p) => progress.update(p),
+        });
+        progress.stop();
+        const seconds = (Date.now() - t0) / 1000;
+        if (ctx.json) emitJson({ ok: true, dir: opts.dir, ...res, seconds });
+        else info(`Restored ${res.entries} entries (${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB) into ${opts.dir} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
+      } finally {
+        progress.stop();
+        await archive.close();
+      }
+    }),
+  );
+}

@@ -1,0 +1,76 @@
+// Turning the command line into a file key: which identities to try, in which order, and what
+// to tell the user on the way. Security keys first (one touch), the recovery code when asked
+// for, when it was given for a script, or when no connected key holds a credential.
+import type { Command } from 'commander';
+import { BackupctlError, Exit, corruptError, noKeyError } from '../errors.js';
+import type { Identity, Slot } from '../keys/types.js';
+import { recoveryIdentity, RECOVERY_SLOT_TYPE } from '../keys/recovery-code.js';
+import { verifyMac, type ParsedHeader } from '../archive/header.js';
+import { readSecret } from './secrets.js';
+import { info } from './run.js';
+
+export interface UnlockOptions {
+  recoveryCodeFile?: string;
+  useRecoveryCode?: boolean;
+  device?: string;
+  pinFile?: string;
+}
+
+export function addUnlockOptions(cmd: Command): Command {
+  return cmd
+    .option('--recovery-code-file <file>', 'read the recovery code from FILE (or set BACKUPCTL_RECOVERY_CODE)')
+    .option('--use-recovery-code', 'unlock with the recovery code even when a security key is plugged in')
+    .option('--device <path>', 'security key to use: a hidraw path, or udp://127.0.0.1:PORT for a simulator (or BACKUPCTL_FIDO2_DEVICE)')
+    .option('--pin-file <file>', "read the security key's PIN from FILE (or set BACKUPCTL_PIN)");
+}
+
+const FIDO2 = 'fido2';
+
+async function fido2Identity(opts: UnlockOptions, signal: AbortSignal): Promise<Identity> {
+  // Loaded only when an archive has security-key slots: it pulls in the CTAP2 client.
+  const mod = (await import('../keys/fido2-slot.js' as string)) as {
+    fido2Identity(o: { device?: string; readPin: () => Promise<string>; notify: (m: string) => void; signal: AbortSignal }): Identity;
+  };
+  return mod.fido2Identity({
+    device: opts.device ?? process.env.BACKUPCTL_FIDO2_DEVICE,
+    readPin: () => readSecret({ what: 'PIN', env: 'BACKUPCTL_PIN', file: opts.pinFile, fileFlag: '--pin-file', prompt: 'Security key PIN:', signal }),
+    notify: (m) => info(m),
+    signal,
+  });
+}
+
+/** The file key, after the header MAC has confirmed it. Throws exit 4 / 5 / 7 / 8 as documented. */
+export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: AbortSignal): Promise<Uint8Array> {
+  const slots: readonly Slot[] = header.slots;
+  const hasKeySlots = slots.some((s) => s.type === FIDO2);
+  const hasCodeSlots = slots.some((s) => s.type === RECOVERY_SLOT_TYPE);
+  if (!hasKeySlots && !hasCodeSlots) {
+    throw noKeyError(`this archive has no slot this backupctl can open (slot types: ${[...new Set(slots.map((s) => s.type))].join(', ')})`);
+  }
+  const codeGiven = opts.recoveryCodeFile !== undefined || !!process.env.BACKUPCTL_RECOVERY_CODE;
+  const accept = (fileKey: Uint8Array) => {
+    if (verifyMac(header, fileKey)) return fileKey;
+    fileKey.fill(0);
+    throw corruptError('the archive header failed authentication: it was modified or damaged after it was written');
+  };
+
+  if (hasKeySlots && !opts.useRecoveryCode && !codeGiven) {
+    try {
+      const key = await (await fido2Identity(opts, signal)).unwrap(slots);
+      if (key) return accept(key);
+      if (!hasCodeSlots) throw noKeyError('no connected security key holds a credential of this archive (it was enrolled with another key, or the key was reset), and the archive has no recovery-code slot');
+      info('No connected security key holds a credential of this archive (another key, or a key that was reset); using the recovery code instead.');
+    } catch (err) {
+      if (!(err instanceof BackupctlError) || err.code !== Exit.unavailable || !hasCodeSlots) throw err;
+      info(`${err.message}; using the recovery code instead.`);
+    }
+  }
+  if (!hasCodeSlots) throw noKeyError('this archive has no recovery-code slot; it opens only with an enrolled security key');
+  const code = await readSecret({
+    what: 'recovery code', env: 'BACKUPCTL_RECOVERY_CODE', file: opts.recoveryCodeFile, fileFlag: '--recovery-code-file',
+    prompt: 'Recovery code:', signal,
+  });
+  const key = await recoveryIdentity(code).unwrap(slots);
+  if (!key) throw noKeyError('this recovery code does not open this archive (it is well-formed, but none of the archive\'s slots is for it)');
+  return accept(key);
+}
