@@ -364,7 +364,8 @@ export class DriveFake {
 
     const fault = on === 'other' ? undefined : this.takeFault(on);
     if (fault && 'status' in fault) {
-      await this.readBody(req).catch(() => {});
+      const body = await this.readBody(req).catch(() => Buffer.alloc(0));
+      if (on === 'chunk') this.uploadBytesReceived += body.length;
       const reason = fault.reason ?? (fault.status >= 500 ? 'backendError' : 'badRequest');
       const headers: Record<string, string> = fault.retryAfter !== undefined ? { 'Retry-After': String(fault.retryAfter) } : {};
       if (on === 'token') return this.sendJson(res, fault.status, { error: reason }, headers);
