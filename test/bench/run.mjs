@@ -1,0 +1,430 @@
+#!/usr/bin/env node
+// `npm run bench` (issue 3): times backupctl create / restore / verify against what people would
+// otherwise run (`tar | age`, `age -d | tar -x`), side by side and alternating, on a generated
+// export; reports median speed ratios with min and max (machines are noisy: only ratios taken in
+// one run mean something), MB/s, peak RSS, startup time, and index memory per entry.
+//
+//   node test/bench/run.mjs [--size 1G[,4G]] [--runs 5] [--json FILE] [--entries 100000]
+//                           [--startup-runs 10] [--data DIR] [--keep] [--no-install]
+//
+// Everything it writes goes under --data (default bench-data/, git-ignored) and is removed at the
+// end unless --keep (then a generated export is also reused by the next run).
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, existsSync, rmSync, rmdirSync } from 'node:fs';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { generateExport, parseSize } from '../../fixtures/generate-export.mjs';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const BIN = path.join(ROOT, 'bin/backupctl.js');
+const TIME = '/usr/bin/time';
+
+const { values: opt } = parseArgs({
+  options: {
+    size: { type: 'string', default: '1G' },
+    runs: { type: 'string', default: '5' },
+    json: { type: 'string' },
+    entries: { type: 'string', default: '100000' },
+    'startup-runs': { type: 'string', default: '10' },
+    data: { type: 'string', default: path.join(ROOT, 'bench-data') },
+    keep: { type: 'boolean', default: false },
+    'no-install': { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (opt.help) {
+  process.stdout.write(
+    'usage: node test/bench/run.mjs [--size 1G[,4G]] [--runs N] [--json FILE] [--entries N]\n' +
+    '                               [--startup-runs N] [--data DIR] [--keep] [--no-install]\n' +
+    '  --size          export size(s) to measure, K/M/G = powers of 1000 (default 1G)\n' +
+    '  --runs          timed runs of each operation, alternating with the baselines (default 5)\n' +
+    '  --entries       tiny files for the memory-per-index-entry measurement (0 = skip; default 100000)\n' +
+    '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
+    '  --no-install    do not apt-get install age / time when they are missing\n',
+  );
+  process.exit(0);
+}
+
+const RUNS = Math.max(1, Number(opt.runs));
+const DATA = path.resolve(opt.data);
+const MB = 1e6;
+const skipped = [];
+/** What this run created under DATA, removed at the end (DATA may hold other things). */
+const created = new Set();
+const scratch = (name) => {
+  const p = path.join(DATA, name);
+  created.add(p);
+  return p;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tools: age (the baseline) and GNU time (peak RSS of a process) are Debian packages.
+
+const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+function ensurePackage(pkg, check) {
+  if (check()) return true;
+  if (opt['no-install'] || process.getuid?.() !== 0 || !have('apt-get')) return false;
+  process.stderr.write(`bench: installing ${pkg} with apt-get\n`);
+  if (spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' }).status !== 0) {
+    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
+    spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' });
+  }
+  return check();
+}
+const hasAge = ensurePackage('age', () => have('age') && have('age-keygen'));
+const hasTime = ensurePackage('time', () => existsSync(TIME));
+if (!hasAge) {
+  skipped.push('age');
+  process.stderr.write('\n*** bench: `age` is not installed: THE tar|age AND age -d|tar COMPARISONS ARE SKIPPED ***\n\n');
+}
+if (!hasTime) {
+  skipped.push('rss');
+  process.stderr.write('*** bench: GNU time (/usr/bin/time) is missing: peak RSS is NOT measured ***\n');
+}
+if (!existsSync(path.join(ROOT, 'dist/cli/main.js'))) {
+  process.stderr.write('bench: dist/ is missing: run `npm run build` first (npm run bench does)\n');
+  process.exit(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and timing. Each command runs under GNU time when present, which reports the peak RSS
+// (getrusage ru_maxrss) of exactly that process; pipelines time each stage.
+
+const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
+let rssSeq = 0;
+
+/** Runs a shell script; returns wall seconds and the peak RSS (bytes) of the stages marked with T(). */
+async function sh(build, env = {}) {
+  const rssFiles = [];
+  const T = () => {
+    if (!hasTime) return '';
+    const f = scratch(`rss-${++rssSeq}`);
+    rssFiles.push(f);
+    return `${TIME} -f %M -o ${q(f)} `;
+  };
+  const script = `set -eo pipefail; ${build(T)}`;
+  const t0 = process.hrtime.bigint();
+  const { code, stderr } = await new Promise((resolve, reject) => {
+    const child = spawn('bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (c) => resolve({ code: c, stderr: err }));
+  });
+  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (code !== 0) throw new Error(`command failed (exit ${code}): ${script}\n${stderr.trim()}`);
+  let rss = null;
+  for (const f of rssFiles) {
+    const kb = Number((await readFile(f, 'utf8')).trim().split('\n').pop()) * 1024;
+    await rm(f);
+    rss = Math.max(rss ?? 0, kb);
+  }
+  return { secs, rss };
+}
+
+const node = q(process.execPath);
+const backupctl = (T, args) => `${T()}${node} ${q(BIN)} ${args}`;
+
+// ---------------------------------------------------------------------------------------------
+// Comparing trees: the round trip must give back every file byte for byte, and every folder.
+
+async function digestTree(root) {
+  const out = new Map();
+  async function walk(dir, rel) {
+    for (const d of await readdir(dir, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${d.name}` : d.name;
+      const p = path.join(dir, d.name);
+      if (d.isDirectory()) {
+        out.set(r + '/', 'dir');
+        await walk(p, r);
+      } else {
+        const h = createHash('sha256');
+        for await (const chunk of createReadStream(p, { highWaterMark: 1 << 20 })) h.update(chunk);
+        out.set(r, h.digest('hex'));
+      }
+    }
+  }
+  await walk(root, '');
+  return out;
+}
+function compareTrees(a, b) {
+  const diff = [];
+  for (const [k, v] of a) if (b.get(k) !== v) diff.push(b.has(k) ? `differs: ${k}` : `missing: ${k}`);
+  for (const k of b.keys()) if (!a.has(k)) diff.push(`extra: ${k}`);
+  return diff;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics.
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+function summary(samples, bytes) {
+  const secs = samples.map((s) => s.secs);
+  const rss = samples.map((s) => s.rss).filter((r) => r !== null);
+  return {
+    secs,
+    median: median(secs),
+    min: Math.min(...secs),
+    max: Math.max(...secs),
+    mbps: bytes ? bytes / median(secs) / MB : null,
+    peakRss: rss.length ? Math.max(...rss) : null,
+  };
+}
+/** Speed of `op` relative to `base` in each run (base time / op time): > 1 means op is faster. */
+function ratio(ops, op, base, target) {
+  const r = ops[op].secs.map((s, i) => ops[base].secs[i] / s);
+  const m = median(r);
+  return { op, vs: base, median: m, min: Math.min(...r), max: Math.max(...r), target, met: m >= target };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup: a config with one recovery code (the unlock every restore and verify uses), an age key.
+
+async function setup() {
+  await mkdir(DATA, { recursive: true });
+  const config = scratch('config');
+  await rm(config, { recursive: true, force: true });
+  await mkdir(config, { recursive: true, mode: 0o700 });
+  const env = { BACKUPCTL_CONFIG_DIR: config };
+  const code = path.join(config, 'recovery-code');
+  await sh((T) => backupctl(T, `recovery-code new --label bench --output ${q(code)}`), env);
+  let ageKey = null;
+  let ageRecipient = null;
+  if (hasAge) {
+    ageKey = path.join(config, 'age-key.txt');
+    spawnSync('age-keygen', ['-o', ageKey], { stdio: 'ignore' });
+    ageRecipient = spawnSync('age-keygen', ['-y', ageKey], { encoding: 'utf8' }).stdout.trim();
+  }
+  return { env, unlock: `--recovery-code-file ${q(code)}`, ageKey, ageRecipient };
+}
+
+/** Generates (or, after --keep, reuses) the export for one profile/size. */
+async function ensureExport(name, params) {
+  const dir = scratch(name);
+  const stampFile = scratch(`${name}.json`);
+  const want = JSON.stringify(params);
+  if (existsSync(stampFile)) {
+    const s = JSON.parse(await readFile(stampFile, 'utf8'));
+    if (JSON.stringify(s.params) === want) return { dir, ...s.result };
+  }
+  await rm(dir, { recursive: true, force: true });
+  process.stderr.write(`bench: generating ${name} ...\n`);
+  const result = await generateExport({ ...params, out: dir });
+  await writeFile(stampFile, JSON.stringify({ params, result }));
+  return { dir, ...result };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One size: alternate baseline and backupctl in every run (odd runs flip the order, so neither
+// side always gets the warmer cache or the quieter moment).
+
+async function benchSize(ctx, sizeText) {
+  const ex = await ensureExport(`export-${sizeText}`, { profile: 'bench', size: sizeText });
+  const work = scratch(`work-${sizeText}`);
+  await rm(work, { recursive: true, force: true });
+  await mkdir(work);
+  const archive = path.join(work, 'export.bkp');
+  const ageOut = path.join(work, 'export.tar.age');
+  const restoreDir = path.join(work, 'restored');
+  const untarDir = path.join(work, 'untarred');
+  const { env, unlock } = ctx;
+  // Each step's output (removed before the step, untimed) is its own, so after the last run
+  // `restored` holds what backupctl restored.
+  const steps = {
+    'tar | cat': { out: path.join(work, 'export.tar'), run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}cat > ${q(out)}` },
+    'tar | age': { out: ageOut, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)}` },
+    create: { out: archive, run: (T, out) => backupctl(T, `create ${q(ex.dir)} -o ${q(out)}`) },
+    'age -d | tar -x': { out: untarDir, run: (T, out) => `mkdir ${q(out)}; ${T()}age -d -i ${q(ctx.ageKey)} ${q(ageOut)} | ${T()}tar -xf - -C ${q(out)}` },
+    restore: { out: restoreDir, run: (T, out) => backupctl(T, `restore ${q(archive)} -d ${q(out)} ${unlock}`) },
+    verify: { run: (T) => backupctl(T, `verify ${q(archive)} ${unlock}`) },
+  };
+  const pairs = [
+    ['tar | cat', 'tar | age', 'create'],
+    ['age -d | tar -x', 'restore'],
+    ['verify'],
+  ].map((p) => p.filter((name) => hasAge || !name.includes('age')));
+  const samples = Object.fromEntries(Object.keys(steps).map((k) => [k, []]));
+
+  await sh(() => `tar -cf - -C ${q(ex.dir)} . | cat > /dev/null`); // warm the page cache
+  let roundTrip = null;
+  for (let run = 0; run < RUNS; run++) {
+    for (const group of pairs) {
+      for (const name of run % 2 ? [...group].reverse() : group) {
+        const step = steps[name];
+        if (step.out) await rm(step.out, { recursive: true, force: true });
+        samples[name].push(await sh((T) => step.run(T, step.out), env));
+        process.stderr.write(`bench: ${sizeText} run ${run + 1}/${RUNS} ${name} ${samples[name].at(-1).secs.toFixed(2)} s\n`);
+        if (name === 'restore' && roundTrip === null) {
+          const diff = compareTrees(await digestTree(ex.dir), await digestTree(restoreDir));
+          roundTrip = { identical: diff.length === 0, differences: diff.slice(0, 20) };
+        }
+      }
+    }
+  }
+  await rm(steps['tar | cat'].out, { force: true });
+  await rm(untarDir, { recursive: true, force: true });
+  const ops = Object.fromEntries(
+    Object.entries(samples).filter(([, s]) => s.length).map(([k, s]) => [k, summary(s, ex.bytes)]),
+  );
+  const ratios = [
+    ...(hasAge ? [ratio(ops, 'create', 'tar | age', 1.0), ratio(ops, 'restore', 'age -d | tar -x', 1.5)] : []),
+    ratio(ops, 'verify', 'create', 1.0),
+  ];
+  const archiveBytes = (await stat(archive)).size;
+  if (!opt.keep) await rm(work, { recursive: true, force: true });
+  return { size: sizeText, bytes: ex.bytes, files: ex.files, archiveBytes, ops, ratios, roundTrip };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Startup: `--version` and `inspect` of a small archive, against bare `node -e 0`.
+
+async function benchStartup(ctx) {
+  const n = Math.max(1, Number(opt['startup-runs']));
+  const small = scratch('small.bkp');
+  await rm(small, { force: true });
+  await sh((T) => backupctl(T, `create ${q(path.join(ROOT, 'fixtures/sample-export'))} -o ${q(small)}`), ctx.env);
+  const cmds = {
+    'node -e 0': (T) => `${T()}${node} -e 0`,
+    'backupctl --version': (T) => backupctl(T, '--version'),
+    'backupctl inspect (small archive)': (T) => backupctl(T, `inspect ${q(small)}`),
+  };
+  const out = {};
+  for (const [name, build] of Object.entries(cmds)) {
+    const s = [];
+    for (let i = 0; i < n; i++) s.push(await sh(build, ctx.env));
+    out[name] = summary(s, 0);
+  }
+  await rm(small, { force: true });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory per index entry: peak RSS of create and restore on N tiny files, minus the same on the
+// sample export (27 files), divided by the difference in entries.
+
+async function benchEntries(ctx, count) {
+  const many = await ensureExport(`entries-${count}`, { profile: 'entries', count });
+  const few = { dir: path.join(ROOT, 'fixtures/sample-export'), files: 27 };
+  const work = scratch('work-entries');
+  const result = { entries: many.files };
+  for (const [label, ex] of [['few', few], ['many', many]]) {
+    await rm(work, { recursive: true, force: true });
+    await mkdir(work);
+    const archive = path.join(work, 'a.bkp');
+    const c = await sh((T) => backupctl(T, `create ${q(ex.dir)} -o ${q(archive)}`), ctx.env);
+    const r = await sh((T) => backupctl(T, `restore ${q(archive)} -d ${q(path.join(work, 'r'))} ${ctx.unlock}`), ctx.env);
+    result[label] = { files: ex.files, create: { secs: c.secs, peakRss: c.rss }, restore: { secs: r.secs, peakRss: r.rss } };
+  }
+  await rm(work, { recursive: true, force: true });
+  if (hasTime) {
+    const d = many.files - few.files;
+    result.bytesPerEntry = {
+      create: Math.round((result.many.create.peakRss - result.few.create.peakRss) / d),
+      restore: Math.round((result.many.restore.peakRss - result.few.restore.peakRss) / d),
+    };
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output.
+
+const fmtS = (s) => (s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
+const fmtMB = (b) => (b === null ? '-' : `${(b / MB).toFixed(0)} MB`);
+function table(rows) {
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  return rows.map((r) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ')).join('\n') + '\n';
+}
+function printSize(r) {
+  process.stdout.write(
+    `\nexport ${fmtMB(r.bytes)} (${r.files} files), archive ${fmtMB(r.archiveBytes)}, ${RUNS} runs; round trip: ` +
+      `${r.roundTrip?.identical ? 'byte-identical' : `DIFFERS (${r.roundTrip?.differences.join('; ')})`}\n`,
+  );
+  const rows = [['operation', 'median', 'min', 'max', 'MB/s', 'peak RSS']];
+  for (const [k, o] of Object.entries(r.ops)) {
+    rows.push([k, fmtS(o.median), fmtS(o.min), fmtS(o.max), o.mbps.toFixed(0), fmtMB(o.peakRss)]);
+  }
+  process.stdout.write(table(rows));
+  const rr = [['speed ratio (per run, side by side)', 'median', 'min', 'max', 'target', '']];
+  for (const x of r.ratios) {
+    rr.push([`${x.op} vs ${x.vs}`, `${x.median.toFixed(2)}x`, `${x.min.toFixed(2)}x`, `${x.max.toFixed(2)}x`, `>= ${x.target}x`, x.met ? 'met' : 'NOT MET']);
+  }
+  process.stdout.write('\n' + table(rr));
+}
+
+async function main() {
+  const sizes = opt.size.split(',').map((s) => s.trim()).filter(Boolean);
+  sizes.forEach(parseSize); // reject a bad size before generating anything
+  const cpu = os.cpus();
+  process.stdout.write(
+    `backupctl bench: node ${process.version}, ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${RUNS} runs` +
+      `${skipped.length ? `, SKIPPED: ${skipped.join(', ')}` : ''}\n`,
+  );
+  const ctx = await setup();
+  const results = [];
+  for (const s of sizes) {
+    const r = await benchSize(ctx, s);
+    printSize(r);
+    results.push(r);
+  }
+  if (results.length > 1) {
+    const rows = [['peak RSS by export size', ...results.map((r) => fmtMB(r.bytes))]];
+    for (const op of ['create', 'restore', 'verify']) rows.push([op, ...results.map((r) => fmtMB(r.ops[op].peakRss))]);
+    process.stdout.write('\n' + table(rows));
+  }
+  const startup = await benchStartup(ctx);
+  process.stdout.write('\n' + table([['startup', 'median', 'min', 'max'], ...Object.entries(startup).map(([k, o]) => [k, fmtS(o.median), fmtS(o.min), fmtS(o.max)])]));
+  let entries = null;
+  if (Number(opt.entries) > 0) {
+    entries = await benchEntries(ctx, Number(opt.entries));
+    const e = entries;
+    process.stdout.write(
+      `\nindex memory: create ${fmtMB(e.few.create.peakRss)} on ${e.few.files} files, ${fmtMB(e.many.create.peakRss)} on ${e.many.files}` +
+        ` (${fmtS(e.many.create.secs)}); restore ${fmtMB(e.few.restore.peakRss)} / ${fmtMB(e.many.restore.peakRss)} (${fmtS(e.many.restore.secs)})` +
+        `${e.bytesPerEntry ? `: ~${e.bytesPerEntry.create} bytes per entry (create), ~${e.bytesPerEntry.restore} (restore)` : ''}\n`,
+    );
+  }
+  const report = {
+    node: process.version,
+    cpus: cpu.length,
+    cpuModel: cpu[0]?.model ?? null,
+    date: new Date().toISOString(),
+    runs: RUNS,
+    skipped,
+    sizes: results,
+    startup,
+    entries,
+  };
+  if (opt.json) await writeFile(opt.json, JSON.stringify(report, null, 2) + '\n');
+  return results.every((r) => r.roundTrip?.identical) ? 0 : 1;
+}
+
+function cleanup() {
+  if (opt.keep) return;
+  for (const p of created) rmSync(p, { recursive: true, force: true });
+  try {
+    rmdirSync(DATA); // only if now empty
+  } catch {}
+}
+process.on('SIGINT', () => {
+  cleanup();
+  process.exit(130);
+});
+main().then(
+  (code) => {
+    cleanup();
+    process.exit(code);
+  },
+  (err) => {
+    cleanup();
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,118 @@
+// The benchmark path, small and fast (issue 3): the harness runs every operation on a tiny
+// generated export and reports what `npm run bench` reports; the round trip through the built
+// CLI must give the export back byte for byte. Times are never asserted: only structure.
+import { createHash } from 'node:crypto';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execa } from 'execa';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateExport } from '../../fixtures/generate-export.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Relative path → sha256 of every file, and '/'-suffixed entries for every folder. */
+async function tree(dir: string, rel = '', out = new Map<string, string>()): Promise<Map<string, string>> {
+  for (const d of await readdir(path.join(dir, rel), { withFileTypes: true })) {
+    const r = rel ? `${rel}/${d.name}` : d.name;
+    if (d.isDirectory()) {
+      out.set(`${r}/`, 'dir');
+      await tree(dir, r, out);
+    } else {
+      out.set(r, createHash('sha256').update(await readFile(path.join(dir, r))).digest('hex'));
+    }
+  }
+  return out;
+}
+
+const hasAge = (await execa('sh', ['-c', 'command -v age && command -v age-keygen'], { reject: false })).exitCode === 0;
+
+describe('npm run bench (tiny run)', () => {
+  let tmp: string;
+  let data: string;
+  let stdout: string;
+  let report: any;
+
+  beforeAll(async () => {
+    tmp = await mkdtemp(path.join(tmpdir(), 'backupctl-bench-'));
+    data = path.join(tmp, 'data');
+    const r = await execa(
+      process.execPath,
+      ['test/bench/run.mjs', '--size', '3M', '--runs', '2', '--entries', '300', '--startup-runs', '1',
+        '--data', data, '--json', path.join(tmp, 'bench.json'), '--keep', '--no-install'],
+      { cwd: root, reject: false },
+    );
+    if (r.exitCode !== 0) throw new Error(`bench harness failed (exit ${r.exitCode}):\n${r.stderr}\n${r.stdout}`);
+    stdout = r.stdout;
+    report = JSON.parse(await readFile(path.join(tmp, 'bench.json'), 'utf8'));
+  }, 180_000);
+  afterAll(async () => {
+    if (tmp) await rm(tmp, { recursive: true, force: true });
+  });
+
+  it('times every operation in every run and derives MB/s from the export size', () => {
+    expect(report.runs).toBe(2);
+    const [size] = report.sizes;
+    expect(size.size).toBe('3M');
+    expect(size.bytes).toBeGreaterThan(2_900_000);
+    const expected = ['create', 'restore', 'verify', 'tar | cat', ...(hasAge ? ['tar | age', 'age -d | tar -x'] : [])];
+    expect(Object.keys(size.ops).sort()).toEqual(expected.sort());
+    for (const op of Object.values<any>(size.ops)) {
+      expect(op.secs).toHaveLength(2);
+      expect(op.median).toBeGreaterThan(0);
+      expect(op.min).toBeLessThanOrEqual(op.median);
+      expect(op.max).toBeGreaterThanOrEqual(op.median);
+      expect(op.mbps).toBeCloseTo(size.bytes / op.median / 1e6, 6);
+    }
+    if (!report.skipped.includes('rss')) expect(size.ops.create.peakRss).toBeGreaterThan(10_000_000);
+  });
+
+  it('reports the ratios the issue sets targets for, per run side by side', () => {
+    const ratios = report.sizes[0].ratios.map((r: any) => `${r.op} vs ${r.vs} >= ${r.target}`);
+    expect(ratios).toEqual([
+      ...(hasAge ? ['create vs tar | age >= 1', 'restore vs age -d | tar -x >= 1.5'] : []),
+      'verify vs create >= 1',
+    ]);
+    const verify = report.sizes[0].ratios.at(-1);
+    const ops = report.sizes[0].ops;
+    const perRun = ops.create.secs.map((c: number, i: number) => c / ops.verify.secs[i]);
+    expect(verify.min).toBeCloseTo(Math.min(...perRun), 9);
+    expect(verify.max).toBeCloseTo(Math.max(...perRun), 9);
+    expect(report.skipped.includes('age')).toBe(!hasAge);
+  });
+
+  it('prints the table, the ratios, startup and index memory', () => {
+    for (const row of ['create', 'restore', 'verify', 'tar | cat', 'verify vs create', 'backupctl --version', 'backupctl inspect (small archive)', 'index memory']) {
+      expect(stdout).toContain(row);
+    }
+    expect(stdout).toMatch(/round trip: byte-identical/);
+    expect(Object.keys(report.startup)).toEqual(['node -e 0', 'backupctl --version', 'backupctl inspect (small archive)']);
+    expect(report.entries.many.files).toBe(301); // 300 stickers and the chat log
+  });
+
+  it('restores the export byte for byte, with every folder (checked here, not trusted from the report)', async () => {
+    expect(report.sizes[0].roundTrip).toEqual({ identical: true, differences: [] });
+    const source = await tree(path.join(data, 'export-3M'));
+    const restored = await tree(path.join(data, 'work-3M', 'restored'));
+    expect(source.size).toBeGreaterThan(10);
+    expect([...source.keys()].some((k) => k.endsWith('/') && ![...source.keys()].some((o) => o !== k && o.startsWith(k)))).toBe(true); // an empty folder
+    expect(restored).toEqual(source);
+  });
+});
+
+describe('fixtures/generate-export.mjs', () => {
+  it('regenerates the committed sample export byte for byte (git keeps no empty folders)', async () => {
+    const out = await mkdtemp(path.join(tmpdir(), 'backupctl-sample-'));
+    try {
+      await generateExport({ profile: 'sample', out });
+      const generated = await tree(out);
+      const committed = await tree(path.join(root, 'fixtures/sample-export'));
+      expect(generated.get('Media/WhatsApp Stickers/')).toBe('dir'); // the empty folder
+      for (const t of [generated, committed]) t.delete('Media/WhatsApp Stickers/');
+      expect(committed).toEqual(generated);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
+  });
+});
