@@ -11,7 +11,8 @@ export const ROOT_KEY_LEN = 32;
 const JAVA_BYTE_ARRAY_PREFIX = Buffer.from('aced0005757200025b42acf317f8060854e0020000787000000020', 'hex');
 export const KEY_FILE_LEN = JAVA_BYTE_ARRAY_PREFIX.length + ROOT_KEY_LEN; // 59
 
-const usage = (msg: string) => new BackupctlError(Exit.usage, msg);
+// A mistyped key is a wrong key (exit 4, like a mistyped recovery code): retrying the same text will not help.
+const badKey = (msg: string) => new BackupctlError(Exit.noKey, msg);
 
 /** Characters people write between groups of digits. */
 const SEPARATORS = /[\s\-_.:,]/u;
@@ -30,7 +31,7 @@ export function parseLegacyKeyText(text: string): Buffer {
     if (!/^[0-9a-fA-F]$/.test(ch)) {
       const shown = /^[\x21-\x7e]$/.test(ch) ? `'${ch}'` : `U+${ch.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
       const hint = LOOKALIKES[ch] ? ` (did you mean ${LOOKALIKES[ch]}?)` : '';
-      throw usage(
+      throw badKey(
         `the 64-digit key may contain only the hex digits 0-9 and a-f (spaces and dashes are ignored), but character ${pos} is ${shown}${hint}`,
       );
     }
@@ -38,7 +39,7 @@ export function parseLegacyKeyText(text: string): Buffer {
   }
   if (digits.length !== 64) {
     const diff = digits.length < 64 ? `${64 - digits.length} missing` : `${digits.length - 64} too many`;
-    throw usage(`the 64-digit key has ${digits.length} hex digits, not 64 (${diff}); check it against the key WhatsApp showed you`);
+    throw badKey(`the 64-digit key has ${digits.length} hex digits, not 64 (${diff}); check it against the key WhatsApp showed you`);
   }
   return Buffer.from(digits.join(''), 'hex');
 }
@@ -52,7 +53,7 @@ export function parseLegacyKeyFile(bytes: Uint8Array, path: string): Buffer {
   if (buf.length >= 4 && buf.subarray(0, 4).equals(JAVA_BYTE_ARRAY_PREFIX.subarray(0, 4))) {
     // Starts like a Java serialisation stream: it must be exactly the byte[32] WhatsApp writes.
     if (buf.length !== KEY_FILE_LEN || !buf.subarray(0, JAVA_BYTE_ARRAY_PREFIX.length).equals(JAVA_BYTE_ARRAY_PREFIX)) {
-      throw usage(`${path} looks like a Java-serialised key file but is not WhatsApp's encrypted_backup.key (expected ${KEY_FILE_LEN} bytes holding a 32-byte array, found ${buf.length} bytes)`);
+      throw badKey(`${path} looks like a Java-serialised key file but is not WhatsApp's encrypted_backup.key (expected ${KEY_FILE_LEN} bytes holding a 32-byte array, found ${buf.length} bytes)`);
     }
     return Buffer.from(buf.subarray(JAVA_BYTE_ARRAY_PREFIX.length));
   }
@@ -60,7 +61,7 @@ export function parseLegacyKeyFile(bytes: Uint8Array, path: string): Buffer {
   try {
     return parseLegacyKeyText(text);
   } catch (err) {
-    if (err instanceof BackupctlError) throw usage(`${path}: ${err.message}`);
+    if (err instanceof BackupctlError) throw badKey(`${path}: ${err.message}`);
     throw err;
   }
 }

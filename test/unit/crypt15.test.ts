@@ -63,11 +63,15 @@ describe('the 64-digit key', () => {
     expect(() => parseLegacyKeyText(typo)).toThrow("character 11 is 'O' (did you mean 0?)");
     expect(() => parseLegacyKeyText(SAMPLE_HEX.slice(0, 63) + 'g')).toThrow("only the hex digits 0-9 and a-f (spaces and dashes are ignored), but character 64 is 'g'");
     expect(() => parseLegacyKeyText(SAMPLE_HEX.slice(0, 63) + '\u00e9')).toThrow('character 64 is U+00E9');
-    try {
-      parseLegacyKeyText('xyz');
-    } catch (err) {
-      expect((err as BackupctlError).code).toBe(Exit.usage);
-    }
+    const err = (() => {
+      try {
+        parseLegacyKeyText('xyz');
+      } catch (e) {
+        return e as BackupctlError;
+      }
+      throw new Error('accepted a malformed key');
+    })();
+    expect(err.code).toBe(Exit.noKey); // a mistyped key is a wrong key, like a mistyped recovery code
   });
 
   it("reads WhatsApp's 59-byte encrypted_backup.key and text key files", () => {

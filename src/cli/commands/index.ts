@@ -5,6 +5,7 @@ import { register as inspect } from './inspect.js';
 import { register as restore } from './restore.js';
 import { register as verify } from './verify.js';
 import { register as recoveryCode } from './recovery-code.js';
+import { register as migrate } from './migrate.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -12,4 +13,5 @@ export const commands: Array<(program: Command) => void> = [
   restore,
   verify,
   recoveryCode,
+  migrate,
 ];

@@ -1,0 +1,247 @@
+// `backupctl migrate-from-64-digit-key SOURCE -o FILE`: a WhatsApp crypt15 backup (one file or a
+// backup folder) into a normal archive wrapped to the current recipients. The decrypted data
+// goes straight into the archive writer; the archive is verified under a temporary name and only
+// then given its name. The legacy files are left alone unless --remove-legacy is given AND the
+// new archive opens through one of its own slots (not merely with the file key still in memory,
+// which would not catch a broken slot): they may be the only copy of someone's chats.
+import type { Command } from 'commander';
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
+import { writeArchive } from '../../archive/pack.js';
+import { openSink } from '../../archive/output.js';
+import { ArchiveFile } from '../../archive/reader.js';
+import { verifyMac } from '../../archive/header.js';
+import { verifyArchive } from '../../archive/verify.js';
+import { syncDir, tempNameFor, acquireLock } from '../../util/fsutil.js';
+import { dirname } from 'node:path';
+import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
+import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
+import { action, emitJson, info, warn } from '../run.js';
+import { readSecret } from '../secrets.js';
+import { startProgress } from '../progress.js';
+import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions, type ResolvedRecipient } from '../recipients.js';
+import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+
+interface MigrateOptions extends RecipientOptions, UnlockOptions {
+  output: string;
+  keyFile?: string;
+  force?: boolean;
+  removeLegacy?: boolean;
+}
+
+/** Key files are tiny (59 bytes or 64 digits); anything big is the wrong file. */
+const MAX_KEY_FILE = 4096;
+
+/** Read --key-file as bytes: encrypted_backup.key is binary and must not go through a text decoder. */
+async function readKeyFile(path: string): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, constants.O_RDONLY);
+  } catch (err) {
+    throw ioError(err, path, 'read the 64-digit key from');
+  }
+  const buf = Buffer.alloc(MAX_KEY_FILE + 1);
+  try {
+    const st = await fh.stat();
+    if (st.isFile() && (st.mode & 0o044) !== 0) {
+      warn(`${path} holding the 64-digit key is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-r ${path}`);
+    }
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    if (bytesRead > MAX_KEY_FILE) throw usageError(`${path} is too large to be a 64-digit key or an encrypted_backup.key`);
+    return parseLegacyKeyFile(buf.subarray(0, bytesRead), path);
+  } catch (err) {
+    if (err instanceof BackupctlError) throw err;
+    throw ioError(err, path, 'read the 64-digit key from');
+  } finally {
+    buf.fill(0);
+    await fh.close();
+  }
+}
+
+/** The 32-byte root key from --key-file, $BACKUPCTL_LEGACY_KEY or a hidden prompt. */
+async function readRootKey(keyFile: string | undefined, signal: AbortSignal): Promise<Buffer> {
+  if (keyFile !== undefined) return readKeyFile(keyFile);
+  const text = await readSecret({
+    what: '64-digit key', env: 'BACKUPCTL_LEGACY_KEY', fileFlag: '--key-file',
+    prompt: 'WhatsApp 64-digit key (spaces and dashes are ignored):', signal,
+  });
+  return parseLegacyKeyText(text);
+}
+
+/** Recipients that also hand this process a copy of the file key, to verify the written archive. */
+function capturingFileKey(recipients: ResolvedRecipient[]) {
+  let fileKey: Uint8Array | null = null;
+  const wrapped = recipients.map((r, i) =>
+    i === 0 ? { ...r, wrap: (k: Uint8Array) => ((fileKey = Uint8Array.from(k)), r.wrap(k)) } : r,
+  );
+  return { recipients: wrapped, fileKey: () => fileKey };
+}
+
+/** The archive at `path` must open with `fileKey` and every record must verify; returns its paths. */
+async function verifyWritten(path: string, fileKey: Uint8Array, signal: AbortSignal): Promise<string[]> {
+  const a = await ArchiveFile.open(path);
+  try {
+    if (!verifyMac(a.header, fileKey)) throw new Error('the written header does not authenticate with its own file key');
+    a.attachKey(fileKey);
+    const v = await verifyArchive(a, undefined, signal);
+    return v.index.map((e) => e.path);
+  } finally {
+    await a.close();
+  }
+}
+
+async function removeLegacy(src: LegacySource, sizes: Map<string, { size: bigint; mtimeNs: bigint }>): Promise<string[]> {
+  const removed: string[] = [];
+  for (const f of src.files) {
+    const before = sizes.get(f.abs)!;
+    const now = await stat(f.abs, { bigint: true }).catch(() => null);
+    if (!now || now.size !== before.size || now.mtimeNs !== before.mtimeNs) {
+      warn(`kept ${f.abs}: it changed or vanished during the migration, so the archive may not hold what it holds now`);
+      continue;
+    }
+    try {
+      await unlink(f.abs);
+      removed.push(f.abs);
+    } catch (err) {
+      warn(ioError(err, f.abs, 'remove').message);
+    }
+  }
+  for (const d of new Set(removed.map((p) => dirname(p)))) await syncDir(d);
+  return removed;
+}
+
+async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: string, opts: MigrateOptions): Promise<ExitCode> {
+  if (opts.output === '-') throw usageError('migrate writes to a file (-o FILE): it verifies the archive before reporting success');
+  const warnings: string[] = [];
+  const onWarning = (m: string) => {
+    warnings.push(m);
+    warn(m);
+  };
+  const src = await scanLegacySource(source, onWarning);
+  const existing = await stat(opts.output).catch(() => null);
+  if (existing?.isDirectory()) throw new BackupctlError(Exit.io, `${opts.output} is a directory; give a file name with -o`);
+  if (existing && !opts.force) throw new BackupctlError(Exit.io, `${opts.output} already exists; use --force to replace it`);
+  const recipients = await resolveRecipients(opts);
+
+  const rootKey = await readRootKey(opts.keyFile, ctx.signal);
+  const aesKey = backupEncryptionKey(rootKey);
+  rootKey.fill(0);
+  const lock = await acquireLock(opts.output, opts.output);
+  const tmp = tempNameFor(opts.output);
+  const capture = capturingFileKey(recipients);
+  const progress = await startProgress('migrate');
+  const t0 = Date.now();
+  let placed = false;
+  try {
+    await checkLegacyKey(src, aesKey, ctx.signal);
+    const sizes = new Map<string, { size: bigint; mtimeNs: bigint }>();
+    for (const f of src.files) {
+      const st = await stat(f.abs, { bigint: true });
+      sizes.set(f.abs, { size: st.size, mtimeNs: st.mtimeNs });
+    }
+    const skipped = { count: 0 };
+    const res = await writeArchive({
+      recipients: capture.recipients,
+      entries: legacyEntries(src, aesKey, onWarning, skipped, ctx.signal),
+      sink: await openSink(tmp),
+      signal: ctx.signal,
+      onWarning,
+      onProgress: (p) => progress.update(p),
+    });
+    const fileKey = capture.fileKey()!;
+    let paths: string[];
+    try {
+      paths = await verifyWritten(tmp, fileKey, ctx.signal);
+    } finally {
+      fileKey.fill(0);
+    }
+    const missing = src.files.filter((f) => !paths.includes(f.entryPath));
+    if (missing.length) throw new Error(`the written archive lacks ${missing.map((f) => f.entryPath).join(', ')}`);
+    ctx.signal.throwIfAborted();
+    try {
+      await rename(tmp, opts.output);
+      placed = true;
+      await syncDir(dirname(opts.output));
+    } catch (err) {
+      throw ioError(err, opts.output, 'write');
+    }
+    progress.stop();
+    const skippedTotal = skipped.count + res.skipped;
+    const seconds = (Date.now() - t0) / 1000;
+    if (!ctx.json) {
+      info(`Wrote and verified ${opts.output}: ${src.files.length} WhatsApp backup file${src.files.length > 1 ? 's' : ''} decrypted, ${res.entries} entries (${res.files} files), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
+      info(`Encrypted to ${recipients.length} recipient${recipients.length > 1 ? 's' : ''}: ${recipients.map(describeRecipient).join(', ')}`);
+    }
+
+    let removed: string[] = [];
+    if (opts.removeLegacy) {
+      // Open the new archive the way a restore will: through one of its slots.
+      if (!ctx.json) info('To remove the WhatsApp files, first open the new archive with one of its own keys:');
+      const a = await ArchiveFile.open(opts.output);
+      let key: Uint8Array;
+      try {
+        key = await unlock(a.header, opts, ctx.signal);
+      } catch (err) {
+        await a.close();
+        if (err instanceof BackupctlError && err.code !== Exit.interrupted) {
+          throw new BackupctlError(err.code, `${opts.output} was written and verified, but the WhatsApp files were kept: ${err.message}`);
+        }
+        throw err;
+      }
+      try {
+        a.attachKey(key);
+        await verifyArchive(a, undefined, ctx.signal);
+      } finally {
+        key.fill(0);
+        await a.close();
+      }
+      removed = await removeLegacy(src, sizes);
+      if (!ctx.json) info(`Removed ${removed.length} WhatsApp backup file${removed.length === 1 ? '' : 's'}: ${removed.join(', ')}`);
+    } else if (!ctx.json) {
+      info(`The WhatsApp files were left as they are${src.isFolder ? ` in ${source}` : ''}; --remove-legacy removes them once the archive opens with one of its keys.`);
+    }
+    if (ctx.json) {
+      emitJson({
+        ok: true,
+        archive: opts.output,
+        source,
+        decrypted: src.files.map((f) => ({ from: f.abs, to: f.entryPath })),
+        entries: res.entries,
+        files: res.files,
+        bytesIn: res.bytesIn,
+        archiveSize: res.archiveSize,
+        seconds,
+        verified: true,
+        skipped: skippedTotal,
+        removedLegacy: removed,
+        warnings,
+        recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })),
+      });
+    } else if (skippedTotal) info(`Done, but ${skippedTotal} skipped (see warnings above): exit 3`);
+    return skippedTotal || removed.length < (opts.removeLegacy ? src.files.length : 0) ? Exit.partial : Exit.ok;
+  } catch (err) {
+    if (!placed) await unlink(tmp).catch(() => {});
+    throw err;
+  } finally {
+    progress.stop();
+    aesKey.fill(0);
+    capture.fileKey()?.fill(0);
+    lock.release();
+  }
+}
+
+export function register(program: Command): void {
+  addUnlockOptions(
+    addRecipientOptions(
+      program
+        .command('migrate-from-64-digit-key')
+        .description('turn a WhatsApp backup protected by the 64-digit key (.crypt15 file or backup folder) into an archive')
+        .argument('<source>', 'a .crypt15 file, or a WhatsApp backup folder (Databases/, Backups/, Media/)')
+        .requiredOption('-o, --output <file>', 'the archive to write')
+        .option('--key-file <file>', 'the 64-digit key: a text file with the 64 hex digits, or WhatsApp\'s encrypted_backup.key (else $BACKUPCTL_LEGACY_KEY, else a hidden prompt)')
+        .option('--force', 'replace FILE if it exists (once the new archive is complete and verified)')
+        .option('--remove-legacy', 'delete the .crypt15 files afterwards, only once the new archive has opened with one of its own keys'),
+    ),
+  ).action(action(async (ctx, source: string, opts: MigrateOptions) => migrate(ctx, source, opts)));
+}
