@@ -42,6 +42,8 @@ export interface PackOptions {
   onWarning?: (message: string) => void;
   /** Test vectors only: fixed randomness. The CLI never sets this. */
   fixed?: { fileKey: Uint8Array; nonce: Uint8Array; created: string };
+  /** Compression codec for compressible files (default: zstd where Node has it, else deflate). */
+  codec?: Codec.Zstd | Codec.Deflate;
 }
 
 export interface PackResult {
@@ -60,8 +62,8 @@ const deflate = promisify(zlib.deflateRaw);
 /** The codec new archives use: zstd (Node ≥ 22.15), raw deflate on older Node. */
 export const writeCodec = hasZstd ? Codec.Zstd : Codec.Deflate;
 
-function compress(data: Uint8Array): Promise<Buffer> {
-  return zstd
+function compress(data: Uint8Array, codec: Codec): Promise<Buffer> {
+  return codec === Codec.Zstd && zstd
     ? zstd(data, { params: { [zlib.constants.ZSTD_c_compressionLevel]: 3 } })
     : deflate(data, { level: 6 });
 }
@@ -75,6 +77,7 @@ function frameHeader(n: number): Buffer {
 
 export async function writeArchive(o: PackOptions): Promise<PackResult> {
   const segmentSize = o.segmentSize ?? DEFAULT_SEGMENT_SIZE;
+  if (o.codec === Codec.Zstd && !hasZstd) throw new Error('zstd needs Node.js 22.15 or newer');
   const fileKey = o.fixed ? Uint8Array.from(o.fixed.fileKey) : new Uint8Array(randomBytes(32));
   const nonce = o.fixed ? o.fixed.nonce : new Uint8Array(randomBytes(PAYLOAD_NONCE_LEN));
   const created = o.fixed?.created ?? new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
@@ -155,11 +158,12 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   let first = await it.next();
   // The codec is in the record head, so decide on the first chunk before writing it.
   let codec = Codec.Stored;
+  const wanted = o.codec ?? writeCodec;
   let firstFrame: Uint8Array | null = null;
   if (!first.done && c.compressible && first.value.length >= 64) {
-    const z = await compress(first.value);
+    const z = await compress(first.value, wanted);
     if (z.length < first.value.length * 0.9) {
-      codec = writeCodec;
+      codec = wanted;
       firstFrame = z;
     }
   }
@@ -184,10 +188,10 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
       continue;
     }
     // Compress this chunk on the thread pool while the next one is read.
-    const z = firstFrame ?? (await (pendingCompress ?? compress(chunk)));
+    const z = firstFrame ?? (await (pendingCompress ?? compress(chunk, codec)));
     firstFrame = null;
     first = await it.next();
-    pendingCompress = first.done ? null : compress(first.value);
+    pendingCompress = first.done ? null : compress(first.value, codec);
     await emit(z);
   }
   await sealer.write(frameHeader(0));

@@ -8,6 +8,7 @@ import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { EntryType, FOOTER_LEN } from './format.js';
 import type { IndexEntry } from './entries.js';
 import { RecordReader, StreamSource, sameEntry } from './records.js';
+import { PathGuard } from './paths.js';
 import type { ArchiveFile } from './reader.js';
 
 export interface VerifyResult {
@@ -55,6 +56,7 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: (p: { bytes: nu
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const seen: IndexEntry[] = [];
+    const guard = new PathGuard(); // an archive that restore would refuse does not verify either
     for (;;) {
       signal?.throwIfAborted();
       const rec = await reader.next();
@@ -70,6 +72,7 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: (p: { bytes: nu
         if (padding.some((b) => b !== 0)) throw corruptError('padding is not zero');
         return { ...res, index };
       }
+      guard.add(rec.head.path, rec.head.type);
       const meta = await reader.content(rec.head, (chunk) => {
         res.bytes += chunk.length;
       });
