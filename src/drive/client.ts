@@ -41,8 +41,13 @@ export class DriveClient {
   }
 
   /** One idempotent metadata call under the retry policy. */
-  async call<T>(what: string, fn: (o: CallOptions) => Promise<{ data: T }>, onNotFound?: () => never): Promise<T> {
-    const res = await withRetry(what, () => fn(this.opts()), { signal: this.signal, auth: this.auth, onRetry: this.onRetry, onNotFound });
+  async call<T>(what: string, fn: (o: CallOptions) => Promise<{ data: T }>, onNotFound?: () => T): Promise<T> {
+    const res = await withRetry(what, () => fn(this.opts()), {
+      signal: this.signal,
+      auth: this.auth,
+      onRetry: this.onRetry,
+      onNotFound: onNotFound && (() => ({ data: onNotFound() })),
+    });
     return res.data;
   }
 

@@ -46,7 +46,9 @@ interface HttpishError {
 
 /** Drive's error body: `{error: {code, message, errors: [{reason}]}}`; OAuth's: `{error, error_description}`. */
 function errorBody(e: HttpishError): { reason?: string; message?: string; oauthError?: string } {
-  let data = e.response?.data;
+  // For responseType 'stream' gaxios drops the error body from `response.data` but keeps its text
+  // as the error message.
+  let data = e.response?.data ?? (e.message?.startsWith('{') ? e.message : undefined);
   if (typeof data === 'string') {
     try {
       data = JSON.parse(data);
@@ -172,13 +174,13 @@ export interface Reauthenticator {
 }
 
 /**
- * Run one idempotent request under the policy. 404 becomes `onNotFound()` (a fatal error by
- * default). Non-idempotent requests must not come here unless a repeat is harmless.
+ * Run one idempotent request under the policy. 404 returns `onNotFound()` (a usage error by
+ * default: nothing by that id). Non-idempotent requests must not come here unless a repeat is harmless.
  */
 export async function withRetry<T>(
   what: string,
   fn: () => Promise<T>,
-  opts: { signal: AbortSignal; auth: Reauthenticator; onRetry?: (why: string, delayMs: number) => void; onNotFound?: () => never },
+  opts: { signal: AbortSignal; auth: Reauthenticator; onRetry?: (why: string, delayMs: number) => void; onNotFound?: () => T },
 ): Promise<T> {
   const backoff = new Backoff(opts.signal, opts.onRetry);
   let reauthed = false;
@@ -190,7 +192,7 @@ export async function withRetry<T>(
       const v = classify(err, what);
       if (v.kind === 'fatal') throw v.error;
       if (v.kind === 'notFound') {
-        if (opts.onNotFound) opts.onNotFound();
+        if (opts.onNotFound) return opts.onNotFound();
         throw new BackupctlError(Exit.usage, `not found on Google Drive (${what})`);
       }
       if (v.kind === 'reauth') {

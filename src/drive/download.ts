@@ -1,0 +1,212 @@
+// Streaming download of one pinned revision (GET files/{id}/revisions/{rev}?alt=media), resumed
+// with `Range: bytes=N-` (206) after a cut: pinning the revision means a file replaced on Drive
+// meanwhile is never spliced from two versions. To a file: written to FILE.part (with a sidecar
+// naming the revision, so a later run resumes it), checked (size, MD5, archive header) and renamed
+// only when complete. To a stream (`-o -`): the same bytes, checked at the end.
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { readArchiveHeader } from '../archive/header.js';
+import { BackupctlError, Exit, ioError } from '../errors.js';
+import { syncDir, writeFileAtomic } from '../util/fsutil.js';
+import type { DriveClient } from './client.js';
+import { Backoff, classify } from './retry.js';
+
+/** What is being fetched: fixed before the first byte. */
+export interface PinnedFile {
+  id: string;
+  name: string;
+  revisionId: string;
+  size: number;
+  md5: string;
+}
+
+export interface DownloadResult {
+  size: number;
+  md5: string;
+  sha256: string;
+}
+
+/** A connection that delivers nothing for this long is cut and resumed. */
+const STALL_MS = 60_000;
+
+/** Iterate a response body, failing it when it stalls. */
+async function* withStallTimeout(body: Readable, ms: number): AsyncGenerator<Buffer> {
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => body.destroy(Object.assign(new Error('download stalled'), { code: 'ETIMEDOUT' })), ms);
+  };
+  arm();
+  try {
+    for await (const chunk of body) {
+      arm();
+      yield chunk as Buffer;
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Fetch bytes [offset, size) of the pinned revision into `write`, resuming after cuts. `hashes`
+ * already cover bytes [0, offset).
+ */
+async function fetchInto(
+  drive: DriveClient,
+  f: PinnedFile,
+  offset: number,
+  hashes: Hash[],
+  write: (chunk: Buffer) => Promise<void>,
+  onProgress?: (bytes: number) => void,
+): Promise<void> {
+  const backoff = new Backoff(drive.signal, drive.onRetry);
+  let reauthed = false;
+  while (offset < f.size) {
+    try {
+      const res = await drive.api.revisions.get(
+        { fileId: f.id, revisionId: f.revisionId, alt: 'media' },
+        drive.opts({ responseType: 'stream', headers: offset > 0 ? { Range: `bytes=${offset}-` } : {} }),
+      );
+      reauthed = false;
+      // A server that ignored Range (200) sends from byte 0: skip what we already have.
+      let skip = 0;
+      if (offset > 0) {
+        // The generated client types headers as a plain object; at run time they are fetch Headers.
+        const contentRange = (res.headers as unknown as Headers).get('content-range') ?? '';
+        if (res.status === 200) skip = offset;
+        else if (!contentRange.startsWith(`bytes ${offset}-`)) {
+          throw new BackupctlError(Exit.unavailable, `Drive answered a resumed download with Content-Range ${JSON.stringify(contentRange)}`);
+        }
+      }
+      for await (let chunk of withStallTimeout(res.data as unknown as Readable, STALL_MS)) {
+        if (skip > 0) {
+          const n = Math.min(skip, chunk.length);
+          skip -= n;
+          chunk = chunk.subarray(n);
+          if (!chunk.length) continue;
+        }
+        if (offset + chunk.length > f.size) throw new BackupctlError(Exit.corrupt, `Drive sent more than the ${f.size} bytes of ${f.name}`);
+        for (const h of hashes) h.update(chunk);
+        await write(chunk);
+        offset += chunk.length;
+        backoff.reset();
+        onProgress?.(offset);
+      }
+      if (offset < f.size) throw Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    } catch (err) {
+      if (drive.signal.aborted) throw drive.signal.reason;
+      const v = classify(err, 'download');
+      if (v.kind === 'fatal') throw v.error;
+      if (v.kind === 'notFound') {
+        throw new BackupctlError(Exit.unavailable, `${f.name} was deleted or replaced on Drive during the download: run pull again`);
+      }
+      if (v.kind === 'reauth') {
+        if (reauthed) throw new BackupctlError(Exit.refused, 'Google Drive keeps refusing the access token: run backupctl drive login');
+        reauthed = true;
+        await drive.auth.refresh();
+        continue;
+      }
+      await backoff.wait(v);
+    }
+  }
+}
+
+function checkDigest(f: PinnedFile, size: number, md5: string): void {
+  if (size !== f.size || md5 !== f.md5) {
+    throw new BackupctlError(Exit.corrupt, `the download of ${f.name} does not match Drive's checksum (got ${size} bytes, md5 ${md5}; Drive says ${f.size} bytes, md5 ${f.md5})`);
+  }
+}
+
+interface PartInfo {
+  id: string;
+  revisionId: string;
+  md5: string;
+  size: number;
+}
+
+/** Download to `out` via `out.part`; resumes a part left by an earlier run of the same revision. */
+export async function downloadToFile(drive: DriveClient, f: PinnedFile, out: string, onProgress?: (bytes: number) => void): Promise<DownloadResult> {
+  const part = `${out}.part`;
+  const sidecar = `${out}.part.json`;
+  const want: PartInfo = { id: f.id, revisionId: f.revisionId, md5: f.md5, size: f.size };
+  const md5 = createHash('md5');
+  const sha = createHash('sha256');
+  let offset = 0;
+  const prev = await readFile(sidecar, 'utf8').then((t) => JSON.parse(t) as PartInfo, () => null);
+  const partSize = await stat(part).then((s) => s.size, () => -1);
+  if (prev && JSON.stringify(prev) === JSON.stringify(want) && partSize >= 0 && partSize <= f.size) {
+    for await (const c of createReadStream(part)) {
+      md5.update(c as Buffer);
+      sha.update(c as Buffer);
+    }
+    offset = partSize;
+  } else {
+    await writeFileAtomic(sidecar, JSON.stringify(want) + '\n', 0o600);
+  }
+  let fh: FileHandle;
+  try {
+    fh = await open(part, offset > 0 ? 'r+' : 'w', 0o600);
+  } catch (err) {
+    throw ioError(err, part, 'create');
+  }
+  let pos = offset;
+  try {
+    await fetchInto(drive, f, offset, [md5, sha], async (chunk) => {
+      try {
+        await fh.write(chunk, 0, chunk.length, pos);
+      } catch (err) {
+        throw ioError(err, part, 'write');
+      }
+      pos += chunk.length;
+    }, onProgress);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  const result = { size: pos, md5: md5.digest('hex'), sha256: sha.digest('hex') };
+  try {
+    checkDigest(f, result.size, result.md5);
+    await readArchiveHeader(part);
+  } catch (err) {
+    // A bad download is useless for resuming too.
+    await unlink(part).catch(() => {});
+    await unlink(sidecar).catch(() => {});
+    throw err;
+  }
+  try {
+    await rename(part, out);
+  } catch (err) {
+    throw ioError(err, out, 'rename the download to');
+  }
+  await unlink(sidecar).catch(() => {});
+  await syncDir(dirname(out));
+  return result;
+}
+
+/** Stream the file to `sink` (standard output). Bytes already written cannot be taken back: the check comes at the end. */
+export async function downloadToStream(drive: DriveClient, f: PinnedFile, sink: Writable, onProgress?: (bytes: number) => void): Promise<DownloadResult> {
+  const md5 = createHash('md5');
+  const sha = createHash('sha256');
+  let size = 0;
+  await fetchInto(drive, f, 0, [md5, sha], async (chunk) => {
+    size += chunk.length;
+    if (!sink.write(chunk)) {
+      await new Promise<void>((resolve, reject) => {
+        const done = (err?: Error) => {
+          sink.off('drain', done);
+          sink.off('error', done);
+          if (err) reject(err);
+          else resolve();
+        };
+        sink.on('drain', done);
+        sink.on('error', done);
+      });
+    }
+  }, onProgress);
+  const result = { size, md5: md5.digest('hex'), sha256: sha.digest('hex') };
+  checkDigest(f, result.size, result.md5);
+  return result;
+}

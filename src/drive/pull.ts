@@ -1,0 +1,73 @@
+// pull: the newest backup of a name (or one id) from Drive into a file or standard output,
+// compared with what this machine pushed under that name.
+import { basename } from 'node:path';
+import { access } from 'node:fs/promises';
+import type { Writable } from 'node:stream';
+import { BackupctlError, Exit } from '../errors.js';
+import type { DriveClient } from './client.js';
+import { downloadToFile, downloadToStream, type DownloadResult } from './download.js';
+import { lastPushOf, readPushedLog } from './pushed-log.js';
+import { backupFolder, listBackups, resolve, type RemoteFile, type Space } from './remote.js';
+
+export interface PullRequest {
+  nameOrId: string;
+  space: Space;
+  /** A path, or null for standard output. */
+  output: string | null;
+  stdout?: Writable;
+  force?: boolean;
+  onProgress?(bytes: number, total: number): void;
+  onWarning(message: string): void;
+}
+
+export interface PullResult extends DownloadResult {
+  file: RemoteFile;
+  output: string | null;
+  /** Older files with the same name that were not pulled. */
+  others: RemoteFile[];
+  /** The content is not what this machine last pushed under that name. */
+  differsFromPushed: boolean;
+}
+
+/** Default output: the name on Drive, in the current directory, if it is a plain file name. */
+export function defaultOutput(name: string): string {
+  if (!name || name !== basename(name) || name === '.' || name === '..' || name.startsWith('-')) {
+    throw new BackupctlError(Exit.usage, `the name ${JSON.stringify(name)} is not a safe local file name: give -o FILE`);
+  }
+  return name;
+}
+
+export async function pull(drive: DriveClient, req: PullRequest): Promise<PullResult> {
+  const folder = await backupFolder(drive, req.space, false);
+  if (!folder) throw new BackupctlError(Exit.usage, 'there are no backups on Google Drive yet (no backupctl folder)');
+  const { file, others } = resolve(await listBackups(drive, req.space, folder), req.nameOrId);
+  if (others.length) {
+    req.onWarning(`${others.length + 1} files on Drive are named ${file.name}: pulling the newest (id ${file.id}, created ${file.createdTime}); pass an id to choose another (backupctl drive list)`);
+  }
+  if (!file.md5 || !file.revisionId) throw new BackupctlError(Exit.corrupt, `${file.name} on Drive has no content checksum: it is not a backupctl upload`);
+  const output = req.output === null ? null : req.output;
+  if (output && !req.force && (await access(output).then(() => true, () => false))) {
+    throw new BackupctlError(Exit.io, `${output} already exists (use --force to replace it)`);
+  }
+
+  const pushed = lastPushOf(await readPushedLog(), file.name, file.id, req.space);
+  let differs = false;
+  const alarm = (why: string) => {
+    differs = true;
+    req.onWarning(
+      `THE BACKUP ON DRIVE IS NOT WHAT THIS MACHINE PUSHED: ${why}. Someone with access to your Drive (or to this app) may have replaced it; ` +
+        'an archive that decrypts proves nothing, since anyone with your public recipients can make one. Inspect it before trusting it.',
+    );
+  };
+  if (pushed && (pushed.md5 !== file.md5 || pushed.size !== file.size)) {
+    alarm(`${file.name} was pushed on ${pushed.pushed} with ${pushed.size} bytes, md5 ${pushed.md5}; Drive now has ${file.size} bytes, md5 ${file.md5}`);
+  }
+
+  const pinned = { id: file.id, name: file.name, revisionId: file.revisionId, size: file.size, md5: file.md5 };
+  const progress = (b: number) => req.onProgress?.(b, file.size);
+  const result = output ? await downloadToFile(drive, pinned, output, progress) : await downloadToStream(drive, pinned, req.stdout ?? process.stdout, progress);
+
+  if (!differs && pushed && pushed.sha256 !== result.sha256) alarm(`its SHA-256 is ${result.sha256}, this machine pushed ${pushed.sha256}`);
+  if (!differs && file.sha256 && file.sha256 !== result.sha256) alarm(`its SHA-256 is ${result.sha256} but the upload recorded ${file.sha256}`);
+  return { ...result, file, output, others, differsFromPushed: differs };
+}
