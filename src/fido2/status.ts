@@ -7,6 +7,7 @@ export const STATUS = {
   INVALID_LENGTH: 0x03,
   MISSING_PARAMETER: 0x14,
   UNSUPPORTED_EXTENSION: 0x16,
+  UNSUPPORTED_ALGORITHM: 0x26,
   OPERATION_DENIED: 0x27,
   UNSUPPORTED_OPTION: 0x2b,
   KEEPALIVE_CANCEL: 0x2d,
@@ -21,6 +22,7 @@ export const STATUS = {
   PIN_POLICY_VIOLATION: 0x37,
   ACTION_TIMEOUT: 0x3a,
   UV_BLOCKED: 0x3c,
+  INVALID_SUBCOMMAND: 0x3e,
   UV_INVALID: 0x3f,
   UNAUTHORIZED_PERMISSION: 0x40,
 } as const;
@@ -33,6 +35,7 @@ const NAMES: Record<number, string> = {
   0x12: 'invalid CBOR',
   0x14: 'missing parameter',
   0x16: 'unsupported extension',
+  0x26: 'unsupported algorithm',
   0x27: 'operation denied',
   0x28: 'key store full',
   0x2b: 'unsupported option',
@@ -48,6 +51,7 @@ const NAMES: Record<number, string> = {
   0x37: 'PIN policy violation',
   0x3a: 'action timeout',
   0x3c: 'UV blocked',
+  0x3e: 'invalid subcommand',
   0x3f: 'UV invalid',
   0x40: 'unauthorized permission',
 };
