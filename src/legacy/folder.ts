@@ -31,7 +31,7 @@ export const archivePathOf = (rel: string) => rel.replace(CRYPT15, '');
  * Find the .crypt15 files of SOURCE and read their headers (no key needed): a crypt14 or a
  * non-backup under a .crypt15 name fails here, before the key is asked for.
  */
-export async function scanLegacySource(source: string, warn: (m: string) => void): Promise<LegacySource> {
+export async function scanLegacySource(source: string): Promise<LegacySource> {
   let st;
   try {
     st = await stat(source);
@@ -61,7 +61,6 @@ export async function scanLegacySource(source: string, warn: (m: string) => void
       : 'no .crypt15 backup';
     throw new BackupctlError(Exit.io, `${source} holds ${why}: nothing to migrate (to archive a plain folder, use backupctl create)`);
   }
-  for (const p of older) warn(`${p} is an older WhatsApp backup (not crypt15): it is copied into the archive as it is, still encrypted`);
   return { source, isFolder: true, files };
 }
 
@@ -121,6 +120,11 @@ export async function* legacyEntries(
     const abs = `${src.source}/${e.path}`;
     const legacy = e.type === EntryType.File ? byPath.get(abs) : undefined;
     if (legacy) yield { ...e, path: unique(legacy.entryPath, e.path), open: decrypted(abs) };
-    else yield { ...e, path: unique(e.path, e.path) };
+    else {
+      if (e.type === EntryType.File && OLDER.test(e.path)) {
+        warn(`${e.path} is an older WhatsApp backup (not crypt15): it is copied into the archive as it is, still encrypted`);
+      }
+      yield { ...e, path: unique(e.path, e.path) };
+    }
   }
 }

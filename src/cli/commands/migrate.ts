@@ -118,7 +118,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
     warnings.push(m);
     warn(m);
   };
-  const src = await scanLegacySource(source, onWarning);
+  const src = await scanLegacySource(source);
   const existing = await stat(opts.output).catch(() => null);
   if (existing?.isDirectory()) throw new BackupctlError(Exit.io, `${opts.output} is a directory; give a file name with -o`);
   if (existing && !opts.force) throw new BackupctlError(Exit.io, `${opts.output} already exists; use --force to replace it`);
