@@ -57,7 +57,9 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     dest = await realpath(o.dest);
     staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => { throw ioError(err, dest, 'write into'); });
     const staged = await extract(o, only, staging);
-    if (only && staged.length === 0) throw usageError(`nothing in the archive matches ${only.join(', ')}`);
+    // Per pattern, and not counting the parent directories staged for other patterns (as tar).
+    const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
+    if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
     o.signal?.throwIfAborted();
     const replaced = await commit(staged, staging, dest, !!o.force);
     const files = staged.filter((e) => e.type === EntryType.File);
