@@ -2,8 +2,8 @@
 // modules (googleapis, node-hid) are imported inside actions only, so startup stays fast.
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { Exit } from '../errors.js';
-import { handleError } from './run.js';
+import { Exit, exitName } from '../errors.js';
+import { emitJson, handleError } from './run.js';
 import { usageError } from '../errors.js';
 import { commands } from './commands/index.js';
 
@@ -29,7 +29,9 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
-      process.exit(Exit.usage); // commander already printed one line
+      // commander already printed one line on stderr; --json still promises one object on stdout.
+      if (argv.includes('--json')) emitJson({ ok: false, error: { exitCode: Exit.usage, kind: exitName[Exit.usage], message: err.message.replace(/^error: /, '') } });
+      process.exit(Exit.usage);
     }
     handleError(err instanceof Error ? err : usageError(String(err)));
   }
