@@ -1,0 +1,326 @@
+// create → restore through the built CLI (run `npx tsc -p .` first; `npm test` does): a realistic
+// export comes back byte-identical with modes, ms mtimes, empty dirs, unicode names and links;
+// from a file, from stdin and through a pipe; whole, one file, or a subset; never clobbering.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execa } from 'execa';
+import { chmod, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  NFC_NAME, NFD_NAME, STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli,
+  snapshot, startCli, type RecoveryCode, type SnapEntry,
+} from '../support/cli.js';
+
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let src: string;
+let archive: string;
+let rc: RecoveryCode;
+let srcSnap: Record<string, SnapEntry>;
+
+const cli = (args: string[], o: { env?: Record<string, string>; input?: string | null; inputFile?: string } = {}) =>
+  runCli(args, { configDir, ...o });
+/** Unlock options for the archive's code. */
+const withCode = () => ['--recovery-code-file', rc.file];
+
+beforeAll(async () => {
+  ({ home, configDir, cleanup } = await makeHome('backupctl-core-rt-'));
+  src = join(home, 'export');
+  await makeExportTree(src);
+  srcSnap = await snapshot(src);
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'), 'paper copy');
+  archive = join(home, 'export.bkp');
+  const r = await cli(['create', src, '-o', archive]);
+  expect(r.exitCode, r.stderr).toBe(0);
+  // create names the recipients it wrapped to: label and short fingerprint.
+  expect(r.stderr).toContain(`"paper copy" (${rc.fingerprint})`);
+});
+afterAll(() => cleanup());
+
+describe('round trip', () => {
+  it('restores a realistic export byte-identical: contents, modes, ms mtimes, empty dirs, unicode names, links', async () => {
+    const dest = join(home, 'rt-file');
+    const r = await cli(['restore', archive, '-d', dest, ...withCode()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toBe('');
+    const got = await snapshot(dest);
+    expect(got).toEqual(srcSnap);
+    // The properties the comparison covers, spelled out so a weak snapshot cannot pass silently.
+    expect(got['Media/WhatsApp Stickers']).toMatchObject({ type: 'dir', mode: 0o755 });
+    expect(got['Media/WhatsApp Images/Sent']!.mode).toBe(0o700);
+    expect(got['_chat.txt']!.mode).toBe(0o640);
+    expect(got['_chat.txt']!.mtimeMs % 1000).not.toBe(0);
+    expect(got['latest-photo.jpg']).toMatchObject({ type: 'symlink', target: 'Media/WhatsApp Images/IMG-20240312-WA0001.jpg' });
+    expect(got['Media/WhatsApp Documents/dangling-link']).toMatchObject({ type: 'symlink', target: '../nowhere/at all' });
+    expect(await readdir(join(dest, 'Media/WhatsApp Documents'))).toContain(NFC_NAME);
+    const nfd = await readdir(join(dest, 'Media/WhatsApp Documents/Private'));
+    expect(nfd).toEqual([NFD_NAME]); // stored and restored as the exact bytes, not normalised
+    expect(NFD_NAME).not.toBe(NFD_NAME.normalize('NFC'));
+  });
+
+  it('stores symlinks as links: the link target is never read into the archive', async () => {
+    const tree = join(home, 'links');
+    await mkdir(tree);
+    const secret = join(home, 'outside-secret.txt');
+    await writeFile(secret, 'SECRET-OUTSIDE-THE-EXPORT');
+    await symlink(secret, join(tree, 'abs-link'));
+    const out = join(home, 'links.bkp');
+    expect((await cli(['create', tree, '-o', out])).exitCode).toBe(0);
+    const list = await cli(['inspect', '--json', '--list', out, ...withCode()]);
+    expect(list.exitCode, list.stderr).toBe(0);
+    const j = onlyJson<{ entries: Array<{ path: string; type: string; target?: string; size: number }> }>(list);
+    expect(j.entries).toEqual([expect.objectContaining({ path: 'abs-link', type: 'symlink', target: secret, size: Buffer.byteLength(secret) })]);
+    const dest = join(home, 'links-out');
+    expect((await cli(['restore', out, '-d', dest, ...withCode()])).exitCode).toBe(0);
+    expect(await snapshot(dest)).toEqual({ 'abs-link': { type: 'symlink', mode: 0, mtimeMs: 0, size: Buffer.byteLength(secret), target: secret } });
+  });
+
+  it('restores from standard input (restore -)', async () => {
+    const dest = join(home, 'rt-stdin');
+    const r = await cli(['restore', '-', '-d', dest, ...withCode()], { inputFile: archive });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await snapshot(dest)).toEqual(srcSnap);
+  });
+
+  it('create -o - piped into restore -', async () => {
+    const dest = join(home, 'rt-pipe');
+    const create = startCli(['create', src, '-o', '-'], { configDir });
+    const restore = startCli(['restore', '-', '-d', dest, ...withCode()], { configDir, input: null });
+    const r = await create.pipe(restore);
+    expect(r.pipedFrom[0]!.exitCode, String(r.pipedFrom[0]!.stderr)).toBe(0);
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await snapshot(dest)).toEqual(srcSnap);
+  });
+});
+
+describe('partial restore (--only)', () => {
+  it('restores a single file and nothing else but its parent directories', async () => {
+    const dest = join(home, 'only-one');
+    const p = 'Media/WhatsApp Images/Sent/IMG-20240313-WA0010.jpg';
+    const r = await cli(['restore', archive, '-d', dest, '--only', p, ...withCode()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const got = await snapshot(dest, { times: false });
+    expect(Object.keys(got).sort()).toEqual(['Media', 'Media/WhatsApp Images', 'Media/WhatsApp Images/Sent', p]);
+    expect(got[p]).toEqual({ ...srcSnap[p]!, mtimeMs: 0 });
+    expect(await readFile(join(dest, p))).toEqual(await readFile(join(src, p)));
+  });
+
+  it('restores a subset: a directory (with everything under it) plus a file', async () => {
+    const dest = join(home, 'only-subset');
+    const r = await cli(['restore', archive, '-d', dest, '--only', 'Media/WhatsApp Voice Notes', '_chat.txt', ...withCode()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const got = await snapshot(dest);
+    const want = Object.fromEntries(
+      Object.entries(srcSnap).filter(([k]) => k === '_chat.txt' || k.startsWith('Media/WhatsApp Voice Notes')),
+    );
+    for (const [k, v] of Object.entries(want)) expect(got[k], k).toEqual(v);
+    expect(Object.keys(got).sort()).toEqual([...Object.keys(want), 'Media'].sort());
+  });
+
+  it('--only on a stream (restore -) too', async () => {
+    const dest = join(home, 'only-stdin');
+    const r = await cli(['restore', '-', '-d', dest, '--only', '_chat.txt', ...withCode()], { inputFile: archive });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(Object.keys(await snapshot(dest))).toEqual(['_chat.txt']);
+  });
+
+  it('--only matching nothing is a usage error (exit 2) and leaves no DIR behind', async () => {
+    const dest = join(home, 'only-nothing');
+    const r = await cli(['restore', archive, '-d', dest, '--only', 'Media/nope.jpg', ...withCode()]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/^backupctl: .*nothing in the archive matches Media\/nope\.jpg/);
+    expect(await exists(dest)).toBe(false);
+  });
+});
+
+describe('no-clobber', () => {
+  it('refuses to overwrite an existing file (exit 6, DIR unchanged); --force replaces it', async () => {
+    const dest = join(home, 'clobber');
+    await mkdir(join(dest, 'Media'), { recursive: true });
+    await writeFile(join(dest, '_chat.txt'), 'my own edits\n');
+    await writeFile(join(dest, 'Media', 'keep.txt'), 'unrelated\n');
+    const before = await snapshot(dest);
+    const r = await cli(['restore', archive, '-d', dest, ...withCode()]);
+    expect(r.exitCode).toBe(6);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^backupctl: .*already exist.*_chat\.txt.*--force/)]);
+    expect(await snapshot(dest)).toEqual(before);
+
+    const f = await cli(['restore', archive, '-d', dest, '--force', ...withCode()]);
+    expect(f.exitCode, f.stderr).toBe(0);
+    expect(await readFile(join(dest, '_chat.txt'))).toEqual(await readFile(join(src, '_chat.txt')));
+    const after = await snapshot(dest);
+    expect(after['Media/keep.txt']).toEqual(before['Media/keep.txt']); // merged, not wiped
+    for (const [k, v] of Object.entries(srcSnap)) {
+      if (k !== 'Media') expect(after[k], k).toEqual(v); // Media existed already: its own mtime/mode stay
+    }
+    expect(await readdir(dest)).not.toContainEqual(expect.stringMatching(/^\.backupctl-restore-/)); // staging removed
+  });
+
+  it('strips setuid and setgid bits on restore (the sticky bit and permissions are kept)', async () => {
+    const tree = join(home, 'suid');
+    await mkdir(join(tree, 'shared'), { recursive: true });
+    await writeFile(join(tree, 'tool'), '#!/bin/sh\n');
+    await chmod(join(tree, 'tool'), 0o6755);
+    await chmod(join(tree, 'shared'), 0o3775);
+    const out = join(home, 'suid.bkp');
+    expect((await cli(['create', tree, '-o', out])).exitCode).toBe(0);
+    // The archive records the modes as they were...
+    const list = onlyJson<{ entries: Array<{ path: string; mode: string }> }>(await cli(['inspect', '--json', '--list', out, ...withCode()]));
+    expect(list.entries.map((e) => [e.path, e.mode])).toEqual([['shared', '3775'], ['tool', '6755']]);
+    // ...and restore drops set-id bits.
+    const dest = join(home, 'suid-out');
+    expect((await cli(['restore', out, '-d', dest, ...withCode()])).exitCode).toBe(0);
+    const got = await snapshot(dest);
+    expect(got['tool']!.mode).toBe(0o755);
+    expect(got['shared']!.mode).toBe(0o1775);
+  });
+});
+
+describe('unlocking', () => {
+  it('a well-formed code that is not in the archive: exit 4, one line', async () => {
+    const other = await makeHome('backupctl-core-rt-other-');
+    try {
+      const wrong = await newRecoveryCode(other.configDir, join(other.home, 'code.txt'));
+      const dest = join(home, 'wrong-code');
+      const r = await cli(['restore', archive, '-d', dest, '--recovery-code-file', wrong.file]);
+      expect(r.exitCode).toBe(4);
+      expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^backupctl: .*recovery code does not open this archive/)]);
+      expect(await exists(dest)).toBe(false);
+      // The same through the environment variable, for verify.
+      const v = await cli(['verify', archive], { env: { BACKUPCTL_RECOVERY_CODE: wrong.code } });
+      expect(v.exitCode).toBe(4);
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  it('a typo in the code: exit 4 naming the group', async () => {
+    // Change one data symbol of group 3 to another alphabet symbol.
+    const i = 2 * 6 + 1;
+    const typo = rc.code.slice(0, i) + (rc.code[i] === 'A' ? 'B' : 'A') + rc.code.slice(i + 1);
+    const r = await cli(['restore', archive, '-d', join(home, 'typo')], { env: { BACKUPCTL_RECOVERY_CODE: typo } });
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^backupctl: recovery code: group 3 \([0-9A-Z]{5}\) has a typo/)]);
+    expect(await exists(join(home, 'typo'))).toBe(false);
+  });
+
+  it('no code and stdin not a terminal: exit 2 at once, never a hang', async () => {
+    for (const args of [['restore', archive, '-d', join(home, 'nocode')], ['verify', archive], ['inspect', '--list', archive]]) {
+      const t0 = Date.now();
+      const r = await runCli(args, { configDir, timeoutMs: 10_000 });
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      expect(r.exitCode, args.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(/no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE/);
+    }
+    expect(await exists(join(home, 'nocode'))).toBe(false);
+  });
+});
+
+describe('inspect', () => {
+  it('without a key shows the envelope and the slots, marked NOT authenticated', async () => {
+    const r = await cli(['inspect', archive]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/header NOT authenticated/);
+    expect(r.stdout).toMatch(/format: +1\.0/);
+    expect(r.stdout).toMatch(/recovery +"paper copy" .*\[in config: paper copy\]/);
+    expect(r.stdout).not.toContain('_chat.txt'); // names are private: only inside the payload
+    // A machine whose config lacks the recipient marks the slot.
+    const bare = await makeHome('backupctl-core-rt-bare-');
+    try {
+      const b = await runCli(['inspect', archive], { configDir: bare.configDir });
+      expect(b.stdout).toMatch(/"paper copy" .*\[not in local config\]/);
+    } finally {
+      await bare.cleanup();
+    }
+  });
+
+  it('--list unlocks and lists every entry', async () => {
+    const r = await cli(['inspect', '--list', archive, ...withCode()]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/header authenticated/);
+    expect(r.stdout).toMatch(/entries \(\d+\):/);
+    expect(r.stdout).toMatch(/^ +-rw-r----- +\d+ .* _chat\.txt$/m);
+    expect(r.stdout).toMatch(/^ +l[-rwx]{9} .* latest-photo\.jpg -> Media\/WhatsApp Images\/IMG-20240312-WA0001\.jpg$/m);
+    expect(r.stdout).toMatch(/^ +drwxr-xr-x .* Media\/WhatsApp Stickers$/m);
+    expect(r.stdout).toContain(NFC_NAME);
+    const listed = r.stdout.split('\n').filter((l) => /^ {4}[-dl][-rwx]{9} /.test(l));
+    expect(listed).toHaveLength(Object.keys(srcSnap).length);
+  });
+
+  it('a file that is not an archive: exit 5 "not a backupctl archive"', async () => {
+    const r = await cli(['inspect', rc.file]);
+    expect(r.exitCode).toBe(5);
+    expect(r.stderr).toBe(`backupctl: ${rc.file} is not a backupctl archive\n`);
+    const empty = join(home, 'empty.bkp');
+    await writeFile(empty, '');
+    expect((await cli(['inspect', empty])).exitCode).toBe(5);
+  });
+});
+
+describe('--json: exactly one object on stdout, errors too', () => {
+  it('create, inspect, inspect --list, verify, restore', async () => {
+    const out = join(home, 'json.bkp');
+    const c = onlyJson<Record<string, unknown>>(await cli(['create', '--json', src, '-o', out]));
+    expect(c).toMatchObject({ ok: true, archive: out, skipped: 0, recipients: [{ type: 'recovery', label: 'paper copy', fingerprint: rc.fingerprint }] });
+    expect(c.entries).toBe(Object.keys(srcSnap).length);
+
+    const i = onlyJson<Record<string, unknown>>(await cli(['inspect', '--json', out]));
+    expect(i).toMatchObject({ ok: true, format: '1.0', authenticated: false, slots: [{ type: 'recovery', label: 'paper copy', inConfig: 'paper copy' }] });
+    expect(i.entries).toBeUndefined();
+
+    const l = onlyJson<{ ok: boolean; authenticated: boolean; entries: Array<{ path: string; type: string; mode: string }> }>(
+      await cli(['inspect', '--json', '--list', out, ...withCode()]),
+    );
+    expect(l.authenticated).toBe(true);
+    expect(l.entries.find((e) => e.path === 'Media/WhatsApp Documents/run-me.sh')).toMatchObject({ type: 'file', mode: '0755' });
+
+    const v = onlyJson<Record<string, unknown>>(await cli(['verify', '--json', out, ...withCode()]));
+    expect(v).toMatchObject({ ok: true, entries: c.entries, files: c.files, differences: [] });
+
+    const dest = join(home, 'json-out');
+    const r = onlyJson<Record<string, unknown>>(await cli(['restore', '--json', out, '-d', dest, ...withCode()]));
+    expect(r).toMatchObject({ ok: true, entries: c.entries, files: c.files });
+
+    const a = await cli(['verify', '--json', out, '--against', dest, ...withCode()]);
+    expect(a.exitCode).toBe(0);
+    expect(onlyJson(a)).toMatchObject({ ok: true, differences: [] });
+  });
+
+  it('errors: one {ok:false,error:{exitCode,...}} object and the same exit code', async () => {
+    const cases: Array<[string[], number]> = [
+      [['inspect', '--json', rc.file], 5],
+      [['restore', '--json', archive, '-d', join(home, 'json-err')], 2], // no code, stdin not a TTY
+      [['verify', '--json', join(home, 'missing.bkp'), ...withCode()], 6],
+      [['create', '--json', join(home, 'no-such-dir'), '-o', join(home, 'x.bkp')], 6],
+      [['create', '--json', src], 2], // missing -o: a command-line usage error
+      [['restore', '--json', archive, '-d', join(home, 'json-err2'), '--only', 'nope', ...withCode()], 2],
+    ];
+    for (const [args, code] of cases) {
+      const r = await cli(args);
+      expect(r.exitCode, args.join(' ')).toBe(code);
+      const j = onlyJson<{ ok: boolean; error: { exitCode: number; kind: string; message: string } }>(r);
+      expect(j.ok, args.join(' ')).toBe(false);
+      expect(j.error.exitCode).toBe(code);
+      expect(typeof j.error.message).toBe('string');
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+    }
+  });
+});
+
+describe('a closed pipe', () => {
+  it('inspect --list | head -1 ends quietly (exit 0, no EPIPE trace)', async () => {
+    // Enough entries that the listing (> 200 KB) cannot fit in the pipe buffer before head exits.
+    const tree = join(home, 'many');
+    await mkdir(tree);
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => writeFile(join(tree, `IMG-20240312-WA${String(i).padStart(5, '0')}-a-long-name-to-fill-the-pipe.jpg`), '')));
+    const out = join(home, 'many.bkp');
+    expect((await cli(['create', tree, '-o', out])).exitCode).toBe(0);
+    const list = startCli(['inspect', '--list', out, ...withCode()], { configDir });
+    const r = await list.pipe(execa('head', ['-1'], { reject: false }));
+    expect(r.exitCode).toBe(0);
+    expect(String(r.stdout)).toMatch(/^backupctl archive /);
+    const b = r.pipedFrom[0]!;
+    expect(b.exitCode, String(b.stderr)).toBe(0);
+    expect(String(b.stderr)).toBe('');
+  });
+});
