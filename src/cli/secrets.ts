@@ -5,6 +5,7 @@
 import { open } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { BackupctlError, Exit, InterruptedError, ioError } from '../errors.js';
+import { parseRecoveryCode } from '../keys/recovery-code.js';
 import { warn } from './run.js';
 
 export interface SecretSource {
@@ -20,6 +21,11 @@ export interface SecretSource {
   prompt?: string;
   /** Aborts a pending prompt (Ctrl-C handling of the command). */
   signal?: AbortSignal;
+  /**
+   * At the prompt only: true, or a message shown under the input, which is kept for the user
+   * to fix (Ctrl-T reveals it). Secrets from a file or the environment are checked by the caller.
+   */
+  validate?: (value: string) => true | string;
 }
 
 /** Secrets are short; a bigger file is a mistake (or /dev/zero) and must not be read whole. */
@@ -69,7 +75,7 @@ async function promptHidden(s: SecretSource): Promise<string> {
   const what = s.what.charAt(0).toUpperCase() + s.what.slice(1);
   try {
     return await password(
-      { message: s.prompt ?? `${what}:`, mask: false },
+      { message: s.prompt ?? `${what}:`, mask: false, ...(s.validate ? { validate: s.validate } : {}) },
       // The prompt goes to stderr so stdout stays clean for results (--json, -o -).
       { input: process.stdin, output: process.stderr, clearPromptOnDone: true, ...(s.signal ? { signal: s.signal } : {}) },
     );
@@ -93,4 +99,27 @@ export async function readSecret(s: SecretSource): Promise<string> {
   if (process.stdin.isTTY && process.stderr.isTTY) return promptHidden(s);
   const ways = s.env ? `${flagFor(s)} FILE or ${s.env}` : `${flagFor(s)} FILE`;
   throw new BackupctlError(Exit.usage, `no ${s.what} given and stdin is not a terminal: use ${ways}`);
+}
+
+/**
+ * The recovery code, for every command that takes one: `--recovery-code-file FILE`, else
+ * BACKUPCTL_RECOVERY_CODE, else a hidden prompt that names the group with a typo and lets the
+ * user fix it before going on. The result is as typed: parse it with parseRecoveryCode.
+ */
+export function readRecoveryCode(file: string | undefined, signal?: AbortSignal): Promise<string> {
+  return readSecret({
+    what: 'recovery code',
+    env: 'BACKUPCTL_RECOVERY_CODE',
+    file,
+    fileFlag: '--recovery-code-file',
+    ...(signal ? { signal } : {}),
+    validate: (value) => {
+      try {
+        parseRecoveryCode(value);
+        return true;
+      } catch (err) {
+        return (err as Error).message;
+      }
+    },
+  });
 }

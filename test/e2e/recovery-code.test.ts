@@ -171,19 +171,25 @@ describe('recovery-code check', () => {
 
 // A real terminal: script(1) runs the CLI on a pseudo-terminal and relays our pipe to it.
 describe.runIf(process.platform === 'linux')('recovery-code check on a terminal', () => {
-  function onTerminal(keys: string) {
+  /** Run `check` on a pty; each step waits for `when` in the output, then types `keys`. */
+  function onTerminal(steps: Array<{ when: string; keys: string[] }>) {
     const cmd = `'${process.execPath}' '${BIN}' recovery-code check`;
     const child = execa('script', ['-qec', cmd, '/dev/null'], {
       reject: false,
       timeout: 20_000,
-      env: { BACKUPCTL_CONFIG_DIR: configDir, TERM: 'dumb' },
+      env: { BACKUPCTL_CONFIG_DIR: configDir, TERM: 'xterm' },
       extendEnv: false,
     });
-    let sent = false;
+    let output = '';
     child.stdout!.on('data', (d: Buffer) => {
-      if (!sent && d.toString().includes('Recovery code:')) {
-        sent = true;
-        child.stdin!.write(keys);
+      output += d.toString();
+      const next = steps[0];
+      if (next && output.includes(next.when)) {
+        steps.shift();
+        output = '';
+        // Keys are typed 300 ms apart, as by a person: typing while the prompt is still
+        // validating is ignored, and a control key sent along with text is taken literally.
+        next.keys.forEach((k, i) => setTimeout(() => child.stdin!.write(k), 300 * (i + 1)));
       }
     });
     return child;
@@ -191,15 +197,27 @@ describe.runIf(process.platform === 'linux')('recovery-code check on a terminal'
 
   it('prompts with hidden input and accepts the typed code', async () => {
     const { code, label } = await newCode();
-    const r = await onTerminal(`${code.toLowerCase()}\r`);
+    const r = await onTerminal([{ when: 'Recovery code:', keys: [`${code.toLowerCase()}\r`] }]);
     expect(r.exitCode, r.stdout as string).toBe(0);
     expect(r.stdout).toContain(`The code is correct: it is recovery code "${label}"`);
     expect(r.stdout).not.toContain(code.toLowerCase()); // not echoed
   });
 
+  it('names the group with a typo at the prompt and lets the user fix it', async () => {
+    const { code, label } = await newCode();
+    const bad = typo(code, 6);
+    const r = await onTerminal([
+      { when: 'Recovery code:', keys: [`${bad}\r`] },
+      // Ctrl-U clears the kept input; then the right code.
+      { when: `group 6 (${bad.split('-')[5]}) has a typo`, keys: ['\x15', `${code}\r`] },
+    ]);
+    expect(r.exitCode, r.stdout as string).toBe(0);
+    expect(r.stdout).toContain(`The code is correct: it is recovery code "${label}"`);
+  });
+
   it('Ctrl-C at the prompt exits 130', async () => {
     await newCode();
-    const r = await onTerminal('\x03');
+    const r = await onTerminal([{ when: 'Recovery code:', keys: ['\x03'] }]);
     expect(r.exitCode).toBe(130);
     expect(r.stdout).toContain('backupctl: interrupted');
   });

@@ -16,7 +16,7 @@ import {
   recoveryRecipientEntry,
 } from '../../keys/recovery-code.js';
 import { action, emitJson } from '../run.js';
-import { readSecret } from '../secrets.js';
+import { readRecoveryCode } from '../secrets.js';
 
 const MAX_LABEL = 100;
 
@@ -106,13 +106,7 @@ async function newCode(json: boolean, opts: NewOptions): Promise<void> {
 }
 
 async function checkCode(json: boolean, opts: { recoveryCodeFile?: string }, signal: AbortSignal): Promise<void> {
-  const input = await readSecret({
-    what: 'recovery code',
-    env: 'BACKUPCTL_RECOVERY_CODE',
-    file: opts.recoveryCodeFile,
-    fileFlag: '--recovery-code-file',
-    signal,
-  });
+  const input = await readRecoveryCode(opts.recoveryCodeFile, signal);
   const { secretKey, publicKey } = recoveryKeyPair(input); // throws exit 4 naming the group with a typo
   secretKey.fill(0);
   const fp = fingerprint(RECOVERY_SLOT_TYPE, publicKey);
