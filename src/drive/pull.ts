@@ -12,8 +12,8 @@ import { backupFolder, listBackups, resolve, type RemoteFile, type Space } from 
 export interface PullRequest {
   nameOrId: string;
   space: Space;
-  /** A path, or null for standard output. */
-  output: string | null;
+  /** A path; null for standard output; undefined for the name on Drive in the current directory. */
+  output: string | null | undefined;
   stdout?: Writable;
   force?: boolean;
   onProgress?(bytes: number, total: number): void;
@@ -45,7 +45,7 @@ export async function pull(drive: DriveClient, req: PullRequest): Promise<PullRe
     req.onWarning(`${others.length + 1} files on Drive are named ${file.name}: pulling the newest (id ${file.id}, created ${file.createdTime}); pass an id to choose another (backupctl drive list)`);
   }
   if (!file.md5 || !file.revisionId) throw new BackupctlError(Exit.corrupt, `${file.name} on Drive has no content checksum: it is not a backupctl upload`);
-  const output = req.output === null ? null : req.output;
+  const output = req.output === undefined ? defaultOutput(file.name) : req.output;
   if (output && !req.force && (await access(output).then(() => true, () => false))) {
     throw new BackupctlError(Exit.io, `${output} already exists (use --force to replace it)`);
   }

@@ -6,6 +6,9 @@ import { register as restore } from './restore.js';
 import { register as verify } from './verify.js';
 import { register as recoveryCode } from './recovery-code.js';
 import { register as migrate } from './migrate.js';
+import { register as drive } from './drive.js';
+import { register as push } from './push.js';
+import { register as pull } from './pull.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -14,4 +17,7 @@ export const commands: Array<(program: Command) => void> = [
   verify,
   recoveryCode,
   migrate,
+  push,
+  pull,
+  drive,
 ];

@@ -1,0 +1,63 @@
+// `backupctl push ARCHIVE [--name NAME] [--app-data]`: upload a checked archive to Google Drive,
+// resumably and verified (see src/drive/push.ts).
+import type { Command } from 'commander';
+import { usageError } from '../../errors.js';
+import { action, emitJson, info, warn } from '../run.js';
+import { startProgress } from '../progress.js';
+import { parseSize } from './create.js';
+import { addSpaceOption, fileJson, openDrive, spaceName, spaceOf } from './drive.js';
+
+interface PushOptions {
+  name?: string;
+  appData?: boolean;
+  chunkSize: string;
+}
+
+export function register(program: Command): void {
+  addSpaceOption(
+    program
+      .command('push')
+      .description('upload an archive to Google Drive (resumable: run it again after an interruption)')
+      .argument('<archive>', 'the archive file')
+      .option('--name <name>', 'the name on Drive (default: the file name)')
+      .option('--chunk-size <size>', 'upload chunk, a multiple of 256K', '8M'),
+  ).action(
+    action(async (ctx, archive: string, opts: PushOptions) => {
+      const { push } = await import('../../drive/push.js');
+      const { CHUNK_UNIT } = await import('../../drive/upload.js');
+      const chunkSize = parseSize(opts.chunkSize);
+      if (chunkSize < CHUNK_UNIT || chunkSize % CHUNK_UNIT !== 0) throw usageError('--chunk-size must be a multiple of 256K');
+      const space = spaceOf(opts);
+      const drive = await openDrive(ctx);
+      const progress = await startProgress('push');
+      const t0 = Date.now();
+      try {
+        const r = await push(drive, {
+          path: archive,
+          name: opts.name,
+          space,
+          chunkSize,
+          onProgress: (acked, total) => progress.update({ bytes: acked, total }),
+          onInfo: (m) => info(m),
+        });
+        progress.stop();
+        await drive.auth.flush();
+        if (r.sameName.length) {
+          warn(`${r.sameName.length} other backup(s) named ${r.file.name} were already on Drive and are kept; the name now means this newest one (see backupctl drive list)`);
+        }
+        const seconds = (Date.now() - t0) / 1000;
+        if (ctx.json) {
+          emitJson({ ok: true, space, ...fileJson(r.file), sha256: r.sha256, alreadyPresent: r.alreadyPresent, bytesSent: r.bytesSent, seconds });
+        } else if (r.alreadyPresent) {
+          info(`Already on Google Drive as ${r.file.name} (${r.file.id}), same content: nothing uploaded.`);
+        } else {
+          info(`Pushed ${r.file.name} to ${spaceName(space)}: ${(r.file.size / 1e6).toFixed(1)} MB, MD5 checked by Drive, id ${r.file.id} (${seconds.toFixed(1)} s).`);
+        }
+      } catch (err) {
+        progress.stop();
+        if (ctx.signal.aborted) info('Push interrupted: run the same command again to resume where Drive stopped.');
+        throw err;
+      }
+    }),
+  );
+}
