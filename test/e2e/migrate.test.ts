@@ -146,6 +146,30 @@ describe('the real WhatsApp sample', () => {
   });
 });
 
+describe('backupctl inspect on a crypt15 file', () => {
+  it('shows the header without a key, and whether the MD5 footer matches', async () => {
+    requireInterop();
+    const sample = join(INTEROP, 'msgstore.db.crypt15');
+    const r = await cli(['inspect', sample, '--json']);
+    expect(r.exitCode, r.stderr as string).toBe(0);
+    const j = JSON.parse(r.stdout as string);
+    expect(j).toMatchObject({ ok: true, format: 'crypt15', keyType: 1, headerLength: 129, appVersion: '2.22.5.13', jidSuffix: '67', size: 240_529, md5Matches: true });
+    expect(j.iv).toMatch(/^c395ee00[0-9a-f]{20}559c$/);
+    expect(j.features['5']).toBe(true);
+    expect(j.features['6']).toBe(false);
+    const text = await cli(['inspect', sample]);
+    expect(text.stdout).toContain('WhatsApp crypt15 backup');
+    expect(text.stdout).toMatch(/IV: +c395ee00/);
+    expect(text.stdout).toMatch(/MD5 footer: +matches \(the file is intact\)/);
+    const damaged = join(home, 'damaged.db.crypt15');
+    const b = await readFile(sample);
+    b[1000]! ^= 1;
+    await writeFile(damaged, b);
+    const d = await cli(['inspect', damaged, '--json']);
+    expect(JSON.parse(d.stdout as string).md5Matches).toBe(false);
+  });
+});
+
 describe('a WhatsApp backup folder', () => {
   let f: Folder;
   let keyFile: string;

@@ -12,6 +12,7 @@ import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
 import { action, emitJson } from '../run.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
 
 /** Slots with their public metadata, marked by whether the local config knows their recipient. */
 export async function describeSlots(slots: readonly Slot[]) {
@@ -56,6 +57,12 @@ export function register(program: Command): void {
       .option('--list', 'unlock and list the entries'),
   ).action(
     action(async (ctx, file: string, opts: UnlockOptions & { list?: boolean }) => {
+      const legacy = await inspectCrypt15(file); // a WhatsApp 64-digit-key backup: its header, no key
+      if (legacy) {
+        if (ctx.json) emitJson({ ok: true, ...legacy });
+        else process.stdout.write(formatCrypt15Inspection(legacy));
+        return;
+      }
       const archive = await ArchiveFile.open(file);
       try {
         const size = (await stat(file)).size;
