@@ -6,6 +6,8 @@ import { register as restore } from './restore.js';
 import { register as verify } from './verify.js';
 import { register as recoveryCode } from './recovery-code.js';
 import { register as migrate } from './migrate.js';
+import { register as key } from './key.js';
+import { register as doctor } from './doctor.js';
 import { register as drive } from './drive.js';
 import { register as push } from './push.js';
 import { register as pull } from './pull.js';
@@ -17,6 +19,8 @@ export const commands: Array<(program: Command) => void> = [
   verify,
   recoveryCode,
   migrate,
+  key,
+  doctor,
   push,
   pull,
   drive,
