@@ -4,7 +4,9 @@
 import type { Command } from 'commander';
 import { BackupctlError, Exit, corruptError, noKeyError } from '../errors.js';
 import type { Identity, Slot } from '../keys/types.js';
-import { recoveryIdentity, RECOVERY_SLOT_TYPE } from '../keys/recovery-code.js';
+import { recoveryIdentity, recoveryKeyPair, RECOVERY_SLOT_TYPE } from '../keys/recovery-code.js';
+import { recipientTag } from '../keys/x25519.js';
+import { b64encode } from '../util/base64.js';
 import { verifyMac, type ParsedHeader } from '../archive/header.js';
 import { readSecret } from './secrets.js';
 import { info } from './run.js';
@@ -71,6 +73,12 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
     prompt: 'Recovery code:', signal,
   });
   const key = await recoveryIdentity(code).unwrap(slots);
-  if (!key) throw noKeyError('this recovery code does not open this archive (it is well-formed, but none of the archive\'s slots is for it)');
+  if (!key) {
+    // A slot tagged for this very code that does not open was damaged: "corrupt", not "wrong code".
+    const tag = b64encode(recipientTag(RECOVERY_SLOT_TYPE, recoveryKeyPair(code).publicKey));
+    const mine = slots.find((s) => s.type === RECOVERY_SLOT_TYPE && s.tag === tag);
+    if (mine) throw corruptError(`the key slot "${mine.label}" is for this recovery code but does not open: the archive header was damaged or tampered with`);
+    throw noKeyError('this recovery code does not open this archive (it is well-formed, but none of the archive\'s slots is for it)');
+  }
   return accept(key);
 }
