@@ -6,7 +6,7 @@
 // attacker who can write to DEST swapping a checked directory for a link during the commit:
 // see backupctl(1) "RESTORE SAFETY".
 import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rm, rmdir, symlink, unlink, utimes, chmod, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rm, rmdir, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
 import { EntryType, FOOTER_LEN } from './format.js';
@@ -215,7 +215,10 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
         continue;
       }
       const place = async () => {
-        if (e.type === EntryType.Symlink) return symlink(e.target, final);
+        if (e.type === EntryType.Symlink) {
+          await symlink(e.target, final);
+          return lutimes(final, secs(e.mtimeNs), secs(e.mtimeNs)).catch(() => {}); // not every platform can
+        }
         try {
           await link(from, final); // atomic no-clobber: fails with EEXIST, never overwrites
         } catch (err) {
