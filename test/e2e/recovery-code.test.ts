@@ -1,28 +1,19 @@
 // `backupctl recovery-code new|check` through the built CLI (run `npx tsc -p .` first; `npm test`
 // does). The interactive prompt is driven through a real pseudo-terminal made by script(1).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { execa, type Options } from 'execa';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { execa } from 'execa';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { BIN, STACK_TRACE, makeHome, onlyJson, runCli } from '../support/cli.js';
 
-const BIN = fileURLToPath(new URL('../../bin/backupctl.js', import.meta.url));
 const CODE_RE = /[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){6}/g;
 
 let home: string;
 let configDir: string;
+let cleanup: () => Promise<void>;
 
-function cli(args: string[], opts: Options & { env?: Record<string, string> } = {}) {
-  return execa(process.execPath, [BIN, ...args], {
-    reject: false,
-    input: '', // stdin is not a terminal: nothing may wait for it
-    timeout: 20_000,
-    ...opts,
-    env: { BACKUPCTL_CONFIG_DIR: configDir, ...(opts.env ?? {}) },
-    extendEnv: false,
-  });
-}
+/** Run the CLI with this test's config and a stdin that is not a terminal. */
+const cli = (args: string[], o: { env?: Record<string, string>; timeoutMs?: number } = {}) => runCli(args, { configDir, ...o });
 
 async function config() {
   return JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')) as {
@@ -33,8 +24,8 @@ async function config() {
 /** A code made through the CLI, returned with its JSON result. */
 async function newCode(label?: string) {
   const r = await cli(['recovery-code', 'new', '--json', ...(label ? ['--label', label] : [])]);
-  expect(r.exitCode, r.stderr as string).toBe(0);
-  return JSON.parse(r.stdout as string) as { ok: true; code: string; label: string; fingerprint: string; publicKey: string };
+  expect(r.exitCode, r.stderr).toBe(0);
+  return onlyJson<{ ok: true; code: string; label: string; fingerprint: string; publicKey: string }>(r);
 }
 
 /** Flip one data symbol of group `g` (1-based) to another alphabet symbol. */
@@ -44,17 +35,16 @@ function typo(code: string, g: number): string {
 }
 
 beforeEach(async () => {
-  home = await mkdtemp(join(tmpdir(), 'backupctl-rc-e2e-'));
-  configDir = join(home, 'config');
+  ({ home, configDir, cleanup } = await makeHome('backupctl-rc-e2e-'));
 });
-afterEach(() => rm(home, { recursive: true, force: true }));
+afterEach(() => cleanup());
 
 describe('recovery-code new', () => {
   it('shows the code exactly once, records only its public key, in a 0600 config', async () => {
     const r = await cli(['recovery-code', 'new']);
-    expect(r.exitCode, r.stderr as string).toBe(0);
+    expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toBe('');
-    const codes = (r.stdout as string).match(CODE_RE) ?? [];
+    const codes = r.stdout.match(CODE_RE) ?? [];
     expect(codes).toHaveLength(1);
     const today = new Date();
     const label = `recovery code ${today.getFullYear()}-${String(today.getMonth() + 1).padStart(2, '0')}-${String(today.getDate()).padStart(2, '0')}`;
@@ -74,7 +64,7 @@ describe('recovery-code new', () => {
 
     // The code shown is the one recorded.
     const c = await cli(['recovery-code', 'check'], { env: { BACKUPCTL_RECOVERY_CODE: code } });
-    expect(c.exitCode, c.stderr as string).toBe(0);
+    expect(c.exitCode, c.stderr).toBe(0);
     expect(c.stdout).toContain(`"${label}"`);
   });
 
@@ -92,7 +82,7 @@ describe('recovery-code new', () => {
     const dup = await cli(['recovery-code', 'new', '--label', 'safe deposit box']);
     expect(dup.exitCode).toBe(2);
     expect(dup.stderr).toBe(
-      'backupctl: a recipient labelled "safe deposit box" exists already in the config: choose another --label',
+      'backupctl: a recipient labelled "safe deposit box" exists already in the config: choose another --label\n',
     );
     expect(dup.stdout).toBe('');
     expect((await config()).recipients).toHaveLength(3);
@@ -101,7 +91,7 @@ describe('recovery-code new', () => {
   it('--output writes a new 0600 file, prints nothing secret, and never overwrites', async () => {
     const out = join(home, 'code.txt');
     const r = await cli(['recovery-code', 'new', '--output', out]);
-    expect(r.exitCode, r.stderr as string).toBe(0);
+    expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stdout).not.toMatch(CODE_RE);
     expect(r.stdout).toContain(out);
     expect((await stat(out)).mode & 0o777).toBe(0o600);
@@ -110,14 +100,14 @@ describe('recovery-code new', () => {
 
     const again = await cli(['recovery-code', 'new', '--output', out, '--json']);
     expect(again.exitCode).toBe(6);
-    expect(JSON.parse(again.stdout as string).error).toMatchObject({ exitCode: 6, kind: 'io' });
+    expect(onlyJson<{ error: unknown }>(again).error).toMatchObject({ exitCode: 6, kind: 'io' });
     expect(again.stderr).toContain('already exists');
     expect(await readFile(out, 'utf8')).toBe(written);
     expect((await config()).recipients).toHaveLength(1);
 
     const c = await cli(['recovery-code', 'check', '--recovery-code-file', out, '--json']);
-    expect(c.exitCode, c.stderr as string).toBe(0);
-    expect(JSON.parse(c.stdout as string)).toMatchObject({ ok: true, label: (await config()).recipients[0]!.label });
+    expect(c.exitCode, c.stderr).toBe(0);
+    expect(onlyJson(c)).toMatchObject({ ok: true, label: (await config()).recipients[0]!.label });
   });
 
   it('refuses a config directory writable by others, leaving no code file behind', async () => {
@@ -127,7 +117,7 @@ describe('recovery-code new', () => {
     const r = await cli(['recovery-code', 'new', '--output', out]);
     expect(r.exitCode).toBe(8);
     expect(r.stderr).toMatch(/^backupctl: refusing to use .*: it is writable by group or others .*chmod go-w/);
-    expect(r.stderr).not.toContain('    at '); // no stack trace
+    expect(r.stderr).not.toMatch(STACK_TRACE);
     await expect(stat(out)).rejects.toThrow(/ENOENT/);
   });
 });
@@ -138,12 +128,13 @@ describe('recovery-code check', () => {
     const bad = typo(code, 3);
     const t = await cli(['recovery-code', 'check'], { env: { BACKUPCTL_RECOVERY_CODE: bad } });
     expect(t.exitCode).toBe(4);
-    expect(t.stderr).toBe(`backupctl: recovery code: group 3 (${bad.split('-')[2]}) has a typo`);
+    expect(t.stderr).toBe(`backupctl: recovery code: group 3 (${bad.split('-')[2]}) has a typo\n`);
 
     const other = join(home, 'other.txt');
-    const stranger = (await cli(['recovery-code', 'new', '--json'], { env: { BACKUPCTL_CONFIG_DIR: join(home, 'elsewhere') } }))
-      .stdout as string;
-    await writeFile(other, `${JSON.parse(stranger).code.toLowerCase().replace(/-/g, ' ')}\n`, { mode: 0o600 });
+    const stranger = onlyJson<{ code: string }>(
+      await runCli(['recovery-code', 'new', '--json'], { configDir: join(home, 'elsewhere') }),
+    );
+    await writeFile(other, `${stranger.code.toLowerCase().replace(/-/g, ' ')}\n`, { mode: 0o600 });
     const w = await cli(['recovery-code', 'check', '--recovery-code-file', other]);
     expect(w.exitCode).toBe(4);
     expect(w.stderr).toMatch(/^backupctl: the code is well-formed \(fingerprint [0-9a-f:]{14}\) but matches no recovery code in the config/);
@@ -152,11 +143,10 @@ describe('recovery-code check', () => {
   it('with stdin not a terminal and no code given, fails at once with exit 2', async () => {
     await newCode();
     const started = Date.now();
-    const r = await cli(['recovery-code', 'check'], { timeout: 10_000 });
-    expect(r.timedOut).toBe(false);
+    const r = await cli(['recovery-code', 'check'], { timeoutMs: 10_000 }); // throws on timeout
     expect(r.exitCode).toBe(2);
     expect(r.stderr).toBe(
-      'backupctl: no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE',
+      'backupctl: no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE\n',
     );
     expect(Date.now() - started).toBeLessThan(10_000);
   });
