@@ -1,7 +1,7 @@
 // The envelope: a preamble, a JSON header readable without any key, and an HMAC-SHA-256 over
 // both keyed from the file key — which authenticates the header and commits to the file key
 // (age's header MAC is the model). backupctl-format(5) "HEADER".
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
@@ -127,6 +127,20 @@ export function parseHeader(buf: Buffer): ParsedHeader {
   };
 }
 
+/** Read and parse the header at the start of an open file (`name` for messages). */
+export async function readHeaderFrom(fh: FileHandle, name: string): Promise<ParsedHeader> {
+  const pre = Buffer.alloc(PREAMBLE_LEN);
+  const { bytesRead } = await fh.read(pre, 0, PREAMBLE_LEN, 0).catch((err: unknown) => {
+    throw ioError(err, name, 'read'); // e.g. a directory (EISDIR)
+  });
+  if (!looksLikeArchive(pre.subarray(0, bytesRead))) throw corruptError(`${name} is not a backupctl archive`);
+  const total = headerLengthFromPreamble(pre.subarray(0, bytesRead));
+  const buf = Buffer.alloc(total);
+  const r = await fh.read(buf, 0, total, 0);
+  if (r.bytesRead < total) throw corruptError(`${name}: truncated header`);
+  return parseHeader(buf);
+}
+
 /** Read and parse the header of the archive at `path` (no key needed, nothing authenticated). */
 export async function readArchiveHeader(path: string): Promise<ParsedHeader> {
   let fh;
@@ -136,14 +150,7 @@ export async function readArchiveHeader(path: string): Promise<ParsedHeader> {
     throw ioError(err, path, 'open');
   }
   try {
-    const pre = Buffer.alloc(PREAMBLE_LEN);
-    const { bytesRead } = await fh.read(pre, 0, PREAMBLE_LEN, 0);
-    if (bytesRead < MAGIC.length || !looksLikeArchive(pre)) throw corruptError(`${path} is not a backupctl archive`);
-    const total = headerLengthFromPreamble(pre.subarray(0, bytesRead));
-    const buf = Buffer.alloc(total);
-    const r = await fh.read(buf, 0, total, 0);
-    if (r.bytesRead < total) throw corruptError(`${path}: truncated header`);
-    return parseHeader(buf);
+    return await readHeaderFrom(fh, path);
   } finally {
     await fh.close();
   }

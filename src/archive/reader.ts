@@ -5,7 +5,7 @@ import { corruptError, ioError, noKeyError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
 import { ByteQueue } from '../util/bytequeue.js';
 import { FOOTER_LEN, PREAMBLE_LEN, REC_INDEX } from './format.js';
-import { headerLengthFromPreamble, looksLikeArchive, parseHeader, verifyMac, type ParsedHeader } from './header.js';
+import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, verifyMac, type ParsedHeader } from './header.js';
 import { decodeFooter, decodeIndex, type Footer, type IndexEntry } from './entries.js';
 import { openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
 
@@ -50,14 +50,7 @@ export class ArchiveFile implements Archive {
     }
     try {
       const size = (await fh.stat()).size;
-      const pre = Buffer.alloc(PREAMBLE_LEN);
-      const { bytesRead } = await fh.read(pre, 0, PREAMBLE_LEN, 0);
-      if (!looksLikeArchive(pre.subarray(0, bytesRead))) throw corruptError(`${path} is not a backupctl archive`);
-      const len = headerLengthFromPreamble(pre.subarray(0, bytesRead));
-      if (len > size) throw corruptError(`${path}: truncated header`);
-      const buf = Buffer.alloc(len);
-      await fh.read(buf, 0, len, 0);
-      return new ArchiveFile(fh, path, size, parseHeader(buf));
+      return new ArchiveFile(fh, path, size, await readHeaderFrom(fh, path));
     } catch (err) {
       await fh.close();
       throw err;
