@@ -21,8 +21,13 @@ export interface RunningAuthenticator {
 
 const KEEPALIVE_MS = 100;
 
-export async function startAuthenticator(options: AuthenticatorOptions = {}): Promise<RunningAuthenticator> {
-  const auth = new SoftAuthenticator(options);
+/**
+ * Serve a new authenticator, or plug an existing one (its credentials and PIN state) back in
+ * on a new port: closing the server is unplugging the key.
+ */
+export async function startAuthenticator(options: AuthenticatorOptions | SoftAuthenticator = {}): Promise<RunningAuthenticator> {
+  const auth = options instanceof SoftAuthenticator ? options : new SoftAuthenticator(options);
+  if (options instanceof SoftAuthenticator) auth.powerCycle();
   const sock = createSocket('udp4');
   const assemblers = new Map<number, Assembler>();
   let nextCid = 1 + (randomBytes(2).readUInt16BE(0) << 8);
