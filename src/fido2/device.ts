@@ -364,14 +364,15 @@ export async function chooseByTouch(devices: Fido2Device[], io: Interaction): Pr
   const ac = new AbortController();
   const onAbort = () => ac.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
+  const attempts = devices.map(async (d) => {
+    await d.waitForTouch({ signal: ac.signal, notify: () => {} });
+    return d;
+  });
   try {
-    const winner = await Promise.any(
-      devices.map(async (d) => {
-        await d.waitForTouch({ signal: ac.signal, notify: () => {} });
-        return d;
-      }),
-    );
+    const winner = await Promise.any(attempts);
+    // The others are cancelled (CANCEL sent by their pending request) before being closed.
     ac.abort(new Error('another key was touched'));
+    await Promise.allSettled(attempts);
     await Promise.all(devices.filter((d) => d !== winner).map(async (d) => d.close()));
     return winner;
   } catch (e) {

@@ -34,7 +34,9 @@ export async function startAuthenticator(options: AuthenticatorOptions | SoftAut
   /** The one channel with a CBOR request in progress (a key does one thing at a time). */
   let busy: { cid: number; cancel: () => void } | null = null;
 
+  let closed = false;
   const send = (to: RemoteInfo, cid: number, cmd: number, data: Uint8Array) => {
+    if (closed) return; // unplugged
     for (const p of packetize(cid, cmd, data)) sock.send(p, to.port, to.address);
   };
 
@@ -44,7 +46,12 @@ export async function startAuthenticator(options: AuthenticatorOptions | SoftAut
     url: '',
     cancels: 0,
     touchRequests: 0,
-    close: () => new Promise<void>((r) => sock.close(() => r())),
+    close: () => {
+      if (closed) return Promise.resolve();
+      closed = true;
+      busy?.cancel();
+      return new Promise<void>((r) => sock.close(() => r()));
+    },
   };
 
   function context(to: RemoteInfo, cid: number): { ctx: CommandContext; cancel: () => void } {
