@@ -6,6 +6,7 @@ import { register as restore } from './restore.js';
 import { register as verify } from './verify.js';
 import { register as recoveryCode } from './recovery-code.js';
 import { register as migrate } from './migrate.js';
+import { register as rotate } from './rotate.js';
 import { register as key } from './key.js';
 import { register as doctor } from './doctor.js';
 import { register as drive } from './drive.js';
@@ -19,6 +20,7 @@ export const commands: Array<(program: Command) => void> = [
   verify,
   recoveryCode,
   migrate,
+  rotate,
   key,
   doctor,
   push,

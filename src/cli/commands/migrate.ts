@@ -5,14 +5,14 @@
 // new archive opens through one of its own slots (not merely with the file key still in memory,
 // which would not catch a broken slot): they may be the only copy of someone's chats.
 import type { Command } from 'commander';
-import { open, rename, stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
 import { writeArchive } from '../../archive/pack.js';
 import { openSink } from '../../archive/output.js';
 import { ArchiveFile } from '../../archive/reader.js';
-import { verifyMac } from '../../archive/header.js';
 import { verifyArchive } from '../../archive/verify.js';
+import { placeVerified } from '../../archive/rewrap.js';
 import { syncDir, tempNameFor, acquireLock } from '../../util/fsutil.js';
 import { dirname } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
@@ -78,19 +78,6 @@ function capturingFileKey(recipients: ResolvedRecipient[]) {
   return { recipients: wrapped, fileKey: () => fileKey };
 }
 
-/** The archive at `path` must open with `fileKey` and every record must verify; returns its paths. */
-async function verifyWritten(path: string, fileKey: Uint8Array, signal: AbortSignal): Promise<string[]> {
-  const a = await ArchiveFile.open(path);
-  try {
-    if (!verifyMac(a.header, fileKey)) throw new Error('the written header does not authenticate with its own file key');
-    a.attachKey(fileKey);
-    const v = await verifyArchive(a, undefined, signal);
-    return v.index.map((e) => e.path);
-  } finally {
-    await a.close();
-  }
-}
-
 async function removeLegacy(src: LegacySource, sizes: Map<string, { size: bigint; mtimeNs: bigint }>): Promise<string[]> {
   const removed: string[] = [];
   for (const f of src.files) {
@@ -150,21 +137,11 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
       onProgress: (p) => progress.update(p),
     });
     const fileKey = capture.fileKey()!;
-    let paths: string[];
     try {
-      paths = await verifyWritten(tmp, fileKey, ctx.signal);
+      await placeVerified({ tmp, dest: opts.output, fileKey, expect: { paths: src.files.map((f) => f.entryPath) }, signal: ctx.signal });
+      placed = true;
     } finally {
       fileKey.fill(0);
-    }
-    const missing = src.files.filter((f) => !paths.includes(f.entryPath));
-    if (missing.length) throw new Error(`the written archive lacks ${missing.map((f) => f.entryPath).join(', ')}`);
-    ctx.signal.throwIfAborted();
-    try {
-      await rename(tmp, opts.output);
-      placed = true;
-      await syncDir(dirname(opts.output));
-    } catch (err) {
-      throw ioError(err, opts.output, 'write');
     }
     progress.stop();
     const skippedTotal = skipped.count + res.skipped;

@@ -17,11 +17,12 @@ import {
 } from '../../keys/recovery-code.js';
 import { action, emitJson } from '../run.js';
 import { readRecoveryCode } from '../secrets.js';
+import { registerRecoveryCodeRotate } from './rotate.js';
 
 const MAX_LABEL = 100;
 
 /** Labels are written in clear into every archive header: one short printable line. */
-function checkLabel(label: string): string {
+export function checkLabel(label: string): string {
   const l = label.trim();
   if (!l || l.length > MAX_LABEL || /\p{Cc}/u.test(l)) {
     throw usageError(`--label must be 1 to ${MAX_LABEL} printable characters on one line`);
@@ -30,7 +31,7 @@ function checkLabel(label: string): string {
 }
 
 /** The default label, made unique with " (2)", " (3)"… when several codes are made in a day. */
-function defaultLabel(taken: ReadonlySet<string>): string {
+export function defaultLabel(taken: ReadonlySet<string>): string {
   const d = new Date(); // the user's local date, as they would write it on the paper copy
   const base = `recovery code ${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, '0')}-${String(d.getDate()).padStart(2, '0')}`;
   let label = base;
@@ -39,7 +40,7 @@ function defaultLabel(taken: ReadonlySet<string>): string {
 }
 
 /** Write the code to a new 0600 file; O_EXCL so an existing file (or a planted link) is refused. */
-async function writeCodeFile(path: string, code: string): Promise<void> {
+export async function writeCodeFile(path: string, code: string): Promise<void> {
   let fh;
   try {
     fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
@@ -136,4 +137,5 @@ export function register(program: Command): void {
     .description('check a written-down recovery code for typos and tell which configured code it is')
     .option('--recovery-code-file <file>', 'read the code from this file (else $BACKUPCTL_RECOVERY_CODE, else a hidden prompt)')
     .action(action(async (ctx, opts: { recoveryCodeFile?: string }) => checkCode(ctx.json, opts, ctx.signal)));
+  registerRecoveryCodeRotate(rc); // `recovery-code rotate` lives with `rotate` (rotate.ts)
 }

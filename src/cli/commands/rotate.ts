@@ -1,0 +1,326 @@
+// `backupctl rotate FILE` and `backupctl recovery-code rotate`: change who can open archives.
+// Re-wrap (default): a new header for the same file key, the payload copied untouched. Re-key
+// (--rekey, and implied when a slot is removed): a new file key and a re-encrypted payload, since
+// a removed key still opens any older copy of the header (an earlier pull, a Drive revision).
+// The result is written beside the target, verified, and only then renamed over it.
+import type { Command } from 'commander';
+import { lstat, open, readdir, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
+import { loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
+import type { Slot } from '../../keys/types.js';
+import { fingerprint, recipientTag } from '../../keys/x25519.js';
+import { generateRecoveryCode, RECOVERY_SLOT_TYPE, recoveryRecipientEntry } from '../../keys/recovery-code.js';
+import { b64decode, b64encode } from '../../util/base64.js';
+import { acquireLock, tempNameFor, type Lock } from '../../util/fsutil.js';
+import { MAGIC, MAX_SLOTS } from '../../archive/format.js';
+import { readArchiveHeader } from '../../archive/header.js';
+import { ArchiveFile } from '../../archive/reader.js';
+import { openSink } from '../../archive/output.js';
+import { placeVerified, rekeyArchive, rewrapArchive } from '../../archive/rewrap.js';
+import { action, emitJson, info, warn } from '../run.js';
+import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+import { checkLabel, defaultLabel, writeCodeFile } from './recovery-code.js';
+
+/** Config entries of recovery codes replaced by newer ones, kept (public keys only) to name old slots. */
+const RETIRED = 'retiredRecoveryCodes';
+
+const tagOf = (e: RecipientEntry) => b64encode(recipientTag(e.type, b64decode(e.publicKey)));
+const matches = (e: RecipientEntry, s: Slot) => e.type === s.type && tagOf(e) === s.tag;
+const fingerprintOf = (e: RecipientEntry) => fingerprint(e.type, b64decode(e.publicKey));
+
+/** One slot of the rotated archive: an existing slot kept as it is, and/or a config recipient. */
+interface Member {
+  slot?: Slot;
+  entry?: RecipientEntry;
+}
+const typeOf = (m: Member) => (m.slot ?? m.entry)!.type;
+const labelOf = (m: Member) => (m.slot ?? m.entry)!.label;
+
+interface RotateOptions extends UnlockOptions {
+  output?: string;
+  addKey?: string[];
+  removeKey?: string[];
+  newRecoveryCode?: boolean;
+  rekey?: boolean;
+  force?: boolean;
+}
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+/** A new recovery code, not yet recorded anywhere: its config entry is written after the archive. */
+function freshCode(taken: ReadonlySet<string>, label?: string) {
+  const code = generateRecoveryCode();
+  return { code, entry: recoveryRecipientEntry(code, label ?? defaultLabel(taken)) };
+}
+
+/** Record `entry` as THE recovery code of the config; earlier codes are retired. */
+async function replaceRecoveryCode(entry: RecipientEntry): Promise<RecipientEntry[]> {
+  return updateConfig((cfg) => {
+    const retired = cfg.recipients.filter((r) => r.type === RECOVERY_SLOT_TYPE);
+    cfg.recipients = [...cfg.recipients.filter((r) => r.type !== RECOVERY_SLOT_TYPE), entry];
+    const before = Array.isArray(cfg[RETIRED]) ? (cfg[RETIRED] as RecipientEntry[]) : [];
+    cfg[RETIRED] = [...before, ...retired.map((r) => ({ ...r, retired: new Date().toISOString() }))];
+    return retired;
+  });
+}
+
+function showCode(code: string, entry: RecipientEntry, what: string): void {
+  process.stdout.write(
+    `New recovery code "${entry.label}" (fingerprint ${fingerprintOf(entry)}), ${what}:\n\n    ${code}\n\n` +
+      `Write it down now and keep it somewhere safe: it is shown only this once and cannot be recovered.\n` +
+      `Test your copy with: backupctl recovery-code check\n`,
+  );
+}
+
+/** The slots FILE should have after the rotation, from the options; refuses what would lock the user out. */
+function planMembers(file: string, slots: Slot[], cfg: RecipientEntry[], o: RotateOptions, newEntry: RecipientEntry | null) {
+  const current: Member[] = slots.map((s) => ({ slot: s, entry: cfg.find((e) => matches(e, s)) }));
+  let target: Member[];
+  if (!o.addKey && !o.removeKey && !newEntry) {
+    // Plain `rotate FILE`: exactly the recipients of the current config.
+    target = cfg.map((e) => current.find((c) => c.entry === e) ?? { entry: e });
+  } else {
+    target = [...current];
+    for (const label of o.addKey ?? []) {
+      const e = cfg.find((r) => r.label === label);
+      if (!e) throw usageError(`no key or code labelled "${label}" in the config (${cfg.map((r) => `"${r.label}"`).join(', ') || 'it is empty'})`);
+      if (!target.some((m) => m.entry === e)) target.push({ entry: e });
+      else info(`${file} already has a slot for "${label}"`);
+    }
+    for (const label of o.removeKey ?? []) {
+      const hit = target.filter((m) => m.slot?.label === label || m.entry?.label === label);
+      if (!hit.length) throw usageError(`${file} has no slot labelled "${label}" (its slots: ${target.map((m) => `"${labelOf(m)}"`).join(', ')})`);
+      target = target.filter((m) => !hit.includes(m));
+    }
+    if (newEntry) target = [...target.filter((m) => typeOf(m) !== RECOVERY_SLOT_TYPE), { entry: newEntry }];
+  }
+  const removed = current.filter((c) => !target.includes(c));
+  const added = target.filter((m) => !m.slot);
+  if (target.length === 0) throw usageError(`refusing to leave ${file} with no slot at all: nobody could ever open it again`);
+  if (!target.some((m) => m.entry)) {
+    throw usageError(`refusing: none of the slots left in ${file} is for a key or code in your config, so you could not open it`);
+  }
+  if (current.some((c) => typeOf(c) === RECOVERY_SLOT_TYPE) && !target.some((m) => typeOf(m) === RECOVERY_SLOT_TYPE) && !o.force) {
+    throw usageError(
+      `refusing to remove the last recovery code of ${file}: it would then open only with ${target.map((m) => `"${labelOf(m)}"`).join(', ')}; add --force if that is what you want`,
+    );
+  }
+  if (target.length > MAX_SLOTS) throw usageError(`too many slots (${target.length}); an archive holds at most ${MAX_SLOTS}`);
+  return { target, removed, added };
+}
+
+async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string, o: RotateOptions): Promise<ExitCode> {
+  const t0 = Date.now();
+  const dest = o.output ?? file;
+  if (o.output) {
+    const exists = await lstat(o.output).then(() => true, () => false);
+    if (exists) throw new BackupctlError(Exit.io, `${o.output} already exists; choose another --output (or leave it out to replace ${file})`);
+  }
+  const locks: Lock[] = [];
+  const tmp = tempNameFor(dest);
+  let newCode: ReturnType<typeof freshCode> | null = null;
+  let fileKey: Uint8Array | null = null;
+  let newKey: Uint8Array | null = null;
+  try {
+    locks.push(await acquireLock(file, file));
+    if (o.output) locks.push(await acquireLock(o.output, o.output));
+    const cfg = (await loadConfig()).recipients;
+    const source = await ArchiveFile.open(file);
+    try {
+      if (o.newRecoveryCode) newCode = freshCode(new Set(cfg.map((r) => r.label)));
+      const plan = planMembers(file, source.header.slots, cfg, o, newCode?.entry ?? null);
+      const rekey = o.rekey ?? plan.removed.length > 0;
+      if (rekey) {
+        const stray = plan.target.find((m) => !m.entry);
+        if (stray) {
+          throw usageError(
+            `slot "${labelOf(stray)}" is not in your config, so it cannot be wrapped to a new file key: remove it with --remove-key "${labelOf(stray)}", or keep the key with --no-rekey`,
+          );
+        }
+      } else if (!plan.added.length && !plan.removed.length) {
+        if (ctx.json) emitJson({ ok: true, archive: file, changed: false, rekeyed: false, slots: plan.target.map(labelOf) });
+        else info(`${file} already has exactly these slots: ${plan.target.map((m) => `"${labelOf(m)}"`).join(', ')}; nothing to do (use --rekey for a new file key)`);
+        return Exit.ok;
+      }
+
+      fileKey = await unlock(source.header, o, ctx.signal);
+      let slotTags: string[];
+      if (rekey) {
+        source.attachKey(fileKey);
+        const recipients = plan.target.map((m) => recipientFromEntry(m.entry!));
+        slotTags = plan.target.map((m) => tagOf(m.entry!));
+        newKey = await rekeyArchive({ source, recipients, sink: await openSink(tmp), signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, signal: ctx.signal });
+      } else {
+        const slots = plan.target.map((m) => m.slot ?? recipientFromEntry(m.entry!).wrap(fileKey!));
+        slotTags = slots.map((s) => s.tag);
+        const { payloadSha256 } = await rewrapArchive({ path: file, header: source.header, fileKey, slots, sink: await openSink(tmp), signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
+      }
+      if (newCode && !ctx.json) showCode(newCode.code, newCode.entry, `now the recovery code of ${dest}`);
+      let retired: RecipientEntry[] = [];
+      if (newCode) {
+        try {
+          retired = await replaceRecoveryCode(newCode.entry);
+        } catch (err) {
+          const why = err instanceof BackupctlError ? err.message : String(err);
+          throw new BackupctlError(Exit.io, `${dest} was rotated and opens with the new code${ctx.json ? ` ${newCode.code}` : ' shown above'}, but the config could not be updated: ${why}`);
+        }
+      }
+      const seconds = (Date.now() - t0) / 1000;
+      const summary = {
+        ok: true,
+        archive: dest,
+        changed: true,
+        rekeyed: rekey,
+        payloadCopied: !rekey,
+        kept: plan.target.filter((m) => m.slot).map(labelOf),
+        added: plan.added.map(labelOf),
+        removed: plan.removed.map(labelOf),
+        seconds,
+        ...(newCode ? { code: newCode.code, label: newCode.entry.label, fingerprint: fingerprintOf(newCode.entry), retiredFromConfig: retired.map((r) => r.label) } : {}),
+      };
+      if (ctx.json) emitJson(summary);
+      else {
+        info(
+          `${rekey ? 'Re-keyed' : 'Re-wrapped'} ${file}${o.output ? ` into ${o.output}` : ''} in ${seconds.toFixed(1)} s: ` +
+            `slots ${plan.target.map((m) => `"${labelOf(m)}"`).join(', ')}` +
+            `${plan.added.length ? `; added ${plan.added.map((m) => `"${labelOf(m)}"`).join(', ')}` : ''}` +
+            `${plan.removed.length ? `; removed ${plan.removed.map((m) => `"${labelOf(m)}"`).join(', ')}` : ''}` +
+            (rekey ? '; new file key, payload re-encrypted' : '; payload copied unchanged'),
+        );
+        if (retired.length) info(`The config's recovery code is now "${newCode!.entry.label}"; other archives still open only with the old one until rotated (backupctl recovery-code rotate --check DIR lists them).`);
+      }
+      if (plan.removed.length && !rekey) {
+        warn(
+          `the file key did not change (--no-rekey): anyone holding ${plan.removed.map((m) => `"${labelOf(m)}"`).join(', ')} can still open an older copy of this archive (an earlier pull, a Drive revision, a backup of the file)`,
+        );
+      }
+      return Exit.ok;
+    } finally {
+      await source.close();
+    }
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw err;
+  } finally {
+    fileKey?.fill(0);
+    newKey?.fill(0);
+    for (const l of locks.reverse()) l.release();
+  }
+}
+
+/** Files under `dir` (recursively) that start with the archive magic. */
+async function* archivesIn(dir: string): AsyncGenerator<string> {
+  let names;
+  try {
+    names = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    throw ioError(err, dir, 'read');
+  }
+  for (const d of names.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const p = join(dir, d.name);
+    if (d.isDirectory()) yield* archivesIn(p);
+    else if (d.isFile()) {
+      const head = Buffer.alloc(MAGIC.length);
+      const fh = await open(p, 'r').catch(() => null);
+      if (!fh) continue;
+      try {
+        const { bytesRead } = await fh.read(head, 0, head.length, 0);
+        if (bytesRead === head.length && head.equals(MAGIC)) yield p;
+      } finally {
+        await fh.close();
+      }
+    }
+  }
+}
+
+interface CodeRotateOptions {
+  label?: string;
+  output?: string;
+  check?: string;
+}
+
+async function rotateRecoveryCode(ctx: { json: boolean }, o: CodeRotateOptions): Promise<ExitCode> {
+  const cfg = await loadConfig();
+  const old = cfg.recipients.filter((r) => r.type === RECOVERY_SLOT_TYPE);
+  const label = o.label === undefined ? undefined : checkLabel(o.label);
+  if (label !== undefined && cfg.recipients.some((r) => r.label === label)) {
+    throw usageError(`a recipient labelled "${label}" exists already in the config: choose another --label`);
+  }
+  const { code, entry } = freshCode(new Set(cfg.recipients.map((r) => r.label)), label);
+  if (o.output) await writeCodeFile(o.output, code);
+  let retired: RecipientEntry[];
+  try {
+    retired = await replaceRecoveryCode(entry);
+  } catch (err) {
+    if (o.output) await unlink(o.output).catch(() => {});
+    throw err;
+  }
+  // Archives with a slot for a retired code and none for the new one: they still need the old code.
+  const stale: Array<{ file: string; oldCodes: string[]; otherSlots: string[] }> = [];
+  if (o.check) {
+    const everRetired = [...old, ...((cfg[RETIRED] as RecipientEntry[] | undefined) ?? [])];
+    for await (const file of archivesIn(o.check)) {
+      let slots: Slot[];
+      try {
+        slots = (await readArchiveHeader(file)).slots;
+      } catch (err) {
+        warn(`skipped ${file}: ${(err as Error).message}`);
+        continue;
+      }
+      if (slots.some((s) => matches(entry, s))) continue;
+      const oldCodes = slots.filter((s) => s.type === RECOVERY_SLOT_TYPE).map((s) => everRetired.find((e) => matches(e, s))?.label ?? s.label);
+      if (oldCodes.length) stale.push({ file, oldCodes, otherSlots: slots.filter((s) => s.type !== RECOVERY_SLOT_TYPE).map((s) => s.label) });
+    }
+  }
+  const fp = fingerprintOf(entry);
+  if (ctx.json) {
+    emitJson({
+      ok: true, label: entry.label, fingerprint: fp, ...(o.output ? { output: o.output } : { code }),
+      retired: retired.map((r) => r.label), ...(o.check ? { stale } : {}),
+    });
+    return Exit.ok;
+  }
+  if (o.output) {
+    process.stdout.write(`New recovery code "${entry.label}" (fingerprint ${fp}) written to ${o.output} (mode 0600).\n`);
+  } else showCode(code, entry, 'for backups made from now on');
+  if (retired.length) process.stdout.write(`It replaces ${retired.map((r) => `"${r.label}"`).join(', ')} in the config; keep the old code until every archive made with it has been rotated.\n`);
+  if (o.check) {
+    if (!stale.length) process.stdout.write(`No archive under ${o.check} still needs an old code.\n`);
+    else {
+      process.stdout.write(`Archives under ${o.check} that still open only with an old code (run backupctl rotate FILE on each):\n`);
+      for (const s of stale) {
+        process.stdout.write(`  ${s.file}: ${s.oldCodes.map((l) => `"${l}"`).join(', ')}${s.otherSlots.length ? ` (also opens with ${s.otherSlots.map((l) => `"${l}"`).join(', ')})` : ''}\n`);
+      }
+    }
+  }
+  return Exit.ok;
+}
+
+/** `recovery-code rotate`, registered under the recovery-code command by recovery-code.ts. */
+export function registerRecoveryCodeRotate(rc: Command): void {
+  rc.command('rotate')
+    .description('replace the recovery code of the config with a new one (shown once); --check DIR lists archives that still need the old one')
+    .option('--label <label>', 'name of the new code (default "recovery code YYYY-MM-DD")')
+    .option('--output <file>', 'write the new code to this new file (mode 0600) instead of showing it')
+    .option('--check <dir>', 'list the archives under DIR that open only with an old code')
+    .action(action(async (ctx, opts: CodeRotateOptions) => rotateRecoveryCode(ctx, opts)));
+}
+
+export function register(program: Command): void {
+  addUnlockOptions(
+    program
+      .command('rotate')
+      .description('change the keys and codes that open FILE (re-wrap; --rekey re-encrypts with a new file key)')
+      .argument('<file>', 'the archive')
+      .option('-o, --output <file>', 'write the rotated archive to this new file and leave FILE as it is')
+      .option('--add-key <label>', 'add a slot for the config key or code with this label (repeatable)', collect)
+      .option('--remove-key <label>', 'remove the slot with this label (repeatable; implies --rekey)', collect)
+      .option('--new-recovery-code', "replace the archive's recovery code with a new one (shown once; it also becomes the config's code; implies --rekey)")
+      .option('--rekey', 'new file key and re-encrypted payload (what to do when a key or code may have leaked)')
+      .option('--no-rekey', 'keep the file key even though a slot is removed (see backupctl-rotate(1))')
+      .option('--force', 'allow removing the last recovery code'),
+  ).action(action(async (ctx, file: string, opts: RotateOptions) => rotate(ctx, file, opts)));
+}
