@@ -8,7 +8,7 @@ import { recoveryIdentity, recoveryKeyPair, RECOVERY_SLOT_TYPE } from '../keys/r
 import { recipientTag } from '../keys/x25519.js';
 import { b64encode } from '../util/base64.js';
 import { verifyMac, type ParsedHeader } from '../archive/header.js';
-import { readSecret } from './secrets.js';
+import { readRecoveryCode, readSecret } from './secrets.js';
 import { info } from './run.js';
 
 export interface UnlockOptions {
@@ -68,10 +68,7 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
     }
   }
   if (!hasCodeSlots) throw noKeyError('this archive has no recovery-code slot; it opens only with an enrolled security key');
-  const code = await readSecret({
-    what: 'recovery code', env: 'BACKUPCTL_RECOVERY_CODE', file: opts.recoveryCodeFile, fileFlag: '--recovery-code-file',
-    prompt: 'Recovery code:', signal,
-  });
+  const code = await readRecoveryCode(opts.recoveryCodeFile, signal);
   const key = await recoveryIdentity(code).unwrap(slots);
   if (!key) {
     // A slot tagged for this very code that does not open was damaged: "corrupt", not "wrong code".
