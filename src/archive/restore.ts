@@ -201,8 +201,24 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
     undo.push(() => rename(to, p));
   };
   const createdDirs: EntryMeta[] = [];
+  // Every parent must be a real directory: a link already in DEST (sub -> /etc) is never written
+  // through, even for an entry whose parent has no directory record in the archive.
+  const realDirs = new Set<string>();
+  const checkParents = async (path: string) => {
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const rel = parts.slice(0, i).join('/');
+      if (realDirs.has(rel)) continue;
+      const st = await exists(join(dest, rel));
+      if (st && !st.isDirectory()) {
+        throw new BackupctlError(Exit.io, `${join(dest, rel)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${path} through it; nothing was restored`);
+      }
+      if (st) realDirs.add(rel);
+    }
+  };
   try {
     for (const e of order) {
+      await checkParents(e.path);
       const final = join(dest, e.path);
       const from = join(staging, e.path);
       if (e.type === EntryType.Dir) {
