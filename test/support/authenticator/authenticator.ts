@@ -372,14 +372,17 @@ export class SoftAuthenticator {
       if (!proto) return fail(STATUS.INVALID_PARAMETER);
       const shared = this.decapsulate(proto, h.get(1));
       const saltEnc = asBytes(h.get(2), 'saltEnc');
-      if (!equalBytes(proto.authenticate(shared, saltEnc), asBytes(h.get(3), 'saltAuth'))) return fail(STATUS.PIN_AUTH_INVALID);
+      const saltAuth = asBytes(h.get(3), 'saltAuth');
+      // Lengths first: (seen) a protocol 2 input without key 4 is read as protocol 1 -> 0x03.
+      const iv = proto.version === 2 ? 16 : 0;
+      if (![32 + iv, 64 + iv].includes(saltEnc.length) || saltAuth.length !== (proto.version === 2 ? 32 : 16)) return fail(STATUS.INVALID_LENGTH);
+      if (!equalBytes(proto.authenticate(shared, saltEnc), saltAuth)) return fail(STATUS.PIN_AUTH_INVALID);
       let salts: Uint8Array;
       try {
         salts = proto.decrypt(shared, saltEnc);
       } catch {
         return fail(STATUS.INVALID_LENGTH);
       }
-      if (salts.length !== 32 && salts.length !== 64) return fail(STATUS.INVALID_LENGTH);
       const secret = uv ? cred.credRandomWithUV : cred.credRandomWithoutUV;
       const outs = [salts.subarray(0, 32), ...(salts.length === 64 ? [salts.subarray(32)] : [])].map(
         (s) => new Uint8Array(createHmac('sha256', secret).update(s).digest()),
