@@ -13,7 +13,7 @@ import { corruptError, ioError } from '../errors.js';
 import type { Recipient, Slot } from '../keys/types.js';
 import { syncDir } from '../util/fsutil.js';
 import { PAYLOAD_NONCE_LEN } from './format.js';
-import { encodeHeader, readArchiveHeader, verifyMac, type ParsedHeader } from './header.js';
+import { encodeHeader, readArchiveHeader, verifyMac } from './header.js';
 import type { Sink } from './output.js';
 import { ArchiveFile } from './reader.js';
 import { payloadKey, SegmentSealer } from './stream.js';
@@ -42,23 +42,26 @@ export interface RewrapResult {
 
 /**
  * Write `source` with a new header holding `slots` (each must wrap `fileKey`, the key the source
- * header verified with) and the payload copied byte for byte.
+ * header verified with) and its payload copied byte for byte.
  */
 export async function rewrapArchive(o: {
-  path: string;
-  header: ParsedHeader;
+  source: ArchiveFile;
   fileKey: Uint8Array;
   slots: Slot[];
   sink: Sink;
   signal?: AbortSignal;
+  onProgress?: (p: { bytes: number; total: number }) => void;
 }): Promise<RewrapResult> {
   try {
-    const { created, segmentSize, nonce } = o.header;
+    const { created, segmentSize, nonce, headerLength } = o.source.header;
     await o.sink.write(encodeHeader({ created, segmentSize, nonce, slots: o.slots }, o.fileKey));
     const h = createHash('sha256');
-    for await (const c of fileBytes(o.path, o.header.headerLength, o.signal)) {
+    let bytes = 0;
+    for await (const c of fileBytes(o.source.path, headerLength, o.signal)) {
       h.update(c);
       await o.sink.write(c);
+      bytes += c.length;
+      o.onProgress?.({ bytes, total: o.source.size - headerLength });
     }
     await o.sink.commit();
     return { payloadSha256: h.digest() };
@@ -72,7 +75,13 @@ export async function rewrapArchive(o: {
  * Re-seal the plaintext of `source` (its key attached) under a fresh file key wrapped to
  * `recipients`. Returns a copy of the new file key for verification; the caller zeroes it.
  */
-export async function rekeyArchive(o: { source: ArchiveFile; recipients: Recipient[]; sink: Sink; signal?: AbortSignal }): Promise<Uint8Array> {
+export async function rekeyArchive(o: {
+  source: ArchiveFile;
+  recipients: Recipient[];
+  sink: Sink;
+  signal?: AbortSignal;
+  onProgress?: (p: { bytes: number; total: number }) => void;
+}): Promise<Uint8Array> {
   const fileKey = new Uint8Array(randomBytes(32));
   try {
     const nonce = new Uint8Array(randomBytes(PAYLOAD_NONCE_LEN));
@@ -80,9 +89,12 @@ export async function rekeyArchive(o: { source: ArchiveFile; recipients: Recipie
     const created = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
     await o.sink.write(encodeHeader({ created, segmentSize, nonce, slots: o.recipients.map((r) => r.wrap(fileKey)) }, fileKey));
     const sealer = new SegmentSealer(payloadKey(fileKey, nonce), segmentSize, (b) => o.sink.write(b));
+    let bytes = 0;
     for await (const plain of o.source.plaintext()) {
       o.signal?.throwIfAborted();
       await sealer.write(plain);
+      bytes += plain.length;
+      o.onProgress?.({ bytes, total: o.source.plainSize });
     }
     await sealer.finish();
     await o.sink.commit();

@@ -19,6 +19,7 @@ import { ArchiveFile } from '../../archive/reader.js';
 import { openSink } from '../../archive/output.js';
 import { placeVerified, rekeyArchive, rewrapArchive } from '../../archive/rewrap.js';
 import { action, emitJson, info, warn } from '../run.js';
+import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { checkLabel, defaultLabel, writeCodeFile } from './recovery-code.js';
 
@@ -122,6 +123,7 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
   let newCode: ReturnType<typeof freshCode> | null = null;
   let fileKey: Uint8Array | null = null;
   let newKey: Uint8Array | null = null;
+  let progress: Progress | null = null;
   try {
     locks.push(await acquireLock(file, file));
     if (o.output) locks.push(await acquireLock(o.output, o.output));
@@ -145,19 +147,22 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
       }
 
       fileKey = await unlock(source.header, o, ctx.signal);
+      progress = await startProgress(rekey ? 'rotate (re-key)' : 'rotate (re-wrap)');
+      const onProgress = (p: { bytes: number; total: number }) => progress!.update(p);
       let slotTags: string[];
       if (rekey) {
         source.attachKey(fileKey);
         const recipients = plan.target.map((m) => recipientFromEntry(m.entry!));
         slotTags = plan.target.map((m) => tagOf(m.entry!));
-        newKey = await rekeyArchive({ source, recipients, sink: await openSink(tmp), signal: ctx.signal });
+        newKey = await rekeyArchive({ source, recipients, sink: await openSink(tmp), signal: ctx.signal, onProgress });
         await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, signal: ctx.signal });
       } else {
         const slots = plan.target.map((m) => m.slot ?? recipientFromEntry(m.entry!).wrap(fileKey!));
         slotTags = slots.map((s) => s.tag);
-        const { payloadSha256 } = await rewrapArchive({ path: file, header: source.header, fileKey, slots, sink: await openSink(tmp), signal: ctx.signal });
+        const { payloadSha256 } = await rewrapArchive({ source, fileKey, slots, sink: await openSink(tmp), signal: ctx.signal, onProgress });
         await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
       }
+      progress.stop();
       if (newCode && !ctx.json) showCode(newCode.code, newCode.entry, `now the recovery code of ${dest}`);
       let retired: RecipientEntry[] = [];
       if (newCode) {
@@ -205,6 +210,7 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
     await unlink(tmp).catch(() => {});
     throw err;
   } finally {
+    progress?.stop();
     fileKey?.fill(0);
     newKey?.fill(0);
     for (const l of locks.reverse()) l.release();
