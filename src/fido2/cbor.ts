@@ -7,6 +7,7 @@
 export type CborValue = number | bigint | string | boolean | null | Uint8Array | CborValue[] | CborMap;
 export type CborMap = Map<number | string, CborValue>;
 
+/** Malformed data from the key: bad CBOR, or a structure (authData, COSE key, ciphertext) that does not parse. */
 export class CborError extends Error {}
 
 function head(major: number, n: number): Uint8Array {

@@ -1,6 +1,6 @@
 // CTAP2 commands over a CTAPHID channel (CTAP 2.1 §6): getInfo, makeCredential, getAssertion,
 // clientPIN, selection; and parsers for the structures they return.
-import { asArray, asBool, asBytes, asInt, asMap, asText, decode, decodeFirst, encode, type CborMap, type CborValue } from './cbor.js';
+import { CborError, asArray, asBool, asBytes, asInt, asMap, asText, decode, decodeFirst, encode, type CborMap, type CborValue } from './cbor.js';
 import { CMD, type CtapHidChannel } from './ctaphid.js';
 import { CtapError } from './status.js';
 
@@ -68,17 +68,17 @@ export interface AuthData {
  * extensions start; nothing may follow the extensions.
  */
 export function parseAuthData(buf: Uint8Array): AuthData {
-  if (buf.length < 37) throw new Error(`authenticator data too short (${buf.length} bytes)`);
+  if (buf.length < 37) throw new CborError(`authenticator data too short (${buf.length} bytes)`);
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const flags = buf[32]!;
   const out: AuthData = { rpIdHash: buf.slice(0, 32), flags, signCount: dv.getUint32(33) };
   let pos = 37;
   if (flags & FLAG.AT) {
-    if (buf.length < pos + 18) throw new Error('attested credential data truncated');
+    if (buf.length < pos + 18) throw new CborError('attested credential data truncated');
     const aaguid = Buffer.from(buf.subarray(pos, pos + 16)).toString('hex');
     const idLen = dv.getUint16(pos + 16);
     pos += 18;
-    if (buf.length < pos + idLen) throw new Error('credential id truncated');
+    if (buf.length < pos + idLen) throw new CborError('credential id truncated');
     const credentialId = buf.slice(pos, pos + idLen);
     pos += idLen;
     const { value, length } = decodeFirst(buf.subarray(pos));
@@ -90,7 +90,7 @@ export function parseAuthData(buf: Uint8Array): AuthData {
     pos += length;
     out.extensions = asMap(value, 'authenticator data extensions');
   }
-  if (pos !== buf.length) throw new Error(`${buf.length - pos} unexpected bytes after authenticator data`);
+  if (pos !== buf.length) throw new CborError(`${buf.length - pos} unexpected bytes after authenticator data`);
   return out;
 }
 
@@ -111,7 +111,7 @@ export class Ctap2 {
     req[0] = cmd;
     req.set(body, 1);
     const reply = await this.channel.transact(CMD.CBOR, req, opts);
-    if (reply.length === 0) throw new Error('empty CTAP2 reply');
+    if (reply.length === 0) throw new CborError('empty CTAP2 reply');
     const name = Object.entries(CTAP_CMD).find(([, v]) => v === cmd)?.[0] ?? `command 0x${cmd.toString(16)}`;
     if (reply[0] !== 0) throw new CtapError(reply[0]!, name);
     return reply.length > 1 ? asMap(decode(reply.subarray(1)), `${name} reply`) : null;

@@ -3,7 +3,7 @@
 // status codes become one clear BackupctlError each (notes "Status codes worth a clear message").
 import { createHash, randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, usageError } from '../errors.js';
-import { asBytes, asMap, asText, type CborMap, type CborValue } from './cbor.js';
+import { CborError, asBytes, asMap, asText, type CborMap, type CborValue } from './cbor.js';
 import { CtapHidChannel } from './ctaphid.js';
 import { CTAP_CMD, Ctap2, FLAG, option, parseAuthData, type AuthData, type AuthenticatorInfo } from './ctap2.js';
 import { encapsulate, protocols, type PinProtocol, type PinProtocolVersion } from './pin.js';
@@ -325,6 +325,16 @@ function asCount(v: CborValue | undefined, what: string): number {
 }
 
 export const uvFlag = (flags: number) => (flags & FLAG.UV) !== 0;
+
+/** Run a conversation with keys; a reply that does not parse becomes one clear line (exit 7). */
+export async function talking<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof CborError) throw new BackupctlError(Exit.unavailable, `the security key sent a reply backupctl cannot parse (${e.message}); unplug it, plug it back in and try again`);
+    throw e;
+  }
+}
 
 /** `--device` / BACKUPCTL_FIDO2_DEVICE: a udp:// simulator address or a HID path. */
 async function openSpec(spec: string, signal: AbortSignal): Promise<Fido2Device> {

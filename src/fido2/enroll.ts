@@ -7,7 +7,7 @@ import { b64encode } from '../util/base64.js';
 import { FIDO2_SLOT_TYPE, RP_ID, deriveKeyPair, encodeParams, uvMismatch } from '../keys/fido2-slot.js';
 import { checkAuthData, clientData, verifyAttestation } from './attestation.js';
 import { option } from './ctap2.js';
-import { PERMISSION, chooseByTouch, openDevices, uvFlag, type Interaction, type PinReader } from './device.js';
+import { PERMISSION, chooseByTouch, openDevices, talking, uvFlag, type Interaction, type PinReader } from './device.js';
 
 export type UvChoice = 'required' | 'preferred' | 'discouraged';
 
@@ -32,7 +32,11 @@ function once(read: PinReader): PinReader {
   return () => (p ??= read());
 }
 
-export async function enrollKey(opts: EnrollOptions): Promise<EnrollResult> {
+export function enrollKey(opts: EnrollOptions): Promise<EnrollResult> {
+  return talking(() => enroll(opts));
+}
+
+async function enroll(opts: EnrollOptions): Promise<EnrollResult> {
   const io: Interaction = { signal: opts.signal, notify: opts.notify };
   const devices = await openDevices(opts.device, opts.signal);
   let dev;

@@ -2,7 +2,7 @@
 // authenticator, the shared secret, encrypt/decrypt and authenticate. Used for PIN tokens and
 // for the hmac-secret extension, on both sides (the test authenticator reuses these primitives).
 import { createCipheriv, createDecipheriv, createECDH, createHmac, createHash, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { asBytes, asInt, type CborMap } from './cbor.js';
+import { CborError, asBytes, asInt, type CborMap } from './cbor.js';
 
 export type PinProtocolVersion = 1 | 2;
 
@@ -19,15 +19,15 @@ export function coseKey(uncompressed: Uint8Array): CborMap {
 
 /** The 65-byte uncompressed point of a COSE P-256 key (0x04 || x || y). */
 export function cosePoint(key: CborMap): Uint8Array {
-  if (asInt(key.get(1), 'COSE kty') !== 2 || asInt(key.get(-1), 'COSE crv') !== 1) throw new Error('key agreement is not a P-256 key');
+  if (asInt(key.get(1), 'COSE kty') !== 2 || asInt(key.get(-1), 'COSE crv') !== 1) throw new CborError('key agreement is not a P-256 key');
   const x = asBytes(key.get(-2), 'COSE x');
   const y = asBytes(key.get(-3), 'COSE y');
-  if (x.length !== 32 || y.length !== 32) throw new Error('bad P-256 coordinates');
+  if (x.length !== 32 || y.length !== 32) throw new CborError('bad P-256 coordinates');
   return Buffer.concat([Uint8Array.of(4), x, y]);
 }
 
 function aesCbc(encrypt: boolean, key: Uint8Array, iv: Uint8Array, data: Uint8Array): Uint8Array {
-  if (data.length % 16 !== 0) throw new Error('AES-CBC data is not a multiple of 16 bytes');
+  if (data.length % 16 !== 0) throw new CborError('AES-CBC data is not a multiple of 16 bytes');
   const c = encrypt ? createCipheriv('aes-256-cbc', key, iv) : createDecipheriv('aes-256-cbc', key, iv);
   c.setAutoPadding(false); // the protocols never pad (§6.5.6: "no padding")
   return new Uint8Array(Buffer.concat([c.update(data), c.final()]));
@@ -70,7 +70,7 @@ export const protocol2: PinProtocol = {
     return Buffer.concat([iv, aesCbc(true, shared.subarray(32), iv, plain)]);
   },
   decrypt(shared, cipher) {
-    if (cipher.length < 16) throw new Error('ciphertext shorter than its IV');
+    if (cipher.length < 16) throw new CborError('ciphertext shorter than its IV');
     return aesCbc(false, shared.subarray(32), cipher.subarray(0, 16), cipher.subarray(16));
   },
   // A 64-byte shared secret authenticates with its HMAC half; a 32-byte token is used whole.
@@ -83,7 +83,12 @@ export const protocols: Record<PinProtocolVersion, PinProtocol> = { 1: protocol1
 export function encapsulate(proto: PinProtocol, peer: CborMap): { platformKey: CborMap; shared: Uint8Array } {
   const ecdh = createECDH('prime256v1');
   ecdh.generateKeys();
-  const z = new Uint8Array(ecdh.computeSecret(cosePoint(peer)));
+  let z: Uint8Array;
+  try {
+    z = new Uint8Array(ecdh.computeSecret(cosePoint(peer)));
+  } catch (e) {
+    throw e instanceof CborError ? e : new CborError('key agreement point is not on P-256');
+  }
   const shared = proto.kdf(z);
   z.fill(0);
   return { platformKey: coseKey(new Uint8Array(ecdh.getPublicKey())), shared };

@@ -92,6 +92,13 @@ export interface Fido2IdentityOptions {
   signal: AbortSignal;
 }
 
+interface OurSlot {
+  slot: Slot;
+  p: Fido2Params;
+}
+
+type Device = import('../fido2/device.js').Fido2Device;
+
 export function fido2Identity(opts: Fido2IdentityOptions): Identity {
   return {
     description: 'security key',
@@ -101,56 +108,64 @@ export function fido2Identity(opts: Fido2IdentityOptions): Identity {
         return p ? [{ slot, p }] : [];
       });
       if (ours.length === 0) return null;
-      const { openDevices, uvFlag } = await import('../fido2/device.js');
-      const io = { signal: opts.signal, notify: opts.notify };
-      const devices = await openDevices(opts.device, opts.signal);
-      try {
-        const ids = [...new Map(ours.map((o) => [b64encode(o.p.credential), o.p.credential])).values()];
-        let found: { dev: (typeof devices)[number]; id: Uint8Array } | null = null;
-        const without: string[] = [];
-        for (const dev of devices) {
-          if (!dev.hasHmacSecret) {
-            without.push(dev.name);
-            continue;
-          }
-          const id = await dev.findCredential(RP_ID, ids, io);
-          if (id) {
-            found = { dev, id };
-            break;
-          }
+      const { openDevices, talking } = await import('../fido2/device.js');
+      return talking(async () => {
+        const devices = await openDevices(opts.device, opts.signal);
+        try {
+          return await unlockWith(devices, ours, opts);
+        } finally {
+          await Promise.all(devices.map((d) => d.close()));
         }
-        if (!found) {
-          const names = devices.map((d) => d.name).join(', ');
-          opts.notify(
-            devices.length === 1
-              ? `the security key ${names} did not enrol this archive, or was reset since${without.length ? ' (it has no hmac-secret support)' : ''}`
-              : `none of the ${devices.length} connected security keys (${names}) enrolled this archive, or they were reset since`,
-          );
-          return null;
-        }
-        const { dev, id } = found;
-        for (const { slot, p } of ours) {
-          if (Buffer.compare(Buffer.from(p.credential), Buffer.from(id)) !== 0) continue;
-          const { output, flags } = await dev.hmacSecret(RP_ID, id, p.salt, p.uv && dev.pinSet === true ? opts.readPin : null, io);
-          // Check UV before deriving anything: with the other UV state the key answers with a
-          // different (equally valid-looking) secret, which must not be reported as a wrong key.
-          if (uvFlag(flags) !== p.uv) {
-            output.fill(0);
-            throw uvMismatch(p.uv, dev.name);
-          }
-          const kp = deriveKeyPair(output, p);
-          output.fill(0);
-          try {
-            const fileKey = unwrapX25519(FIDO2_SLOT_TYPE, kp, slot);
-            if (fileKey) return fileKey;
-          } finally {
-            kp.secretKey.fill(0);
-          }
-        }
-        throw new BackupctlError(Exit.noKey, `the security key ${dev.name} holds this archive's credential, but its answer does not open the key slot (the slot's parameters were altered?)`);
-      } finally {
-        await Promise.all(devices.map((d) => d.close()));
-      }
+      });
     },
   };
+}
+
+async function unlockWith(devices: Device[], ours: OurSlot[], opts: Fido2IdentityOptions): Promise<Uint8Array | null> {
+  const { uvFlag } = await import('../fido2/device.js');
+  const io = { signal: opts.signal, notify: opts.notify };
+  const ids = [...new Map(ours.map((o) => [b64encode(o.p.credential), o.p.credential])).values()];
+  let found: { dev: Device; id: Uint8Array } | null = null;
+  const without: string[] = [];
+  for (const dev of devices) {
+    if (!dev.hasHmacSecret) {
+      without.push(dev.name);
+      continue;
+    }
+    // The pre-flight: no touch, no extension; NO_CREDENTIALS means "not this key".
+    const id = await dev.findCredential(RP_ID, ids, io);
+    if (id) {
+      found = { dev, id };
+      break;
+    }
+  }
+  if (!found) {
+    const names = devices.map((d) => d.name).join(', ');
+    opts.notify(
+      devices.length === 1
+        ? `the security key ${names} did not enrol this archive, or was reset since${without.length ? ' (it has no hmac-secret support)' : ''}`
+        : `none of the ${devices.length} connected security keys (${names}) enrolled this archive, or they were reset since`,
+    );
+    return null;
+  }
+  const { dev, id } = found;
+  for (const { slot, p } of ours) {
+    if (Buffer.compare(Buffer.from(p.credential), Buffer.from(id)) !== 0) continue;
+    const { output, flags } = await dev.hmacSecret(RP_ID, id, p.salt, p.uv && dev.pinSet === true ? opts.readPin : null, io);
+    // Check UV before deriving anything: with the other UV state the key answers with a
+    // different (equally valid-looking) secret, which must not be reported as a wrong key.
+    if (uvFlag(flags) !== p.uv) {
+      output.fill(0);
+      throw uvMismatch(p.uv, dev.name);
+    }
+    const kp = deriveKeyPair(output, p);
+    output.fill(0);
+    try {
+      const fileKey = unwrapX25519(FIDO2_SLOT_TYPE, kp, slot);
+      if (fileKey) return fileKey;
+    } finally {
+      kp.secretKey.fill(0);
+    }
+  }
+  throw new BackupctlError(Exit.noKey, `the security key ${dev.name} holds this archive's credential, but its answer does not open the key slot (the slot's parameters were altered?)`);
 }

@@ -167,6 +167,18 @@ describe('enrol and unlock with the software authenticator', () => {
     expect(r.auth.log.filter((l) => l.cmd === 0x02).length).toBe(1); // only the enrolment's assertion
   });
 
+  it('a slot whose salt was altered is exit 4 after the touch (not a crash); malformed key replies are exit 7', async () => {
+    const r = await start();
+    const e = await enrol(r, 'preferred');
+    const slot = recipientFromEntry(e.entry).wrap(new Uint8Array(32));
+    slot.params = { ...slot.params, salt: Buffer.from(randomBytes(32)).toString('base64').replace(/=+$/, '') };
+    const id = fido2Identity({ device: r.url, readPin: async () => '', notify: () => {}, signal: new AbortController().signal });
+    await expectFailure(id.unwrap([slot]), Exit.noKey, /answer does not open the key slot/);
+    const { talking } = await import('../../src/fido2/device.js');
+    const { CborError } = await import('../../src/fido2/cbor.js');
+    await expectFailure(talking(async () => { throw new CborError('3 trailing bytes after CBOR item'); }), Exit.unavailable, /reply backupctl cannot parse \(3 trailing bytes/);
+  });
+
   it('touch timeout is a clear "try again" (exit 7)', async () => {
     const r = await start({ touchTimeoutMs: 300 });
     const e = await enrol(r, 'preferred');
