@@ -181,6 +181,19 @@ describe('backupctl key / restore with a FIDO2 key', () => {
     expectClean(await cli(['create', join(home, 'export'), '-o', join(home, 'b.bkp')]), 2, /no recipients/);
   });
 
+  it('key enroll --replace: a new credential and salt under the same label; old archives still open', async () => {
+    const k = await plug();
+    const first = await enrol(k, ['--label', 'blue']);
+    const { src, file } = await archive();
+    const again = onlyJson<{ label: string; fingerprint: string; replaced: { fingerprint: string } }>(await cli(['key', 'enroll', '--json', '--replace', 'blue', '--device', k.url]));
+    expect(again).toMatchObject({ label: 'blue', replaced: { fingerprint: first.fingerprint } });
+    expect(again.fingerprint).not.toBe(first.fingerprint);
+    const cfg = JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8'));
+    expect(cfg.recipients.map((r: { label: string }) => r.label)).toEqual(['blue']);
+    expectClean(await cli(['restore', file, '-d', join(home, 'out'), '--device', k.url]), 0);
+    expect(await snapshot(join(home, 'out'))).toEqual(await snapshot(src));
+  });
+
   it('--device refuses a non-loopback UDP address; doctor describes a key', async () => {
     expectClean(await cli(['key', 'enroll', '--device', 'udp://192.0.2.1:8111']), 2, /loopback only/);
     const k = await plug({ pin: '1357', protocols: [1] });
