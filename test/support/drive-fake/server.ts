@@ -54,7 +54,9 @@ export type FaultAction =
   /** The session has expired: 404 from now on. */
   | { expireSession: true }
   /** The access token used has expired: 401 now and for every later use of it. */
-  | { expireToken: true };
+  | { expireToken: true }
+  /** Chunk: take the whole body, store nothing, never answer (a network that went away). */
+  | { hang: true };
 
 export interface Fault {
   on: FaultOn;
@@ -587,7 +589,16 @@ export class DriveFake {
       res.writeHead(404, { 'Content-Type': 'text/html; charset=UTF-8' }).end('Not Found');
       return;
     }
-    const scopes = [SCOPE_FILE, SCOPE_APPDATA]; // the session URI itself authorises the upload
+    // The session URI authorises the upload, but a bearer token that is sent must still be valid.
+    if (req.headers.authorization || (fault && 'expireToken' in fault)) {
+      try {
+        this.authenticate(req, fault);
+      } catch (e) {
+        this.uploadBytesReceived += (await this.readBody(req).catch(() => Buffer.alloc(0))).length;
+        throw e;
+      }
+    }
+    const scopes = [SCOPE_FILE, SCOPE_APPDATA];
     const sendDone = () => this.sendJson(res, 200, this.select(this.resource(s.done!), s.fields, 'kind,id,name,mimeType'));
     const send308 = () => {
       const h: Record<string, string | number> = { 'Content-Length': 0 };
@@ -619,6 +630,10 @@ export class DriveFake {
       return sendDone();
     }
 
+    if (fault && 'hang' in fault) {
+      for await (const c of req) this.uploadBytesReceived += (c as Buffer).length;
+      return; // no reply: the client times out or is killed
+    }
     // Receive the body, counting bytes; a 'drop' fault cuts the connection half-way.
     const received: Buffer[] = [];
     let got = 0;
