@@ -63,7 +63,10 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
       if (!hasCodeSlots) throw noKeyError('no connected security key holds a credential of this archive (it was enrolled with another key, or the key was reset), and the archive has no recovery-code slot');
       info('No connected security key holds a credential of this archive (another key, or a key that was reset); using the recovery code instead.');
     } catch (err) {
-      if (!(err instanceof BackupctlError) || err.code !== Exit.unavailable || !hasCodeSlots) throw err;
+      // Fall back only when someone can type the code: in a script, the device error (exit 7,
+      // "try again") says more than "no recovery code given".
+      const canPrompt = process.stdin.isTTY && process.stderr.isTTY;
+      if (!(err instanceof BackupctlError) || err.code !== Exit.unavailable || !hasCodeSlots || !canPrompt) throw err;
       info(`${err.message}; using the recovery code instead.`);
     }
   }
