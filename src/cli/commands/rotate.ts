@@ -4,7 +4,8 @@
 // a removed key still opens any older copy of the header (an earlier pull, a Drive revision).
 // The result is written beside the target, verified, and only then renamed over it.
 import type { Command } from 'commander';
-import { lstat, open, readdir, unlink } from 'node:fs/promises';
+import { lstat, mkdtemp, open, readdir, rm, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
 import { loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
@@ -18,10 +19,11 @@ import { readArchiveHeader } from '../../archive/header.js';
 import { ArchiveFile } from '../../archive/reader.js';
 import { openSink } from '../../archive/output.js';
 import { placeVerified, rekeyArchive, rewrapArchive } from '../../archive/rewrap.js';
-import { action, emitJson, info, warn } from '../run.js';
+import { action, emitJson, info, warn, type RunContext } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { checkLabel, defaultLabel, writeCodeFile } from './recovery-code.js';
+import { addSpaceOption, openDrive, spaceName, spaceOf } from './drive.js';
 
 /** Config entries of recovery codes replaced by newer ones, kept (public keys only) to name old slots. */
 const RETIRED = 'retiredRecoveryCodes';
@@ -48,6 +50,8 @@ interface RotateOptions extends UnlockOptions {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+/** Upload chunk for the push of a rotated Drive backup (push's own default). */
+const PUSH_CHUNK = 8 << 20;
 
 /** A new recovery code, not yet recorded anywhere: its config entry is written after the archive. */
 function freshCode(taken: ReadonlySet<string>, label?: string) {
@@ -111,7 +115,20 @@ function planMembers(file: string, slots: Slot[], cfg: RecipientEntry[], o: Rota
   return { target, removed, added };
 }
 
-async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string, o: RotateOptions): Promise<ExitCode> {
+interface RotateSummary {
+  archive: string;
+  changed: boolean;
+  rekeyed: boolean;
+  slots: string[];
+  kept: string[];
+  added: string[];
+  removed: string[];
+  seconds: number;
+  newCode?: { code: string; label: string; fingerprint: string; retiredFromConfig: string[] };
+}
+
+/** Rotate the archive FILE (into o.output, else in place). Shows a new code at once; the caller reports the rest. */
+async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: string, o: RotateOptions): Promise<RotateSummary> {
   const t0 = Date.now();
   const dest = o.output ?? file;
   if (o.output) {
@@ -141,9 +158,8 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
           );
         }
       } else if (!plan.added.length && !plan.removed.length) {
-        if (ctx.json) emitJson({ ok: true, archive: file, changed: false, rekeyed: false, slots: plan.target.map(labelOf) });
-        else info(`${file} already has exactly these slots: ${plan.target.map((m) => `"${labelOf(m)}"`).join(', ')}; nothing to do (use --rekey for a new file key)`);
-        return Exit.ok;
+        const slots = plan.target.map(labelOf);
+        return { archive: file, changed: false, rekeyed: false, slots, kept: slots, added: [], removed: [], seconds: (Date.now() - t0) / 1000 };
       }
 
       fileKey = await unlock(source.header, o, ctx.signal);
@@ -173,36 +189,22 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
           throw new BackupctlError(Exit.io, `${dest} was rotated and opens with the new code${ctx.json ? ` ${newCode.code}` : ' shown above'}, but the config could not be updated: ${why}`);
         }
       }
-      const seconds = (Date.now() - t0) / 1000;
-      const summary = {
-        ok: true,
-        archive: dest,
-        changed: true,
-        rekeyed: rekey,
-        payloadCopied: !rekey,
-        kept: plan.target.filter((m) => m.slot).map(labelOf),
-        added: plan.added.map(labelOf),
-        removed: plan.removed.map(labelOf),
-        seconds,
-        ...(newCode ? { code: newCode.code, label: newCode.entry.label, fingerprint: fingerprintOf(newCode.entry), retiredFromConfig: retired.map((r) => r.label) } : {}),
-      };
-      if (ctx.json) emitJson(summary);
-      else {
-        info(
-          `${rekey ? 'Re-keyed' : 'Re-wrapped'} ${file}${o.output ? ` into ${o.output}` : ''} in ${seconds.toFixed(1)} s: ` +
-            `slots ${plan.target.map((m) => `"${labelOf(m)}"`).join(', ')}` +
-            `${plan.added.length ? `; added ${plan.added.map((m) => `"${labelOf(m)}"`).join(', ')}` : ''}` +
-            `${plan.removed.length ? `; removed ${plan.removed.map((m) => `"${labelOf(m)}"`).join(', ')}` : ''}` +
-            (rekey ? '; new file key, payload re-encrypted' : '; payload copied unchanged'),
-        );
-        if (retired.length) info(`The config's recovery code is now "${newCode!.entry.label}"; other archives still open only with the old one until rotated (backupctl recovery-code rotate --check DIR lists them).`);
-      }
       if (plan.removed.length && !rekey) {
         warn(
           `the file key did not change (--no-rekey): anyone holding ${plan.removed.map((m) => `"${labelOf(m)}"`).join(', ')} can still open an older copy of this archive (an earlier pull, a Drive revision, a backup of the file)`,
         );
       }
-      return Exit.ok;
+      return {
+        archive: dest,
+        changed: true,
+        rekeyed: rekey,
+        slots: plan.target.map(labelOf),
+        kept: plan.target.filter((m) => m.slot).map(labelOf),
+        added: plan.added.map(labelOf),
+        removed: plan.removed.map(labelOf),
+        seconds: (Date.now() - t0) / 1000,
+        ...(newCode ? { newCode: { code: newCode.code, label: newCode.entry.label, fingerprint: fingerprintOf(newCode.entry), retiredFromConfig: retired.map((r) => r.label) } } : {}),
+      };
     } finally {
       await source.close();
     }
@@ -215,6 +217,76 @@ async function rotate(ctx: { json: boolean; signal: AbortSignal }, file: string,
     newKey?.fill(0);
     for (const l of locks.reverse()) l.release();
   }
+}
+
+function report(ctx: { json: boolean }, s: RotateSummary, what: string, extra: Record<string, unknown> = {}): ExitCode {
+  const list = (l: string[]) => l.map((x) => `"${x}"`).join(', ');
+  if (ctx.json) {
+    const { newCode, ...rest } = s;
+    emitJson({ ok: true, ...rest, payloadCopied: s.changed && !s.rekeyed, ...(newCode ?? {}), ...extra });
+  } else if (!s.changed) {
+    info(`${what} already has exactly these slots: ${list(s.slots)}; nothing to do (use --rekey for a new file key)`);
+  } else {
+    info(
+      `${s.rekeyed ? 'Re-keyed' : 'Re-wrapped'} ${what} in ${s.seconds.toFixed(1)} s: slots ${list(s.slots)}` +
+        `${s.added.length ? `; added ${list(s.added)}` : ''}${s.removed.length ? `; removed ${list(s.removed)}` : ''}` +
+        (s.rekeyed ? '; new file key, payload re-encrypted' : '; payload copied unchanged'),
+    );
+    if (s.newCode?.retiredFromConfig.length) {
+      info(`The config's recovery code is now "${s.newCode.label}"; other archives still open only with the old one until rotated (backupctl recovery-code rotate --check DIR lists them).`);
+    }
+  }
+  return Exit.ok;
+}
+
+/**
+ * `rotate --remote NAME`: pull the newest backup of that name into a private temporary folder,
+ * rotate it there, push the result, and only once Drive has it (MD5 checked) delete the old file
+ * (with its revisions, which would otherwise still open with a removed key).
+ */
+async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { appData?: boolean }): Promise<ExitCode> {
+  if (o.output) throw usageError('--remote rotates the backup on Google Drive itself: -o does not apply');
+  const { pull } = await import('../../drive/pull.js');
+  const { push } = await import('../../drive/push.js');
+  const { deleteFile } = await import('../../drive/remote.js');
+  const space = spaceOf(o);
+  const drive = await openDrive(ctx);
+  const dir = await mkdtemp(join(tmpdir(), 'backupctl-rotate-'));
+  try {
+    const local = join(dir, 'archive.bkp');
+    let progress = await startProgress('pull');
+    const pulled = await pull(drive, {
+      nameOrId: name, space, output: local, onWarning: (m) => warn(m), onProgress: (bytes, total) => progress.update({ bytes, total }),
+    }).finally(() => progress.stop());
+    const what = `${pulled.file.name} on ${spaceName(space)}`;
+    if (pulled.differsFromPushed) {
+      throw new BackupctlError(Exit.refused, `refusing to rotate ${what}: it is not what this machine pushed (see the warning above); pull it and inspect it first`);
+    }
+    const s = await rotateLocal(ctx, local, o);
+    if (!s.changed) return report(ctx, { ...s, archive: pulled.file.name }, what, { remote: { space, id: pulled.file.id } });
+    progress = await startProgress('push');
+    const pushed = await push(drive, {
+      path: local, name: pulled.file.name, space, chunkSize: PUSH_CHUNK, onInfo: (m) => info(m),
+      onProgress: (bytes, total) => progress.update({ bytes, total }),
+    }).finally(() => progress.stop());
+    await deleteFile(drive, pulled.file);
+    await drive.auth.flush();
+    if (s.removed.length && pulled.others.length) {
+      warn(`${pulled.others.length} older backup(s) named ${pulled.file.name} are still on Drive and still open with the removed slot(s) ${s.removed.map((l) => `"${l}"`).join(', ')}: delete them with backupctl drive rm ID or drive prune`);
+    }
+    return report(ctx, { ...s, archive: pulled.file.name }, what, { remote: { space, oldId: pulled.file.id, newId: pushed.file.id } });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function rotate(ctx: RunContext, file: string | undefined, o: RotateOptions & { remote?: string; appData?: boolean }): Promise<ExitCode> {
+  if (o.remote !== undefined) {
+    if (file !== undefined) throw usageError('give either FILE or --remote NAME, not both');
+    return rotateRemote(ctx, o.remote, o);
+  }
+  if (file === undefined) throw usageError('give the archive FILE to rotate (or --remote NAME for one on Google Drive)');
+  return report(ctx, await rotateLocal(ctx, file, o), o.output ? `${file} into ${o.output}` : file);
 }
 
 /** Files under `dir` (recursively) that start with the archive magic. */
@@ -316,11 +388,12 @@ export function registerRecoveryCodeRotate(rc: Command): void {
 }
 
 export function register(program: Command): void {
-  addUnlockOptions(
+  addSpaceOption(addUnlockOptions(
     program
       .command('rotate')
       .description('change the keys and codes that open FILE (re-wrap; --rekey re-encrypts with a new file key)')
-      .argument('<file>', 'the archive')
+      .argument('[file]', 'the archive')
+      .option('--remote <name>', 'rotate the newest backup of this name (or id) on Google Drive: pull, rotate, push, then delete the old copy')
       .option('-o, --output <file>', 'write the rotated archive to this new file and leave FILE as it is')
       .option('--add-key <label>', 'add a slot for the config key or code with this label (repeatable)', collect)
       .option('--remove-key <label>', 'remove the slot with this label (repeatable; implies --rekey)', collect)
@@ -328,5 +401,5 @@ export function register(program: Command): void {
       .option('--rekey', 'new file key and re-encrypted payload (what to do when a key or code may have leaked)')
       .option('--no-rekey', 'keep the file key even though a slot is removed (see backupctl-rotate(1))')
       .option('--force', 'allow removing the last recovery code'),
-  ).action(action(async (ctx, file: string, opts: RotateOptions) => rotate(ctx, file, opts)));
+  )).action(action(async (ctx, file: string | undefined, opts: RotateOptions & { remote?: string; appData?: boolean }) => rotate(ctx, file, opts)));
 }
