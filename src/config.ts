@@ -3,7 +3,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { homedir } from 'node:os';
-import { BackupctlError, Exit, ioError } from './errors.js';
+import { BackupctlError, Exit, ioError, usageError } from './errors.js';
 import { acquireLock, writeFileAtomic } from './util/fsutil.js';
 import { b64decode } from './util/base64.js';
 import { fingerprint, wrapX25519 } from './keys/x25519.js';
@@ -93,4 +93,16 @@ export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerp
     fingerprint: fingerprint(entry.type, pub),
     wrap: (fileKey: Uint8Array) => wrapX25519(entry.type, entry.label, pub, fileKey, entry.params),
   };
+}
+
+const MAX_LABEL = 100;
+
+/** Labels are written in clear into every archive header: one short line of visible text. */
+export function checkLabel(label: string): string {
+  const l = label.trim();
+  // Cc: control characters (newlines, escapes); Cf: invisible formatting (bidi overrides).
+  if (!l || l.length > MAX_LABEL || /[\p{Cc}\p{Cf}]/u.test(l)) {
+    throw usageError(`--label must be 1 to ${MAX_LABEL} visible characters on one line`);
+  }
+  return l;
 }

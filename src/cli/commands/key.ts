@@ -4,14 +4,13 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, usageError } from '../../errors.js';
-import { loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
+import { checkLabel, loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
 import { b64decode } from '../../util/base64.js';
 import { fingerprint } from '../../keys/x25519.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { readSecret } from '../secrets.js';
 
-const MAX_LABEL = 100;
 const UV_CHOICES = ['required', 'preferred', 'discouraged'] as const;
 
 interface DeviceOptions {
@@ -27,11 +26,6 @@ const pinReader = (o: DeviceOptions, signal: AbortSignal) => () =>
 const fp = (e: RecipientEntry) => fingerprint(e.type, b64decode(e.publicKey));
 const keysOf = (entries: RecipientEntry[]) => entries.filter((e) => e.type === FIDO2_SLOT_TYPE);
 
-function checkLabel(label: string): string {
-  const l = label.trim();
-  if (!l || l.length > MAX_LABEL || /\p{Cc}/u.test(l)) throw usageError(`--label must be 1 to ${MAX_LABEL} printable characters on one line`);
-  return l;
-}
 
 /** A fido2 entry by label or fingerprint; exit 2 when none or several match. */
 function findEntry(entries: RecipientEntry[], which: string): RecipientEntry {

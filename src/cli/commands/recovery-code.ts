@@ -5,7 +5,9 @@ import { open, unlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError } from '../../errors.js';
-import { loadConfig, updateConfig, type RecipientEntry } from '../../config.js';
+import { checkLabel, loadConfig, updateConfig, type RecipientEntry } from '../../config.js';
+
+export { checkLabel }; // rotate.ts imports it from here
 import { b64decode } from '../../util/base64.js';
 import { syncDir } from '../../util/fsutil.js';
 import { fingerprint } from '../../keys/x25519.js';
@@ -19,16 +21,7 @@ import { action, emitJson } from '../run.js';
 import { readRecoveryCode } from '../secrets.js';
 import { registerRecoveryCodeRotate } from './rotate.js';
 
-const MAX_LABEL = 100;
 
-/** Labels are written in clear into every archive header: one short printable line. */
-export function checkLabel(label: string): string {
-  const l = label.trim();
-  if (!l || l.length > MAX_LABEL || /\p{Cc}/u.test(l)) {
-    throw usageError(`--label must be 1 to ${MAX_LABEL} printable characters on one line`);
-  }
-  return l;
-}
 
 /** The default label, made unique with " (2)", " (3)"… when several codes are made in a day. */
 export function defaultLabel(taken: ReadonlySet<string>): string {
