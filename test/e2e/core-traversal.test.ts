@@ -64,27 +64,29 @@ async function strayInHome(): Promise<string[]> {
 
 async function expectRefused(file: string, why: RegExp) {
   const code = ['--recovery-code-file', rc.file];
-  for (const [how, args, opts] of [
+  // From the file and from standard input, each into a new DIR (which must not be left behind)
+  // and into one with content (which must be unchanged): four independent runs, started together.
+  await Promise.all(([
     ['file', ['restore', file, '-d'], {}],
     ['stdin', ['restore', '-', '-d'], { inputFile: file }],
-  ] as const) {
-    // Into a new DIR (must not be left behind) and into one with content (must be unchanged).
+  ] as const).map(async ([how, args, opts]) => {
     const fresh = join(home, `dest-${how}-${Math.random().toString(36).slice(2)}`);
-    const r = await runCli([...args, fresh, ...code], { configDir, ...opts });
+    const used = join(home, `dest-used-${how}-${Math.random().toString(36).slice(2)}`);
+    await mkdir(join(used, 'a'), { recursive: true });
+    await writeFile(join(used, 'a', 'mine.txt'), 'mine\n');
+    const before = await snapshot(used);
+    const [r, u] = await Promise.all([
+      runCli([...args, fresh, ...code], { configDir, ...opts }),
+      runCli([...args, used, ...code], { configDir, ...opts }),
+    ]);
     expect(r.exitCode, `${how}: ${r.stderr}`).toBe(5);
     expect(r.stderr, how).toMatch(why);
     expect(r.stderr).toMatch(/^backupctl: [^\n]+\n$/);
     expect(r.stderr).not.toMatch(STACK_TRACE);
     expect(await exists(fresh), how).toBe(false);
-
-    const used = join(home, `dest-used-${how}-${Math.random().toString(36).slice(2)}`);
-    await mkdir(join(used, 'a'), { recursive: true });
-    await writeFile(join(used, 'a', 'mine.txt'), 'mine\n');
-    const before = await snapshot(used);
-    const u = await runCli([...args, used, ...code], { configDir, ...opts });
     expect(u.exitCode, `${how} (existing DIR): ${u.stderr}`).toBe(5);
     expect(await snapshot(used), how).toEqual(before);
-  }
+  }));
   expect(await readdir(outside)).toEqual([]);
   expect(await strayInHome()).toEqual([]);
 }
