@@ -15,7 +15,18 @@ export interface Sink {
   readonly bytesWritten: number;
 }
 
-const MAX_IN_FLIGHT = 32 << 20;
+/** Bytes queued for writing before the producer waits. */
+const MAX_QUEUED = 16 << 20;
+
+/** Write all of `bufs` at `pos`, continuing after partial writes. */
+async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
+  while (bufs.length) {
+    let { bytesWritten } = await fh.writev(bufs, pos);
+    pos += bytesWritten;
+    while (bufs.length && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
+    if (bytesWritten) bufs[0] = bufs[0]!.subarray(bytesWritten);
+  }
+}
 
 /** Remove temp files left by killed runs writing `path` (pid no longer alive). */
 async function cleanStaleTemps(path: string): Promise<void> {
@@ -40,10 +51,17 @@ async function cleanStaleTemps(path: string): Promise<void> {
   }
 }
 
+/**
+ * Writes are queued and issued as one writev at a time, of everything queued meanwhile: a few
+ * large requests instead of one per segment, so the thread pool stays free for the reads that
+ * feed the archive (its queue is first come, first served).
+ */
 class FileSink implements Sink {
   bytesWritten = 0;
-  private inFlight = 0;
-  private pending = new Set<Promise<void>>();
+  private queue: Buffer[] = [];
+  private queued = 0;
+  private writing: Promise<void> | null = null;
+  private batch: Promise<void> | null = null;
   private failure: unknown = null;
   private done = false;
 
@@ -55,25 +73,34 @@ class FileSink implements Sink {
 
   async write(buf: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
-    const pos = this.bytesWritten;
+    this.queue.push(buf);
+    this.queued += buf.length;
     this.bytesWritten += buf.length;
-    this.inFlight += buf.length;
-    const p: Promise<void> = this.fh
-      .write(buf, 0, buf.length, pos)
-      .then(() => undefined, (err: unknown) => {
-        this.failure ??= ioError(err, this.path, 'write');
-      })
-      .finally(() => {
-        this.inFlight -= buf.length;
-        this.pending.delete(p);
-      });
-    this.pending.add(p);
-    while (this.inFlight > MAX_IN_FLIGHT && this.pending.size) await Promise.race(this.pending);
+    this.writing ??= this.flush();
+    while (this.queued > MAX_QUEUED && this.batch) await this.batch.catch(() => {});
     if (this.failure) throw this.failure;
   }
 
+  private async flush(): Promise<void> {
+    try {
+      while (this.queue.length && !this.failure) {
+        const batch = this.queue;
+        const n = batch.reduce((a, b) => a + b.length, 0);
+        this.queue = [];
+        this.batch = writeAll(this.fh, batch, this.bytesWritten - this.queued);
+        await this.batch;
+        this.queued -= n;
+      }
+    } catch (err) {
+      this.failure ??= ioError(err, this.path, 'write');
+    } finally {
+      this.writing = null;
+      this.batch = null;
+    }
+  }
+
   async commit(): Promise<void> {
-    await Promise.all(this.pending);
+    await this.writing;
     if (this.failure) throw this.failure;
     try {
       await this.fh.sync();
@@ -89,7 +116,7 @@ class FileSink implements Sink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
-    await Promise.allSettled(this.pending);
+    await this.writing;
     await this.fh.close().catch(() => {});
     await unlink(this.tmp).catch(() => {});
   }

@@ -183,11 +183,13 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
     size += chunk.length;
     res.bytesIn += chunk.length;
     if (codec === Codec.Stored) {
-      first = await it.next();
+      // Emit before asking for the next chunk: the source may reuse this chunk's buffer then.
       if (chunk.length) await emit(chunk);
+      first = await it.next();
       continue;
     }
-    // Compress this chunk on the thread pool while the next one is read.
+    // Compress this chunk on the thread pool while the next one is read. A chunk's compression
+    // is awaited before the chunk after it is asked for (the source may then reuse its buffer).
     const z = firstFrame ?? (await (pendingCompress ?? compress(chunk, codec)));
     firstFrame = null;
     first = await it.next();

@@ -22,13 +22,6 @@ function segmentNonce(index: number, last: boolean): Buffer {
   return n;
 }
 
-export function sealSegment(key: Buffer, index: number, last: boolean, plain: Uint8Array): Buffer {
-  const c = createCipheriv('aes-256-gcm', key, segmentNonce(index, last));
-  const a = c.update(plain);
-  const b = c.final();
-  return b.length ? Buffer.concat([a, b, c.getAuthTag()]) : Buffer.concat([a, c.getAuthTag()]);
-}
-
 /** Decrypt one segment; throws a "corrupt" error naming the segment when it does not authenticate. */
 export function openSegment(key: Buffer, index: number, last: boolean, sealed: Uint8Array): Buffer {
   if (sealed.length < TAG_LEN || (!last && sealed.length === TAG_LEN)) {
@@ -100,20 +93,34 @@ export class SegmentSealer {
     }
   }
 
+  /** Seal and emit as two writes, ciphertext then tag: concatenating them would copy the segment. */
+  private async seal(last: boolean, plain: Buffer): Promise<void> {
+    const c = createCipheriv('aes-256-gcm', this.key, segmentNonce(this.index++, last));
+    const ct = c.update(plain);
+    c.final();
+    await this.emit(ct);
+    await this.emit(c.getAuthTag());
+  }
+
   private async rotate(): Promise<void> {
-    if (this.pendingFull) await this.emit(sealSegment(this.key, this.index++, false, this.pendingFull));
-    this.pendingFull = this.buf;
-    this.buf = Buffer.allocUnsafe(this.segmentSize);
+    const full = this.buf;
+    if (this.pendingFull) {
+      await this.seal(false, this.pendingFull);
+      this.buf = this.pendingFull; // sealed: its plaintext buffer is free again
+    } else {
+      this.buf = Buffer.allocUnsafe(this.segmentSize);
+    }
+    this.pendingFull = full;
     this.fill = 0;
   }
 
   /** Seal what is left; the final segment carries the last-segment flag. */
   async finish(): Promise<void> {
     if (this.fill === 0 && this.pendingFull) {
-      await this.emit(sealSegment(this.key, this.index++, true, this.pendingFull));
+      await this.seal(true, this.pendingFull);
     } else {
-      if (this.pendingFull) await this.emit(sealSegment(this.key, this.index++, false, this.pendingFull));
-      await this.emit(sealSegment(this.key, this.index++, true, this.buf.subarray(0, this.fill)));
+      if (this.pendingFull) await this.seal(false, this.pendingFull);
+      await this.seal(true, this.buf.subarray(0, this.fill));
     }
     this.pendingFull = null;
     this.key.fill(0);

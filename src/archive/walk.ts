@@ -10,6 +10,13 @@ import { BackupctlError, Exit, ioError } from '../errors.js';
 
 const CHUNK = 1 << 20;
 
+/**
+ * Read buffers, reused from file to file: a fresh 1 MiB buffer per read costs more than the read
+ * itself (new pages to fault in and zero, then garbage to collect): about 0.8 s of CPU per GB.
+ */
+const spareBuffers: Buffer[] = [];
+const MAX_SPARE = 16;
+
 /** Extensions whose content is already compressed: stored, never run through the compressor. */
 const STORED = new Set(
   'jpg jpeg png gif webp heic heif avif mp4 m4v mov mkv webm 3gp avi opus ogg oga mp3 m4a aac amr flac wav zip gz tgz zst xz bz2 7z rar apk pdf crypt14 crypt15 docx xlsx pptx'
@@ -37,15 +44,17 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<OpenedCont
     }
     let total = 0n;
     let changed = false;
+    // A yielded chunk is valid until the consumer asks for the next one: two buffers alternate,
+    // one being read into (on the thread pool) while the other is hashed and sealed.
     async function* chunks(): AsyncGenerator<Uint8Array> {
       const handle = fh!;
+      const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK), spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)];
+      let next = handle.read(bufs[0]!, 0, CHUNK, null);
       try {
-        // One read ahead: the next read runs on the thread pool while this chunk is sealed.
-        let next = handle.read(Buffer.allocUnsafe(CHUNK), 0, CHUNK, null);
-        for (;;) {
+        for (let k = 1; ; k ^= 1) {
           const { bytesRead, buffer } = await next;
           if (bytesRead === 0) break;
-          next = handle.read(Buffer.allocUnsafe(CHUNK), 0, CHUNK, null);
+          next = handle.read(bufs[k]!, 0, CHUNK, null);
           total += BigInt(bytesRead);
           yield buffer.subarray(0, bytesRead);
         }
@@ -54,7 +63,9 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<OpenedCont
       } catch (err) {
         throw ioError(err, abs, 'read');
       } finally {
+        await next.catch(() => {}); // no read may still be filling a buffer that goes back to the pool
         await handle.close();
+        if (spareBuffers.length < MAX_SPARE) spareBuffers.push(...bufs);
       }
     }
     return { chunks: chunks(), compressible: !STORED.has(extname(abs).toLowerCase()), changed: () => changed };
