@@ -1,7 +1,9 @@
 // `backupctl create DIR -o FILE`: pack a directory into an archive wrapped to the recipients.
 import type { Command } from 'commander';
 import { Exit, usageError } from '../../errors.js';
-import { writeArchive } from '../../archive/pack.js';
+import { realpath } from 'node:fs/promises';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { writeArchive, type SourceEntry } from '../../archive/pack.js';
 import { walkDirectory } from '../../archive/walk.js';
 import { openSink } from '../../archive/output.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
@@ -15,6 +17,25 @@ export function parseSize(v: string): number {
   if (!m) throw usageError(`bad size ${JSON.stringify(v)} (examples: 65536, 64K, 1M)`);
   const mult = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[(m[2] ?? '').charAt(0).toUpperCase()] ?? 1;
   return Number(m[1]) * mult;
+}
+
+/**
+ * When the archive is written inside DIR, its own files — the archive itself, its temporary file
+ * (tempNameFor) and its lock — are not part of the export: never archive them.
+ */
+async function ownFiles(dir: string, output: string): Promise<(path: string) => boolean> {
+  if (output === '-') return () => false;
+  const real = (p: string) => realpath(p).catch(() => resolve(p));
+  const rel = relative(await real(dir), join(await real(dirname(output)), basename(output)));
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) return () => false;
+  const self = rel.split(sep).join('/');
+  const slash = self.lastIndexOf('/');
+  const tempPrefix = `${self.slice(0, slash + 1)}.${self.slice(slash + 1)}.backupctl-tmp-`;
+  return (p) => p === self || p === `${self}.lock` || p.startsWith(tempPrefix);
+}
+
+async function* except(entries: AsyncIterable<SourceEntry>, skip: (path: string) => boolean): AsyncGenerator<SourceEntry> {
+  for await (const e of entries) if (!skip(e.path)) yield e;
 }
 
 interface CreateOptions extends RecipientOptions {
@@ -52,7 +73,7 @@ export function register(program: Command): void {
         const sink = await openSink(opts.output, { force: opts.force });
         const res = await writeArchive({
           recipients,
-          entries: walkDirectory(dir, onWarning, skipped),
+          entries: except(walkDirectory(dir, onWarning, skipped), await ownFiles(dir, opts.output)),
           sink,
           segmentSize,
           signal: ctx.signal,
