@@ -59,6 +59,20 @@ describe('create refuses clearly', () => {
     }
   });
 
+  it('an archive written inside DIR leaves out its own temp file, lock and previous version', async () => {
+    const tree = join(home, 'self');
+    await makeExportTree(tree);
+    const want = Object.keys(await snapshot(tree)).sort();
+    const list = async () => onlyJson<{ entries: Array<{ path: string }> }>(await cli(['inspect', '--json', '--list', join(tree, 'Media', 'me.bkp'), ...code()])).entries.map((e) => e.path).sort();
+    // From inside DIR, with relative paths, the way a user in the export directory types it.
+    const first = await runCli(['create', '..', '-o', 'me.bkp'], { configDir, cwd: join(tree, 'Media') });
+    expect(first.exitCode, first.stderr).toBe(0);
+    expect(await list()).toEqual(want);
+    const again = await runCli(['create', tree, '-o', join(tree, 'Media', 'me.bkp'), '--force'], { configDir });
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(await list()).toEqual(want);
+  });
+
   it('a special file (FIFO) is skipped with a warning: exit 3, and the archive is valid', async () => {
     const tree = join(home, 'with-fifo');
     await makeExportTree(tree);
