@@ -3,7 +3,7 @@
 // from a file, from stdin and through a pipe; whole, one file, or a subset; never clobbering.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
-import { chmod, mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   NFC_NAME, NFD_NAME, STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli,
@@ -213,6 +213,29 @@ describe('unlocking', () => {
       expect(r.stderr).toMatch(/no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE/);
     }
     expect(await exists(join(home, 'nocode'))).toBe(false);
+  });
+});
+
+describe('verify --against', () => {
+  it('names each difference from a directory: exit 3, and --json lists them', async () => {
+    const dest = join(home, 'against');
+    expect((await cli(['restore', archive, '-d', dest, ...withCode()])).exitCode).toBe(0);
+    expect((await cli(['verify', archive, '--against', dest, ...withCode()])).exitCode).toBe(0);
+    await writeFile(join(dest, '_chat.txt'), 'edited\n');
+    await rm(join(dest, 'Media/WhatsApp Video/VID-20240312-WA0003.mp4'));
+    await writeFile(join(dest, 'Media/new.txt'), 'new\n');
+    await chmod(join(dest, 'Media/WhatsApp Documents/run-me.sh'), 0o700);
+    const r = await cli(['verify', archive, '--against', dest, ...withCode()]);
+    expect(r.exitCode, r.stderr).toBe(3);
+    expect(r.stdout.split('\n').filter(Boolean).sort()).toEqual([
+      'Media/WhatsApp Documents/run-me.sh: mode 700 vs 755 in the archive',
+      'Media/WhatsApp Video/VID-20240312-WA0003.mp4: missing from the directory',
+      'Media/new.txt: not in the archive',
+      expect.stringMatching(/^_chat\.txt: size 7 vs \d+ in the archive$/),
+    ]);
+    const j = onlyJson<{ ok: boolean; differences: Array<{ path: string }> }>(await cli(['verify', '--json', archive, '--against', dest, ...withCode()]));
+    expect(j.ok).toBe(false);
+    expect(j.differences.map((d) => d.path).sort()).toEqual(['Media/WhatsApp Documents/run-me.sh', 'Media/WhatsApp Video/VID-20240312-WA0003.mp4', 'Media/new.txt', '_chat.txt']);
   });
 });
 
