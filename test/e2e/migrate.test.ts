@@ -2,16 +2,15 @@
 // does): the real WhatsApp sample, realistic backup folders made by the test writer, every
 // failure (nothing written), --remove-legacy, and an interrupted run.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execa, type Options } from 'execa';
+import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { storedZip, writeCrypt14, writeCrypt15, writeMultiFileCrypt15 } from '../support/crypt15-writer.js';
+import { BIN, runCli, startCli } from '../support/cli.js';
 
-const BIN = fileURLToPath(new URL('../../bin/backupctl.js', import.meta.url));
 const INTEROP = resolve(import.meta.dirname, '../../../shared/interop/whatsapp-crypt15');
 const SAMPLE_HEX = '6730a595a1484d0c39c101dc0ac82ec5e401bb6f0e1b8ee2dc104a6b3687f017';
 const SAMPLE_SHA256 = '1425b944a2e3885fc936a7bb82f6548c5cc09523a2f61f02aa836c4ed8bbd16e';
@@ -20,16 +19,9 @@ let home: string;
 let configDir: string;
 let codeFile: string;
 
-function cli(args: string[], opts: Options & { env?: Record<string, string> } = {}) {
-  return execa(process.execPath, [BIN, ...args], {
-    reject: false,
-    input: '', // stdin is not a terminal: nothing may wait for it
-    timeout: 60_000,
-    ...opts,
-    env: { BACKUPCTL_CONFIG_DIR: configDir, ...(opts.env ?? {}) },
-    extendEnv: false,
-  });
-}
+/** The built CLI with this test's config; stdin is an empty pipe, never a terminal. */
+const cli = (args: string[], opts: { env?: Record<string, string> } = {}) => runCli(args, { configDir, env: opts.env, timeoutMs: 60_000 });
+const start = (args: string[]) => startCli(args, { configDir, timeoutMs: 120_000 });
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
@@ -114,7 +106,7 @@ afterAll(() => rm(home, { recursive: true, force: true }));
 
 async function restore(archive: string, dest: string) {
   const r = await cli(['restore', archive, '-d', dest, '--recovery-code-file', codeFile]);
-  expect(r.exitCode, r.stderr as string).toBe(0);
+  expect(r.exitCode, r.stderr).toBe(0);
 }
 
 describe('the real WhatsApp sample', () => {
@@ -122,8 +114,8 @@ describe('the real WhatsApp sample', () => {
     requireInterop();
     const out = join(home, 'sample.bkp');
     const r = await cli(['migrate-from-64-digit-key', join(INTEROP, 'msgstore.db.crypt15'), '-o', out, '--key-file', join(INTEROP, 'encrypted_backup.key'), '--json']);
-    expect(r.exitCode, r.stderr as string).toBe(0);
-    const res = JSON.parse(r.stdout as string);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
     expect(res).toMatchObject({ ok: true, verified: true, files: 1, bytesIn: 1_273_856, removedLegacy: [] });
     expect(res.decrypted).toEqual([{ from: join(INTEROP, 'msgstore.db.crypt15'), to: 'msgstore.db' }]);
     await restore(out, join(home, 'sample-restored'));
@@ -136,12 +128,12 @@ describe('the real WhatsApp sample', () => {
     const a = await cli(['migrate-from-64-digit-key', join(INTEROP, 'msgstore.db.crypt15'), '-o', join(home, 'env.bkp')], {
       env: { BACKUPCTL_LEGACY_KEY: typed },
     });
-    expect(a.exitCode, a.stderr as string).toBe(0);
+    expect(a.exitCode, a.stderr).toBe(0);
     expect(a.stderr).toMatch(/Wrote and verified .*env\.bkp: 1 WhatsApp backup file decrypted/);
     const keyText = join(home, 'key.txt');
     await writeFile(keyText, `\uFEFF${SAMPLE_HEX.match(/.{16}/g)!.join('-')}\r\n`, { mode: 0o600 });
     const b = await cli(['migrate-from-64-digit-key', join(INTEROP, 'msgstore.db.crypt15'), '-o', join(home, 'text.bkp'), '--key-file', keyText]);
-    expect(b.exitCode, b.stderr as string).toBe(0);
+    expect(b.exitCode, b.stderr).toBe(0);
     expect(b.stderr).not.toMatch(/warning/);
   });
 });
@@ -151,8 +143,8 @@ describe('backupctl inspect on a crypt15 file', () => {
     requireInterop();
     const sample = join(INTEROP, 'msgstore.db.crypt15');
     const r = await cli(['inspect', sample, '--json']);
-    expect(r.exitCode, r.stderr as string).toBe(0);
-    const j = JSON.parse(r.stdout as string);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
     expect(j).toMatchObject({ ok: true, format: 'crypt15', keyType: 1, headerLength: 129, appVersion: '2.22.5.13', jidSuffix: '67', size: 240_529, md5Matches: true });
     expect(j.iv).toMatch(/^c395ee00[0-9a-f]{20}559c$/);
     expect(j.features['5']).toBe(true);
@@ -166,7 +158,7 @@ describe('backupctl inspect on a crypt15 file', () => {
     b[1000]! ^= 1;
     await writeFile(damaged, b);
     const d = await cli(['inspect', damaged, '--json']);
-    expect(JSON.parse(d.stdout as string).md5Matches).toBe(false);
+    expect(JSON.parse(d.stdout).md5Matches).toBe(false);
   });
 });
 
@@ -183,8 +175,8 @@ describe('a WhatsApp backup folder', () => {
     const before = await tree(f.root);
     const out = join(home, 'folder.bkp');
     const r = await cli(['migrate-from-64-digit-key', f.root, '-o', out, '--key-file', keyFile, '--json']);
-    expect(r.exitCode, r.stderr as string).toBe(0);
-    const res = JSON.parse(r.stdout as string);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const res = JSON.parse(r.stdout);
     expect(res.decrypted.map((d: { to: string }) => d.to).sort()).toEqual(
       ['Backups/chatsettingsbackup.db', 'Backups/stickers.db', 'Databases/msgstore-2024-01-01.1.db', 'Databases/msgstore.db'],
     );
@@ -203,7 +195,7 @@ describe('a WhatsApp backup folder', () => {
     const before = await readdir(home);
     const r = await cli(['migrate-from-64-digit-key', f.root, '-o', join(home, 'wrong.bkp'), '--key-file', wrong]);
     expect(r.exitCode).toBe(4);
-    expect(r.stderr).toBe(`backupctl: this key does not open any of the 4 .crypt15 backups in ${f.root}`);
+    expect(r.stderr).toBe(`backupctl: this key does not open any of the 4 .crypt15 backups in ${f.root}\n`);
     await expectNothingWritten(home, before);
   });
 
@@ -213,7 +205,7 @@ describe('a WhatsApp backup folder', () => {
     await writeFile(key, g.rootKey.toString('hex'), { mode: 0o600 });
     const wrongCode = join(home, 'wrong-code');
     const other = await cli(['recovery-code', 'new', '--json'], { env: { BACKUPCTL_CONFIG_DIR: join(home, 'other-config') } });
-    await writeFile(wrongCode, JSON.parse(other.stdout as string).code, { mode: 0o600 });
+    await writeFile(wrongCode, JSON.parse(other.stdout).code, { mode: 0o600 });
     const out = join(home, 'g.bkp');
     const bad = await cli(['migrate-from-64-digit-key', g.root, '-o', out, '--key-file', key, '--remove-legacy', '--recovery-code-file', wrongCode]);
     expect(bad.exitCode).toBe(4);
@@ -226,8 +218,8 @@ describe('a WhatsApp backup folder', () => {
     for (const l of g.legacy) expect(existsSync(join(g.root, l)), l).toBe(true);
 
     const good = await cli(['migrate-from-64-digit-key', g.root, '-o', out, '--force', '--key-file', key, '--remove-legacy', '--recovery-code-file', codeFile, '--json']);
-    expect(good.exitCode, good.stderr as string).toBe(0);
-    expect(JSON.parse(good.stdout as string).removedLegacy.sort()).toEqual(g.legacy.map((l) => join(g.root, l)).sort());
+    expect(good.exitCode, good.stderr).toBe(0);
+    expect(JSON.parse(good.stdout).removedLegacy.sort()).toEqual(g.legacy.map((l) => join(g.root, l)).sort());
     for (const l of g.legacy) expect(existsSync(join(g.root, l)), l).toBe(false);
     expect(existsSync(join(g.root, 'Databases/msgstore-2021-05-01.1.db.crypt14'))).toBe(true);
     const dest = join(home, 'g-restored');
@@ -257,7 +249,7 @@ describe('failures: one clear line, the documented exit code, nothing written', 
     const r = await cli(['migrate-from-64-digit-key', src, '-o', join(dir, 'out.bkp'), ...args]);
     await expectNothingWritten(dir, before);
     expect(r.stdout).toBe('');
-    expect((r.stderr as string).trim().split('\n')).toHaveLength(1);
+    expect((r.stderr).trim().split('\n')).toHaveLength(1);
     return r;
   }
 
@@ -309,10 +301,10 @@ describe('failures: one clear line, the documented exit code, nothing written', 
     await writeFile(join(dir, 'ok.db.crypt15'), good);
     let r = await attempt('ok.db.crypt15', null, [], ); // no key at all, stdin not a terminal
     expect(r.exitCode).toBe(2);
-    expect(r.stderr).toBe('backupctl: no 64-digit key given and stdin is not a terminal: use --key-file FILE or BACKUPCTL_LEGACY_KEY');
+    expect(r.stderr).toBe('backupctl: no 64-digit key given and stdin is not a terminal: use --key-file FILE or BACKUPCTL_LEGACY_KEY\n');
     r = await cli(['migrate-from-64-digit-key', join(dir, 'ok.db.crypt15'), '-o', join(dir, 'out.bkp')], { env: { BACKUPCTL_LEGACY_KEY: key.toString('hex').slice(2) } });
     expect(r.exitCode).toBe(4);
-    expect(r.stderr).toBe('backupctl: the 64-digit key has 62 hex digits, not 64 (2 missing); check it against the key WhatsApp showed you');
+    expect(r.stderr).toBe('backupctl: the 64-digit key has 62 hex digits, not 64 (2 missing); check it against the key WhatsApp showed you\n');
     r = await cli(['migrate-from-64-digit-key', join(dir, 'ok.db.crypt15'), '-o', join(dir, 'out.bkp')], { env: { BACKUPCTL_LEGACY_KEY: 'z' + key.toString('hex').slice(1) } });
     expect(r.exitCode).toBe(4);
     expect(r.stderr).toMatch(/character 1 is 'z'/);
@@ -349,10 +341,10 @@ describe('streaming', () => {
       const t = await execa('/usr/bin/time', ['-f', '%M', process.execPath, BIN, 'migrate-from-64-digit-key', src, '-o', out, '--key-file', keyFile, '--json'], {
         reject: false, input: '', env: { BACKUPCTL_CONFIG_DIR: configDir }, extendEnv: false, timeout: 120_000,
       });
-      expect(t.exitCode, t.stderr as string).toBe(0);
-      expect(JSON.parse(t.stdout as string).bytesIn).toBe(mb * MB);
+      expect(t.exitCode, t.stderr).toBe(0);
+      expect(JSON.parse(t.stdout).bytesIn).toBe(mb * MB);
       await rm(out);
-      return Number((t.stderr as string).trim().split('\n').pop()) * 1024;
+      return Number((t.stderr).trim().split('\n').pop()) * 1024;
     }
     const small = await peakOf(32);
     const big = await peakOf(256);
@@ -363,7 +355,7 @@ describe('streaming', () => {
     const src = join(dir, 'msgstore-256.db.crypt15');
     const out = join(dir, 'big.bkp');
     const before = await readdir(dir);
-    const run = cli(['migrate-from-64-digit-key', src, '-o', out, '--key-file', keyFile, '--json']);
+    const run = start(['migrate-from-64-digit-key', src, '-o', out, '--key-file', keyFile, '--json']);
     // Progress lines (JSON on stderr) show the decryption is under way; then Ctrl-C.
     await new Promise<void>((res) => run.stderr!.on('data', (d: Buffer) => String(d).includes('"progress"') && res()));
     run.kill('SIGINT');

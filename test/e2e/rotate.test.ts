@@ -2,32 +2,23 @@
 // first; `npm test` does): re-wrap keeps the payload bytes, removed slots stop opening, re-key
 // changes the payload, refusals, the lock, -o, an interrupted rotation, and --check.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { execa, type Options } from 'execa';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { runCli, startCli } from '../support/cli.js';
 
-const BIN = fileURLToPath(new URL('../../bin/backupctl.js', import.meta.url));
 
 let home: string;
 let configDir: string;
 let exportDir: string;
 
-function cli(args: string[], opts: Options & { env?: Record<string, string> } = {}) {
-  return execa(process.execPath, [BIN, ...args], {
-    reject: false,
-    input: '', // stdin is not a terminal: nothing may wait for it
-    timeout: 60_000,
-    ...opts,
-    env: { BACKUPCTL_CONFIG_DIR: configDir, ...(opts.env ?? {}) },
-    extendEnv: false,
-  });
-}
+/** The built CLI with this test's config; stdin is an empty pipe, never a terminal. */
+const cli = (args: string[], opts: { env?: Record<string, string> } = {}) => runCli(args, { configDir, env: opts.env, timeoutMs: 60_000 });
+const start = (args: string[]) => startCli(args, { configDir, timeoutMs: 120_000 });
 
-async function ok(args: string[], opts: Options & { env?: Record<string, string> } = {}) {
+async function ok(args: string[], opts: { env?: Record<string, string> } = {}) {
   const r = await cli(args, opts);
   expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(0);
   return r;
@@ -92,7 +83,7 @@ describe('rotate', () => {
     expect(slotsOf(before).map((s) => s.label)).toEqual(['A']);
     const codeC = await newCode('C');
     const r = await ok(['rotate', a, '--add-key', 'C', '--recovery-code-file', codeA, '--json']);
-    expect(JSON.parse(r.stdout as string)).toMatchObject({ ok: true, rekeyed: false, payloadCopied: true, added: ['C'], removed: [], kept: ['A'] });
+    expect(JSON.parse(r.stdout)).toMatchObject({ ok: true, rekeyed: false, payloadCopied: true, added: ['C'], removed: [], kept: ['A'] });
     const after = await readFile(a);
     expect(slotsOf(after).map((s) => s.label)).toEqual(['A', 'C']);
     expect(payloadOf(after).equals(payloadOf(before))).toBe(true);
@@ -104,7 +95,7 @@ describe('rotate', () => {
     const a = await archive();
     const before = await readFile(a);
     const r = await ok(['rotate', a, '--remove-key', 'B', '--recovery-code-file', codeA, '--json']);
-    expect(JSON.parse(r.stdout as string)).toMatchObject({ rekeyed: true, removed: ['B'], kept: ['A'] });
+    expect(JSON.parse(r.stdout)).toMatchObject({ rekeyed: true, removed: ['B'], kept: ['A'] });
     const after = await readFile(a);
     expect(slotsOf(after).map((s) => s.label)).toEqual(['A']);
     expect(payloadOf(after).equals(payloadOf(before))).toBe(false);
@@ -133,7 +124,7 @@ describe('rotate', () => {
     const a = await archive();
     const before = await readFile(a);
     const r = await ok(['rotate', a, '--rekey', '--recovery-code-file', codeB, '--json']);
-    expect(JSON.parse(r.stdout as string)).toMatchObject({ rekeyed: true, added: [], removed: [] });
+    expect(JSON.parse(r.stdout)).toMatchObject({ rekeyed: true, added: [], removed: [] });
     const after = await readFile(a);
     expect(slotsOf(after).map((s) => s.label)).toEqual(['A', 'B']);
     expect(payloadOf(after).length).toBe(payloadOf(before).length);
@@ -148,14 +139,14 @@ describe('rotate', () => {
     expect(same.stderr).toMatch(/already has exactly these slots: "A", "B"; nothing to do/);
     const codeC = await newCode('C');
     const r = await ok(['rotate', a, '--recovery-code-file', codeA, '--json']);
-    expect(JSON.parse(r.stdout as string)).toMatchObject({ rekeyed: false, added: ['C'], kept: ['A', 'B'] });
+    expect(JSON.parse(r.stdout)).toMatchObject({ rekeyed: false, added: ['C'], kept: ['A', 'B'] });
     expect(await restoresWith(a, codeC)).toBe(0);
   });
 
   it('--new-recovery-code shows the new code once, replaces the old one here and in the config', async () => {
     const a = await archive();
     const r = await ok(['rotate', a, '--new-recovery-code', '--recovery-code-file', codeA]);
-    const code = /^ {4}(\S+)$/m.exec(r.stdout as string)![1]!;
+    const code = /^ {4}(\S+)$/m.exec(r.stdout)![1]!;
     expect(r.stdout).toContain('it is shown only this once');
     const fresh = join(home, 'fresh-code');
     await writeFile(fresh, code, { mode: 0o600 });
@@ -194,7 +185,7 @@ describe('rotate', () => {
     const before = await readFile(a);
     const other = join(home, 'other-code');
     const o = await cli(['recovery-code', 'new', '--json'], { env: { BACKUPCTL_CONFIG_DIR: join(home, 'other-config') } });
-    await writeFile(other, JSON.parse(o.stdout as string).code, { mode: 0o600 });
+    await writeFile(other, JSON.parse(o.stdout).code, { mode: 0o600 });
     let r = await cli(['rotate', a, '--rekey', '--recovery-code-file', other]);
     expect(r.exitCode).toBe(4);
     r = await cli(['rotate', a, '--remove-key', 'Z', '--recovery-code-file', codeA]);
@@ -238,7 +229,7 @@ describe('rotate', () => {
       const a = await archive('big.bkp');
       const before = sha256(await readFile(a));
       const names = await readdir(home);
-      const run = cli(['rotate', a, '--rekey', '--recovery-code-file', codeA, '--json']);
+      const run = start(['rotate', a, '--rekey', '--recovery-code-file', codeA, '--json']);
       await new Promise<void>((res) => run.stderr!.on('data', (d: Buffer) => String(d).includes('"progress"') && res()));
       run.kill('SIGINT');
       const r = await run;
@@ -261,7 +252,7 @@ describe('recovery-code rotate', () => {
     await ok(['create', exportDir, '-o', join(dir, 'sub/two.bkp')]);
     await writeFile(join(dir, 'notes.txt'), 'not an archive');
     const r = await ok(['recovery-code', 'rotate', '--label', 'N', '--check', dir, '--json']);
-    const j = JSON.parse(r.stdout as string);
+    const j = JSON.parse(r.stdout);
     expect(j).toMatchObject({ ok: true, label: 'N', retired: ['A', 'B'] });
     expect(j.stale).toEqual([
       { file: join(dir, 'one.bkp'), oldCodes: ['A', 'B'], otherSlots: [] },
