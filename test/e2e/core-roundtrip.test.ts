@@ -205,9 +205,14 @@ describe('unlocking', () => {
   });
 
   it('no code and stdin not a terminal: exit 2 at once, never a hang', async () => {
-    for (const args of [['restore', archive, '-d', join(home, 'nocode')], ['verify', archive], ['inspect', '--list', archive]]) {
+    for (const [args, inputFile] of [
+      [['restore', archive, '-d', join(home, 'nocode')]],
+      [['restore', '-', '-d', join(home, 'nocode')], archive], // stdin is the archive: no prompt possible
+      [['verify', archive]],
+      [['inspect', '--list', archive]],
+    ] as Array<[string[], string?]>) {
       const t0 = Date.now();
-      const r = await runCli(args, { configDir, timeoutMs: 10_000 });
+      const r = await runCli(args, { configDir, timeoutMs: 10_000, ...(inputFile ? { inputFile } : {}) });
       expect(Date.now() - t0).toBeLessThan(5_000);
       expect(r.exitCode, args.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/no recovery code given and stdin is not a terminal: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE/);
@@ -268,6 +273,13 @@ describe('inspect', () => {
     expect(r.stdout).toContain(NFC_NAME);
     const listed = r.stdout.split('\n').filter((l) => /^ {4}[-dl][-rwx]{9} /.test(l));
     expect(listed).toHaveLength(Object.keys(srcSnap).length);
+  });
+
+  it('restore - with nothing on stdin: exit 5, not a hang', async () => {
+    const r = await cli(['restore', '-', '-d', join(home, 'empty-stdin'), ...withCode()]);
+    expect(r.exitCode).toBe(5);
+    expect(r.stderr).toBe('backupctl: standard input is not a backupctl archive\n');
+    expect(await exists(join(home, 'empty-stdin'))).toBe(false);
   });
 
   it('a file that is not an archive: exit 5 "not a backupctl archive"', async () => {
