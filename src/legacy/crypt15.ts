@@ -147,16 +147,6 @@ export async function readCrypt15Header(path: string): Promise<Crypt15Header & {
   }
 }
 
-/** True when these first bytes parse as a crypt15 header (for `inspect` to recognise a file). */
-export function looksLikeCrypt15(head: Uint8Array): boolean {
-  try {
-    parseCrypt15Header(head, '');
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** What the start of the plaintext is, with the right key: a zlib stream, a ZIP, or noise. */
 type PayloadKind = 'zlib' | 'zip' | 'unknown';
 

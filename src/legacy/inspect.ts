@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { BackupctlError, ioError } from '../errors.js';
-import { looksLikeCrypt15, readCrypt15Header } from './crypt15.js';
+import { parseCrypt15Header, readCrypt15Header } from './crypt15.js';
+import { MAGIC } from '../archive/format.js';
 
 const PROBE = 4099;
 
@@ -44,7 +45,10 @@ async function md5FooterMatches(path: string, size: number): Promise<boolean> {
   }
 }
 
-/** The inspection of `path` if it is a crypt15 backup, else null (let the caller handle it). */
+/**
+ * The inspection of `path` if it is a crypt15 backup; throws for a crypt14 or older WhatsApp
+ * backup (exit 5, saying why it is not migratable); else null (not ours: the caller handles it).
+ */
 export async function inspectCrypt15(path: string): Promise<Crypt15Inspection | null> {
   let head: Buffer;
   try {
@@ -59,11 +63,14 @@ export async function inspectCrypt15(path: string): Promise<Crypt15Inspection | 
   } catch {
     return null; // the caller reports the I/O problem in its own words
   }
-  if (!looksLikeCrypt15(head)) return null;
+  if (head.subarray(0, MAGIC.length).equals(MAGIC)) return null;
   let h;
   try {
+    parseCrypt15Header(head, path);
     h = await readCrypt15Header(path);
   } catch (err) {
+    // A crypt14 or older WhatsApp backup is named as such, with the reason it cannot be migrated.
+    if (err instanceof BackupctlError && err.detail?.format) throw err;
     if (err instanceof BackupctlError) return null;
     throw err;
   }

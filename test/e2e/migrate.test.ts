@@ -159,6 +159,11 @@ describe('backupctl inspect on a crypt15 file', () => {
     await writeFile(damaged, b);
     const d = await cli(['inspect', damaged, '--json']);
     expect(JSON.parse(d.stdout).md5Matches).toBe(false);
+    const c14 = join(home, 'msgstore.db.crypt14');
+    await writeCrypt14(c14);
+    const c = await cli(['inspect', c14]);
+    expect(c.exitCode).toBe(5);
+    expect(c.stderr).toMatch(/is a crypt14 backup, not crypt15: .*not with the 64-digit key/);
   });
 });
 
@@ -309,6 +314,20 @@ describe('failures: one clear line, the documented exit code, nothing written', 
     expect(r.exitCode).toBe(4);
     expect(r.stderr).toMatch(/character 1 is 'z'/);
     expect(existsSync(join(dir, 'out.bkp'))).toBe(false);
+  });
+
+  it('an output inside the source folder, or the source itself, is refused (exit 2)', async () => {
+    await writeFile(join(dir, 'self.db.crypt15'), good);
+    let r = await cli(['migrate-from-64-digit-key', join(dir, 'self.db.crypt15'), '-o', join(dir, 'self.db.crypt15'), '--force', '--key-file', keyFile]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/self\.db\.crypt15 is the source itself/);
+    expect((await readFile(join(dir, 'self.db.crypt15'))).equals(good)).toBe(true);
+    await mkdir(join(dir, 'W/Databases'), { recursive: true });
+    await writeFile(join(dir, 'W/Databases/msgstore.db.crypt15'), good);
+    r = await cli(['migrate-from-64-digit-key', join(dir, 'W'), '-o', join(dir, 'W/out.bkp'), '--key-file', keyFile]);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/would be inside .*W, which is being read/);
+    expect(await readdir(join(dir, 'W'))).toEqual(['Databases']);
   });
 
   it('an existing output is kept unless --force (exit 6)', async () => {

@@ -14,7 +14,7 @@ import { ArchiveFile } from '../../archive/reader.js';
 import { verifyArchive } from '../../archive/verify.js';
 import { placeVerified } from '../../archive/rewrap.js';
 import { syncDir, tempNameFor, acquireLock } from '../../util/fsutil.js';
-import { dirname } from 'node:path';
+import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
 import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
 import { action, emitJson, info, warn } from '../run.js';
@@ -105,6 +105,10 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
     warnings.push(m);
     warn(m);
   };
+  const inside = relative(resolve(source), resolve(opts.output));
+  if (!inside.startsWith('..') && !isAbsolute(inside)) {
+    throw usageError(inside ? `the archive ${opts.output} would be inside ${source}, which is being read: write it elsewhere` : `-o ${opts.output} is the source itself: write the archive elsewhere`);
+  }
   const src = await scanLegacySource(source);
   const existing = await stat(opts.output).catch(() => null);
   if (existing?.isDirectory()) throw new BackupctlError(Exit.io, `${opts.output} is a directory; give a file name with -o`);
