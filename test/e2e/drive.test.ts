@@ -5,7 +5,7 @@
 // BACKUPCTL_TEST_LARGE=1 adds a round trip of a few hundred MB.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { DriveFake, type Fault } from '../support/drive-fake/server.js';
@@ -24,12 +24,12 @@ let archiveBytes: Buffer;
 let token: string;
 
 /** A directory of incompressible files, packed by the real `create`. */
-async function makeArchive(name: string, files: number, each: number): Promise<string> {
-  const dir = join(home, `${name}-src`);
+async function makeArchive(name: string, files: number, each: number, srcName = `${name}-src`): Promise<string> {
+  const dir = join(home, srcName);
   await mkdir(dir, { recursive: true });
   for (let i = 0; i < files; i++) await writeFile(join(dir, `VID-${i}.mp4`), randomBytes(each));
   const out = join(home, name);
-  const r = await runCli(['create', dir, '-o', out], { configDir, timeoutMs: 120_000 });
+  const r = await runCli(['create', dir, '-o', out, '--force'], { configDir, timeoutMs: 120_000 });
   if (r.exitCode !== 0) throw new Error(`create failed (${r.exitCode}): ${r.stderr}`);
   return out;
 }
@@ -66,7 +66,10 @@ afterAll(async () => {
   await fake?.stop();
   await cleanup?.();
 });
-beforeEach(() => {
+beforeEach(async () => {
+  // Each test starts with an empty Drive and no upload sessions, here or there.
+  await rm(join(configDir, 'drive-sessions'), { recursive: true, force: true });
+  fake.sessions.clear();
   fake.files.clear();
   fake.requests.length = 0;
   fake.uploadBytesReceived = 0;
@@ -195,7 +198,7 @@ describe('interrupted pushes resume', () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     await new Promise((r) => setTimeout(r, 200)); // let the hung chunk's body arrive
-    return child;
+    return { child }; // wrapped: an execa process is thenable, so returning it bare would await it
   }
 
   async function resumeAndCheck() {
@@ -217,7 +220,7 @@ describe('interrupted pushes resume', () => {
   }
 
   it('a push killed with SIGKILL mid-upload is resumed by the next run', async () => {
-    const child = await hungPush();
+    const { child } = await hungPush();
     child.kill('SIGKILL');
     await child;
     expect(fake.findByName('main.bkp')).toHaveLength(0);
@@ -225,7 +228,7 @@ describe('interrupted pushes resume', () => {
   });
 
   it('Ctrl-C exits 130, keeps the session, and the next run resumes', async () => {
-    const child = await hungPush();
+    const { child } = await hungPush();
     child.kill('SIGINT');
     const r = await child;
     expect(r.exitCode).toBe(130);
@@ -235,10 +238,10 @@ describe('interrupted pushes resume', () => {
   });
 
   it('a different file re-created at the same path never resumes into the old session', async () => {
-    const child = await hungPush();
+    const { child } = await hungPush();
     child.kill('SIGKILL');
     await child;
-    const other = await makeArchive('main.bkp', 1, MiB); // same path, new content
+    const other = await makeArchive('main.bkp', 1, MiB, 'other-src'); // same path, new content
     const otherBytes = await readFile(other);
     const p = await cli(['push', other]);
     expect(p.exitCode, p.stderr).toBe(0);
@@ -270,13 +273,20 @@ describe('failures are clear and have the documented exit codes', () => {
   });
 
   it('storage quota, the daily cap and permission refusals: exit 8 with why, session kept for later', async () => {
-    for (const reason of ['storageQuotaExceeded', 'dailyLimitExceeded', 'insufficientPermissions']) {
+    const why: Record<string, RegExp> = { storageQuotaExceeded: /storage is full/, dailyLimitExceeded: /750 GB/, insufficientPermissions: /scope/ };
+    for (const [reason, re] of Object.entries(why)) {
       fake.inject({ on: 'chunk', skip: 1, action: { status: 403, reason } });
       const r = await cli(['push', archive, '--chunk-size', '1M']);
       expect(r.exitCode, reason).toBe(8);
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('backupctl: '));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(re);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
     }
-    expect(onlyJson(await cli(['push', archive, '--json', '--chunk-size', '1M']))).toMatchObject({ verified: true });
+    const ok = await cli(['push', archive, '--chunk-size', '1M']);
+    expect(ok.exitCode, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/resuming the upload at \d+ of/);
+    expect(fake.requests.filter((r) => r.on === 'session')).toHaveLength(1);
   });
 
   it('5xx forever: exit 7 after bounded retries', async () => {
