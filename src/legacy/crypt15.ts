@@ -162,7 +162,6 @@ interface PayloadState {
   kind?: PayloadKind;
   /** Set only after the GCM tag (and the MD5, when present) verified. */
   verified: boolean;
-  checksummed?: boolean;
 }
 
 /**
@@ -219,11 +218,11 @@ async function* decryptPayload(path: string, header: Crypt15Header, aesKey: Uint
   const a = held.subarray(0, TAG_LEN);
   const b = held.subarray(TAG_LEN);
   md5.update(a);
-  state.checksummed = md5.digest().equals(b);
-  if (!state.checksummed) yield* emit(decipher.update(a)); // multi-file: `a` is ciphertext, `b` the tag
+  const checksummed = md5.digest().equals(b);
+  if (!checksummed) yield* emit(decipher.update(a)); // multi-file: `a` is ciphertext, `b` the tag
   let tagOk = true;
   try {
-    decipher.setAuthTag(state.checksummed ? a : b);
+    decipher.setAuthTag(checksummed ? a : b);
     yield* emit(decipher.final());
   } catch {
     tagOk = false;
@@ -239,14 +238,13 @@ async function* decryptPayload(path: string, header: Crypt15Header, aesKey: Uint
     state.verified = true;
     return;
   }
-  if (state.checksummed) {
+  if (checksummed) {
     // The file is intact (its MD5 matches), so only the key can be wrong.
     throw new BackupctlError(Exit.noKey, `this key does not open ${path} (the file is intact: its MD5 checksum matches)`);
   }
-  if (state.kind !== 'unknown') {
-    // The plaintext starts as it should, so the key is right and the bytes after are damaged.
-    throw corruptError(`${path} is corrupt or truncated (its MD5 checksum does not match and decryption fails)`);
-  }
+  // The plaintext starts as it should, so the key is right and the bytes after are damaged.
+  if (state.kind === 'zip') throw corruptError(`${path} is corrupt or truncated (a multi-file backup whose authentication tag does not match)`);
+  if (state.kind === 'zlib') throw corruptError(`${path} is corrupt or truncated (its MD5 checksum does not match and decryption fails)`);
   throw corruptError(
     `${path} is corrupt or truncated (its MD5 checksum does not match), or, if it is a multi-file backup such as stickers or wallpapers, which carry no checksum, this key does not open it`,
   );

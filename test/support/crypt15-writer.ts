@@ -153,6 +153,11 @@ export async function writeMultiFileCrypt15(path: string, zip: Uint8Array, o: Cr
   await writeContainer(path, o, once_(zip), false);
 }
 
+/** Any payload bytes, encrypted as they are, with an MD5 footer: for payloads WhatsApp never writes. */
+export async function writeRawCrypt15(path: string, payload: Uint8Array, o: Crypt15Options): Promise<void> {
+  await writeContainer(path, o, once_(payload), true);
+}
+
 /** A crypt14-style file (key_type 0, C14_cipher in field 2): only its header matters to us. */
 export async function writeCrypt14(path: string): Promise<void> {
   const c14 = message([

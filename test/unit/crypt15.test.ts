@@ -7,7 +7,8 @@ import { join, resolve } from 'node:path';
 import { decryptCrypt15, probeCrypt15, readCrypt15Header, type DecryptResult } from '../../src/legacy/crypt15.js';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../src/legacy/legacy-key.js';
 import { BackupctlError, Exit } from '../../src/errors.js';
-import { storedZip, writeCrypt14, writeCrypt15, writeMultiFileCrypt15 } from '../support/crypt15-writer.js';
+import { storedZip, writeCrypt14, writeCrypt15, writeMultiFileCrypt15, writeRawCrypt15 } from '../support/crypt15-writer.js';
+import { deflateSync } from 'node:zlib';
 
 const INTEROP = resolve(import.meta.dirname, '../../../shared/interop/whatsapp-crypt15');
 const SAMPLE = join(INTEROP, 'msgstore.db.crypt15');
@@ -176,6 +177,31 @@ describe('files from the test writer', () => {
     const err = await failure(p, backupEncryptionKey(randomBytes(32)));
     expect(err.code).toBe(Exit.corrupt);
     expect(err.message).toContain('multi-file backup such as stickers or wallpapers, which carry no checksum, this key does not open it');
+  });
+
+  it('a damaged multi-file backup (right key) is "corrupt or truncated"', async () => {
+    const p = join(dir, 'wallpaper-damaged.backup.crypt15');
+    await writeMultiFileCrypt15(p, storedZip({ 'w.jpg': randomBytes(4000) }), { rootKey });
+    const b = await readFile(p);
+    b[b.length - 100]! ^= 4;
+    await writeFile(p, b);
+    const err = await failure(p, key);
+    expect(err.code).toBe(Exit.corrupt);
+    expect(err.message).toBe(`${p} is corrupt or truncated (a multi-file backup whose authentication tag does not match)`);
+  });
+
+  it('authentic but broken zlib, or a payload that is neither zlib nor ZIP: corrupt, and said so', async () => {
+    const z = deflateSync(db);
+    z[z.length >> 1]! ^= 0xff;
+    const p = join(dir, 'badzlib.db.crypt15');
+    await writeRawCrypt15(p, z, { rootKey });
+    let err = await failure(p, key);
+    expect(err.code).toBe(Exit.corrupt);
+    expect(err.message).toMatch(/badzlib\.db\.crypt15 decrypts correctly but its compressed data is damaged \(zlib: /);
+    const q = join(dir, 'plain.db.crypt15');
+    await writeRawCrypt15(q, Buffer.from('SQLite format 3\0 stored without compression'), { rootKey });
+    err = await failure(q, key);
+    expect(err.message).toBe(`${q} decrypts, but to neither a zlib stream nor a ZIP: an unsupported kind of crypt15 backup`);
   });
 
   describe('damage', () => {
