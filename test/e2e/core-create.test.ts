@@ -2,9 +2,10 @@
 // input, no recipients, special files. Interruption and locking are in core-interrupt.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { appendFileSync } from 'node:fs';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, startCli, type RecoveryCode } from '../support/cli.js';
 
 let home: string;
 let configDir: string;
@@ -23,7 +24,7 @@ beforeAll(async () => {
 });
 afterAll(() => cleanup());
 
-describe('create refuses clearly', () => {
+describe('create: refusals and partial success', () => {
   it('an existing output: exit 6 without --force (file untouched); --force replaces it', async () => {
     const out = join(home, 'exists.bkp');
     await writeFile(out, 'precious');
@@ -71,6 +72,24 @@ describe('create refuses clearly', () => {
     const again = await runCli(['create', tree, '-o', join(tree, 'Media', 'me.bkp'), '--force'], { configDir });
     expect(again.exitCode, again.stderr).toBe(0);
     expect(await list()).toEqual(want);
+  });
+
+  it('a file that grows while it is read is stored as read, flagged, and the run exits 3', async () => {
+    const tree = join(home, 'growing');
+    await mkdir(tree);
+    const log = join(tree, 'live.log');
+    await writeFile(log, Buffer.alloc(48 << 20, 'x')); // reading it takes long enough to see appends
+    const out = join(home, 'growing.bkp');
+    const run = startCli(['create', '--json', tree, '-o', out], { configDir });
+    const appender = setInterval(() => appendFileSync(log, 'more\n'), 1);
+    const r = await run.finally(() => clearInterval(appender));
+    expect(r.exitCode, String(r.stderr)).toBe(3);
+    expect(onlyJson({ stdout: String(r.stdout) })).toMatchObject({ ok: true, changedWhileRead: 1, warnings: [expect.stringMatching(/live\.log changed while it was being read/)] });
+    const list = onlyJson<{ entries: Array<{ path: string; changedWhileRead?: boolean }> }>(await cli(['inspect', '--json', '--list', out, ...code()]));
+    expect(list.entries).toEqual([expect.objectContaining({ path: 'live.log', changedWhileRead: true })]);
+    const v = await cli(['verify', out, ...code()]);
+    expect(v.exitCode, v.stderr).toBe(0); // what was read is intact; the flag is a note, not damage
+    expect(v.stderr).toMatch(/note: live\.log changed while it was being backed up/);
   });
 
   it('a special file (FIFO) is skipped with a warning: exit 3, and the archive is valid', async () => {
