@@ -1,5 +1,5 @@
-// The Drive v3 client as backupctl uses it: googleapis' generated client for metadata calls and
-// media downloads, the auth client's transport for resumable upload requests (googleapis has none).
+// The Drive v3 client as backupctl uses it: googleapis' generated client for metadata calls, the
+// auth client's transport for resumable uploads (googleapis has none) and ranged media downloads.
 // Every call gets rootUrl (setting it on the client moves metadata calls but not uploads), gaxios'
 // retries off, and the run's AbortSignal; retries are retry.ts's business.
 import type { drive_v3 } from '@googleapis/drive';
@@ -13,8 +13,6 @@ export interface CallOptions {
   rootUrl: string;
   retry: false;
   signal: AbortSignal;
-  responseType?: 'stream';
-  headers?: Record<string, string>;
 }
 
 export class DriveClient {
@@ -36,13 +34,10 @@ export class DriveClient {
     return this.auth.endpoints.rootUrl;
   }
 
-  opts(extra: Partial<CallOptions> = {}): CallOptions {
-    return { rootUrl: this.rootUrl, retry: false, signal: this.signal, ...extra };
-  }
-
   /** One idempotent metadata call under the retry policy. */
   async call<T>(what: string, fn: (o: CallOptions) => Promise<{ data: T }>, onNotFound?: () => T): Promise<T> {
-    const res = await withRetry(what, () => fn(this.opts()), {
+    const opts: CallOptions = { rootUrl: this.rootUrl, retry: false, signal: this.signal };
+    const res = await withRetry(what, () => fn(opts), {
       signal: this.signal,
       auth: this.auth,
       onRetry: this.onRetry,

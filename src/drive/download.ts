@@ -66,22 +66,25 @@ async function fetchInto(
   let reauthed = false;
   while (offset < f.size) {
     try {
-      const res = await drive.api.revisions.get(
-        { fileId: f.id, revisionId: f.revisionId, alt: 'media' },
-        drive.opts({ responseType: 'stream', headers: offset > 0 ? { Range: `bytes=${offset}-` } : {} }),
-      );
+      // Through the auth transport rather than the generated client, which forces
+      // `Accept-Encoding: gzip`: a compressed body would make byte ranges meaningless.
+      const res = await drive.raw<Readable>(`drive/v3/files/${encodeURIComponent(f.id)}/revisions/${encodeURIComponent(f.revisionId)}?alt=media`, {
+        method: 'GET',
+        responseType: 'stream',
+        headers: { 'Accept-Encoding': 'identity', ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) },
+        validateStatus: (s) => s === 200 || s === 206,
+      });
       reauthed = false;
       // A server that ignored Range (200) sends from byte 0: skip what we already have.
       let skip = 0;
       if (offset > 0) {
-        // The generated client types headers as a plain object; at run time they are fetch Headers.
-        const contentRange = (res.headers as unknown as Headers).get('content-range') ?? '';
+        const contentRange = res.headers.get('content-range') ?? '';
         if (res.status === 200) skip = offset;
         else if (!contentRange.startsWith(`bytes ${offset}-`)) {
           throw new BackupctlError(Exit.unavailable, `Drive answered a resumed download with Content-Range ${JSON.stringify(contentRange)}`);
         }
       }
-      for await (let chunk of withStallTimeout(res.data as unknown as Readable, STALL_MS)) {
+      for await (let chunk of withStallTimeout(res.data, STALL_MS)) {
         if (skip > 0) {
           const n = Math.min(skip, chunk.length);
           skip -= n;
