@@ -1,7 +1,7 @@
 // A directory as archive entries: a stable, byte-wise sorted walk that never follows symlinks.
 // Files are opened with O_NOFOLLOW and checked to be the inode that was listed; a file that
 // changes while read is stored as read and flagged.
-import { lstat, open, opendir, readlink } from 'node:fs/promises';
+import { lstat, open, opendir, readlink, type FileHandle } from 'node:fs/promises';
 import { constants, type BigIntStats } from 'node:fs';
 import { extname, join } from 'node:path';
 import { EntryType } from './format.js';
@@ -26,9 +26,14 @@ const STORED = new Set(
 
 const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 
-function fileContent(abs: string, listed: BigIntStats): () => Promise<OpenedContent> {
+/** Opened content that can be given back unread (a file opened ahead that nobody claimed). */
+interface FileContent extends OpenedContent {
+  discard(): Promise<void>;
+}
+
+function fileContent(abs: string, listed: BigIntStats): () => Promise<FileContent> {
   return async () => {
-    let fh;
+    let fh: FileHandle;
     try {
       fh = await open(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
@@ -44,39 +49,117 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<OpenedCont
     }
     let total = 0n;
     let changed = false;
-    // A yielded chunk is valid until the consumer asks for the next one: two buffers alternate,
-    // one being read into (on the thread pool) while the other is hashed and sealed.
+    // Two buffers alternate, one being read into (on the thread pool) while the other is hashed
+    // and sealed; a yielded chunk is valid until the consumer asks for the next one. The first
+    // read starts now, so a file opened ahead (see walkDirectory) has its data ready.
+    const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK), spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)];
+    let next = fh.read(bufs[0]!, 0, CHUNK, null);
+    next.catch(() => {}); // a read error is reported when the chunk is asked for
+    let released = false;
+    const release = async () => {
+      if (released) return;
+      released = true;
+      await next.catch(() => {}); // no read may still be filling a buffer that goes back to the pool
+      await fh.close();
+      if (spareBuffers.length < MAX_SPARE) spareBuffers.push(...bufs);
+    };
     async function* chunks(): AsyncGenerator<Uint8Array> {
-      const handle = fh!;
-      const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK), spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)];
-      let next = handle.read(bufs[0]!, 0, CHUNK, null);
       try {
         for (let k = 1; ; k ^= 1) {
           const { bytesRead, buffer } = await next;
           if (bytesRead === 0) break;
-          next = handle.read(bufs[k]!, 0, CHUNK, null);
+          next = fh.read(bufs[k]!, 0, CHUNK, null);
           total += BigInt(bytesRead);
           yield buffer.subarray(0, bytesRead);
         }
-        const after = await handle.stat({ bigint: true });
+        const after = await fh.stat({ bigint: true });
         changed = total !== listed.size || after.mtimeNs !== listed.mtimeNs || after.size !== listed.size || after.ctimeNs !== listed.ctimeNs;
       } catch (err) {
         throw ioError(err, abs, 'read');
       } finally {
-        await next.catch(() => {}); // no read may still be filling a buffer that goes back to the pool
-        await handle.close();
-        if (spareBuffers.length < MAX_SPARE) spareBuffers.push(...bufs);
+        await release();
       }
     }
-    return { chunks: chunks(), compressible: !STORED.has(extname(abs).toLowerCase()), changed: () => changed };
+    return { chunks: chunks(), compressible: !STORED.has(extname(abs).toLowerCase()), changed: () => changed, discard: release };
   };
+}
+
+/** Entries listed ahead of the consumer; once it opens files, the files among them are opened too. */
+const LOOKAHEAD = 8;
+
+interface Slot {
+  entry: SourceEntry;
+  opened: Promise<FileContent> | null;
+  claimed: boolean;
 }
 
 /**
  * Walk `root`; entry paths are relative with '/' separators. Special files (sockets, FIFOs,
  * devices) and unreadable directories are reported through `warn` and skipped.
+ *
+ * The listing runs LOOKAHEAD entries ahead, and once the consumer opens a file (the archive
+ * writer opens every one), the next files are opened and their first read started while the
+ * current one is hashed and sealed: thousands of small files would otherwise each cost several
+ * thread-pool round trips (lstat, open, fstat, read, close) with the main thread waiting. A file
+ * opened ahead and passed over without being opened is closed when the consumer moves on.
  */
 export async function* walkDirectory(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
+  const inner = listTree(root, warn, skipped);
+  const window: Array<Promise<IteratorResult<Slot>>> = [];
+  const listed: Slot[] = []; // in the window and already listed
+  let eager = false;
+  const openAhead = (s: Slot) => {
+    s.opened = (s.entry.open as () => Promise<FileContent>)();
+    s.opened.catch(() => {}); // a SkipEntry reaches the consumer when it opens the entry
+  };
+  const pull = () => {
+    const p = inner.next().then((r): IteratorResult<Slot> => {
+      if (r.done) return r;
+      const s: Slot = { entry: r.value, opened: null, claimed: false };
+      if (r.value.open) {
+        listed.push(s);
+        if (eager) openAhead(s);
+      }
+      return { done: false, value: s };
+    });
+    p.catch(() => {}); // a listing error reaches the consumer in its turn
+    window.push(p);
+  };
+  const discard = async (s: Slot) => {
+    if (s.opened && !s.claimed) await s.opened.then((c) => c.discard(), () => {});
+  };
+  try {
+    for (;;) {
+      while (window.length < LOOKAHEAD) pull();
+      const r = await window.shift()!;
+      if (r.done) return;
+      const s = r.value;
+      if (listed[0] === s) listed.shift();
+      if (!s.entry.open) {
+        yield s.entry;
+        continue;
+      }
+      yield {
+        ...s.entry,
+        open: () => {
+          s.claimed = true;
+          if (!eager) {
+            eager = true;
+            for (const l of listed) if (!l.opened) openAhead(l);
+          }
+          if (!s.opened) openAhead(s);
+          return s.opened!;
+        },
+      };
+      await discard(s);
+    }
+  } finally {
+    for (const p of window) await p.then((r) => (r.done ? undefined : discard(r.value)), () => {});
+  }
+}
+
+/** The walk itself: depth first, names in byte order, one lstat per name. */
+async function* listTree(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
   let rootSt;
   try {
     rootSt = await lstat(root, { bigint: true });
