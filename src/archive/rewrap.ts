@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { corruptError, ioError } from '../errors.js';
+import { BackupctlError, corruptError, ioError } from '../errors.js';
 import type { Recipient, Slot } from '../keys/types.js';
 import { syncDir } from '../util/fsutil.js';
 import { PAYLOAD_NONCE_LEN } from './format.js';
@@ -42,7 +42,8 @@ export interface RewrapResult {
 
 /**
  * Write `source` with a new header holding `slots` (each must wrap `fileKey`, the key the source
- * header verified with) and its payload copied byte for byte.
+ * header verified with) and its payload copied byte for byte. Every segment is authenticated
+ * first: a damaged archive is refused, not given a fresh header that would vouch for it.
  */
 export async function rewrapArchive(o: {
   source: ArchiveFile;
@@ -53,6 +54,14 @@ export async function rewrapArchive(o: {
   onProgress?: (p: { bytes: number; total: number }) => void;
 }): Promise<RewrapResult> {
   try {
+    o.source.attachKey(o.fileKey);
+    for (let i = 0; i < o.source.segmentCount; i++) {
+      o.signal?.throwIfAborted();
+      await o.source.segment(i).catch((err: unknown) => {
+        if (err instanceof BackupctlError) throw corruptError(`${o.source.path} is damaged (${err.message}): it was left as it is; backupctl verify names the affected files`, err.detail);
+        throw err;
+      });
+    }
     const { created, segmentSize, nonce, headerLength } = o.source.header;
     await o.sink.write(encodeHeader({ created, segmentSize, nonce, slots: o.slots }, o.fileKey));
     const h = createHash('sha256');

@@ -198,6 +198,21 @@ describe('rotate', () => {
     expect((await readdir(home)).filter((n) => n.includes('backupctl-tmp') || n.endsWith('.lock'))).toEqual([]);
   });
 
+  it('a damaged archive is refused (exit 5) by re-wrap and re-key alike, and left as it is', async () => {
+    const a = await archive();
+    const b = await readFile(a);
+    b[headerLength(b) + 70_000]! ^= 1; // inside the second 64K segment
+    await writeFile(a, b);
+    await newCode('C');
+    for (const args of [['--add-key', 'C'], ['--rekey'], ['--remove-key', 'B', '--no-rekey']]) {
+      const r = await cli(['rotate', a, ...args, '--recovery-code-file', codeA]);
+      expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(5);
+      expect(r.stderr).toMatch(/segment 1/);
+      expect((await readFile(a)).equals(b)).toBe(true);
+    }
+    expect((await readdir(home)).filter((n) => n.includes('backupctl-tmp'))).toEqual([]);
+  });
+
   it('-o writes the rotated archive elsewhere and leaves FILE as it was', async () => {
     const a = await archive();
     const before = await readFile(a);
