@@ -6,7 +6,7 @@ import { execa } from 'execa';
 import { chmod, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  NFC_NAME, NFD_NAME, STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli,
+  NFC_NAME, NFD_NAME, STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, runCliBytes,
   snapshot, startCli, type RecoveryCode, type SnapEntry,
 } from '../support/cli.js';
 
@@ -80,6 +80,17 @@ describe('round trip', () => {
     const r = await cli(['restore', '-', '-d', dest, ...withCode()], { inputFile: archive });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await snapshot(dest)).toEqual(srcSnap);
+  });
+
+  it('create -o - writes only the archive to stdout (messages go to stderr)', async () => {
+    const r = await runCliBytes(['create', src, '-o', '-'], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.subarray(0, 8).toString('latin1')).toBe('BKPCTL\r\n');
+    expect(r.stderr).toMatch(/^Wrote standard output: /);
+    const file = join(home, 'from-stdout.bkp');
+    await writeFile(file, r.stdout);
+    const v = await cli(['verify', '--json', file, ...withCode()]);
+    expect(onlyJson(v)).toMatchObject({ ok: true, entries: Object.keys(srcSnap).length });
   });
 
   it('create -o - piped into restore -', async () => {

@@ -42,37 +42,38 @@ function cliEnv(o: CliOptions): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: o.configDir, BACKUPCTL_CONFIG_DIR: o.configDir, ...(o.env ?? {}) };
 }
 
-/** Start the CLI without waiting (for signals, locks, pipes). Never rejects on a non-zero exit. */
-export function startCli(args: string[], o: CliOptions) {
-  return execa(process.execPath, [BIN, ...args], {
+/** How every run is started: no inherited environment, stdin never a terminal, a time limit. */
+function runOptions(o: CliOptions) {
+  return {
     reject: false,
     extendEnv: false,
     env: cliEnv(o),
     cwd: o.cwd,
     timeout: o.timeoutMs ?? 30_000,
     ...(o.inputFile ? { inputFile: o.inputFile } : o.input === null ? {} : { input: o.input ?? '' }),
-    stripFinalNewline: false,
-  });
+  } as const;
+}
+
+function checkTimeout(r: { timedOut: boolean }, args: string[]): void {
+  if (r.timedOut) throw new Error(`backupctl ${args.join(' ')} timed out (did it wait for stdin?)`);
+}
+
+/** Start the CLI without waiting (for signals, locks, pipes). Never rejects on a non-zero exit. */
+export function startCli(args: string[], o: CliOptions) {
+  return execa(process.execPath, [BIN, ...args], { ...runOptions(o), stripFinalNewline: false });
 }
 
 /** Run the CLI to completion: {exitCode, stdout, stderr} as text. */
 export async function runCli(args: string[], o: CliOptions): Promise<CliResult> {
   const r = await startCli(args, o);
-  if (r.timedOut) throw new Error(`backupctl ${args.join(' ')} timed out (did it wait for stdin?)`);
+  checkTimeout(r, args);
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
 /** Run the CLI with stdout captured as raw bytes (e.g. `create -o -`). */
 export async function runCliBytes(args: string[], o: CliOptions): Promise<{ exitCode: number; stdout: Buffer; stderr: string }> {
-  const r = await execa(process.execPath, [BIN, ...args], {
-    reject: false,
-    extendEnv: false,
-    env: cliEnv(o),
-    cwd: o.cwd,
-    timeout: o.timeoutMs ?? 30_000,
-    input: o.input ?? '',
-    encoding: 'buffer',
-  });
+  const r = await execa(process.execPath, [BIN, ...args], { ...runOptions(o), encoding: 'buffer' });
+  checkTimeout(r, args);
   return { exitCode: r.exitCode ?? -1, stdout: Buffer.from(r.stdout), stderr: Buffer.from(r.stderr).toString('utf8') };
 }
 
