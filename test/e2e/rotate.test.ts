@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
@@ -259,6 +259,23 @@ describe('rotate', () => {
 });
 
 describe('recovery-code rotate', () => {
+  it('--output writes the new code to a new 0600 file and prints no secret', async () => {
+    const out = `${configDir}-new-code`;
+    const r = await ok(['recovery-code', 'rotate', '--output', out, '--json']);
+    const j = JSON.parse(r.stdout);
+    expect(j.code).toBeUndefined();
+    expect(j).toMatchObject({ ok: true, output: out, retired: ['A', 'B'] });
+    const code = (await readFile(out, 'utf8')).trim();
+    expect(r.stdout + r.stderr).not.toContain(code);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
+    const check = await cli(['recovery-code', 'check', '--recovery-code-file', out]);
+    expect(check.exitCode, check.stderr).toBe(0);
+    const again = await cli(['recovery-code', 'rotate', '--output', out]);
+    expect(again.exitCode).toBe(6); // never overwrites; and the config keeps the code just made
+    expect((await cli(['recovery-code', 'check', '--recovery-code-file', out])).exitCode).toBe(0);
+  });
+
+
   it('replaces the code in the config and lists the archives that still open only with an old one', async () => {
     const dir = join(home, 'archives');
     await rm(dir, { recursive: true, force: true });
