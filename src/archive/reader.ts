@@ -71,10 +71,10 @@ export class ArchiveFile implements Archive {
   }
 
   /** Ciphertext of segments [first, first+count). */
-  private async readSealed(first: number, count: number): Promise<Buffer> {
+  private async readSealed(first: number, count: number, into?: Buffer): Promise<Buffer> {
     const start = this.header.headerLength + first * this.layout.sealedSize;
     const end = Math.min(this.size, start + count * this.layout.sealedSize);
-    const buf = Buffer.allocUnsafe(end - start);
+    const buf = into ? into.subarray(0, end - start) : Buffer.allocUnsafe(end - start);
     let off = 0;
     while (off < buf.length) {
       const { bytesRead } = await this.fh.read(buf, off, buf.length - off, start + off);
@@ -98,13 +98,18 @@ export class ArchiveFile implements Archive {
     const last = Math.floor((offset + length - 1) / seg);
     if (last >= this.layout.count) throw corruptError('a record points beyond the end of the payload');
     const BATCH = Math.max(1, Math.floor((4 << 20) / this.layout.sealedSize));
+    // Two batch buffers alternate: one is read into while the other's segments are opened (a
+    // batch is fully opened, into new plaintext buffers, before its buffer is read into again).
+    const bufs = [Buffer.allocUnsafe(BATCH * this.layout.sealedSize), Buffer.allocUnsafe(BATCH * this.layout.sealedSize)];
     let i = first;
-    let next: Promise<Buffer> | null = this.readSealed(i, Math.min(BATCH, last - i + 1));
+    let turn = 0;
+    let next: Promise<Buffer> | null = this.readSealed(i, Math.min(BATCH, last - i + 1), bufs[turn]);
     while (next) {
       const sealed = await next;
       const n = Math.ceil(sealed.length / this.layout.sealedSize);
       const after = i + n;
-      next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1)) : null;
+      turn ^= 1;
+      next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1), bufs[turn]) : null;
       for (let k = 0; k < n; k++, i++) {
         const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
         let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
