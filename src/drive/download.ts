@@ -12,7 +12,7 @@ import { readArchiveHeader } from '../archive/header.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, writeFileAtomic } from '../util/fsutil.js';
 import type { DriveClient } from './client.js';
-import { Backoff, classify } from './retry.js';
+import { Recovery } from './retry.js';
 
 /** What is being fetched: fixed before the first byte. */
 export interface PinnedFile {
@@ -62,8 +62,7 @@ async function fetchInto(
   write: (chunk: Buffer) => Promise<void>,
   onProgress?: (bytes: number) => void,
 ): Promise<void> {
-  const backoff = new Backoff(drive.signal, drive.onRetry);
-  let reauthed = false;
+  const recovery = new Recovery(drive.signal, drive.auth, drive.onRetry);
   while (offset < f.size) {
     try {
       // Through the auth transport rather than the generated client, which forces
@@ -74,7 +73,7 @@ async function fetchInto(
         headers: { 'Accept-Encoding': 'identity', ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) },
         validateStatus: (s) => s === 200 || s === 206,
       });
-      reauthed = false;
+      recovery.succeeded();
       // A server that ignored Range (200) sends from byte 0: skip what we already have.
       let skip = 0;
       if (offset > 0) {
@@ -95,24 +94,14 @@ async function fetchInto(
         for (const h of hashes) h.update(chunk);
         await write(chunk);
         offset += chunk.length;
-        backoff.reset();
+        recovery.progressed();
         onProgress?.(offset);
       }
       if (offset < f.size) throw Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
     } catch (err) {
-      if (drive.signal.aborted) throw drive.signal.reason;
-      const v = classify(err, 'download');
-      if (v.kind === 'fatal') throw v.error;
-      if (v.kind === 'notFound') {
+      if ((await recovery.recover(err, 'download')) === 'notFound') {
         throw new BackupctlError(Exit.unavailable, `${f.name} was deleted or replaced on Drive during the download: run pull again`);
       }
-      if (v.kind === 'reauth') {
-        if (reauthed) throw new BackupctlError(Exit.refused, 'Google Drive keeps refusing the access token: run backupctl drive login');
-        reauthed = true;
-        await drive.auth.refresh();
-        continue;
-      }
-      await backoff.wait(v);
     }
   }
 }

@@ -174,6 +174,57 @@ export interface Reauthenticator {
 }
 
 /**
+ * The recovery state of one operation (a metadata call, an upload, a download): consecutive
+ * failures for the backoff, and whether the token was just refreshed (a second 401 right after a
+ * refresh is fatal, not a loop).
+ */
+export class Recovery {
+  private readonly backoff: Backoff;
+  private reauthed = false;
+  constructor(
+    private readonly signal: AbortSignal,
+    private readonly auth: Reauthenticator,
+    onRetry?: (why: string, delayMs: number) => void,
+  ) {
+    this.backoff = new Backoff(signal, onRetry);
+  }
+
+  /** A request went through. */
+  succeeded(): void {
+    this.reauthed = false;
+  }
+
+  /** The operation moved forward: earlier failures no longer count towards giving up. */
+  progressed(): void {
+    this.backoff.reset();
+  }
+
+  /** A reply that is not an error but is no progress either (counts like a failure). */
+  stalled(why: string): Promise<void> {
+    return this.backoff.wait({ why });
+  }
+
+  /**
+   * After a failed request: throws when it is fatal (or interrupted); returns 'notFound' for the
+   * caller to decide; otherwise refreshes the token or waits out the backoff and returns 'again'.
+   */
+  async recover(err: unknown, what: string): Promise<'again' | 'notFound'> {
+    if (this.signal.aborted) throw this.signal.reason;
+    const v = classify(err, what);
+    if (v.kind === 'fatal') throw v.error;
+    if (v.kind === 'notFound') return 'notFound';
+    if (v.kind === 'reauth') {
+      if (this.reauthed) throw new BackupctlError(Exit.refused, 'Google Drive keeps refusing the access token: run backupctl drive login');
+      this.reauthed = true;
+      await this.auth.refresh();
+      return 'again';
+    }
+    await this.backoff.wait(v);
+    return 'again';
+  }
+}
+
+/**
  * Run one idempotent request under the policy. 404 returns `onNotFound()` (a usage error by
  * default: nothing by that id). Non-idempotent requests must not come here unless a repeat is harmless.
  */
@@ -182,26 +233,15 @@ export async function withRetry<T>(
   fn: () => Promise<T>,
   opts: { signal: AbortSignal; auth: Reauthenticator; onRetry?: (why: string, delayMs: number) => void; onNotFound?: () => T },
 ): Promise<T> {
-  const backoff = new Backoff(opts.signal, opts.onRetry);
-  let reauthed = false;
+  const recovery = new Recovery(opts.signal, opts.auth, opts.onRetry);
   for (;;) {
     try {
       return await fn();
     } catch (err) {
-      if (opts.signal.aborted) throw opts.signal.reason;
-      const v = classify(err, what);
-      if (v.kind === 'fatal') throw v.error;
-      if (v.kind === 'notFound') {
+      if ((await recovery.recover(err, what)) === 'notFound') {
         if (opts.onNotFound) return opts.onNotFound();
         throw new BackupctlError(Exit.usage, `not found on Google Drive (${what})`);
       }
-      if (v.kind === 'reauth') {
-        if (reauthed) throw new BackupctlError(Exit.refused, 'Google Drive keeps refusing the access token: run backupctl drive login');
-        reauthed = true;
-        await opts.auth.refresh();
-        continue;
-      }
-      await backoff.wait(v);
     }
   }
 }

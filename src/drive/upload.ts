@@ -8,7 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import type { DriveClient } from './client.js';
 import type { FileDigest } from './hash.js';
-import { Backoff, classify } from './retry.js';
+import { Recovery } from './retry.js';
 
 export const CHUNK_UNIT = 256 * 1024;
 export const DEFAULT_CHUNK = 8 * 1024 * 1024;
@@ -64,13 +64,14 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
     throw ioError(err, req.path, 'open');
   }
   const buf = Buffer.allocUnsafe(Math.min(req.chunkSize, Math.max(total, 1)));
-  const backoff = new Backoff(signal, drive.onRetry);
+  const recovery = new Recovery(signal, drive.auth, drive.onRetry);
   let uri = req.session;
   /** Bytes Drive is known to hold; null = unknown, ask before sending. */
   let acked: number | null = null;
   let sent = 0;
   let restarts = 0;
-  let reauthed = false;
+  /** Say once where a session left by an earlier run stands; retries within this run stay quiet. */
+  let announceResume = req.session !== null;
 
   const reply = (res: { status: number; data: unknown; headers: Headers }): ChunkReply =>
     res.status === 308 ? { done: false, acked: ackedFrom(res.headers.get('range')) } : { done: true, file: res.data as DriveFileResource };
@@ -129,23 +130,21 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
           phase = 'upload';
           r = await sendChunk(uri, acked);
         }
-        reauthed = false;
+        recovery.succeeded();
         if (r.done) return r.file;
         if (r.acked > total) throw new BackupctlError(Exit.unavailable, `Drive claims ${r.acked} bytes of a ${total}-byte file`);
         if (acked !== null && r.acked <= acked && phase === 'upload') {
           // Drive took none of the chunk: a failure like any other, so it cannot loop forever.
-          await backoff.wait({ why: 'Drive acknowledged none of the chunk' });
+          await recovery.stalled('Drive acknowledged none of the chunk');
         } else if (phase === 'upload') {
-          backoff.reset();
+          recovery.progressed();
         }
-        if (acked === null && r.acked > 0) req.onInfo?.(`resuming the upload at ${r.acked} of ${total} bytes`);
+        if (announceResume && r.acked > 0) req.onInfo?.(`resuming the upload at ${r.acked} of ${total} bytes`);
+        announceResume = false;
         acked = r.acked;
         req.onProgress?.(acked, sent);
       } catch (err) {
-        if (signal.aborted) throw signal.reason;
-        const v = classify(err, phase);
-        if (v.kind === 'fatal') throw v.error;
-        if (v.kind === 'notFound') {
+        if ((await recovery.recover(err, phase)) === 'notFound') {
           if (phase === 'upload session') throw new BackupctlError(Exit.refused, 'Drive refused to open an upload session (the destination folder is gone?)');
           if (++restarts > MAX_SESSION_RESTARTS) throw new BackupctlError(Exit.unavailable, 'Drive keeps expiring the upload session; try again later');
           req.onInfo?.('the upload session expired on Drive: starting again from the beginning');
@@ -154,14 +153,7 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
           await req.saveSession(null);
           continue;
         }
-        if (v.kind === 'reauth') {
-          if (reauthed) throw new BackupctlError(Exit.refused, 'Google Drive keeps refusing the access token: run backupctl drive login');
-          reauthed = true;
-          await drive.auth.refresh();
-          continue; // a chunk refused for its token was not stored: same offset, same bytes
-        }
-        await backoff.wait(v);
-        // After a 5xx, timeout or cut we do not know what Drive kept: ask it.
+        // After a 5xx, timeout, cut or refused token we do not know what Drive kept: ask it.
         if (uri) acked = null;
       }
     }

@@ -63,7 +63,10 @@ describe('download', () => {
     const media = fake.requests.filter((r) => r.on === 'media');
     expect(media).toHaveLength(4);
     expect(media[1]!.range).toMatch(/^bytes=\d+-$/);
-    expect(fake.downloadBytesSent).toBe(SIZE); // nothing fetched twice
+    // Each resume starts where the received bytes end; only what was in flight when a connection
+    // was cut (written by the server, lost in the socket) is fetched twice.
+    expect(fake.downloadBytesSent).toBeGreaterThanOrEqual(SIZE);
+    expect(fake.downloadBytesSent).toBeLessThan(SIZE + 3 * 256 * 1024);
   });
 
   it('retries 5xx, 429 and 403 rate limits on the media request', async () => {
