@@ -8,13 +8,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { rename } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { BackupctlError, corruptError, ioError } from '../errors.js';
 import type { Recipient, Slot } from '../keys/types.js';
 import { syncDir } from '../util/fsutil.js';
 import { PAYLOAD_NONCE_LEN } from './format.js';
 import { encodeHeader, readArchiveHeader, verifyMac } from './header.js';
-import type { Sink } from './output.js';
+import { openSink, type Sink } from './output.js';
 import { ArchiveFile } from './reader.js';
 import { payloadKey, SegmentSealer } from './stream.js';
 import { verifyArchive } from './verify.js';
@@ -114,6 +114,16 @@ export async function rekeyArchive(o: {
     throw err;
   }
 }
+
+/**
+ * Where an archive for `dest` waits while it is verified. One fixed name per destination (the
+ * caller holds the lock on `dest`): the writer's own temporary files beside it are named after
+ * it, so the next run's openSink(verifyingName) removes any that a killed run left behind.
+ */
+export const verifyingName = (dest: string) => join(dirname(dest), `.${basename(dest)}.backupctl-verify`);
+
+/** Open the sink for `verifyingName(dest)` (replacing a stale one a killed run left). */
+export const openVerifyingSink = (dest: string) => openSink(verifyingName(dest), { force: true });
 
 /**
  * Check the archive written at `tmp` before it takes its final name `dest` (atomic rename):

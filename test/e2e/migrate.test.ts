@@ -381,5 +381,16 @@ describe('streaming', () => {
     const r = await run;
     expect(r.exitCode).toBe(130);
     await expectNothingWritten(dir, before);
+
+    // Killed outright (no cleanup runs): the next run takes over the stale lock, removes the
+    // dead run's temporary file, and leaves only the archive.
+    const killed = start(['migrate-from-64-digit-key', src, '-o', out, '--key-file', keyFile, '--json']);
+    await new Promise<void>((res) => killed.stderr!.on('data', (d: Buffer) => String(d).includes('"progress"') && res()));
+    killed.kill('SIGKILL');
+    await killed;
+    expect((await readdir(dir)).filter((n) => !before.includes(n)).length).toBeGreaterThan(0); // debris
+    const again = await cli(['migrate-from-64-digit-key', src, '-o', out, '--key-file', keyFile]);
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect((await readdir(dir)).sort()).toEqual([...before, 'big.bkp'].sort());
   }, 240_000);
 });

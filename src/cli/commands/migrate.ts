@@ -9,10 +9,9 @@ import { open, stat, unlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
 import { writeArchive } from '../../archive/pack.js';
-import { openSink } from '../../archive/output.js';
 import { ArchiveFile } from '../../archive/reader.js';
-import { placeVerified } from '../../archive/rewrap.js';
-import { syncDir, tempNameFor, acquireLock } from '../../util/fsutil.js';
+import { openVerifyingSink, placeVerified, verifyingName } from '../../archive/rewrap.js';
+import { syncDir, acquireLock } from '../../util/fsutil.js';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
 import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
@@ -118,7 +117,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
   const aesKey = backupEncryptionKey(rootKey);
   rootKey.fill(0);
   const lock = await acquireLock(opts.output, opts.output);
-  const tmp = tempNameFor(opts.output);
+  const tmp = verifyingName(opts.output);
   const capture = capturingFileKey(recipients);
   const progress = await startProgress('migrate');
   const t0 = Date.now();
@@ -134,7 +133,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
     const res = await writeArchive({
       recipients: capture.recipients,
       entries: legacyEntries(src, aesKey, onWarning, skipped, ctx.signal),
-      sink: await openSink(tmp),
+      sink: await openVerifyingSink(opts.output),
       signal: ctx.signal,
       onWarning,
       onProgress: (p) => progress.update(p),

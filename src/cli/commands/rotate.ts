@@ -13,12 +13,11 @@ import type { Slot } from '../../keys/types.js';
 import { fingerprint, recipientTag } from '../../keys/x25519.js';
 import { generateRecoveryCode, RECOVERY_SLOT_TYPE, recoveryRecipientEntry } from '../../keys/recovery-code.js';
 import { b64decode, b64encode } from '../../util/base64.js';
-import { acquireLock, tempNameFor, type Lock } from '../../util/fsutil.js';
+import { acquireLock, type Lock } from '../../util/fsutil.js';
 import { MAGIC, MAX_SLOTS } from '../../archive/format.js';
 import { readArchiveHeader } from '../../archive/header.js';
 import { ArchiveFile } from '../../archive/reader.js';
-import { openSink } from '../../archive/output.js';
-import { placeVerified, rekeyArchive, rewrapArchive } from '../../archive/rewrap.js';
+import { openVerifyingSink, placeVerified, rekeyArchive, rewrapArchive, verifyingName } from '../../archive/rewrap.js';
 import { action, emitJson, info, warn, type RunContext } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
@@ -136,7 +135,7 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
     if (exists) throw new BackupctlError(Exit.io, `${o.output} already exists; choose another --output (or leave it out to replace ${file})`);
   }
   const locks: Lock[] = [];
-  const tmp = tempNameFor(dest);
+  const tmp = verifyingName(dest);
   let newCode: ReturnType<typeof freshCode> | null = null;
   let fileKey: Uint8Array | null = null;
   let newKey: Uint8Array | null = null;
@@ -170,12 +169,12 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
         source.attachKey(fileKey);
         const recipients = plan.target.map((m) => recipientFromEntry(m.entry!));
         slotTags = plan.target.map((m) => tagOf(m.entry!));
-        newKey = await rekeyArchive({ source, recipients, sink: await openSink(tmp), signal: ctx.signal, onProgress });
+        newKey = await rekeyArchive({ source, recipients, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
         await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, signal: ctx.signal });
       } else {
         const slots = plan.target.map((m) => m.slot ?? recipientFromEntry(m.entry!).wrap(fileKey!));
         slotTags = slots.map((s) => s.tag);
-        const { payloadSha256 } = await rewrapArchive({ source, fileKey, slots, sink: await openSink(tmp), signal: ctx.signal, onProgress });
+        const { payloadSha256 } = await rewrapArchive({ source, fileKey, slots, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
         await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
       }
       progress.stop();
