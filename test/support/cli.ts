@@ -4,7 +4,7 @@
 // so tests can assert "byte-identical" and "unchanged".
 import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmod, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, lutimes, mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -189,7 +189,10 @@ export async function writeTree(root: string, spec: TreeSpec): Promise<void> {
     const e = spec[p]!;
     const abs = join(root, p);
     const t = T0 + i * 3600.25;
-    if (e.type === 'symlink') continue; // a link's own mode and time are not part of the archive
+    if (e.type === 'symlink') {
+      await lutimes(abs, t, t); // a link's own mode means nothing on Linux; its time is restored
+      continue;
+    }
     await chmod(abs, e.mode);
     await utimes(abs, t, t);
   }
@@ -208,7 +211,7 @@ export async function makeExportTree(root: string): Promise<TreeSpec> {
 export interface SnapEntry {
   type: 'file' | 'dir' | 'symlink' | 'other';
   mode: number;
-  /** Milliseconds (files and dirs; symlinks: 0). */
+  /** Milliseconds (0 when the snapshot was taken without times). */
   mtimeMs: number;
   size: number;
   sha256?: string;
@@ -224,7 +227,7 @@ export async function snapshot(root: string, opts: { times?: boolean } = {}): Pr
       const r = rel ? `${rel}/${name}` : name;
       const st = await lstat(a);
       const type = st.isFile() ? 'file' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : 'other';
-      const e: SnapEntry = { type, mode: st.mode & 0o7777, mtimeMs: opts.times === false || type === 'symlink' ? 0 : Math.round(st.mtimeMs), size: type === 'dir' ? 0 : st.size };
+      const e: SnapEntry = { type, mode: st.mode & 0o7777, mtimeMs: opts.times === false ? 0 : Math.round(st.mtimeMs), size: type === 'dir' ? 0 : st.size };
       if (type === 'file') e.sha256 = createHash('sha256').update(await readFile(a)).digest('hex');
       if (type === 'symlink') {
         e.target = await readlink(a);
