@@ -13,7 +13,11 @@ export interface CallOptions {
   rootUrl: string;
   retry: false;
   signal: AbortSignal;
+  timeout: number;
 }
+
+/** A metadata request or an upload status probe that takes longer than this is treated as lost. */
+export const REQUEST_TIMEOUT_MS = 60_000;
 
 export class DriveClient {
   private constructor(
@@ -36,7 +40,7 @@ export class DriveClient {
 
   /** One idempotent metadata call under the retry policy. */
   async call<T>(what: string, fn: (o: CallOptions) => Promise<{ data: T }>, onNotFound?: () => T): Promise<T> {
-    const opts: CallOptions = { rootUrl: this.rootUrl, retry: false, signal: this.signal };
+    const opts: CallOptions = { rootUrl: this.rootUrl, retry: false, signal: this.signal, timeout: REQUEST_TIMEOUT_MS };
     const res = await withRetry(what, () => fn(opts), {
       signal: this.signal,
       auth: this.auth,

@@ -6,7 +6,7 @@
 // 200 with the file. The caller persists the session URI so a later run resumes.
 import { open, type FileHandle } from 'node:fs/promises';
 import { BackupctlError, Exit, ioError } from '../errors.js';
-import type { DriveClient } from './client.js';
+import { REQUEST_TIMEOUT_MS, type DriveClient } from './client.js';
 import type { FileDigest } from './hash.js';
 import { Recovery } from './retry.js';
 
@@ -85,6 +85,7 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
         'X-Upload-Content-Length': String(total),
       },
       data: JSON.stringify(req.metadata),
+      timeout: REQUEST_TIMEOUT_MS,
     });
     const location = res.headers.get('location');
     if (!location) throw new BackupctlError(Exit.unavailable, 'Drive opened an upload session without a Location');
@@ -92,7 +93,7 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
   };
 
   const probe = async (u: string): Promise<ChunkReply> =>
-    reply(await drive.raw(u, { method: 'PUT', headers: { 'Content-Range': `bytes */${total}` }, data: Buffer.alloc(0), validateStatus: (s) => (s >= 200 && s < 300) || s === 308 }));
+    reply(await drive.raw(u, { method: 'PUT', headers: { 'Content-Range': `bytes */${total}` }, data: Buffer.alloc(0), validateStatus: (s) => (s >= 200 && s < 300) || s === 308, timeout: REQUEST_TIMEOUT_MS }));
 
   const sendChunk = async (u: string, from: number): Promise<ChunkReply> => {
     const len = Math.min(req.chunkSize, total - from);
