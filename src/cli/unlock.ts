@@ -72,12 +72,17 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
   }
   if (!hasCodeSlots) throw noKeyError('this archive has no recovery-code slot; it opens only with an enrolled security key');
   const code = await readRecoveryCode(opts.recoveryCodeFile, signal);
-  const key = await recoveryIdentity(code).unwrap(slots);
+  const identity = recoveryIdentity(code);
+  const key = await identity.unwrap(slots);
   if (!key) {
-    // A slot tagged for this very code that does not open was damaged: "corrupt", not "wrong code".
+    // Tell a damaged slot from a slot for another code, so that "corrupt" (5) is not reported as
+    // "wrong code" (4): a slot tagged for this code that does not open was damaged, and so was one
+    // that opens once its tag is taken to be ours (accept() then fails on the header MAC).
     const tag = b64encode(recipientTag(RECOVERY_SLOT_TYPE, recoveryKeyPair(code).publicKey));
     const mine = slots.find((s) => s.type === RECOVERY_SLOT_TYPE && s.tag === tag);
     if (mine) throw corruptError(`the key slot "${mine.label}" is for this recovery code but does not open: the archive header was damaged or tampered with`);
+    const retagged = await identity.unwrap(slots.filter((s) => s.type === RECOVERY_SLOT_TYPE).map((s) => ({ ...s, tag })));
+    if (retagged) return accept(retagged);
     throw noKeyError('this recovery code does not open this archive (it is well-formed, but none of the archive\'s slots is for it)');
   }
   return accept(key);
