@@ -74,6 +74,7 @@ function damages(): Array<[string, () => Buffer]> {
     ['major version', () => Buffer.concat([good.subarray(0, 8), Buffer.of(9), good.subarray(9)])],
     ['header JSON: created', () => flip(good, inJson('"created"', 14))],
     ['header JSON: slot label', () => flip(good, inJson('"label"', 10))],
+    ['header JSON: slot tag', () => flip(good, inJson('"tag"', 8))],
     ['header JSON: slot share', () => flip(good, inJson('"share"', 12))],
     ['header JSON: slot body', () => flip(good, inJson('"body"', 12))],
     ['header JSON: segment size', () => flip(good, inJson('"segmentSize"', 15))],
