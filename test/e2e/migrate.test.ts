@@ -254,7 +254,7 @@ describe('failures: one clear line, the documented exit code, nothing written', 
     const r = await cli(['migrate-from-64-digit-key', src, '-o', join(dir, 'out.bkp'), ...args]);
     await expectNothingWritten(dir, before);
     expect(r.stdout).toBe('');
-    expect((r.stderr).trim().split('\n')).toHaveLength(1);
+    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
     return r;
   }
 
