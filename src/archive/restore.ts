@@ -7,7 +7,7 @@
 // see backupctl(1) "RESTORE SAFETY".
 import { constants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rm, rmdir, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
 import { EntryType, FOOTER_LEN } from './format.js';
 import { decodeFooter, decodeIndex, type EntryMeta, type IndexEntry } from './entries.js';
@@ -39,6 +39,13 @@ const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
 const secs = (ns: bigint) => Number(ns) / 1e9;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 const safeMode = (mode: number) => mode & 0o1777;
+/** Restore's write-behind bounds: decoded bytes not yet written, and staged files still open. */
+const MAX_UNWRITTEN = 32 << 20;
+const MAX_OPEN_FILES = 16;
+
+async function writeFully(fh: FileHandle, chunk: Buffer, at: number): Promise<void> {
+  for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, at + off)).bytesWritten;
+}
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
@@ -79,91 +86,133 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
 
-  const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
+  // Staged files are written behind the reading: the next records are decrypted, parsed and
+  // hashed while earlier files' writes, mode, times and close run on the thread pool (each
+  // file's operations in order). Bounded by decoded bytes not yet written and by open files.
+  const files = new Set<Promise<void>>();
+  let unwritten = 0;
+  let failure: unknown = null;
+  const fail = (err: unknown, target: string) => {
+    failure ??= (err as NodeJS.ErrnoException).code && !(err instanceof BackupctlError) ? ioError(err, target, 'write') : err;
+  };
+  const settle = async () => {
+    await Promise.allSettled(files);
+    if (failure) throw failure;
+  };
+  const madeDirs = new Set<string>([staging]);
+  const stagedDir = async (dir: string) => {
+    if (madeDirs.has(dir)) return; // one mkdir per directory, not one per file
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    madeDirs.add(dir);
+  };
+
+  /** A staged file: its operations queue behind one another; none throws (see `failure`). */
+  const stageFile = (target: string) => {
     let fh: FileHandle | null = null;
+    let tail: Promise<void> = open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).then(
+      (h) => void (fh = h),
+      (err: unknown) => fail(err, target),
+    );
+    return {
+      then(op: (fh: FileHandle) => Promise<unknown>): Promise<void> {
+        tail = tail.then(() => (failure ? undefined : op(fh!))).then(() => undefined, (err: unknown) => fail(err, target));
+        return tail;
+      },
+      close(): void {
+        const closed: Promise<void> = tail
+          .then(() => fh?.close())
+          .catch((err: unknown) => fail(err, target))
+          .finally(() => files.delete(closed));
+        files.add(closed);
+      },
+    };
+  };
+
+  const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
     const target = join(staging, head.path);
+    if (keep && head.type === EntryType.Dir) await stagedDir(target);
+    if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
+    await stagedDir(dirname(target));
+    const file = stageFile(target);
+    let pos = 0;
     try {
-      if (keep && head.type === EntryType.File) {
-        await mkdir(join(target, '..'), { recursive: true, mode: 0o700 });
-        fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).catch((err) => {
-          throw ioError(err, target, 'write');
-        });
-      } else if (keep && head.type === EntryType.Dir) {
-        await mkdir(target, { recursive: true, mode: 0o700 });
-      }
-      const h = fh;
       const meta = await reader.content(head, async (chunk) => {
         o.signal?.throwIfAborted();
-        if (h) {
-          let off = 0;
-          while (off < chunk.length) off += (await h.write(chunk, off, chunk.length - off)).bytesWritten;
-          bytes += chunk.length;
-        }
+        const at = pos;
+        pos += chunk.length;
+        bytes += chunk.length;
+        unwritten += chunk.length;
+        const written = file.then((fh) => writeFully(fh, chunk, at)).then(() => void (unwritten -= chunk.length));
+        if (unwritten > MAX_UNWRITTEN) await written;
+        if (failure) throw failure;
       });
-      if (h) {
-        await h.chmod(safeMode(meta.mode));
-        await h.utimes(secs(meta.mtimeNs), secs(meta.mtimeNs));
-      }
+      void file.then((fh) => fh.chmod(safeMode(meta.mode)));
+      void file.then((fh) => fh.utimes(secs(meta.mtimeNs), secs(meta.mtimeNs)));
       return meta;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code && !(err instanceof BackupctlError)) throw ioError(err, target, 'write');
-      throw err;
     } finally {
-      await fh?.close();
+      file.close();
+      while (files.size > MAX_OPEN_FILES && !failure) await Promise.race(files);
     }
   };
 
-  const a = o.archive;
-  if ('index' in a) {
-    // A file: read and check the whole index before writing anything.
-    const index = await a.index();
-    for (const e of index) guard.add(e.path, e.type);
-    const sel = index.filter((e) => wanted(e.path));
-    const full = sel.length === index.length;
-    const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
-      ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
-      : sel.map((e) => ({ entries: [e], offset: e.offset, length: e.length }));
-    for (const run of runs) {
-      const reader = new RecordReader(new StreamSource(a.range(run.offset, run.length)));
-      reader.src.position = run.offset;
-      for (const e of run.entries) {
-        const rec = await reader.next();
-        if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
-        const meta = await extractRecord(reader, rec.head, true);
-        if (!sameEntry(meta, e)) throw corruptError(`the index does not match the payload at ${e.path}`);
-        staged.push(meta);
-        o.onProgress?.({ bytes, entries: staged.length });
+  try {
+    const a = o.archive;
+    if ('index' in a) {
+      // A file: read and check the whole index before writing anything.
+      const index = await a.index();
+      for (const e of index) guard.add(e.path, e.type);
+      const sel = index.filter((e) => wanted(e.path));
+      const full = sel.length === index.length;
+      const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
+        ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
+        : sel.map((e) => ({ entries: [e], offset: e.offset, length: e.length }));
+      for (const run of runs) {
+        const reader = new RecordReader(new StreamSource(a.range(run.offset, run.length)));
+        reader.src.position = run.offset;
+        for (const e of run.entries) {
+          const rec = await reader.next();
+          if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
+          const meta = await extractRecord(reader, rec.head, true);
+          if (!sameEntry(meta, e)) throw corruptError(`the index does not match the payload at ${e.path}`);
+          staged.push(meta);
+          o.onProgress?.({ bytes, entries: staged.length });
+        }
       }
-    }
-    return staged;
-  }
-
-  // A pipe: check paths as they come, and the index against what was seen at the end.
-  const src = new StreamSource(a.plaintext());
-  const reader = new RecordReader(src);
-  const seen: Array<EntryMeta & { offset: number; length: number }> = [];
-  for (;;) {
-    const rec = await reader.next();
-    if (rec.kind === 'index') {
-      const rest = await src.rest();
-      if (rest.length < FOOTER_LEN) throw corruptError('payload too short to hold a footer');
-      const plainSize = src.position;
-      const footer = decodeFooter(rest.subarray(rest.length - FOOTER_LEN), plainSize);
-      const indexBody = rest.subarray(0, footer.indexLength - 1);
-      if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
-      const index = await decodeIndex(indexBody, footer.entryCount);
-      if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
-        throw corruptError('the index does not match the entries in the payload');
-      }
-      if (rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN).some((b) => b !== 0)) throw corruptError('padding is not zero');
+      await settle();
       return staged;
     }
-    guard.add(rec.head.path, rec.head.type);
-    const keep = wanted(rec.head.path);
-    const meta = await extractRecord(reader, rec.head, keep);
-    seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
-    if (keep) staged.push(meta);
-    o.onProgress?.({ bytes, entries: staged.length });
+
+    // A pipe: check paths as they come, and the index against what was seen at the end.
+    const src = new StreamSource(a.plaintext());
+    const reader = new RecordReader(src);
+    const seen: Array<EntryMeta & { offset: number; length: number }> = [];
+    for (;;) {
+      const rec = await reader.next();
+      if (rec.kind === 'index') {
+        const rest = await src.rest();
+        if (rest.length < FOOTER_LEN) throw corruptError('payload too short to hold a footer');
+        const plainSize = src.position;
+        const footer = decodeFooter(rest.subarray(rest.length - FOOTER_LEN), plainSize);
+        const indexBody = rest.subarray(0, footer.indexLength - 1);
+        if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
+        const index = await decodeIndex(indexBody, footer.entryCount);
+        if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
+          throw corruptError('the index does not match the entries in the payload');
+        }
+        if (rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN).some((b) => b !== 0)) throw corruptError('padding is not zero');
+        await settle();
+        return staged;
+      }
+      guard.add(rec.head.path, rec.head.type);
+      const keep = wanted(rec.head.path);
+      const meta = await extractRecord(reader, rec.head, keep);
+      seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
+      if (keep) staged.push(meta);
+      o.onProgress?.({ bytes, entries: staged.length });
+    }
+  } catch (err) {
+    await Promise.allSettled(files); // nothing may still be writing when staging is removed
+    throw err;
   }
 }
 
