@@ -23,6 +23,8 @@ const IV_LEN = 16;
 /** Real headers are ~130-200 bytes; anything near this is not a crypt15 file. */
 const MAX_HEADER = 4096;
 const READ_CHUNK = 256 * 1024;
+/** Inflated output arrives in pieces up to this size: the archive writer frames (and compresses) per piece. */
+const INFLATE_CHUNK = 1 << 20;
 
 /** key_type in BackupPrefix: 1 for crypt15 (end-to-end encrypted backup), 0 for crypt14. */
 export const KEY_TYPE_CRYPT15 = 1;
@@ -302,7 +304,7 @@ export async function decryptCrypt15(path: string, aesKey: Uint8Array, signal?: 
     kind,
     chunks: (async function* () {
       try {
-        for await (const chunk of Readable.from(all).compose(createInflate()) as AsyncIterable<Buffer>) yield chunk;
+        for await (const chunk of Readable.from(all).compose(createInflate({ chunkSize: INFLATE_CHUNK })) as AsyncIterable<Buffer>) yield chunk;
       } catch (err) {
         if (err instanceof BackupctlError || signal?.aborted) throw signal?.aborted ? signal.reason : err;
         throw await diagnose(path, header, aesKey, err as Error);
