@@ -32,7 +32,9 @@ export async function startProgress(label: string): Promise<Progress> {
       stop() {},
     };
   }
-  if (!process.stderr.isTTY) return { update() {}, stop() {} };
+  // A terminal that reports 0 columns (a pty nobody sized: script(1) under CI) would send ora
+  // into an endless line-clearing loop, hanging the command: no spinner there.
+  if (!process.stderr.isTTY || !process.stderr.columns) return { update() {}, stop() {} };
   const { default: ora } = await import('ora');
   const spinner = ora({ text: label, stream: process.stderr }).start();
   return {
