@@ -138,6 +138,35 @@ describe('the real WhatsApp sample', () => {
   });
 });
 
+// A real terminal: script(1) runs the CLI on a pseudo-terminal; the key is typed at the prompt.
+describe.runIf(process.platform === 'linux')('the 64-digit key typed at a terminal', () => {
+  it('is asked for with hidden input, accepted as typed (groups of four), never echoed', async () => {
+    requireInterop();
+    const out = join(home, 'typed.bkp');
+    const typed = SAMPLE_HEX.match(/.{4}/g)!.join(' ');
+    const cmd = `'${process.execPath}' '${BIN}' migrate-from-64-digit-key '${join(INTEROP, 'msgstore.db.crypt15')}' -o '${out}'`;
+    const child = execa('script', ['-qec', cmd, '/dev/null'], {
+      reject: false, timeout: 30_000, env: { BACKUPCTL_CONFIG_DIR: configDir, TERM: 'xterm' }, extendEnv: false,
+    });
+    let output = '';
+    let typedIt = false;
+    child.stdout!.on('data', (d: Buffer) => {
+      output += d.toString();
+      if (!typedIt && output.includes('64-digit key')) {
+        typedIt = true;
+        setTimeout(() => child.stdin!.write(`${typed}\r`), 300); // typed after the prompt is up
+      }
+    });
+    const r = await child;
+    expect(r.exitCode, output).toBe(0);
+    expect(output).toMatch(/WhatsApp 64-digit key \(spaces and dashes are ignored\)/);
+    expect(output).toMatch(/Wrote and verified .*typed\.bkp/);
+    expect(output).not.toContain(SAMPLE_HEX.slice(0, 4) + ' ' + SAMPLE_HEX.slice(4, 8)); // not echoed
+    await restore(out, join(home, 'typed-restored'));
+    expect(sha256(await readFile(join(home, 'typed-restored/msgstore.db')))).toBe(SAMPLE_SHA256);
+  });
+});
+
 describe('backupctl inspect on a crypt15 file', () => {
   it('shows the header without a key, and whether the MD5 footer matches', async () => {
     requireInterop();
