@@ -15,6 +15,7 @@ const CHUNK = 1 << 20;
  * itself (new pages to fault in and zero, then garbage to collect): about 0.8 s of CPU per GB.
  */
 const spareBuffers: Buffer[] = [];
+const EOF = Promise.resolve({ bytesRead: 0, buffer: Buffer.alloc(0) });
 const MAX_SPARE = 16;
 
 /** Extensions whose content is already compressed: stored, never run through the compressor. */
@@ -68,7 +69,9 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<FileConten
         for (let k = 1; ; k ^= 1) {
           const { bytesRead, buffer } = await next;
           if (bytesRead === 0) break;
-          next = fh.read(bufs[k]!, 0, CHUNK, null);
+          // A short read is the end of a regular file: most files fit in one chunk, and a read
+          // that would return 0 is not worth its round trip (growth is caught by the fstat below).
+          next = bytesRead < CHUNK ? EOF : fh.read(bufs[k]!, 0, CHUNK, null);
           total += BigInt(bytesRead);
           yield buffer.subarray(0, bytesRead);
         }
