@@ -41,6 +41,7 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
     BACKUPCTL_DRIVE_AUTH_URL: fake.authUrl,
     BACKUPCTL_DRIVE_ACCESS_TOKEN: token,
     BACKUPCTL_RETRY_BASE_MS: '5',
+    BACKUPCTL_DEBUG: '1', // an internal error (a bug) shows its stack in the failure message
     ...extra,
   };
 }
@@ -331,7 +332,7 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
     expect(onlyJson(byId)).toMatchObject({ id: mine.id, differsFromPushed: false });
 
     const rmName = await cli(['drive', 'rm', 'main.bkp']);
-    expect(rmName.exitCode).toBe(2);
+    expect(rmName.exitCode, rmName.stderr).toBe(2);
     expect(rmName.stderr).toContain(other.id);
     const rmId = await cli(['drive', 'rm', other.id]);
     expect(rmId.exitCode, rmId.stderr).toBe(0);
@@ -339,7 +340,8 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
   });
 
   it('warns when the file under a pushed name was replaced on Drive', async () => {
-    expect((await cli(['push', archive])).exitCode).toBe(0);
+    const pushed = await cli(['push', archive]);
+    expect(pushed.exitCode, pushed.stderr).toBe(0);
     const mine = onlyRemote('main.bkp');
     fake.replaceContent(mine.id, archiveLikeBytes(50_000));
     const q = await cli(['pull', 'main.bkp', '-o', join(home, 'swapped.bkp'), '--json']);
