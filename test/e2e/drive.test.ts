@@ -442,6 +442,46 @@ describe('OAuth login', () => {
     expect(fake.uploadBytesReceived - before).toBe(archiveBytes.length - 4 * MiB);
   });
 
+  /** Run `drive login` with no browser to open: it prints the consent URL, which `visit` then handles. */
+  async function loginWithoutBrowser(visit: (consentUrl: string) => Promise<void>) {
+    const child = startCli(['drive', 'login'], { configDir: oauthConfig, env: { ...loginEnv(), BACKUPCTL_BROWSER: '' }, timeoutMs: 60_000 });
+    let err = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+        const m = /^(http:\/\/127\.0\.0\.1:\d+\/auth\?\S+)$/m.exec(err);
+        if (m) resolve(m[1]!);
+      });
+      void child.then(() => reject(new Error(`login exited before printing the URL: ${err}`)));
+    });
+    expect(err).toMatch(/Open this address in a browser/);
+    await visit(url);
+    const r = await child;
+    return { exitCode: r.exitCode, stderr: String(r.stderr) };
+  }
+
+  it('prints the consent URL when no browser can be opened, ignores a redirect with the wrong state, and honours a refusal', async () => {
+    const ok = await loginWithoutBrowser(async (url) => {
+      const redirect = new URL(new URL(url).searchParams.get('redirect_uri')!);
+      redirect.searchParams.set('code', 'stolen');
+      redirect.searchParams.set('state', 'forged');
+      const forged = await fetch(redirect);
+      expect(forged.status).toBe(400); // not the sign-in it waits for: still waiting
+      expect((await fetch(url)).ok).toBe(true);
+    });
+    expect(ok.exitCode, ok.stderr).toBe(0);
+
+    const denied = await loginWithoutBrowser(async (url) => {
+      const u = new URL(url);
+      const redirect = new URL(u.searchParams.get('redirect_uri')!);
+      redirect.searchParams.set('error', 'access_denied');
+      redirect.searchParams.set('state', u.searchParams.get('state')!);
+      await fetch(redirect);
+    });
+    expect(denied.exitCode).toBe(8);
+    expect(denied.stderr).toMatch(/did not grant access \(access_denied\)/);
+  });
+
   it('logout revokes the refresh token at Google and deletes the local tokens', async () => {
     const live = fake.liveRefreshTokens;
     const r = await ocli(['drive', 'logout']);
