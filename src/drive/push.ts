@@ -16,6 +16,8 @@ export interface PushRequest {
   name?: string;
   space: Space;
   chunkSize: number;
+  /** Called once hashing and the listing are done and bytes are about to move. */
+  beforeUpload?(): Promise<void>;
   onProgress?(acked: number, total: number, sent: number): void;
   onInfo?(message: string): void;
 }
@@ -48,6 +50,7 @@ export async function push(drive: DriveClient, req: PushRequest): Promise<PushRe
 
   const store = new SessionStore(digest);
   const lock = await store.lock();
+  await req.beforeUpload?.();
   let sent = 0;
   try {
     const saved = await store.load();

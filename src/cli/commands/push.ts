@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { action, emitJson, info, warn } from '../run.js';
-import { startProgress } from '../progress.js';
+import { startProgress, type Progress } from '../progress.js';
 import { parseSize } from './create.js';
 import { addSpaceOption, fileJson, openDrive, spaceName, spaceOf } from './drive.js';
 
@@ -29,7 +29,7 @@ export function register(program: Command): void {
       if (chunkSize < CHUNK_UNIT || chunkSize % CHUNK_UNIT !== 0) throw usageError('--chunk-size must be a multiple of 256K');
       const space = spaceOf(opts);
       const drive = await openDrive(ctx);
-      const progress = await startProgress('push');
+      let progress: Progress | undefined;
       const t0 = Date.now();
       try {
         const r = await push(drive, {
@@ -37,10 +37,15 @@ export function register(program: Command): void {
           name: opts.name,
           space,
           chunkSize,
-          onProgress: (acked, total) => progress.update({ bytes: acked, total }),
+          beforeUpload: async () => {
+            progress = await startProgress('push');
+          },
+          // Counted from this run's start, so rate and ETA stay right when a push resumes:
+          // `total - (acked - sent)` is what this run has to send.
+          onProgress: (acked, total, sent) => progress?.update({ bytes: sent, total: total - Math.max(0, acked - sent) }),
           onInfo: (m) => info(m),
         });
-        progress.stop();
+        progress?.stop();
         await drive.auth.flush();
         if (r.sameName.length) {
           warn(`${r.sameName.length} other backup(s) named ${r.file.name} were already on Drive and are kept; the name now means this newest one (see backupctl drive list)`);
@@ -54,7 +59,7 @@ export function register(program: Command): void {
           info(`Pushed ${r.file.name} to ${spaceName(space)}: ${(r.file.size / 1e6).toFixed(1)} MB, MD5 checked by Drive, id ${r.file.id} (${seconds.toFixed(1)} s).`);
         }
       } catch (err) {
-        progress.stop();
+        progress?.stop();
         if (ctx.signal.aborted) info('Push interrupted: run the same command again to resume where Drive stopped.');
         throw err;
       }
