@@ -120,7 +120,7 @@ async function checkCode(json: boolean, opts: { recoveryCodeFile?: string }, sig
 }
 
 export function register(program: Command): void {
-  const rc = program.command('recovery-code').description('make and check recovery codes (a generated, written-down way to unlock)');
+  const rc = program.command('recovery-code').description('make, check and rotate recovery codes (a generated, written-down way to unlock)');
   rc.command('new')
     .description('generate a recovery code, record its public key in the config and show the code once')
     .option('--label <label>', 'name shown in archives and listings (default "recovery code YYYY-MM-DD")')
