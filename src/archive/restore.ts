@@ -49,12 +49,12 @@ async function writeFully(fh: FileHandle, chunk: Buffer, at: number): Promise<vo
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
-  let createdDest = false;
+  // mkdir -p; remember the topmost directory it made, to remove again on failure.
+  let createdDest: string | undefined;
   try {
-    await mkdir(o.dest);
-    createdDest = true;
+    createdDest = await mkdir(o.dest, { recursive: true });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, o.dest, 'create directory');
+    throw ioError(err, o.dest, 'create directory');
   }
   let dest: string;
   let staging: string | null = null;
@@ -72,7 +72,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     const files = staged.filter((e) => e.type === EntryType.File);
     return { entries: staged.length, files: files.length, bytes: files.reduce((a, e) => a + Number(e.size), 0), replaced };
   } catch (err) {
-    if (createdDest) await rm(o.dest, { recursive: true, force: true }).catch(() => {});
+    if (createdDest) await rm(createdDest, { recursive: true, force: true }).catch(() => {});
     throw err;
   } finally {
     if (staging) await rm(staging, { recursive: true, force: true }).catch(() => {});

@@ -1,7 +1,7 @@
 // A directory as archive entries: a stable, byte-wise sorted walk that never follows symlinks.
 // Files are opened with O_NOFOLLOW and checked to be the inode that was listed; a file that
 // changes while read is stored as read and flagged.
-import { lstat, open, opendir, readlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, type FileHandle } from 'node:fs/promises';
 import { constants, type BigIntStats } from 'node:fs';
 import { extname, join } from 'node:path';
 import { EntryType } from './format.js';
@@ -25,7 +25,7 @@ const STORED = new Set(
     .map((e) => '.' + e),
 );
 
-const byteOrder = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Opened content that can be given back unread (a file opened ahead that nobody claimed). */
 interface FileContent extends OpenedContent {
@@ -172,26 +172,27 @@ async function* listTree(root: string, warn: (msg: string) => void, skipped: { c
   if (!rootSt.isDirectory()) throw new BackupctlError(Exit.io, `${root} is not a directory`);
 
   async function* walk(absDir: string, rel: string): AsyncGenerator<SourceEntry> {
-    let names: string[];
+    let raw: Buffer[];
     try {
-      const dir = await opendir(absDir);
-      names = [];
-      for await (const d of dir) names.push(d.name);
+      raw = await readdir(absDir, { encoding: 'buffer' }); // raw bytes: tell real U+FFFD from bad UTF-8
     } catch (err) {
       if (rel === '') throw ioError(err, absDir, 'read');
       skipped.count++;
       warn(`skipped ${absDir}: ${ioError(err, absDir, 'read').message.replace(/^cannot read [^:]*: /, '')}`);
       return;
     }
-    names.sort(byteOrder);
-    for (const name of names) {
-      const abs = join(absDir, name);
-      const path = rel ? `${rel}/${name}` : name;
-      if (name.includes('\uFFFD')) {
+    raw.sort(Buffer.compare);
+    for (const bytes of raw) {
+      let name: string;
+      try {
+        name = strictUtf8.decode(bytes);
+      } catch {
         skipped.count++;
-        warn(`skipped ${abs}: its name is not valid UTF-8`);
+        warn(`skipped ${join(absDir, bytes.toString('utf8'))}: its name is not valid UTF-8`);
         continue;
       }
+      const abs = join(absDir, name);
+      const path = rel ? `${rel}/${name}` : name;
       let st: BigIntStats;
       try {
         st = await lstat(abs, { bigint: true });

@@ -118,3 +118,32 @@ describe('create: refusals and partial success', () => {
   });
 });
 
+
+describe('create: file names, and restore into a path that does not exist yet', () => {
+  it('a name that is not UTF-8 is skipped (exit 3); a name really containing U+FFFD is kept', async () => {
+    const dir = join(home, 'names');
+    await mkdir(dir);
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(Buffer.concat([Buffer.from(dir + '/bad-'), Buffer.from([0xff, 0xfe]), Buffer.from('.txt')]), 'latin-1 name');
+    await writeFile(join(dir, 'replacement-\uFFFD.txt'), 'a real U+FFFD');
+    const out = join(home, 'names.bkp');
+    const r = await cli(['create', dir, '-o', out]);
+    expect(r.exitCode, r.stderr).toBe(3);
+    expect(r.stderr).toMatch(/skipped .*bad-.*: its name is not valid UTF-8/);
+    const target = join(home, 'not', 'yet', 'there');
+    const x = await cli(['restore', out, '-d', target, ...code()]);
+    expect(x.exitCode, x.stderr).toBe(0);
+    expect(await readdir(target)).toEqual(['replacement-\uFFFD.txt']);
+  });
+
+  it('a failed restore into a missing a/b/c removes all it created', async () => {
+    const target = join(home, 'gone', 'deeper', 'dir');
+    const r = await cli(['restore', join(home, 'no-such.bkp'), '-d', target, ...code()]);
+    expect(r.exitCode).toBe(6);
+    const bad = join(home, 'bad.bkp');
+    await writeFile(bad, Buffer.concat([await readFile(join(home, 'names.bkp')), Buffer.from('garbage')]));
+    const t = await cli(['restore', bad, '-d', target, ...code()]);
+    expect(t.exitCode).toBe(5);
+    expect(await exists(join(home, 'gone'))).toBe(false);
+  });
+});
