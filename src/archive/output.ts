@@ -16,7 +16,7 @@ export interface Sink {
 }
 
 /** Bytes queued for writing before the producer waits. */
-const MAX_QUEUED = 16 << 20;
+const MAX_QUEUED = 4 << 20;
 
 /** Write all of `bufs` at `pos`, continuing after partial writes. */
 async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {

@@ -40,7 +40,7 @@ const secs = (ns: bigint) => Number(ns) / 1e9;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 const safeMode = (mode: number) => mode & 0o1777;
 /** Restore's write-behind bounds: decoded bytes not yet written, and staged files still open. */
-const MAX_UNWRITTEN = 32 << 20;
+const MAX_UNWRITTEN = 8 << 20;
 const MAX_OPEN_FILES = 16;
 
 async function writeFully(fh: FileHandle, chunk: Buffer, at: number): Promise<void> {

@@ -16,7 +16,7 @@ const CHUNK = 1 << 20;
  */
 const spareBuffers: Buffer[] = [];
 const EOF = Promise.resolve({ bytesRead: 0, buffer: Buffer.alloc(0) });
-const MAX_SPARE = 16;
+const MAX_SPARE = 8;
 
 /** Extensions whose content is already compressed: stored, never run through the compressor. */
 const STORED = new Set(
@@ -53,7 +53,7 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<FileConten
     // Two buffers alternate, one being read into (on the thread pool) while the other is hashed
     // and sealed; a yielded chunk is valid until the consumer asks for the next one. The first
     // read starts now, so a file opened ahead (see walkDirectory) has its data ready.
-    const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK), spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)];
+    const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)]; // a second one if the file needs it
     let next = fh.read(bufs[0]!, 0, CHUNK, null);
     next.catch(() => {}); // a read error is reported when the chunk is asked for
     let released = false;
@@ -71,6 +71,7 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<FileConten
           if (bytesRead === 0) break;
           // A short read is the end of a regular file: most files fit in one chunk, and a read
           // that would return 0 is not worth its round trip (growth is caught by the fstat below).
+          if (bytesRead === CHUNK && bufs.length === 1) bufs.push(spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK));
           next = bytesRead < CHUNK ? EOF : fh.read(bufs[k]!, 0, CHUNK, null);
           total += BigInt(bytesRead);
           yield buffer.subarray(0, bytesRead);
