@@ -15,8 +15,9 @@ const CHUNK = 1 << 20;
  * itself (new pages to fault in and zero, then garbage to collect): about 0.8 s of CPU per GB.
  */
 const spareBuffers: Buffer[] = [];
-const EOF = Promise.resolve({ bytesRead: 0, buffer: Buffer.alloc(0) });
 const MAX_SPARE = 8;
+/** Reads in flight for a file bigger than one chunk. */
+const READ_AHEAD = 3;
 
 /** Extensions whose content is already compressed: stored, never run through the compressor. */
 const STORED = new Set(
@@ -50,33 +51,49 @@ function fileContent(abs: string, listed: BigIntStats): () => Promise<FileConten
     }
     let total = 0n;
     let changed = false;
-    // Two buffers alternate, one being read into (on the thread pool) while the other is hashed
-    // and sealed; a yielded chunk is valid until the consumer asks for the next one. The first
-    // read starts now, so a file opened ahead (see walkDirectory) has its data ready.
-    const bufs = [spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK)]; // a second one if the file needs it
-    let next = fh.read(bufs[0]!, 0, CHUNK, null);
-    next.catch(() => {}); // a read error is reported when the chunk is asked for
+    // Reads run ahead of the consumer into a ring of buffers: one read for a file that fits in a
+    // chunk, READ_AHEAD for a bigger one (positional, so they overlap on the thread pool). A
+    // yielded chunk is valid until the consumer asks for the next one. The first read starts
+    // now, so a file opened ahead (see walkDirectory) has its data ready.
+    const depth = listed.size > BigInt(CHUNK) ? READ_AHEAD : 1;
+    const ring: Buffer[] = [];
+    const reads: Array<Promise<{ bytesRead: number; buffer: Buffer }>> = [];
+    let issued = 0;
+    const issue = () => {
+      const slot = issued % (depth + 1);
+      const buf = (ring[slot] ??= spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK));
+      const r = fh.read(buf, 0, CHUNK, issued * CHUNK);
+      r.catch(() => {}); // a read error is reported when its chunk is asked for
+      reads.push(r);
+      issued++;
+    };
+    issue();
+    // For a file that fits in one chunk, the fstat that checks for changes follows its read
+    // right away, so a file opened ahead is finished before its turn.
+    const statAfterRead = depth === 1 ? reads[0]!.then((r) => (r.bytesRead < CHUNK ? fh.stat({ bigint: true }) : null)) : null;
+    statAfterRead?.catch(() => {});
     let released = false;
     const release = async () => {
       if (released) return;
       released = true;
-      await next.catch(() => {}); // no read may still be filling a buffer that goes back to the pool
-      await fh.close();
-      if (spareBuffers.length < MAX_SPARE) spareBuffers.push(...bufs);
+      await Promise.allSettled(reads); // no read may still be filling a buffer that goes back to the pool
+      spareBuffers.push(...ring.slice(0, Math.max(0, MAX_SPARE - spareBuffers.length)));
+      await statAfterRead?.catch(() => {});
+      fh.close().catch(() => {}); // not waited for: nothing was written through it
     };
     async function* chunks(): AsyncGenerator<Uint8Array> {
       try {
-        for (let k = 1; ; k ^= 1) {
-          const { bytesRead, buffer } = await next;
+        for (;;) {
+          while (reads.length < depth) issue();
+          const { bytesRead, buffer } = await reads.shift()!;
           if (bytesRead === 0) break;
-          // A short read is the end of a regular file: most files fit in one chunk, and a read
-          // that would return 0 is not worth its round trip (growth is caught by the fstat below).
-          if (bytesRead === CHUNK && bufs.length === 1) bufs.push(spareBuffers.pop() ?? Buffer.allocUnsafe(CHUNK));
-          next = bytesRead < CHUNK ? EOF : fh.read(bufs[k]!, 0, CHUNK, null);
           total += BigInt(bytesRead);
           yield buffer.subarray(0, bytesRead);
+          // A short read is the end of a regular file: most files fit in one chunk, and a read
+          // that would return 0 is not worth its round trip (growth is caught by the fstat below).
+          if (bytesRead < CHUNK) break;
         }
-        const after = await fh.stat({ bigint: true });
+        const after = (await statAfterRead) ?? (await fh.stat({ bigint: true }));
         changed = total !== listed.size || after.mtimeNs !== listed.mtimeNs || after.size !== listed.size || after.ctimeNs !== listed.ctimeNs;
       } catch (err) {
         throw ioError(err, abs, 'read');
