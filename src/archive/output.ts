@@ -17,6 +17,12 @@ export interface Sink {
 
 /** Bytes queued for writing before the producer waits. */
 const MAX_QUEUED = 4 << 20;
+/**
+ * A background fdatasync is started every SYNC_EVERY bytes, so the disk writes the archive while
+ * it is produced and the fsync before the rename only waits for the last part (a single fsync
+ * at the end waited about 1.5 s per GB here, with nothing else to do).
+ */
+const SYNC_EVERY = 64 << 20;
 
 /** Write all of `bufs` at `pos`, continuing after partial writes. */
 async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
@@ -64,6 +70,8 @@ class FileSink implements Sink {
   private batch: Promise<void> | null = null;
   private failure: unknown = null;
   private done = false;
+  private syncing: Promise<void> | null = null;
+  private syncedUpTo = 0;
 
   constructor(
     private readonly fh: FileHandle,
@@ -90,6 +98,14 @@ class FileSink implements Sink {
         this.batch = writeAll(this.fh, batch, this.bytesWritten - this.queued);
         await this.batch;
         this.queued -= n;
+        const written = this.bytesWritten - this.queued;
+        if (!this.syncing && written - this.syncedUpTo >= SYNC_EVERY) {
+          this.syncedUpTo = written;
+          this.syncing = this.fh
+            .datasync()
+            .catch((err: unknown) => void (this.failure ??= ioError(err, this.path, 'write')))
+            .finally(() => (this.syncing = null));
+        }
       }
     } catch (err) {
       this.failure ??= ioError(err, this.path, 'write');
@@ -101,6 +117,7 @@ class FileSink implements Sink {
 
   async commit(): Promise<void> {
     await this.writing;
+    await this.syncing;
     if (this.failure) throw this.failure;
     try {
       await this.fh.sync();
@@ -117,6 +134,7 @@ class FileSink implements Sink {
     if (this.done) return;
     this.done = true;
     await this.writing;
+    await this.syncing;
     await this.fh.close().catch(() => {});
     await unlink(this.tmp).catch(() => {});
   }

@@ -16,6 +16,8 @@ const CHUNK = 1 << 20;
  */
 const spareBuffers: Buffer[] = [];
 const MAX_SPARE = 8;
+/** lstat calls in flight ahead of the entry being listed. */
+const STAT_AHEAD = 32;
 /** Reads in flight for a file bigger than one chunk. */
 const READ_AHEAD = 3;
 
@@ -200,20 +202,37 @@ async function* listTree(root: string, warn: (msg: string) => void, skipped: { c
       return;
     }
     raw.sort(Buffer.compare);
-    for (const bytes of raw) {
-      let name: string;
+    const names = raw.map((bytes) => {
       try {
-        name = strictUtf8.decode(bytes);
+        return strictUtf8.decode(bytes);
       } catch {
+        return null;
+      }
+    });
+    // lstat runs STAT_AHEAD names ahead: one at a time, each a thread-pool round trip behind the
+    // reads and writes queued there, the listing would set the pace of the whole archive.
+    const stats: Array<Promise<BigIntStats> | undefined> = [];
+    const statAhead = (from: number) => {
+      for (let j = from; j < Math.min(names.length, from + STAT_AHEAD); j++) {
+        if (stats[j] || names[j] === null) continue;
+        stats[j] = lstat(join(absDir, names[j]!), { bigint: true });
+        stats[j]!.catch(() => {}); // reported in its turn
+      }
+    };
+    for (let i = 0; i < raw.length; i++) {
+      const name = names[i];
+      if (name === null || name === undefined) {
         skipped.count++;
-        warn(`skipped ${join(absDir, bytes.toString('utf8'))}: its name is not valid UTF-8`);
+        warn(`skipped ${join(absDir, raw[i]!.toString('utf8'))}: its name is not valid UTF-8`);
         continue;
       }
+      statAhead(i);
       const abs = join(absDir, name);
       const path = rel ? `${rel}/${name}` : name;
       let st: BigIntStats;
       try {
-        st = await lstat(abs, { bigint: true });
+        st = await stats[i]!;
+        stats[i] = undefined;
       } catch (err) {
         skipped.count++;
         warn(`skipped ${abs}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(err, abs, 'read').message}`);
