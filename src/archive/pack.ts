@@ -7,7 +7,7 @@ import type { Recipient } from '../keys/types.js';
 import { encodeHeader } from './header.js';
 import { payloadKey, SegmentSealer } from './stream.js';
 import { Codec, DEFAULT_SEGMENT_SIZE, EntryType, FLAG_CHANGED, FOOTER_LEN, MAX_FRAME, PAYLOAD_NONCE_LEN, REC_ENTRY, REC_INDEX } from './format.js';
-import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, type EntryMeta, type IndexEntry } from './entries.js';
+import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, type EntryMeta } from './entries.js';
 import type { Sink } from './output.js';
 
 /** Entry content, opened just before its record is written. */
@@ -88,7 +88,9 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
     const sealer = new SegmentSealer(payloadKey(fileKey, nonce), segmentSize, (b) => o.sink.write(b));
     fileKey.fill(0);
 
-    const index: IndexEntry[] = [];
+    // Index entries are kept encoded (their bytes in Node's shared pool: ~200 bytes each with a
+    // 40-character path), not as objects with a Buffer and two bigints each (~530 bytes).
+    const index: Buffer[] = [];
     const res: PackResult = { entries: 0, files: 0, bytesIn: 0, plainSize: 0, archiveSize: 0, skipped: 0, changed: 0 };
     for await (const e of o.entries) {
       o.signal?.throwIfAborted();
@@ -126,14 +128,14 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
         }
         await sealer.write(encodeTail(meta));
       }
-      index.push({ ...meta, offset, length: sealer.position - offset });
+      index.push(encodeIndexEntry({ ...meta, offset, length: sealer.position - offset }));
       res.entries++;
       o.onProgress?.({ bytes: res.bytesIn, entries: res.entries, path: e.path });
     }
 
     const indexOffset = sealer.position;
     await sealer.write(Buffer.of(REC_INDEX));
-    for (const e of index) await sealer.write(encodeIndexEntry(e));
+    for (const e of index) await sealer.write(e);
     const indexLength = sealer.position - indexOffset;
     const unpadded = sealer.position + FOOTER_LEN;
     await sealer.zeros(padme(unpadded) - unpadded);
