@@ -232,9 +232,14 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
   // No-clobber pre-check so that the common conflict changes nothing at all.
   if (!force) {
     const clash: string[] = [];
-    for (const e of order) {
-      const st = await exists(join(dest, e.path));
-      if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
+    // Read-only, so the lstats run 64 at a time instead of one thread-pool round trip each.
+    for (let i = 0; i < order.length; i += 64) {
+      const batch = order.slice(i, i + 64);
+      const sts = await Promise.all(batch.map((e) => exists(join(dest, e.path))));
+      batch.forEach((e, k) => {
+        const st = sts[k];
+        if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
+      });
     }
     if (clash.length) {
       throw new BackupctlError(Exit.io, `${clash.length} entr${clash.length === 1 ? 'y' : 'ies'} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
