@@ -28,14 +28,7 @@ afterAll(async () => {
   await fake.stop();
   await rm(dir, { recursive: true, force: true });
 });
-beforeEach(() => {
-  process.env.BACKUPCTL_DRIVE_ROOT_URL = fake.rootUrl;
-  process.env.BACKUPCTL_DRIVE_TOKEN_URL = fake.tokenUrl;
-  process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN = fake.issueAccessToken();
-  process.env.BACKUPCTL_RETRY_BASE_MS = '5';
-  fake.requests.length = 0;
-  fake.downloadBytesSent = 0;
-});
+beforeEach(() => fake.useInThisProcess());
 
 const open = () => DriveClient.open(new AbortController().signal);
 function pinned(id: string): PinnedFile {

@@ -143,6 +143,17 @@ export class DriveFake {
   /** Media bytes the server wrote to sockets. */
   downloadBytesSent = 0;
   private faults: Fault[] = [];
+
+  /** Point this process's backupctl at the fake (fresh token, fast retries) and zero the counters. */
+  useInThisProcess(): void {
+    process.env.BACKUPCTL_DRIVE_ROOT_URL = this.rootUrl;
+    process.env.BACKUPCTL_DRIVE_TOKEN_URL = this.tokenUrl;
+    process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN = this.issueAccessToken();
+    process.env.BACKUPCTL_RETRY_BASE_MS = '5';
+    this.requests.length = 0;
+    this.uploadBytesReceived = 0;
+    this.downloadBytesSent = 0;
+  }
   private tokens = new Map<string, AccessToken>();
   private refreshTokens = new Map<string, { scopes: string[]; revoked: boolean }>();
   private codes = new Map<string, { challenge: string; redirectUri: string; scopes: string[]; used: boolean }>();
