@@ -24,6 +24,25 @@ const MAX_QUEUED = 4 << 20;
  */
 const SYNC_EVERY = 64 << 20;
 
+/**
+ * Buffers handed to a sink for good: nothing else holds them (the sealer's fresh ciphertext).
+ * Once written they are freed at once by detaching their memory, instead of waiting for the
+ * garbage collector: V8 lets about 64 MB of such external memory pile up before it collects,
+ * which was a third of create's peak RSS.
+ */
+const disposables = new WeakSet<Buffer>();
+
+/** Mark `buf` as the sink's to free once written; only a buffer that owns its whole memory. */
+export function disposable(buf: Buffer): Buffer {
+  if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) disposables.add(buf);
+  return buf;
+}
+
+function dispose(buf: Buffer): void {
+  // ArrayBuffer.prototype.transfer is ES2024 (Node 20+); the project's lib is ES2023.
+  if (disposables.delete(buf)) (buf.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
+}
+
 /** Write all of `bufs` at `pos`, continuing after partial writes. */
 async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
   while (bufs.length) {
@@ -95,8 +114,9 @@ class FileSink implements Sink {
         const batch = this.queue;
         const n = batch.reduce((a, b) => a + b.length, 0);
         this.queue = [];
-        this.batch = writeAll(this.fh, batch, this.bytesWritten - this.queued);
+        this.batch = writeAll(this.fh, [...batch], this.bytesWritten - this.queued);
         await this.batch;
+        batch.forEach(dispose);
         this.queued -= n;
         const written = this.bytesWritten - this.queued;
         if (!this.syncing && written - this.syncedUpTo >= SYNC_EVERY) {
@@ -144,7 +164,7 @@ class StdoutSink implements Sink {
   bytesWritten = 0;
   async write(buf: Buffer): Promise<void> {
     this.bytesWritten += buf.length;
-    if (!process.stdout.write(buf)) await new Promise<void>((res) => process.stdout.once('drain', res));
+    if (!process.stdout.write(buf, () => dispose(buf))) await new Promise<void>((res) => process.stdout.once('drain', res));
   }
   async commit(): Promise<void> {
     await new Promise<void>((res) => process.stdout.write('', () => res()));

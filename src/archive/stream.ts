@@ -8,6 +8,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError } from '../errors.js';
 import { INFO_PAYLOAD, TAG_LEN } from './format.js';
 import { ByteQueue } from '../util/bytequeue.js';
+import { disposable } from './output.js';
 
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return Buffer.from(hkdf(sha256, fileKey, nonce, INFO_PAYLOAD, 32));
@@ -98,7 +99,7 @@ export class SegmentSealer {
     const c = createCipheriv('aes-256-gcm', this.key, segmentNonce(this.index++, last));
     const ct = c.update(plain);
     c.final();
-    await this.emit(ct);
+    await this.emit(disposable(ct));
     await this.emit(c.getAuthTag());
   }
 
