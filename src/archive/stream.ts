@@ -49,6 +49,9 @@ export function segmentLayout(payloadBytes: number, segmentSize: number) {
   return { sealedSize, count, plainSize: (count - 1) * segmentSize + lastSealed - TAG_LEN };
 }
 
+/** Ciphertext bytes per cipher update() when sealing (see SegmentSealer.seal). */
+const SEAL_PIECE = 16 << 10;
+
 /**
  * Cuts a plaintext byte stream into segments and seals them. The last segment is only known
  * when the stream ends, so one full segment is always held back until more data arrives.
@@ -94,12 +97,16 @@ export class SegmentSealer {
     }
   }
 
-  /** Seal and emit as two writes, ciphertext then tag: concatenating them would copy the segment. */
+  /**
+   * Seal and emit the ciphertext piece by piece, then the tag: node:crypto allocates a new output
+   * buffer per update(), and small ones are recycled by the allocator while still in cache, where
+   * a 1 MiB one costs fresh pages each time (AES took 1.1 s of CPU per GB that way, 0.6 s in
+   * 16 KiB pieces). The sink frees each piece once written (see `disposable`).
+   */
   private async seal(last: boolean, plain: Buffer): Promise<void> {
     const c = createCipheriv('aes-256-gcm', this.key, segmentNonce(this.index++, last));
-    const ct = c.update(plain);
+    for (let off = 0; off < plain.length; off += SEAL_PIECE) await this.emit(disposable(c.update(plain.subarray(off, off + SEAL_PIECE))));
     c.final();
-    await this.emit(disposable(ct));
     await this.emit(c.getAuthTag());
   }
 
