@@ -5,8 +5,8 @@ import zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { ByteQueue } from '../util/bytequeue.js';
-import { Codec, EntryType, MAX_FRAME, REC_ENTRY, REC_INDEX } from './format.js';
-import { readHead, readTail, type ByteSource, type EntryMeta } from './entries.js';
+import { Codec, EntryType, FOOTER_LEN, MAX_FRAME, REC_ENTRY, REC_INDEX } from './format.js';
+import { decodeFooter, encodeIndexEntry, readHead, readTail, type ByteSource, type EntryMeta, type Footer } from './entries.js';
 
 /** A ByteSource over a stream of plaintext buffers. */
 export class StreamSource implements ByteSource {
@@ -36,15 +36,16 @@ export class StreamSource implements ByteSource {
     this.position += b.length;
     return b;
   }
-  /** Consume and return everything left. */
-  async rest(): Promise<Buffer> {
-    for (;;) {
+  /** The next bytes as they come (without copying), or null at the end of the payload. */
+  async next(): Promise<Buffer | null> {
+    if (this.q.length === 0) {
       const r = await this.it.next();
-      if (r.done) break;
+      if (r.done) return null;
       this.q.push(r.value);
     }
-    this.position += this.q.length;
-    return this.q.take(this.q.length);
+    const b = this.q.takeSome(this.q.length);
+    this.position += b.length;
+    return b;
   }
 }
 
@@ -128,4 +129,70 @@ export function sameEntry(a: EntryMeta, b: EntryMeta): boolean {
     a.type === b.type && a.path === b.path && a.mode === b.mode && a.mtimeNs === b.mtimeNs && a.codec === b.codec &&
     a.target === b.target && a.size === b.size && a.sha256.equals(b.sha256) && a.flags === b.flags
   );
+}
+
+/**
+ * What the index must be, built from the entries as they are met in the stream: the hash and
+ * length of their index records, so that the index can be checked against the payload in
+ * constant memory instead of keeping every entry until the index arrives. The encoding is
+ * canonical (backupctl-format(5) "PAYLOAD PLAINTEXT"), so equal bytes mean equal entries.
+ */
+export class ExpectedIndex {
+  private hash = createHash('sha256');
+  length = 0;
+  count = 0;
+  add(meta: EntryMeta, offset: number, length: number): void {
+    const rec = encodeIndexEntry({ ...meta, offset, length });
+    this.hash.update(rec);
+    this.length += rec.length;
+    this.count++;
+  }
+  digest(): Buffer {
+    return this.hash.digest();
+  }
+}
+
+const ZEROS = Buffer.alloc(64 << 10);
+function isZero(b: Buffer): boolean {
+  for (let o = 0; o < b.length; o += ZEROS.length) {
+    const part = b.subarray(o, o + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+}
+
+/**
+ * Everything after the index marker met at `markerOffset`, streamed: the index must be exactly
+ * `expected`, the padding all zeros, and the footer must point at this index.
+ */
+export async function checkIndexAndTail(src: StreamSource, markerOffset: number, expected: ExpectedIndex): Promise<Footer> {
+  const hash = createHash('sha256');
+  let indexLeft = expected.length;
+  // Every byte after the index but the last FOOTER_LEN is padding and must be zero; only the
+  // last FOOTER_LEN bytes seen so far are kept.
+  let last = Buffer.alloc(0);
+  for (let piece = await src.next(); piece; piece = await src.next()) {
+    if (indexLeft > 0) {
+      const part = piece.subarray(0, indexLeft);
+      hash.update(part);
+      indexLeft -= part.length;
+      piece = piece.subarray(part.length);
+    }
+    if (piece.length >= FOOTER_LEN) {
+      if (!isZero(last) || !isZero(piece.subarray(0, piece.length - FOOTER_LEN))) throw corruptError('padding is not zero');
+      last = Buffer.from(piece.subarray(piece.length - FOOTER_LEN));
+    } else if (piece.length > 0) {
+      const all = Buffer.concat([last, piece]);
+      const drop = Math.max(0, all.length - FOOTER_LEN);
+      if (!isZero(all.subarray(0, drop))) throw corruptError('padding is not zero');
+      last = all.subarray(drop);
+    }
+  }
+  if (indexLeft > 0 || last.length < FOOTER_LEN) throw corruptError('payload too short to hold the index and footer');
+  const footer = decodeFooter(last, src.position);
+  if (footer.indexOffset !== markerOffset) throw corruptError('the footer does not point at the index');
+  if (footer.indexLength !== expected.length + 1 || footer.entryCount !== expected.count || !hash.digest().equals(expected.digest())) {
+    throw corruptError('the index does not match the entries in the payload');
+  }
+  return footer;
 }

@@ -5,14 +5,14 @@
 // interruption leaves DEST as it was. Node has no openat(2), so the remaining window is a local
 // attacker who can write to DEST swapping a checked directory for a link during the commit:
 // see backupctl(1) "RESTORE SAFETY".
-import { constants } from 'node:fs';
-import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rm, rmdir, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from 'node:fs/promises';
+import { constants, rmSync } from 'node:fs';
+import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rmdir, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
-import { EntryType, FOOTER_LEN } from './format.js';
-import { decodeFooter, decodeIndex, type EntryMeta, type IndexEntry } from './entries.js';
+import { EntryType } from './format.js';
+import type { EntryMeta, IndexEntry } from './entries.js';
 import { PathGuard } from './paths.js';
-import { RecordReader, StreamSource, sameEntry } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, sameEntry } from './records.js';
 import type { ArchiveFile, ArchiveStream } from './reader.js';
 
 export interface RestoreOptions {
@@ -43,6 +43,18 @@ const safeMode = (mode: number) => mode & 0o1777;
 const MAX_UNWRITTEN = 8 << 20;
 const MAX_OPEN_FILES = 16;
 
+/**
+ * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
+ * promise version took 280 MB (a promise per entry, all at once) and three times as long.
+ */
+function removeTree(dir: string): void {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    /* best effort: what is left is named .backupctl-restore-* */
+  }
+}
+
 async function writeFully(fh: FileHandle, chunk: Buffer, at: number): Promise<void> {
   for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, at + off)).bytesWritten;
 }
@@ -72,10 +84,10 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     const files = staged.filter((e) => e.type === EntryType.File);
     return { entries: staged.length, files: files.length, bytes: files.reduce((a, e) => a + Number(e.size), 0), replaced };
   } catch (err) {
-    if (createdDest) await rm(createdDest, { recursive: true, force: true }).catch(() => {});
+    if (createdDest) removeTree(createdDest);
     throw err;
   } finally {
-    if (staging) await rm(staging, { recursive: true, force: true }).catch(() => {});
+    if (staging) removeTree(staging);
   }
 }
 
@@ -172,9 +184,8 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         for (const e of run.entries) {
           const rec = await reader.next();
           if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
-          const meta = await extractRecord(reader, rec.head, true);
-          if (!sameEntry(meta, e)) throw corruptError(`the index does not match the payload at ${e.path}`);
-          staged.push(meta);
+          if (!sameEntry(await extractRecord(reader, rec.head, true), e)) throw corruptError(`the index does not match the payload at ${e.path}`);
+          staged.push(e); // the index's own entry: no second copy of every entry
           o.onProgress?.({ bytes, entries: staged.length });
         }
       }
@@ -185,28 +196,18 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     // A pipe: check paths as they come, and the index against what was seen at the end.
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
-    const seen: Array<EntryMeta & { offset: number; length: number }> = [];
+    const expected = new ExpectedIndex();
     for (;;) {
       const rec = await reader.next();
       if (rec.kind === 'index') {
-        const rest = await src.rest();
-        if (rest.length < FOOTER_LEN) throw corruptError('payload too short to hold a footer');
-        const plainSize = src.position;
-        const footer = decodeFooter(rest.subarray(rest.length - FOOTER_LEN), plainSize);
-        const indexBody = rest.subarray(0, footer.indexLength - 1);
-        if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
-        const index = await decodeIndex(indexBody, footer.entryCount);
-        if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
-          throw corruptError('the index does not match the entries in the payload');
-        }
-        if (rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN).some((b) => b !== 0)) throw corruptError('padding is not zero');
+        await checkIndexAndTail(src, rec.offset, expected);
         await settle();
         return staged;
       }
       guard.add(rec.head.path, rec.head.type);
       const keep = wanted(rec.head.path);
       const meta = await extractRecord(reader, rec.head, keep);
-      seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
+      expected.add(meta, rec.offset, src.position - rec.offset);
       if (keep) staged.push(meta);
       o.onProgress?.({ bytes, entries: staged.length });
     }

@@ -5,9 +5,9 @@ import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
-import { EntryType, FOOTER_LEN } from './format.js';
+import { EntryType } from './format.js';
 import type { IndexEntry } from './entries.js';
-import { RecordReader, StreamSource, sameEntry } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail } from './records.js';
 import { PathGuard } from './paths.js';
 import type { ArchiveFile } from './reader.js';
 
@@ -50,33 +50,33 @@ async function survey(a: ArchiveFile, first: Error): Promise<never> {
   });
 }
 
-export async function verifyArchive(a: ArchiveFile, onProgress?: (p: { bytes: number; entries: number }) => void, signal?: AbortSignal): Promise<VerifyResult & { index: IndexEntry[] }> {
+/**
+ * Authenticate and parse the whole payload in one pass. Memory grows only with the path checks
+ * (one key per entry): the index is checked against a running hash of the entries met
+ * (ExpectedIndex), not against a second copy of every entry.
+ */
+type Progress = (p: { bytes: number; entries: number }) => void;
+/** With `withIndex` (the default), the index is decoded once everything has verified, and returned. */
+export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signal?: AbortSignal, withIndex?: true): Promise<VerifyResult & { index: IndexEntry[] }>;
+export async function verifyArchive(a: ArchiveFile, onProgress: Progress | undefined, signal: AbortSignal | undefined, withIndex: false): Promise<VerifyResult>;
+export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signal?: AbortSignal, withIndex = true): Promise<VerifyResult & { index?: IndexEntry[] }> {
   const res: VerifyResult = { entries: 0, files: 0, bytes: 0, segments: a.segmentCount, changedWhileRead: [] };
   try {
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
-    const seen: IndexEntry[] = [];
+    const expected = new ExpectedIndex();
     const guard = new PathGuard(); // an archive that restore would refuse does not verify either
+    const count = (chunk: Buffer) => void (res.bytes += chunk.length);
     for (;;) {
       signal?.throwIfAborted();
       const rec = await reader.next();
       if (rec.kind === 'index') {
-        const footer = await a.footer();
-        if (footer.indexOffset !== rec.offset) throw corruptError('the footer does not point at the index');
-        const index = await a.index(footer);
-        if (index.length !== seen.length || !index.every((e, i) => sameEntry(e, seen[i]!) && e.offset === seen[i]!.offset && e.length === seen[i]!.length)) {
-          throw corruptError('the index does not match the entries in the payload');
-        }
-        const rest = await src.rest();
-        const padding = rest.subarray(footer.indexLength - 1, rest.length - FOOTER_LEN);
-        if (padding.some((b) => b !== 0)) throw corruptError('padding is not zero');
-        return { ...res, index };
+        const footer = await checkIndexAndTail(src, rec.offset, expected);
+        return withIndex ? { ...res, index: await a.index(footer) } : res;
       }
       guard.add(rec.head.path, rec.head.type);
-      const meta = await reader.content(rec.head, (chunk) => {
-        res.bytes += chunk.length;
-      });
-      seen.push({ ...meta, offset: rec.offset, length: src.position - rec.offset });
+      const meta = await reader.content(rec.head, count);
+      expected.add(meta, rec.offset, src.position - rec.offset);
       res.entries++;
       if (meta.type === EntryType.File) res.files++;
       if (meta.flags & 1) res.changedWhileRead.push(meta.path);
