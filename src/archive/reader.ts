@@ -85,7 +85,7 @@ export class ArchiveFile implements Archive {
   }
 
   /** Decrypt one segment (throws a corrupt error naming it when it does not authenticate). */
-  async segment(i: number): Promise<Buffer[]> {
+  async segment(i: number): Promise<Buffer> {
     const sealed = await this.readSealed(i, 1);
     return openSegment(this.key!, i, i === this.layout.count - 1, sealed);
   }
@@ -112,13 +112,12 @@ export class ArchiveFile implements Archive {
       next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1), bufs[turn]) : null;
       for (let k = 0; k < n; k++, i++) {
         const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
-        let at = i * seg; // plaintext offset of the piece
-        for (const piece of openSegment(this.key!, i, i === this.layout.count - 1, part)) {
-          const lo = Math.max(offset - at, 0);
-          const hi = Math.min(offset + length - at, piece.length);
-          at += piece.length;
-          if (hi > lo) yield lo !== 0 || hi !== piece.length ? piece.subarray(lo, hi) : piece;
-        }
+        let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
+        const segStart = i * seg;
+        const lo = Math.max(offset - segStart, 0);
+        const hi = Math.min(offset + length - segStart, plain.length);
+        if (lo !== 0 || hi !== plain.length) plain = plain.subarray(lo, hi);
+        yield plain;
       }
     }
   }

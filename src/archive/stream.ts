@@ -14,15 +14,6 @@ export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return Buffer.from(hkdf(sha256, fileKey, nonce, INFO_PAYLOAD, 32));
 }
 
-/**
- * Bytes per cipher update(): node:crypto allocates a new output buffer per call, and 1 MiB ones
- * are costly (see SegmentSealer.seal). Sealed pieces are freed as soon as written and recycled
- * while in cache, so they are small; opened pieces go to consumers that hold them (restore's
- * write-behind writes each), so they are larger: at 16 KiB, restore did four times the writes.
- */
-const SEAL_PIECE = 16 << 10;
-const OPEN_PIECE = 64 << 10;
-
 function segmentNonce(index: number, last: boolean): Buffer {
   const n = Buffer.alloc(12);
   // 88-bit counter; a JS number is exact to 2^53, far beyond any real archive's segment count.
@@ -32,28 +23,20 @@ function segmentNonce(index: number, last: boolean): Buffer {
   return n;
 }
 
-/**
- * Decrypt one segment, as plaintext pieces of OPEN_PIECE bytes (with one 1 MiB output buffer per
- * segment, V8 let about 35 MB more pile up before collecting). Nothing is returned before the
- * whole segment authenticates; throws a "corrupt" error naming the segment when it does not.
- */
-export function openSegment(key: Buffer, index: number, last: boolean, sealed: Uint8Array): Buffer[] {
+/** Decrypt one segment; throws a "corrupt" error naming the segment when it does not authenticate. */
+export function openSegment(key: Buffer, index: number, last: boolean, sealed: Uint8Array): Buffer {
   if (sealed.length < TAG_LEN || (!last && sealed.length === TAG_LEN)) {
     throw corruptError(`payload segment ${index} is truncated`, { segment: index });
   }
   const d = createDecipheriv('aes-256-gcm', key, segmentNonce(index, last));
-  const ctLen = sealed.length - TAG_LEN;
-  d.setAuthTag(Buffer.from(sealed.buffer, sealed.byteOffset + ctLen, TAG_LEN));
-  const pieces: Buffer[] = [];
-  for (let off = 0; off < ctLen; off += OPEN_PIECE) {
-    pieces.push(d.update(Buffer.from(sealed.buffer, sealed.byteOffset + off, Math.min(OPEN_PIECE, ctLen - off))));
-  }
+  d.setAuthTag(Buffer.from(sealed.buffer, sealed.byteOffset + sealed.length - TAG_LEN, TAG_LEN));
+  const out = d.update(Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length - TAG_LEN));
   try {
     d.final();
   } catch {
     throw corruptError(`payload segment ${index} failed authentication (damaged, tampered, truncated or reordered)`, { segment: index });
   }
-  return pieces;
+  return out;
 }
 
 /** Geometry of a payload of `payloadBytes` ciphertext bytes with `segmentSize` plaintext segments. */
@@ -65,6 +48,9 @@ export function segmentLayout(payloadBytes: number, segmentSize: number) {
   if (lastSealed <= TAG_LEN) throw corruptError('payload ends in an empty segment (truncated or extended)');
   return { sealedSize, count, plainSize: (count - 1) * segmentSize + lastSealed - TAG_LEN };
 }
+
+/** Ciphertext bytes per cipher update() when sealing (see SegmentSealer.seal). */
+const SEAL_PIECE = 16 << 10;
 
 /**
  * Cuts a plaintext byte stream into segments and seals them. The last segment is only known
@@ -164,8 +150,8 @@ export async function* openStream(
   for await (const chunk of sealedChunks) {
     q.push(chunk);
     // Open as non-final only segments that have at least one byte after them.
-    while (q.length > sealedSize) yield* openSegment(key, index++, false, q.take(sealedSize));
+    while (q.length > sealedSize) yield openSegment(key, index++, false, q.take(sealedSize));
   }
   if (q.length === 0) throw corruptError(index === 0 ? 'archive has no payload (truncated)' : 'payload ends without a final segment (truncated)');
-  yield* openSegment(key, index, true, q.take(q.length));
+  yield openSegment(key, index, true, q.take(q.length));
 }
