@@ -140,42 +140,79 @@ export class BufferSource implements ByteSource {
   }
 }
 
+/** Every byte of an index record but its path and target. */
+const FIXED = 16 + 3 + 4 + 8 + 1 + 2 + TAIL_LEN;
+
 /**
- * Decode the index region (after its 'I' byte) into entries. Parsed in place, synchronously,
- * with no intermediate objects: for 100,000 entries the per-field reads and views used to make
- * several times the index's own size in garbage. The SHA-256 fields are views of one buffer.
+ * Decodes the index region (after its 'I' byte) as it arrives, in pieces of any size. Records
+ * are parsed in place, synchronously, with no intermediate objects: for 100,000 entries the
+ * per-field reads, views and promises used to make several times the index's own size in
+ * garbage. The SHA-256 fields are views of one buffer; only a record split between two pieces
+ * is copied.
  */
-export async function decodeIndex(body: Buffer, count: number): Promise<IndexEntry[]> {
-  const FIXED = 16 + 3 + 4 + 8 + 1 + 2 + TAIL_LEN; // every byte of a record but path and target
-  if (count > body.length / FIXED) throw corruptError('index is truncated');
-  const out: IndexEntry[] = new Array(count);
-  const hashes = Buffer.allocUnsafe(count * 32);
-  let o = 0;
-  for (let i = 0; i < count; i++) {
-    if (o + FIXED > body.length) throw corruptError('index is truncated');
-    const offset = Number(body.readBigUInt64BE(o));
-    const length = Number(body.readBigUInt64BE(o + 8));
-    const type = checkType(body[o + 16]!);
-    const pathLen = checkPathLen(body.readUInt16BE(o + 17));
-    o += 19;
-    if (o + pathLen + FIXED - 19 > body.length) throw corruptError('index is truncated');
-    const path = decodePath(body.subarray(o, (o += pathLen)));
-    const mode = body.readUInt32BE(o);
-    const mtimeNs = body.readBigInt64BE(o + 4);
-    const codec = body[o + 12]!;
-    const targetLen = checkTargetLen(body.readUInt16BE(o + 13), path);
-    o += 15;
-    if (o + targetLen + TAIL_LEN > body.length) throw corruptError('index is truncated');
-    const target = decodeTarget(body.subarray(o, (o += targetLen)), path);
-    checkCodecMode(codec, mode, path);
-    const size = body.readBigUInt64BE(o);
-    body.copy(hashes, i * 32, o + 8, o + 40);
-    const flags = body[o + 40]!;
-    o += TAIL_LEN;
-    out[i] = { type, path, mode, mtimeNs, codec, target, size, sha256: hashes.subarray(i * 32, i * 32 + 32), flags, offset, length };
+export class IndexDecoder {
+  private readonly out: IndexEntry[];
+  private readonly hashes: Buffer;
+  private carry: Buffer | null = null;
+  private n = 0;
+
+  constructor(private readonly count: number, indexLength: number) {
+    if (count > indexLength / FIXED) throw corruptError('index is truncated');
+    this.out = new Array(count);
+    this.hashes = Buffer.allocUnsafe(count * 32);
   }
-  if (o !== body.length) throw corruptError('index has trailing bytes');
-  return out;
+
+  push(piece: Buffer): void {
+    const buf = this.carry ? Buffer.concat([this.carry, piece]) : piece;
+    const used = this.decode(buf);
+    this.carry = used < buf.length ? Buffer.from(buf.subarray(used)) : null;
+  }
+
+  end(): IndexEntry[] {
+    if (this.n < this.count) throw corruptError('index is truncated');
+    if (this.carry) throw corruptError('index has trailing bytes');
+    return this.out;
+  }
+
+  /** Decode whole records from `b`; returns how many bytes they took. */
+  private decode(b: Buffer): number {
+    let o = 0;
+    while (this.n < this.count) {
+      const start = o;
+      // Return at a record that is not all here yet: the rest comes with the next piece.
+      if (o + FIXED > b.length) return start;
+      const type = checkType(b[o + 16]!);
+      const pathLen = checkPathLen(b.readUInt16BE(o + 17));
+      if (o + FIXED + pathLen > b.length) return start;
+      const targetLen = b.readUInt16BE(o + 19 + pathLen + 13);
+      if (targetLen <= MAX_PATH_BYTES && o + FIXED + pathLen + targetLen > b.length) return start;
+      const offset = Number(b.readBigUInt64BE(o));
+      const length = Number(b.readBigUInt64BE(o + 8));
+      o += 19;
+      const path = decodePath(b.subarray(o, (o += pathLen)));
+      checkTargetLen(targetLen, path);
+      const mode = b.readUInt32BE(o);
+      const mtimeNs = b.readBigInt64BE(o + 4);
+      const codec = b[o + 12]!;
+      o += 15;
+      const target = decodeTarget(b.subarray(o, (o += targetLen)), path);
+      checkCodecMode(codec, mode, path);
+      const size = b.readBigUInt64BE(o);
+      const i = this.n++;
+      b.copy(this.hashes, i * 32, o + 8, o + 40);
+      const flags = b[o + 40]!;
+      o += TAIL_LEN;
+      this.out[i] = { type, path, mode, mtimeNs, codec, target, size, sha256: this.hashes.subarray(i * 32, i * 32 + 32), flags, offset, length };
+    }
+    return o;
+  }
+}
+
+/** Decode the whole index region (after its 'I' byte) held in one buffer. */
+export async function decodeIndex(body: Buffer, count: number): Promise<IndexEntry[]> {
+  const d = new IndexDecoder(count, body.length);
+  d.push(body);
+  return d.end();
 }
 
 export interface Footer {

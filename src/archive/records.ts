@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { ByteQueue } from '../util/bytequeue.js';
 import { Codec, EntryType, FOOTER_LEN, MAX_FRAME, REC_ENTRY, REC_INDEX } from './format.js';
-import { decodeFooter, encodeIndexEntry, readHead, readTail, type ByteSource, type EntryMeta, type Footer } from './entries.js';
+import { IndexDecoder, decodeFooter, encodeIndexEntry, readHead, readTail, type ByteSource, type EntryMeta, type Footer, type IndexEntry } from './entries.js';
+import type { ArchiveFile } from './reader.js';
 
 /** A ByteSource over a stream of plaintext buffers. */
 export class StreamSource implements ByteSource {
@@ -195,4 +196,23 @@ export async function checkIndexAndTail(src: StreamSource, markerOffset: number,
     throw corruptError('the index does not match the entries in the payload');
   }
   return footer;
+}
+
+/**
+ * The index of an archive file, decoded segment by segment as it is decrypted: never the whole
+ * index region in one buffer next to its segments and the decoded entries.
+ */
+export async function readIndex(a: ArchiveFile): Promise<IndexEntry[]> {
+  const f = await a.footer();
+  const d = new IndexDecoder(f.entryCount, f.indexLength - 1);
+  let marker = true;
+  for await (let piece of a.range(f.indexOffset, f.indexLength)) {
+    if (marker) {
+      if (piece[0] !== REC_INDEX) throw corruptError('index record marker missing');
+      piece = piece.subarray(1);
+      marker = false;
+    }
+    if (piece.length) d.push(piece);
+  }
+  return d.end();
 }

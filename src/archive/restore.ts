@@ -12,7 +12,7 @@ import { BackupctlError, Exit, corruptError, ioError, usageError } from '../erro
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
 import { PathGuard } from './paths.js';
-import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, sameEntry } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry } from './records.js';
 import type { ArchiveFile, ArchiveStream } from './reader.js';
 
 export interface RestoreOptions {
@@ -171,7 +171,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     const a = o.archive;
     if ('index' in a) {
       // A file: read and check the whole index before writing anything.
-      const index = await a.index();
+      const index = await readIndex(a);
       for (const e of index) guard.add(e.path, e.type);
       const sel = index.filter((e) => wanted(e.path));
       const full = sel.length === index.length;

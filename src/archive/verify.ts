@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { EntryType } from './format.js';
 import type { IndexEntry } from './entries.js';
-import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex } from './records.js';
 import { PathGuard } from './paths.js';
 import type { ArchiveFile } from './reader.js';
 
@@ -32,7 +32,7 @@ async function survey(a: ArchiveFile, first: Error): Promise<never> {
   if (bad.length === 0) throw first; // every segment authenticates: the damage is structural
   let index: IndexEntry[] | null = null;
   try {
-    index = await a.index();
+    index = await readIndex(a);
   } catch {
     /* the index itself is damaged */
   }
@@ -71,8 +71,8 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
       signal?.throwIfAborted();
       const rec = await reader.next();
       if (rec.kind === 'index') {
-        const footer = await checkIndexAndTail(src, rec.offset, expected);
-        return withIndex ? { ...res, index: await a.index(footer) } : res;
+        await checkIndexAndTail(src, rec.offset, expected);
+        return withIndex ? { ...res, index: await readIndex(a) } : res;
       }
       guard.add(rec.head.path, rec.head.type);
       const meta = await reader.content(rec.head, count);

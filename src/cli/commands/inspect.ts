@@ -7,6 +7,7 @@ import { b64decode, b64encode } from '../../util/base64.js';
 import { recipientTag } from '../../keys/x25519.js';
 import type { Slot } from '../../keys/types.js';
 import { ArchiveFile } from '../../archive/reader.js';
+import { readIndex } from '../../archive/records.js';
 import { EntryType, TAG_LEN } from '../../archive/format.js';
 import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
@@ -32,12 +33,27 @@ const typeName = ['file', 'dir', 'symlink'] as const;
 const modeString = (e: IndexEntry) => (e.type === EntryType.Dir ? 'd' : e.type === EntryType.Symlink ? 'l' : '-') +
   [6, 3, 0].map((s) => ['r', 'w', 'x'].map((c, i) => ((e.mode >> s) & (4 >> i) ? c : '-')).join('')).join('');
 
+const isoTime = (e: IndexEntry) => new Date(Number(e.mtimeNs / 1000000n)).toISOString();
+
 function entryJson(e: IndexEntry) {
   return {
     path: e.path, type: typeName[e.type], mode: e.mode.toString(8).padStart(4, '0'), size: Number(e.size),
-    mtime: new Date(Number(e.mtimeNs / 1000000n)).toISOString(), sha256: e.type === EntryType.File ? e.sha256.toString('hex') : undefined,
+    mtime: isoTime(e), sha256: e.type === EntryType.File ? e.sha256.toString('hex') : undefined,
     target: e.type === EntryType.Symlink ? e.target : undefined, changedWhileRead: (e.flags & 1) === 1 || undefined,
   };
+}
+
+/** `first`, one line per entry, then `last`, on stdout in pieces of about 64 KB, waiting for a slow reader. */
+async function writeLines(first: string, entries: readonly IndexEntry[], line: (e: IndexEntry, i: number) => string, last: string): Promise<void> {
+  let out = first;
+  for (let i = 0; i <= entries.length; i++) {
+    if (i < entries.length) out += line(entries[i]!, i);
+    else out += last + (last ? '\n' : '');
+    if (out.length >= 1 << 16 || i === entries.length) {
+      if (!process.stdout.write(out)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+      out = '';
+    }
+  }
 }
 
 export function envelope(path: string, size: number, h: ParsedHeader) {
@@ -71,13 +87,17 @@ export function register(program: Command): void {
         let entries: IndexEntry[] | null = null;
         if (opts.list) {
           archive.attachKey(await unlock(archive.header, opts, ctx.signal));
-          entries = await archive.index();
+          entries = await readIndex(archive);
         }
         if (ctx.json) {
-          emitJson({ ok: true, ...env, authenticated: !!entries, slots, entries: entries?.map(entryJson) });
+          const result = { ok: true, ...env, authenticated: !!entries, slots };
+          if (!entries) emitJson(result);
+          // The same single object emitJson would print, written in pieces: one string of
+          // 100,000 entries would be tens of MB.
+          else await writeLines(JSON.stringify(result).slice(0, -1) + ',"entries":[', entries, (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
           return;
         }
-        const out: string[] = [
+        const head: string[] = [
           `backupctl archive ${file}${entries ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
           `  format:   ${env.format}`,
           `  created:  ${env.created}`,
@@ -89,14 +109,13 @@ export function register(program: Command): void {
             return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
           }),
         ];
-        if (entries) {
-          out.push(`  entries (${entries.length}):`);
-          for (const e of entries) {
-            const j = entryJson(e);
-            out.push(`    ${modeString(e)} ${String(j.size).padStart(12)} ${j.mtime.slice(0, 19).replace('T', ' ')} ${e.path}${j.target ? ` -> ${j.target}` : ''}`);
-          }
+        if (!entries) {
+          process.stdout.write(head.join('\n') + '\n');
+          return;
         }
-        process.stdout.write(out.join('\n') + '\n');
+        head.push(`  entries (${entries.length}):`);
+        await writeLines(head.join('\n') + '\n', entries, (e) =>
+          `    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}\n`, '');
       } finally {
         await archive.close();
       }

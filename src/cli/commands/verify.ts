@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import { ArchiveFile } from '../../archive/reader.js';
 import { compareWithDirectory, verifyArchive } from '../../archive/verify.js';
+import { readIndex } from '../../archive/records.js';
 import { Exit } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
@@ -25,7 +26,7 @@ export function register(program: Command): void {
         // The index is decoded only to compare with a directory.
         const res = await verifyArchive(archive, (p) => progress.update({ ...p, total: archive.plainSize }), ctx.signal, false);
         progress.stop();
-        const differences = opts.against ? await compareWithDirectory(await archive.index(), opts.against) : [];
+        const differences = opts.against ? await compareWithDirectory(await readIndex(archive), opts.against) : [];
         const slots = await describeSlots(archive.header.slots);
         const seconds = (Date.now() - t0) / 1000;
         if (ctx.json) {
