@@ -91,9 +91,14 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   }
 }
 
+/** Every path of the index, checked before anything is written (the guard's map freed after). */
+function checkPaths(index: readonly IndexEntry[]): void {
+  const guard = new PathGuard();
+  for (const e of index) guard.add(e.path, e.type);
+}
+
 /** Read the selection into staging; returns the staged entries in archive order. */
 async function extract(o: RestoreOptions, only: string[] | undefined, staging: string): Promise<EntryMeta[]> {
-  const guard = new PathGuard();
   const staged: EntryMeta[] = [];
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
@@ -172,7 +177,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     if ('index' in a) {
       // A file: read and check the whole index before writing anything.
       const index = await readIndex(a);
-      for (const e of index) guard.add(e.path, e.type);
+      checkPaths(index);
       const sel = index.filter((e) => wanted(e.path));
       const full = sel.length === index.length;
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
@@ -197,6 +202,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const expected = new ExpectedIndex();
+    const guard = new PathGuard();
     for (;;) {
       const rec = await reader.next();
       if (rec.kind === 'index') {
@@ -216,8 +222,6 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     throw err;
   }
 }
-
-type Undo = () => Promise<unknown>;
 
 /** Move staged entries into DEST; on any failure undo every step already taken. */
 async function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): Promise<number> {
@@ -246,14 +250,26 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
       throw new BackupctlError(Exit.io, `${clash.length} entr${clash.length === 1 ? 'y' : 'ies'} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
     }
   }
-  const undo: Undo[] = [];
+  // The steps taken, to undo in reverse: (position in `order`) * 4 + what was done to its final
+  // path. Numbers, not a closure per entry (with 100,000 entries those held 25 MB).
+  const PLACED = 0, MADE_DIR = 1, MOVED_ASIDE = 2;
+  const done: number[] = [];
   const aside = join(staging, '.replaced');
   let asideCount = 0;
-  const moveAside = async (p: string) => {
+  const asidePath = (k: number) => join(aside, String(k));
+  const moveAside = async (i: number, p: string) => {
     if (asideCount === 0) await mkdir(aside, { mode: 0o700 });
-    const to = join(aside, String(asideCount++));
-    await rename(p, to);
-    undo.push(() => rename(to, p));
+    await rename(p, asidePath(asideCount));
+    asideCount++;
+    done.push(i * 4 + MOVED_ASIDE);
+  };
+  const undo = async () => {
+    let k = asideCount;
+    for (const step of done.reverse()) {
+      const final = join(dest, order[step >> 2]!.path);
+      const what = step & 3;
+      await (what === PLACED ? unlink(final) : what === MADE_DIR ? rmdir(final) : rename(asidePath(--k), final)).catch(() => {});
+    }
   };
   const createdDirs: EntryMeta[] = [];
   // Every parent must be a real directory: a link already in DEST (sub -> /etc) is never written
@@ -272,16 +288,16 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
     }
   };
   try {
-    for (const e of order) {
+    for (const [i, e] of order.entries()) {
       await checkParents(e.path);
       const final = join(dest, e.path);
       const from = join(staging, e.path);
       if (e.type === EntryType.Dir) {
         const st = await exists(final);
         if (st?.isDirectory()) continue; // merge into an existing real directory (lstat: not a link)
-        if (st) await moveAside(final);
+        if (st) await moveAside(i, final);
         await mkdir(final, { mode: 0o700 });
-        undo.push(() => rmdir(final));
+        done.push(i * 4 + MADE_DIR);
         createdDirs.push(e);
         continue;
       }
@@ -304,13 +320,13 @@ async function commit(staged: EntryMeta[], staging: string, dest: string, force:
         await place();
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force) throw err;
-        await moveAside(final);
+        await moveAside(i, final);
         await place();
       }
-      undo.push(() => unlink(final));
+      done.push(i * 4 + PLACED);
     }
   } catch (err) {
-    for (const u of undo.reverse()) await u().catch(() => {});
+    await undo();
     if (err instanceof BackupctlError) throw err;
     throw ioError(err, dest, 'restore into');
   }
