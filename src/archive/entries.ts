@@ -143,39 +143,45 @@ export class BufferSource implements ByteSource {
 /** Every byte of an index record but its path and target. */
 const FIXED = 16 + 3 + 4 + 8 + 1 + 2 + TAIL_LEN;
 
+const NO_HASH = Buffer.alloc(32);
+
 /**
- * Decodes the index region (after its 'I' byte) as it arrives, in pieces of any size. Records
- * are parsed in place, synchronously, with no intermediate objects: for 100,000 entries the
- * per-field reads, views and promises used to make several times the index's own size in
- * garbage. The SHA-256 fields are views of one buffer; only a record split between two pieces
- * is copied.
+ * Decodes the index region (after its 'I' byte) as it arrives, in pieces of any size, handing
+ * back the entries each piece completes, so that a caller can also use them and let them go.
+ * Records are parsed in place, synchronously, with no intermediate objects: for 100,000 entries
+ * the per-field reads, views and promises used to make several times the index's own size in
+ * garbage. A batch's SHA-256 fields are views of one buffer; only a record split between two
+ * pieces is copied.
  */
 export class IndexDecoder {
-  private readonly out: IndexEntry[];
-  private readonly hashes: Buffer;
   private carry: Buffer | null = null;
   private n = 0;
+  private scratch = Buffer.alloc(0);
 
   constructor(private readonly count: number, indexLength: number) {
     if (count > indexLength / FIXED) throw corruptError('index is truncated');
-    this.out = new Array(count);
-    this.hashes = Buffer.allocUnsafe(count * 32);
   }
 
-  push(piece: Buffer): void {
+  push(piece: Buffer): IndexEntry[] {
     const buf = this.carry ? Buffer.concat([this.carry, piece]) : piece;
-    const used = this.decode(buf);
+    const batch: IndexEntry[] = [];
+    const used = this.decode(buf, batch);
     this.carry = used < buf.length ? Buffer.from(buf.subarray(used)) : null;
+    const hashes = Buffer.allocUnsafe(batch.length * 32);
+    this.scratch.copy(hashes, 0, 0, hashes.length);
+    for (let k = 0; k < batch.length; k++) batch[k]!.sha256 = hashes.subarray(k * 32, k * 32 + 32);
+    return batch;
   }
 
-  end(): IndexEntry[] {
+  /** After the last piece: were there exactly `count` records? */
+  end(): void {
     if (this.n < this.count) throw corruptError('index is truncated');
     if (this.carry) throw corruptError('index has trailing bytes');
-    return this.out;
   }
 
-  /** Decode whole records from `b`; returns how many bytes they took. */
-  private decode(b: Buffer): number {
+  /** Decode whole records from `b` into `batch` (hashes into the scratch); returns how many bytes they took. */
+  private decode(b: Buffer, batch: IndexEntry[]): number {
+    if (this.scratch.length < (b.length / FIXED) * 32) this.scratch = Buffer.allocUnsafe(Math.ceil(b.length / FIXED) * 32);
     let o = 0;
     while (this.n < this.count) {
       const start = o;
@@ -198,11 +204,11 @@ export class IndexDecoder {
       const target = decodeTarget(b.subarray(o, (o += targetLen)), path);
       checkCodecMode(codec, mode, path);
       const size = b.readBigUInt64BE(o);
-      const i = this.n++;
-      b.copy(this.hashes, i * 32, o + 8, o + 40);
+      b.copy(this.scratch, batch.length * 32, o + 8, o + 40);
       const flags = b[o + 40]!;
       o += TAIL_LEN;
-      this.out[i] = { type, path, mode, mtimeNs, codec, target, size, sha256: this.hashes.subarray(i * 32, i * 32 + 32), flags, offset, length };
+      this.n++;
+      batch.push({ type, path, mode, mtimeNs, codec, target, size, sha256: NO_HASH, flags, offset, length });
     }
     return o;
   }
@@ -211,8 +217,9 @@ export class IndexDecoder {
 /** Decode the whole index region (after its 'I' byte) held in one buffer. */
 export async function decodeIndex(body: Buffer, count: number): Promise<IndexEntry[]> {
   const d = new IndexDecoder(count, body.length);
-  d.push(body);
-  return d.end();
+  const entries = d.push(body);
+  d.end();
+  return entries;
 }
 
 export interface Footer {

@@ -199,10 +199,12 @@ export async function checkIndexAndTail(src: StreamSource, markerOffset: number,
 }
 
 /**
- * The index of an archive file, decoded segment by segment as it is decrypted: never the whole
- * index region in one buffer next to its segments and the decoded entries.
+ * The index of an archive file, decoded segment by segment as it is decrypted, in batches (the
+ * entries each segment completes): never the whole index region in one buffer next to its
+ * segments and the decoded entries, and a caller that only looks at each entry once need not
+ * keep any.
  */
-export async function readIndex(a: ArchiveFile): Promise<IndexEntry[]> {
+export async function* indexBatches(a: ArchiveFile): AsyncGenerator<IndexEntry[]> {
   const f = await a.footer();
   const d = new IndexDecoder(f.entryCount, f.indexLength - 1);
   let marker = true;
@@ -212,7 +214,14 @@ export async function readIndex(a: ArchiveFile): Promise<IndexEntry[]> {
       piece = piece.subarray(1);
       marker = false;
     }
-    if (piece.length) d.push(piece);
+    if (piece.length) yield d.push(piece);
   }
-  return d.end();
+  d.end();
+}
+
+/** The whole index of an archive file. */
+export async function readIndex(a: ArchiveFile): Promise<IndexEntry[]> {
+  const entries: IndexEntry[] = [];
+  for await (const batch of indexBatches(a)) for (const e of batch) entries.push(e);
+  return entries;
 }

@@ -7,7 +7,7 @@ import { b64decode, b64encode } from '../../util/base64.js';
 import { recipientTag } from '../../keys/x25519.js';
 import type { Slot } from '../../keys/types.js';
 import { ArchiveFile } from '../../archive/reader.js';
-import { readIndex } from '../../archive/records.js';
+import { indexBatches, readIndex } from '../../archive/records.js';
 import { EntryType, TAG_LEN } from '../../archive/format.js';
 import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
@@ -44,16 +44,21 @@ function entryJson(e: IndexEntry) {
 }
 
 /** `first`, one line per entry, then `last`, on stdout in pieces of about 64 KB, waiting for a slow reader. */
-async function writeLines(first: string, entries: readonly IndexEntry[], line: (e: IndexEntry, i: number) => string, last: string): Promise<void> {
+async function writeLines(first: string, batches: AsyncIterable<IndexEntry[]> | IndexEntry[][], line: (e: IndexEntry, i: number) => string, last: string): Promise<void> {
   let out = first;
-  for (let i = 0; i <= entries.length; i++) {
-    if (i < entries.length) out += line(entries[i]!, i);
-    else out += last + (last ? '\n' : '');
-    if (out.length >= 1 << 16 || i === entries.length) {
-      if (!process.stdout.write(out)) await new Promise((resolve) => process.stdout.once('drain', resolve));
-      out = '';
+  let i = 0;
+  const flush = async () => {
+    if (!process.stdout.write(out)) await new Promise((resolve) => process.stdout.once('drain', resolve));
+    out = '';
+  };
+  for await (const batch of batches) {
+    for (const e of batch) {
+      out += line(e, i++);
+      if (out.length >= 1 << 16) await flush();
     }
   }
+  out += last + (last ? '\n' : '');
+  await flush();
 }
 
 export function envelope(path: string, size: number, h: ParsedHeader) {
@@ -84,21 +89,19 @@ export function register(program: Command): void {
         const size = (await stat(file)).size;
         const env = envelope(file, size, archive.header);
         const slots = await describeSlots(archive.header.slots);
-        let entries: IndexEntry[] | null = null;
-        if (opts.list) {
-          archive.attachKey(await unlock(archive.header, opts, ctx.signal));
-          entries = await readIndex(archive);
-        }
+        if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
         if (ctx.json) {
-          const result = { ok: true, ...env, authenticated: !!entries, slots };
-          if (!entries) emitJson(result);
-          // The same single object emitJson would print, written in pieces: one string of
+          const result = { ok: true, ...env, authenticated: !!opts.list, slots };
+          if (!opts.list) return emitJson(result);
+          // The whole index is read first (one JSON object, even when it turns out damaged),
+          // then the same object emitJson would print is written in pieces: one string of
           // 100,000 entries would be tens of MB.
-          else await writeLines(JSON.stringify(result).slice(0, -1) + ',"entries":[', entries, (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
+          const entries = await readIndex(archive);
+          await writeLines(JSON.stringify(result).slice(0, -1) + ',"entries":[', [entries], (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
           return;
         }
         const head: string[] = [
-          `backupctl archive ${file}${entries ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
+          `backupctl archive ${file}${opts.list ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
           `  format:   ${env.format}`,
           `  created:  ${env.created}`,
           `  payload:  ${env.payloadSize} bytes in ${env.segments} AES-256-GCM segments of ${env.segmentSize} bytes (header ${env.headerSize} bytes)`,
@@ -109,12 +112,14 @@ export function register(program: Command): void {
             return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
           }),
         ];
-        if (!entries) {
+        if (!opts.list) {
           process.stdout.write(head.join('\n') + '\n');
           return;
         }
-        head.push(`  entries (${entries.length}):`);
-        await writeLines(head.join('\n') + '\n', entries, (e) =>
+        // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
+        // grow with the entries (a damaged index stops the listing where the damage is).
+        head.push(`  entries (${(await archive.footer()).entryCount}):`);
+        await writeLines(head.join('\n') + '\n', indexBatches(archive), (e) =>
           `    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}\n`, '');
       } finally {
         await archive.close();
