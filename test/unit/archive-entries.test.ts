@@ -1,7 +1,7 @@
 // Entry records and the index with 64-bit sizes and offsets, and Padmé, at the byte level.
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { BufferSource, decodeFooter, decodeIndex, encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, readHead, readTail, type IndexEntry } from '../../src/archive/entries.js';
+import { BufferSource, IndexDecoder, decodeFooter, decodeIndex, encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, readHead, readTail, type IndexEntry } from '../../src/archive/entries.js';
 import { Codec, EntryType } from '../../src/archive/format.js';
 
 const big: IndexEntry = {
@@ -26,6 +26,27 @@ describe('entry records', () => {
     const one = encodeIndexEntry(big);
     await expect(decodeIndex(Buffer.concat([one, Buffer.of(0)]), 1)).rejects.toThrow(/trailing/);
     await expect(decodeIndex(one, 2)).rejects.toThrow(/truncated/);
+  });
+
+  it('IndexDecoder gives the same entries whatever pieces the index arrives in', async () => {
+    const entries: IndexEntry[] = Array.from({ length: 200 }, (_, i) => ({
+      ...big, path: `dir ${i % 7}/file-${i}-${'ñ'.repeat(i % 5)}.jpg`, offset: i * 1000, length: 999,
+      type: i % 3 === 0 ? EntryType.Symlink : EntryType.File, target: i % 3 === 0 ? `t${i}` : '',
+      sha256: createHash('sha256').update(String(i)).digest(),
+    }));
+    const body = Buffer.concat(entries.map(encodeIndexEntry));
+    const expected = await decodeIndex(body, entries.length);
+    expect(expected).toEqual(entries);
+    for (const size of [1, 2, 7, 75, 1000, body.length]) {
+      const d = new IndexDecoder(entries.length, body.length);
+      const got: IndexEntry[] = [];
+      for (let o = 0; o < body.length; o += size) got.push(...d.push(body.subarray(o, o + size)));
+      d.end();
+      expect(got, `pieces of ${size}`).toEqual(expected);
+    }
+    const short = new IndexDecoder(entries.length, body.length);
+    short.push(body.subarray(0, body.length - 5));
+    expect(() => short.end()).toThrow(/truncated|trailing/);
   });
 
   it('footer: consistent values only', () => {
