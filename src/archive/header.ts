@@ -47,6 +47,16 @@ export function verifyMac(h: ParsedHeader, fileKey: Uint8Array): boolean {
   return timingSafeEqual(computeMac(fileKey, h.macInput), h.mac);
 }
 
+/**
+ * Accept a file key recovered from a slot only if the header MAC confirms it. A slot that opens
+ * to a key the MAC rejects means the header was altered (or the slot forged): damage, not a wrong key.
+ */
+export function confirmFileKey(h: ParsedHeader, fileKey: Uint8Array): Uint8Array {
+  if (verifyMac(h, fileKey)) return fileKey;
+  fileKey.fill(0);
+  throw corruptError('the archive header failed authentication: it was modified or damaged after it was written');
+}
+
 /** Serialise a header and MAC it with the file key. */
 export function encodeHeader(h: Omit<Header, 'version'>, fileKey: Uint8Array): Buffer {
   if (h.slots.length === 0) throw new Error('an archive needs at least one slot');

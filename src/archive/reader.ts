@@ -4,21 +4,16 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { corruptError, ioError, noKeyError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
 import { ByteQueue } from '../util/bytequeue.js';
-import { FOOTER_LEN, PREAMBLE_LEN, REC_INDEX } from './format.js';
-import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, verifyMac, type ParsedHeader } from './header.js';
-import { decodeFooter, decodeIndex, type Footer, type IndexEntry } from './entries.js';
+import { FOOTER_LEN, PREAMBLE_LEN } from './format.js';
+import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, confirmFileKey, type ParsedHeader } from './header.js';
+import { decodeFooter, type Footer } from './entries.js';
 import { openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
 
 /** Try each identity in turn; the first file key that also verifies the header MAC wins. */
 export async function unlockHeader(header: ParsedHeader, identities: Identity[]): Promise<Uint8Array> {
   for (const id of identities) {
     const fileKey = await id.unwrap(header.slots);
-    if (!fileKey) continue;
-    if (!verifyMac(header, fileKey)) {
-      fileKey.fill(0);
-      throw corruptError('the archive header failed authentication: it was modified or damaged after it was written');
-    }
-    return fileKey;
+    if (fileKey) return confirmFileKey(header, fileKey);
   }
   throw noKeyError(`no slot of this archive opens with the ${identities.map((i) => i.description).join(' or ') || 'given keys'}`);
 }
@@ -137,12 +132,6 @@ export class ArchiveFile implements Archive {
     return decodeFooter(await this.readRange(this.plainSize - FOOTER_LEN, FOOTER_LEN), this.plainSize);
   }
 
-  async index(footer?: Footer): Promise<IndexEntry[]> {
-    const f = footer ?? (await this.footer());
-    const body = await this.readRange(f.indexOffset, f.indexLength);
-    if (body[0] !== REC_INDEX) throw corruptError('index record marker missing');
-    return decodeIndex(body.subarray(1), f.entryCount);
-  }
 
   async close(): Promise<void> {
     this.key?.fill(0);

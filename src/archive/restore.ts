@@ -13,7 +13,7 @@ import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
 import { PathGuard } from './paths.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry } from './records.js';
-import type { ArchiveFile, ArchiveStream } from './reader.js';
+import { ArchiveFile, type ArchiveStream } from './reader.js';
 
 export interface RestoreOptions {
   archive: ArchiveFile | ArchiveStream;
@@ -174,7 +174,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
 
   try {
     const a = o.archive;
-    if ('index' in a) {
+    if (a instanceof ArchiveFile) {
       // A file: read and check the whole index before writing anything.
       const index = await readIndex(a);
       checkPaths(index);

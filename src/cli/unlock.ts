@@ -7,7 +7,7 @@ import type { Identity, Slot } from '../keys/types.js';
 import { recoveryIdentity, recoveryKeyPair, RECOVERY_SLOT_TYPE } from '../keys/recovery-code.js';
 import { recipientTag } from '../keys/x25519.js';
 import { b64encode } from '../util/base64.js';
-import { verifyMac, type ParsedHeader } from '../archive/header.js';
+import { confirmFileKey, type ParsedHeader } from '../archive/header.js';
 import { readRecoveryCode, readSecret } from './secrets.js';
 import { info } from './run.js';
 
@@ -50,11 +50,7 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
     throw noKeyError(`this archive has no slot this backupctl can open (slot types: ${[...new Set(slots.map((s) => s.type))].join(', ')})`);
   }
   const codeGiven = opts.recoveryCodeFile !== undefined || !!process.env.BACKUPCTL_RECOVERY_CODE;
-  const accept = (fileKey: Uint8Array) => {
-    if (verifyMac(header, fileKey)) return fileKey;
-    fileKey.fill(0);
-    throw corruptError('the archive header failed authentication: it was modified or damaged after it was written');
-  };
+  const accept = (fileKey: Uint8Array) => confirmFileKey(header, fileKey);
 
   if (hasKeySlots && !opts.useRecoveryCode && !codeGiven) {
     try {

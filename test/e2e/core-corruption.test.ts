@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ArchiveFile, unlockHeader } from '../../src/archive/reader.js';
+import { readIndex } from '../../src/archive/records.js';
 import { TAG_LEN } from '../../src/archive/format.js';
 import type { IndexEntry } from '../../src/archive/entries.js';
 import { recoveryIdentity } from '../../src/keys/recovery-code.js';
@@ -49,7 +50,7 @@ beforeAll(async () => {
       macStart: a.header.headerLength - 32,
       segments: a.segmentCount,
       sealed: SEG + TAG_LEN,
-      index: await a.index(footer),
+      index: await readIndex(a),
       indexOffset: footer.indexOffset,
       plainSize: a.plainSize,
     };

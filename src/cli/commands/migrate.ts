@@ -10,6 +10,7 @@ import { constants } from 'node:fs';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
 import { writeArchive } from '../../archive/pack.js';
 import { ArchiveFile } from '../../archive/reader.js';
+import { readIndex } from '../../archive/records.js';
 import { openVerifyingSink, placeVerified, verifyingName } from '../../archive/rewrap.js';
 import { syncDir, acquireLock } from '../../util/fsutil.js';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
@@ -172,7 +173,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
         // The slot gave the key the header MAC (and so the verified payload) was made with; the
         // index read with it must list every migrated file.
         a.attachKey(key);
-        const listed = new Set((await a.index()).map((e) => e.path));
+        const listed = new Set((await readIndex(a)).map((e) => e.path));
         const missing = src.files.filter((f) => !listed.has(f.entryPath));
         if (missing.length) throw new Error(`the archive opened but does not list ${missing.map((f) => f.entryPath).join(', ')}`);
       } finally {
