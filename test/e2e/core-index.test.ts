@@ -1,0 +1,99 @@
+// An archive whose index disagrees with its entries, but whose every segment authenticates (made
+// by someone holding the file key): restore from a file, restore from a pipe and verify must all
+// refuse it (exit 5), writing nothing. Built by decrypting a real archive, editing one byte of the
+// index plaintext, and sealing the payload again with the same key.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeArchive, type SourceEntry } from '../../src/archive/pack.js';
+import { parseHeader } from '../../src/archive/header.js';
+import { openStream, payloadKey, SegmentSealer } from '../../src/archive/stream.js';
+import { decodeFooter } from '../../src/archive/entries.js';
+import { EntryType, FOOTER_LEN } from '../../src/archive/format.js';
+import { recipientFromEntry } from '../../src/config.js';
+import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
+import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, type RecoveryCode } from '../support/cli.js';
+
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let rc: RecoveryCode;
+let forged: string;
+
+const FILE_KEY = new Uint8Array(32).fill(7);
+const NONCE = new Uint8Array(16).fill(9);
+const SEG = 4096;
+
+async function* entries(): AsyncGenerator<SourceEntry> {
+  for (let i = 0; i < 20; i++) {
+    const data = Buffer.alloc(1000, i);
+    yield {
+      path: `file-${String(i).padStart(2, '0')}.bin`, type: EntryType.File, mode: 0o644, mtimeNs: 1700000000000000000n,
+      open: async () => ({ chunks: (async function* () { yield data; })(), compressible: false, changed: () => false }),
+    };
+  }
+}
+
+async function sealed(plain: Buffer): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  const s = new SegmentSealer(payloadKey(FILE_KEY, NONCE), SEG, (b) => {
+    parts.push(Buffer.from(b));
+  });
+  await s.write(plain);
+  await s.finish();
+  return Buffer.concat(parts);
+}
+
+beforeAll(async () => {
+  ({ home, configDir, cleanup } = await makeHome('backupctl-core-index-'));
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
+  const parts: Buffer[] = [];
+  const sink = { bytesWritten: 0, write: async (b: Buffer) => void parts.push(Buffer.from(b)), commit: async () => {}, abort: async () => {} };
+  await writeArchive({
+    recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'index test'))], entries: entries(), sink, segmentSize: SEG,
+    fixed: { fileKey: FILE_KEY, nonce: NONCE, created: '2026-11-22T12:00:00Z' },
+  });
+  const archive = Buffer.concat(parts);
+  const h = parseHeader(archive);
+  const plainParts: Buffer[] = [];
+  for await (const p of openStream(payloadKey(FILE_KEY, NONCE), SEG, [archive.subarray(h.headerLength)])) plainParts.push(p);
+  const plain = Buffer.concat(plainParts);
+  const footer = decodeFooter(plain.subarray(plain.length - FOOTER_LEN), plain.length);
+  // First index record: 'I' | offset(8) length(8) | type(1) pathLen(2) path | mode(4) ... → flip the mode.
+  const rec = footer.indexOffset + 1 + 16;
+  const modeAt = rec + 1 + 2 + plain.readUInt16BE(rec + 1) + 3;
+  expect(plain[modeAt]).toBe(0o644 & 0xff);
+  plain[modeAt] = 0o600 & 0xff;
+  forged = join(home, 'forged.bkp');
+  await writeFile(forged, Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+  // Control: sealing the untouched plaintext again gives a good archive (so only the edit matters).
+  plain[modeAt] = 0o644 & 0xff;
+  await writeFile(join(home, 'control.bkp'), Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+});
+afterAll(() => cleanup());
+
+describe('an index that disagrees with the entries', () => {
+  const code = () => ['--recovery-code-file', rc.file];
+
+  it('control: the re-sealed untouched archive restores and verifies', async () => {
+    const r = await runCli(['verify', join(home, 'control.bkp'), ...code()], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+  });
+
+  for (const how of ['verify', 'restore from a file', 'restore from a pipe'] as const) {
+    it(`${how}: exit 5, one line, nothing written`, async () => {
+      const out = join(home, `out-${how.replace(/ /g, '-')}`);
+      const args = how === 'verify' ? ['verify', forged] : ['restore', how === 'restore from a pipe' ? '-' : forged, '-d', out];
+      const r = await runCli([...args, ...code()], { configDir, ...(how === 'restore from a pipe' ? { inputFile: forged } : {}) });
+      expect(r.exitCode, r.stderr).toBe(5);
+      expect(r.stderr).toMatch(/^backupctl: .*index/);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(await exists(out)).toBe(false);
+    });
+  }
+
+  it('leaves no staging debris beside the archives', async () => {
+    expect((await readdir(home)).filter((n) => n.startsWith('.backupctl'))).toEqual([]);
+  });
+});
