@@ -33,41 +33,48 @@ const MAX_SECRET_FILE = 64 * 1024;
 
 const flagFor = (s: SecretSource) => s.fileFlag ?? `--${s.what.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-file`;
 
-async function readSecretFile(path: string, s: SecretSource): Promise<string> {
+/**
+ * The raw bytes of a secret file (at most `max`), warning when others may read it. The caller
+ * zeroes the buffer when done. Binary secrets (encrypted_backup.key) use this directly.
+ */
+export async function readSecretFileBytes(path: string, what: string, max = MAX_SECRET_FILE): Promise<Buffer> {
   let fh;
   try {
     fh = await open(path, constants.O_RDONLY);
   } catch (err) {
-    throw ioError(err, path, `read the ${s.what} from`);
+    throw ioError(err, path, `read the ${what} from`);
   }
+  const buf = Buffer.alloc(max + 1);
   try {
     const st = await fh.stat();
     // Checked on the open descriptor, not the path, so the answer is about the file we read.
     // Only regular files: a pipe (`<(pass show x)`) has no meaningful mode.
     if (st.isFile() && process.platform !== 'win32' && (st.mode & 0o044) !== 0) {
-      warn(`${path} holding the ${s.what} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-r ${path}`);
+      warn(`${path} holding the ${what} is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-r ${path}`);
     }
-    const buf = Buffer.alloc(MAX_SECRET_FILE + 1);
     let len = 0;
-    try {
-      for (;;) {
-        const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
-        if (bytesRead === 0) break;
-        len += bytesRead;
-        if (len > MAX_SECRET_FILE) throw new BackupctlError(Exit.usage, `${path} is too large to hold a ${s.what}`);
-      }
-      const text = buf.toString('utf8', 0, len).replace(/\r?\n$/, '');
-      if (text === '') throw new BackupctlError(Exit.usage, `${path} is empty: expected the ${s.what}`);
-      return text;
-    } catch (err) {
-      if (err instanceof BackupctlError) throw err;
-      throw ioError(err, path, `read the ${s.what} from`);
-    } finally {
-      buf.fill(0);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, null);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > max) throw new BackupctlError(Exit.usage, `${path} is too large to hold a ${what}`);
     }
+    return Buffer.from(buf.subarray(0, len));
+  } catch (err) {
+    if (err instanceof BackupctlError) throw err;
+    throw ioError(err, path, `read the ${what} from`);
   } finally {
+    buf.fill(0);
     await fh.close();
   }
+}
+
+async function readSecretFile(path: string, s: SecretSource): Promise<string> {
+  const bytes = await readSecretFileBytes(path, s.what);
+  const text = bytes.toString('utf8').replace(/\r?\n$/, '');
+  bytes.fill(0);
+  if (text === '') throw new BackupctlError(Exit.usage, `${path} is empty: expected the ${s.what}`);
+  return text;
 }
 
 async function promptHidden(s: SecretSource): Promise<string> {

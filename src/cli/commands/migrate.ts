@@ -5,8 +5,7 @@
 // new archive opens through one of its own slots (not merely with the file key still in memory,
 // which would not catch a broken slot): they may be the only copy of someone's chats.
 import type { Command } from 'commander';
-import { open, stat, unlink } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { stat, unlink } from 'node:fs/promises';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
 import { writeArchive } from '../../archive/pack.js';
 import { ArchiveFile } from '../../archive/reader.js';
@@ -17,7 +16,7 @@ import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
 import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
 import { action, emitJson, info, warn } from '../run.js';
-import { readSecret } from '../secrets.js';
+import { readSecret, readSecretFileBytes } from '../secrets.js';
 import { startProgress } from '../progress.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions, type ResolvedRecipient } from '../recipients.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
@@ -34,27 +33,11 @@ const MAX_KEY_FILE = 4096;
 
 /** Read --key-file as bytes: encrypted_backup.key is binary and must not go through a text decoder. */
 async function readKeyFile(path: string): Promise<Buffer> {
-  let fh;
+  const raw = await readSecretFileBytes(path, '64-digit key', MAX_KEY_FILE);
   try {
-    fh = await open(path, constants.O_RDONLY);
-  } catch (err) {
-    throw ioError(err, path, 'read the 64-digit key from');
-  }
-  const buf = Buffer.alloc(MAX_KEY_FILE + 1);
-  try {
-    const st = await fh.stat();
-    if (st.isFile() && (st.mode & 0o044) !== 0) {
-      warn(`${path} holding the 64-digit key is readable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-r ${path}`);
-    }
-    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
-    if (bytesRead > MAX_KEY_FILE) throw usageError(`${path} is too large to be a 64-digit key or an encrypted_backup.key`);
-    return parseLegacyKeyFile(buf.subarray(0, bytesRead), path);
-  } catch (err) {
-    if (err instanceof BackupctlError) throw err;
-    throw ioError(err, path, 'read the 64-digit key from');
+    return parseLegacyKeyFile(raw, path);
   } finally {
-    buf.fill(0);
-    await fh.close();
+    raw.fill(0);
   }
 }
 
