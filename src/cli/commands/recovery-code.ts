@@ -7,7 +7,6 @@ import { dirname } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError } from '../../errors.js';
 import { checkLabel, loadConfig, updateConfig, type RecipientEntry } from '../../config.js';
 
-export { checkLabel }; // rotate.ts imports it from here
 import { b64decode } from '../../util/base64.js';
 import { syncDir } from '../../util/fsutil.js';
 import { fingerprint } from '../../keys/x25519.js';

@@ -8,7 +8,7 @@ import { lstat, mkdtemp, open, readdir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
-import { loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
+import { checkLabel, loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
 import type { Slot } from '../../keys/types.js';
 import { fingerprint, recipientTag } from '../../keys/x25519.js';
 import { generateRecoveryCode, RECOVERY_SLOT_TYPE, recoveryRecipientEntry } from '../../keys/recovery-code.js';
@@ -21,7 +21,7 @@ import { openVerifyingSink, placeVerified, rekeyArchive, rewrapArchive, verifyin
 import { action, emitJson, info, warn, type RunContext } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
-import { checkLabel, defaultLabel, writeCodeFile } from './recovery-code.js';
+import { defaultLabel, writeCodeFile } from './recovery-code.js';
 import { addSpaceOption, openDrive, spaceName, spaceOf } from './drive.js';
 
 /** Config entries of recovery codes replaced by newer ones, kept (public keys only) to name old slots. */
