@@ -128,8 +128,3 @@ export async function deleteFile(drive: DriveClient, f: RemoteFile): Promise<voi
   await drive.call('delete', (o) => drive.api.files.delete({ fileId: f.id }, o), () => undefined);
 }
 
-/** Fresh metadata of one file, to pin its head revision before downloading. */
-export async function getFile(drive: DriveClient, id: string): Promise<RemoteFile> {
-  const f = await drive.call('get', (o) => drive.api.files.get({ fileId: id, fields: FILE_FIELDS }, o));
-  return toRemote(f);
-}

@@ -49,8 +49,6 @@ interface RotateOptions extends UnlockOptions {
 }
 
 const collect = (v: string, prev: string[] = []) => [...prev, v];
-/** Upload chunk for the push of a rotated Drive backup (push's own default). */
-const PUSH_CHUNK = 8 << 20;
 
 /** A new recovery code, not yet recorded anywhere: its config entry is written after the archive. */
 function freshCode(taken: ReadonlySet<string>, label?: string) {
@@ -248,6 +246,7 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
   const { pull } = await import('../../drive/pull.js');
   const { push } = await import('../../drive/push.js');
   const { deleteFile } = await import('../../drive/remote.js');
+  const { DEFAULT_CHUNK } = await import('../../drive/upload.js');
   const space = spaceOf(o);
   const drive = await openDrive(ctx);
   const dir = await mkdtemp(join(tmpdir(), 'backupctl-rotate-'));
@@ -265,7 +264,7 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
     if (!s.changed) return report(ctx, { ...s, archive: pulled.file.name }, what, { remote: { space, id: pulled.file.id } });
     progress = await startProgress('push');
     const pushed = await push(drive, {
-      path: local, name: pulled.file.name, space, chunkSize: PUSH_CHUNK, onInfo: (m) => info(m),
+      path: local, name: pulled.file.name, space, chunkSize: DEFAULT_CHUNK, onInfo: (m) => info(m),
       onProgress: (bytes, total) => progress.update({ bytes, total }),
     }).finally(() => progress.stop());
     await deleteFile(drive, pulled.file);
