@@ -17,6 +17,8 @@ export interface OpenedContent {
   compressible: boolean;
   /** After the chunks are consumed: did the file change while it was read? */
   changed(): boolean;
+  /** After the chunks are consumed: their SHA-256, when the source hashed them as it read them. */
+  sha256?(): Buffer;
 }
 
 export interface SourceEntry {
@@ -154,7 +156,7 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
 }
 
 async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedContent, o: PackOptions, res: PackResult) {
-  const hash = createHash('sha256');
+  const hash = c.sha256 ? null : createHash('sha256');
   let size = 0;
   const it = c.chunks[Symbol.asyncIterator]();
   let first = await it.next();
@@ -181,7 +183,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
     o.signal?.throwIfAborted();
     const chunk = first.value;
     if (chunk.length > MAX_FRAME) throw new Error('content chunk larger than a frame');
-    hash.update(chunk);
+    hash?.update(chunk);
     size += chunk.length;
     res.bytesIn += chunk.length;
     if (codec === Codec.Stored) {
@@ -199,7 +201,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
     await emit(z);
   }
   await sealer.write(frameHeader(0));
-  const sha256 = hash.digest();
+  const sha256 = hash ? hash.digest() : c.sha256!();
   const changed = c.changed();
   await sealer.write(encodeTail({ size: BigInt(size), sha256, flags: changed ? FLAG_CHANGED : 0 }));
   return { size: BigInt(size), sha256, codec, changed };
