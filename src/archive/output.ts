@@ -2,9 +2,12 @@
 // so an interrupted run never leaves a file under the final name) or stdout. Writes are
 // queued with a bound on bytes in flight so reading, sealing and writing overlap.
 import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { Worker } from 'node:worker_threads';
 import { basename, dirname, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
+import { freePieces, inlineSegments, type SegmentOutput } from './stream.js';
+import { TAG_LEN } from './format.js';
 
 export interface Sink {
   write(buf: Buffer): Promise<void>;
@@ -13,6 +16,8 @@ export interface Sink {
   /** Remove any partial output. Safe to call more than once. */
   abort(): Promise<void>;
   readonly bytesWritten: number;
+  /** The sealed payload after what was written: segments sealed with `key` (which is zeroed). */
+  segments(key: Buffer, segmentSize: number): SegmentOutput;
 }
 
 /** Bytes queued for writing before the producer waits. */
@@ -24,24 +29,11 @@ const MAX_QUEUED = 4 << 20;
  */
 const SYNC_EVERY = 64 << 20;
 
-/**
- * Buffers handed to a sink for good: nothing else holds them (the sealer's fresh ciphertext).
- * Once written they are freed at once by detaching their memory, instead of waiting for the
- * garbage collector: V8 lets about 64 MB of such external memory pile up before it collects,
- * which was a third of create's peak RSS.
- */
-const disposables = new WeakSet<Buffer>();
+/** Segment buffers in use at once when sealing on the worker: filling, held back, in flight. */
+const SEAL_BUFFERS = 4;
 
-/** Mark `buf` as the sink's to free once written; only a buffer that owns its whole memory. */
-export function disposable(buf: Buffer): Buffer {
-  if (buf.byteOffset === 0 && buf.byteLength === buf.buffer.byteLength) disposables.add(buf);
-  return buf;
-}
-
-function dispose(buf: Buffer): void {
-  // ArrayBuffer.prototype.transfer is ES2024 (Node 20+); the project's lib is ES2023.
-  if (disposables.delete(buf)) (buf.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
-}
+/** What seal-worker.ts reports per segment, or a failure to write. */
+export type SealReply = { t: 'sealed'; index: number; buf: ArrayBuffer; bytes: number } | { t: 'error'; code?: string; message: string };
 
 /** Write all of `bufs` at `pos`, continuing after partial writes. */
 async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
@@ -91,6 +83,7 @@ class FileSink implements Sink {
   private done = false;
   private syncing: Promise<void> | null = null;
   private syncedUpTo = 0;
+  private sealer: Worker | null = null;
 
   constructor(
     private readonly fh: FileHandle,
@@ -116,16 +109,8 @@ class FileSink implements Sink {
         this.queue = [];
         this.batch = writeAll(this.fh, [...batch], this.bytesWritten - this.queued);
         await this.batch;
-        batch.forEach(dispose);
         this.queued -= n;
-        const written = this.bytesWritten - this.queued;
-        if (!this.syncing && written - this.syncedUpTo >= SYNC_EVERY) {
-          this.syncedUpTo = written;
-          this.syncing = this.fh
-            .datasync()
-            .catch((err: unknown) => void (this.failure ??= ioError(err, this.path, 'write')))
-            .finally(() => (this.syncing = null));
-        }
+        this.written(this.bytesWritten - this.queued);
       }
     } catch (err) {
       this.failure ??= ioError(err, this.path, 'write');
@@ -133,6 +118,87 @@ class FileSink implements Sink {
       this.writing = null;
       this.batch = null;
     }
+  }
+
+  /** `upTo` bytes are on their way to the disk: start a background sync every SYNC_EVERY. */
+  private written(upTo: number): void {
+    if (this.syncing || upTo - this.syncedUpTo < SYNC_EVERY) return;
+    this.syncedUpTo = upTo;
+    this.syncing = this.fh
+      .datasync()
+      .catch((err: unknown) => void (this.failure ??= ioError(err, this.path, 'write')))
+      .finally(() => (this.syncing = null));
+  }
+
+  /**
+   * Segments are sealed and written by a thread of their own (seal-worker.ts), at their place in
+   * the file, while this thread reads, hashes and compresses: on two cores, sealing here took a
+   * quarter of create's time. Plaintext buffers travel to it and back (transferred, not copied).
+   */
+  segments(key: Buffer, segmentSize: number): SegmentOutput {
+    const base = this.bytesWritten;
+    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: Uint8Array.from(key), segmentSize, base } });
+    key.fill(0);
+    this.sealer = worker;
+    const free: Buffer[] = [];
+    let allocated = 0;
+    let inFlight = 0;
+    let wake: (() => void) | null = null;
+    let finished: (() => void) | null = null;
+    const settle = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+      if (inFlight === 0) finished?.();
+    };
+    worker.on('message', (m: SealReply) => {
+      if (m.t === 'sealed') {
+        inFlight--;
+        free.push(Buffer.from(m.buf));
+        this.bytesWritten += m.bytes;
+        this.written(base + (m.index + 1) * (segmentSize + TAG_LEN));
+      } else {
+        this.failure ??= ioError(Object.assign(new Error(m.message), { code: m.code }), this.path, 'write');
+      }
+      settle();
+    });
+    worker.on('error', (err) => {
+      this.failure ??= err;
+      settle();
+    });
+    worker.on('exit', () => {
+      this.failure ??= new Error('the sealing thread stopped unexpectedly');
+      settle();
+    });
+    const check = () => {
+      if (this.failure) throw this.failure;
+    };
+    return {
+      take: async () => {
+        for (;;) {
+          check();
+          const b = free.pop();
+          if (b) return b;
+          if (allocated < SEAL_BUFFERS) {
+            allocated++;
+            return Buffer.from(new ArrayBuffer(segmentSize));
+          }
+          await new Promise<void>((res) => (wake = res));
+        }
+      },
+      put: async (index, last, buf, length) => {
+        check();
+        inFlight++;
+        worker.postMessage({ index, last, length, buf: buf.buffer }, [buf.buffer as ArrayBuffer]);
+      },
+      finish: async () => {
+        while (inFlight > 0 && !this.failure) await new Promise<void>((res) => (finished = res));
+        check();
+        worker.removeAllListeners('exit');
+        await worker.terminate();
+        this.sealer = null;
+      },
+    };
   }
 
   async commit(): Promise<void> {
@@ -153,6 +219,7 @@ class FileSink implements Sink {
   async abort(): Promise<void> {
     if (this.done) return;
     this.done = true;
+    await this.sealer?.terminate();
     await this.writing;
     await this.syncing;
     await this.fh.close().catch(() => {});
@@ -162,14 +229,39 @@ class FileSink implements Sink {
 
 class StdoutSink implements Sink {
   bytesWritten = 0;
-  async write(buf: Buffer): Promise<void> {
+  async write(buf: Buffer, free = false): Promise<void> {
     this.bytesWritten += buf.length;
-    if (!process.stdout.write(buf, () => dispose(buf))) await new Promise<void>((res) => process.stdout.once('drain', res));
+    if (!process.stdout.write(buf, free ? () => freePieces([buf]) : undefined)) await new Promise<void>((res) => process.stdout.once('drain', res));
+  }
+  segments(key: Buffer, segmentSize: number): SegmentOutput {
+    return inlineSegments(key, segmentSize, async (pieces) => {
+      for (const p of pieces) await this.write(p, true);
+    });
   }
   async commit(): Promise<void> {
     await new Promise<void>((res) => process.stdout.write('', () => res()));
   }
   async abort(): Promise<void> {}
+}
+
+/** An archive in memory: the test vectors' generator and tests that build archives by hand. */
+export class MemorySink implements Sink {
+  private parts: Buffer[] = [];
+  bytesWritten = 0;
+  async write(buf: Buffer): Promise<void> {
+    this.parts.push(Buffer.from(buf));
+    this.bytesWritten += buf.length;
+  }
+  segments(key: Buffer, segmentSize: number): SegmentOutput {
+    return inlineSegments(key, segmentSize, async (pieces) => {
+      for (const p of pieces) await this.write(p);
+    });
+  }
+  async commit(): Promise<void> {}
+  async abort(): Promise<void> {}
+  get bytes(): Buffer {
+    return Buffer.concat(this.parts);
+  }
 }
 
 /** Open the output: '-' is stdout (refused when it is a terminal). */

@@ -17,8 +17,6 @@ export interface OpenedContent {
   compressible: boolean;
   /** After the chunks are consumed: did the file change while it was read? */
   changed(): boolean;
-  /** After the chunks are consumed: their SHA-256, when the source hashed them as it read them. */
-  sha256?(): Buffer;
 }
 
 export interface SourceEntry {
@@ -58,6 +56,9 @@ export interface PackResult {
   changed: number;
 }
 
+/** Chunks being compressed at once (libuv's pool has four threads). */
+const COMPRESS_DEPTH = 4;
+
 const hasZstd = typeof zlib.zstdCompress === 'function';
 const zstd = hasZstd ? promisify(zlib.zstdCompress) : null;
 const deflate = promisify(zlib.deflateRaw);
@@ -87,7 +88,7 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
     const slots = o.recipients.map((r) => r.wrap(fileKey));
     const header = encodeHeader({ created, segmentSize, nonce, slots }, fileKey);
     await o.sink.write(header);
-    const sealer = new SegmentSealer(payloadKey(fileKey, nonce), segmentSize, (b) => o.sink.write(b));
+    const sealer = new SegmentSealer(o.sink.segments(payloadKey(fileKey, nonce), segmentSize), segmentSize);
     fileKey.fill(0);
 
     // Index entries are kept encoded (their bytes in Node's shared pool: ~200 bytes each with a
@@ -156,7 +157,7 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
 }
 
 async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedContent, o: PackOptions, res: PackResult) {
-  const hash = c.sha256 ? null : createHash('sha256');
+  const hash = createHash('sha256');
   let size = 0;
   const it = c.chunks[Symbol.asyncIterator]();
   let first = await it.next();
@@ -174,34 +175,39 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   meta.codec = codec;
   await sealer.write(Buffer.of(REC_ENTRY));
   await sealer.write(encodeHead(meta));
-  let pendingCompress: Promise<Buffer> | null = null;
   const emit = async (frame: Uint8Array) => {
     await sealer.write(frameHeader(frame.length));
     await sealer.write(frame);
   };
-  while (!first.done) {
-    o.signal?.throwIfAborted();
-    const chunk = first.value;
-    if (chunk.length > MAX_FRAME) throw new Error('content chunk larger than a frame');
-    hash?.update(chunk);
-    size += chunk.length;
-    res.bytesIn += chunk.length;
-    if (codec === Codec.Stored) {
-      // Emit before asking for the next chunk: the source may reuse this chunk's buffer then.
-      if (chunk.length) await emit(chunk);
+  // Compressed frames in the making, in order: up to COMPRESS_DEPTH chunks are compressed at
+  // once on the thread pool, each from its own copy (the source may reuse its buffer).
+  const compressing: Array<Promise<Uint8Array>> = [];
+  try {
+    while (!first.done) {
+      o.signal?.throwIfAborted();
+      const chunk = first.value;
+      if (chunk.length > MAX_FRAME) throw new Error('content chunk larger than a frame');
+      hash.update(chunk);
+      size += chunk.length;
+      res.bytesIn += chunk.length;
+      if (codec === Codec.Stored) {
+        // Emit before asking for the next chunk: the source may reuse this chunk's buffer then.
+        if (chunk.length) await emit(chunk);
+      } else {
+        const z = firstFrame ? Promise.resolve(firstFrame) : compress(Buffer.from(chunk), codec);
+        z.catch(() => {}); // reported in its turn
+        compressing.push(z);
+        firstFrame = null;
+        while (compressing.length >= COMPRESS_DEPTH) await emit(await compressing.shift()!);
+      }
       first = await it.next();
-      continue;
     }
-    // Compress this chunk on the thread pool while the next one is read. A chunk's compression
-    // is awaited before the chunk after it is asked for (the source may then reuse its buffer).
-    const z = firstFrame ?? (await (pendingCompress ?? compress(chunk, codec)));
-    firstFrame = null;
-    first = await it.next();
-    pendingCompress = first.done ? null : compress(first.value, codec);
-    await emit(z);
+    while (compressing.length) await emit(await compressing.shift()!);
+  } finally {
+    await Promise.allSettled(compressing); // nothing left running on a failure
   }
   await sealer.write(frameHeader(0));
-  const sha256 = hash ? hash.digest() : c.sha256!();
+  const sha256 = hash.digest();
   const changed = c.changed();
   await sealer.write(encodeTail({ size: BigInt(size), sha256, flags: changed ? FLAG_CHANGED : 0 }));
   return { size: BigInt(size), sha256, codec, changed };

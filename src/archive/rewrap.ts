@@ -97,7 +97,7 @@ export async function rekeyArchive(o: {
     const { segmentSize } = o.source.header;
     const created = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
     await o.sink.write(encodeHeader({ created, segmentSize, nonce, slots: o.recipients.map((r) => r.wrap(fileKey)) }, fileKey));
-    const sealer = new SegmentSealer(payloadKey(fileKey, nonce), segmentSize, (b) => o.sink.write(b));
+    const sealer = new SegmentSealer(o.sink.segments(payloadKey(fileKey, nonce), segmentSize), segmentSize);
     let bytes = 0;
     for await (const plain of o.source.plaintext()) {
       o.signal?.throwIfAborted();

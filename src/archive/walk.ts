@@ -2,15 +2,19 @@
 // Files are opened with O_NOFOLLOW and checked to be the inode that was listed; a file that
 // changes while read is stored as read and flagged.
 //
-// The listing, reading and hashing run on a thread of their own (walk-worker.ts), up to SLOTS
-// chunks ahead, handing the data over in a shared ring: this thread is left the compressing,
-// sealing and writing, and the two cores of a small machine both work.
-import { Worker } from 'node:worker_threads';
-import { extname } from 'node:path';
+// Listing and reading use plain synchronous system calls, into one small buffer that is handed
+// out again for every chunk. Measured on 1 GB of photos and videos: a promise-based call cost a
+// thread-pool round trip and a wake-up on top of its system call (2.5 times the CPU for thousands
+// of small files), and the kernel copied into a 1 MiB buffer at a quarter of the speed it copies
+// into a 256 KiB one that stays in the CPU's cache, where the hashing and sealing then find it.
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
+import { extname, join } from 'node:path';
 import { EntryType } from './format.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
-import { BackupctlError, Exit } from '../errors.js';
-import { CHUNK, RELEASED, SLOTS, STOP, type WalkMessage, type WalkSetup } from './walk-protocol.js';
+import { BackupctlError, Exit, ioError } from '../errors.js';
+
+/** Bytes per read: small enough to stay in a core's L2 cache while it is hashed and sealed. */
+const CHUNK = 256 << 10;
 
 /** Extensions whose content is already compressed: stored, never run through the compressor. */
 const STORED = new Set(
@@ -19,124 +23,118 @@ const STORED = new Set(
     .map((e) => '.' + e),
 );
 
-/** The reading thread's messages, in order. */
-class Inbox {
-  private queue: WalkMessage[] = [];
-  private head = 0;
-  private waiting: ((m: WalkMessage) => void) | null = null;
-  constructor(worker: Worker) {
-    const deliver = (m: WalkMessage) => {
-      if (this.waiting) {
-        const w = this.waiting;
-        this.waiting = null;
-        w(m);
-      } else this.queue.push(m);
-    };
-    worker.on('message', deliver);
-    worker.on('error', (err) => deliver({ t: 'error', code: Exit.internal, message: String(err?.stack ?? err) }));
-    worker.on('exit', () => deliver({ t: 'error', code: Exit.internal, message: 'the directory walk stopped unexpectedly' }));
-  }
-  next(): Promise<WalkMessage> | WalkMessage {
-    if (this.head < this.queue.length) {
-      const m = this.queue[this.head++]!;
-      if (this.head > 1024) {
-        this.queue = this.queue.slice(this.head);
-        this.head = 0;
-      }
-      return m;
-    }
-    return new Promise((resolve) => (this.waiting = resolve));
-  }
-}
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-function failure(m: { code: ExitCode; message: string }): Error {
-  return m.code === Exit.internal ? new Error(m.message) : new BackupctlError(m.code, m.message);
+/** One file's content, read when asked for; the chunk is valid until the next is asked for. */
+function fileContent(abs: string, listed: BigIntStats, buf: Buffer): () => Promise<OpenedContent> {
+  return async () => {
+    let fd: number;
+    try {
+      fd = openSync(abs, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new SkipEntry(`skipped ${abs}: it vanished before it could be read`);
+      if (code === 'ELOOP') throw new SkipEntry(`skipped ${abs}: it was replaced by a symbolic link while listing`);
+      throw new SkipEntry(ioError(err, abs, 'read').message.replace(/^cannot/, 'skipped: cannot'));
+    }
+    let opened = false;
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      if (st.ino !== listed.ino || st.dev !== listed.dev || !st.isFile()) throw new SkipEntry(`skipped ${abs}: it was replaced while listing`);
+      opened = true;
+    } finally {
+      if (!opened) closeSync(fd);
+    }
+    let changed = false;
+    async function* chunks(): AsyncGenerator<Uint8Array> {
+      try {
+        let total = 0;
+        for (;;) {
+          const n = readSync(fd, buf, 0, CHUNK, total);
+          if (n === 0) break;
+          total += n;
+          yield buf.subarray(0, n);
+          // A short read is the end of a regular file (growth is caught by the fstat below).
+          if (n < CHUNK) break;
+        }
+        const after = fstatSync(fd, { bigint: true });
+        changed = BigInt(total) !== listed.size || after.mtimeNs !== listed.mtimeNs || after.size !== listed.size || after.ctimeNs !== listed.ctimeNs;
+      } catch (err) {
+        throw ioError(err, abs, 'read');
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return { chunks: chunks(), compressible: !STORED.has(extname(abs).toLowerCase()), changed: () => changed };
+  };
 }
-type ExitCode = (typeof Exit)[keyof typeof Exit];
 
 /**
  * Walk `root`; entry paths are relative with '/' separators. Special files (sockets, FIFOs,
- * devices) and unreadable directories are reported through `warn` and skipped. A file's chunks
- * are valid until the consumer asks for the next one; a file passed over unopened is skipped.
+ * devices) and unreadable directories are reported through `warn` and skipped. Depth first,
+ * names in byte order, one lstat per name. A file's chunks share one buffer: each is valid until
+ * the next is asked for, and one file is read at a time.
  */
 export async function* walkDirectory(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
-  const setup: WalkSetup = { root, ring: new SharedArrayBuffer(SLOTS * CHUNK), ctrl: new Int32Array(new SharedArrayBuffer(8)) };
-  const worker = new Worker(new URL('./walk-worker.js', import.meta.url), { workerData: setup });
-  const inbox = new Inbox(worker);
-  const release = () => {
-    Atomics.add(setup.ctrl, RELEASED, 1);
-    Atomics.notify(setup.ctrl, RELEASED);
-  };
-  /** Read a file's messages up to its `end` (or `skip`), releasing its chunks. */
-  const finishFile = async (m: WalkMessage): Promise<Extract<WalkMessage, { t: 'end' | 'skip' }>> => {
-    for (;;) {
-      if (m.t === 'end' || m.t === 'skip') return m;
-      if (m.t === 'error') throw failure(m);
-      if (m.t !== 'chunk') throw new Error(`directory walk: unexpected ${m.t} inside a file`);
-      release();
-      m = await inbox.next();
-    }
-  };
+  let rootSt: BigIntStats;
   try {
-    for (;;) {
-      const m = await inbox.next();
-      if (m.t === 'warn') {
-        skipped.count++;
-        warn(m.message);
-        continue;
-      }
-      if (m.t === 'error') throw failure(m);
-      if (m.t === 'done') return;
-      if (m.t !== 'entry') throw new Error(`directory walk: unexpected ${m.t}`);
-      const { t: _, ...entry } = m;
-      if (m.type !== EntryType.File) {
-        yield entry;
-        continue;
-      }
-      // The file's messages are read by the consumer (through open and its chunks), or below.
-      let pending: WalkMessage | null = null; // a message taken but not yet dealt with
-      let held = false; // a chunk handed out and not yet released
-      let done = false;
-      let sha256: Uint8Array | null = null;
-      let changed = false;
-      const open = async (): Promise<OpenedContent> => {
-        const first = await inbox.next();
-        if (first.t === 'skip') {
-          done = true;
-          throw new SkipEntry(first.message);
-        }
-        if (first.t === 'error') throw failure(first);
-        pending = first;
-        async function* chunks(): AsyncGenerator<Uint8Array> {
-          for (;;) {
-            const c = pending ?? (await inbox.next());
-            pending = null;
-            if (c.t !== 'chunk') {
-              const end = await finishFile(c);
-              done = true;
-              if (end.t === 'end') ({ sha256, changed } = end);
-              return;
-            }
-            held = true;
-            yield Buffer.from(setup.ring, c.slot * CHUNK, c.length);
-            held = false;
-            release();
-          }
-        }
-        return {
-          chunks: chunks(),
-          compressible: !STORED.has(extname(m.path).toLowerCase()),
-          changed: () => changed,
-          sha256: () => Buffer.from(sha256!),
-        };
-      };
-      yield { ...entry, open };
-      if (held) release();
-      if (!done) await finishFile(pending ?? (await inbox.next()));
-    }
-  } finally {
-    Atomics.store(setup.ctrl, STOP, 1);
-    Atomics.notify(setup.ctrl, RELEASED);
-    await worker.terminate();
+    rootSt = lstatSync(root, { bigint: true });
+  } catch (err) {
+    throw ioError(err, root, 'read');
   }
+  if (!rootSt.isDirectory()) throw new BackupctlError(Exit.io, `${root} is not a directory`);
+  const buf = Buffer.allocUnsafe(CHUNK);
+  const skip = (message: string) => {
+    skipped.count++;
+    warn(message);
+  };
+
+  function* walk(absDir: string, rel: string): Generator<SourceEntry> {
+    let raw: Buffer[];
+    try {
+      raw = readdirSync(absDir, { encoding: 'buffer' }); // raw bytes: tell real U+FFFD from bad UTF-8
+    } catch (err) {
+      if (rel === '') throw ioError(err, absDir, 'read');
+      skip(`skipped ${absDir}: ${ioError(err, absDir, 'read').message.replace(/^cannot read [^:]*: /, '')}`);
+      return;
+    }
+    raw.sort(Buffer.compare);
+    for (const bytes of raw) {
+      let name: string;
+      try {
+        name = strictUtf8.decode(bytes);
+      } catch {
+        skip(`skipped ${join(absDir, bytes.toString('utf8'))}: its name is not valid UTF-8`);
+        continue;
+      }
+      const abs = join(absDir, name);
+      const path = rel ? `${rel}/${name}` : name;
+      let st: BigIntStats;
+      try {
+        st = lstatSync(abs, { bigint: true });
+      } catch (err) {
+        skip(`skipped ${abs}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(err, abs, 'read').message}`);
+        continue;
+      }
+      const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs };
+      if (st.isDirectory()) {
+        yield { ...base, type: EntryType.Dir };
+        yield* walk(abs, path);
+      } else if (st.isFile()) {
+        yield { ...base, type: EntryType.File, open: fileContent(abs, st, buf) };
+      } else if (st.isSymbolicLink()) {
+        let target: string;
+        try {
+          target = readlinkSync(abs);
+        } catch (err) {
+          skip(`skipped ${abs}: ${ioError(err, abs, 'read').message}`);
+          continue;
+        }
+        yield { ...base, type: EntryType.Symlink, target };
+      } else {
+        skip(`skipped ${abs}: not a regular file, directory or symbolic link`);
+      }
+    }
+  }
+  yield* walk(root, '');
 }

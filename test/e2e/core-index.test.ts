@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { parseHeader } from '../../src/archive/header.js';
 import { openStream, payloadKey, SegmentSealer } from '../../src/archive/stream.js';
+import { MemorySink } from '../../src/archive/output.js';
 import { decodeFooter } from '../../src/archive/entries.js';
 import { EntryType, FOOTER_LEN } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
@@ -35,25 +36,22 @@ async function* entries(): AsyncGenerator<SourceEntry> {
 }
 
 async function sealed(plain: Buffer): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const s = new SegmentSealer(payloadKey(FILE_KEY, NONCE), SEG, (b) => {
-    parts.push(Buffer.from(b));
-  });
+  const sink = new MemorySink();
+  const s = new SegmentSealer(sink.segments(payloadKey(FILE_KEY, NONCE), SEG), SEG);
   await s.write(plain);
   await s.finish();
-  return Buffer.concat(parts);
+  return sink.bytes;
 }
 
 beforeAll(async () => {
   ({ home, configDir, cleanup } = await makeHome('backupctl-core-index-'));
   rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
-  const parts: Buffer[] = [];
-  const sink = { bytesWritten: 0, write: async (b: Buffer) => void parts.push(Buffer.from(b)), commit: async () => {}, abort: async () => {} };
+  const sink = new MemorySink();
   await writeArchive({
     recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'index test'))], entries: entries(), sink, segmentSize: SEG,
     fixed: { fileKey: FILE_KEY, nonce: NONCE, created: '2026-11-22T12:00:00Z' },
   });
-  const archive = Buffer.concat(parts);
+  const archive = sink.bytes;
   const h = parseHeader(archive);
   const plainParts: Buffer[] = [];
   for await (const p of openStream(payloadKey(FILE_KEY, NONCE), SEG, [archive.subarray(h.headerLength)])) plainParts.push(p);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeArchive, type SourceEntry } from '../../src/archive/pack.js';
-import { openSink } from '../../src/archive/output.js';
+import { MemorySink } from '../../src/archive/output.js';
 import { EntryType } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
 import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
@@ -38,12 +38,14 @@ async function craft(name: string, specs: Spec[]): Promise<string> {
       }
     }
   }
+  const sink = new MemorySink();
   await writeArchive({
     recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'crafted'))],
     entries: entries(),
-    sink: await openSink(file),
+    sink,
     segmentSize: 4096,
   });
+  await writeFile(file, sink.bytes);
   return file;
 }
 

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeArchive } from '../../dist/archive/pack.js';
+import { MemorySink } from '../../dist/archive/output.js';
 import { wrapX25519 } from '../../dist/keys/x25519.js';
 import { formatRecoveryCode, recoveryKeyPair } from '../../dist/keys/recovery-code.js';
 import { encodeHeader, parseHeader } from '../../dist/archive/header.js';
@@ -49,15 +50,6 @@ function* entriesFrom(files) {
       };
     }
   }
-}
-
-class MemorySink {
-  parts = [];
-  bytesWritten = 0;
-  async write(b) { this.parts.push(Buffer.from(b)); this.bytesWritten += b.length; }
-  async commit() {}
-  async abort() {}
-  get bytes() { return Buffer.concat(this.parts); }
 }
 
 async function build({ files, recipients = [recipient(CODE_A, 'vector code A', EPH[0])], segmentSize = 4096, codec }) {

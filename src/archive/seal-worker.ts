@@ -1,0 +1,37 @@
+// The sealing thread of a file sink (output.ts FileSink.segments): seals each plaintext segment
+// it is sent and writes it at its place in the archive file, then sends the buffer back.
+import { writevSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import { TAG_LEN } from './format.js';
+import type { SealReply } from './output.js';
+import { freePieces, sealSegment } from './stream.js';
+
+const { fd, segmentSize, base } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number };
+const key = Buffer.from((workerData as { key: Uint8Array }).key);
+const reply = (m: SealReply, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(m, transfer);
+
+let previous: Buffer[] = [];
+
+parentPort!.on('message', (m: { index: number; last: boolean; length: number; buf: ArrayBuffer }) => {
+  try {
+    const pieces = sealSegment(key, m.index, m.last, new Uint8Array(m.buf, 0, m.length));
+    if (m.last) key.fill(0);
+    let pos = base + m.index * (segmentSize + TAG_LEN);
+    let bytes = 0;
+    for (let i = 0; i < pieces.length; ) {
+      let n = writevSync(fd, pieces.slice(i, i + 1024), pos);
+      pos += n;
+      bytes += n;
+      // Continue after a partial write.
+      while (i < pieces.length && n >= pieces[i]!.length) n -= pieces[i++]!.length;
+      if (n) pieces[i] = pieces[i]!.subarray(n);
+    }
+    // Freed one segment late: freeing them at once handed the memory back to the system each
+    // time (the top of this thread's heap), to be faulted in again for the next segment.
+    freePieces(previous);
+    previous = pieces;
+    reply({ t: 'sealed', index: m.index, buf: m.buf, bytes }, [m.buf]);
+  } catch (err) {
+    reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message });
+  }
+});
