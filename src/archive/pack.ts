@@ -5,7 +5,7 @@ import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import type { Recipient } from '../keys/types.js';
 import { encodeHeader } from './header.js';
-import { payloadKey, SegmentSealer } from './stream.js';
+import { freePieces, payloadKey, SegmentSealer } from './stream.js';
 import { Codec, DEFAULT_SEGMENT_SIZE, EntryType, FLAG_CHANGED, FOOTER_LEN, MAX_FRAME, PAYLOAD_NONCE_LEN, REC_ENTRY, REC_INDEX } from './format.js';
 import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, type EntryMeta } from './entries.js';
 import type { Sink } from './output.js';
@@ -164,7 +164,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   // The codec is in the record head, so decide on the first chunk before writing it.
   let codec = Codec.Stored;
   const wanted = o.codec ?? writeCodec;
-  let firstFrame: Uint8Array | null = null;
+  let firstFrame: Buffer | null = null;
   if (!first.done && c.compressible && first.value.length >= 64) {
     const z = await compress(first.value, wanted);
     if (z.length < first.value.length * 0.9) {
@@ -179,9 +179,14 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
     await sealer.write(frameHeader(frame.length));
     await sealer.write(frame);
   };
+  /** A compressed frame is copied into its segment: its memory can go at once. */
+  const emitFree = async (frame: Buffer) => {
+    await emit(frame);
+    freePieces([frame]);
+  };
   // Compressed frames in the making, in order: up to COMPRESS_DEPTH chunks are compressed at
   // once on the thread pool, each from its own copy (the source may reuse its buffer).
-  const compressing: Array<Promise<Uint8Array>> = [];
+  const compressing: Array<Promise<Buffer>> = [];
   try {
     while (!first.done) {
       o.signal?.throwIfAborted();
@@ -194,15 +199,16 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
         // Emit before asking for the next chunk: the source may reuse this chunk's buffer then.
         if (chunk.length) await emit(chunk);
       } else {
-        const z = firstFrame ? Promise.resolve(firstFrame) : compress(Buffer.from(chunk), codec);
+        const copy = firstFrame ? null : Buffer.from(chunk);
+        const z = copy ? compress(copy, codec).finally(() => freePieces([copy])) : Promise.resolve(firstFrame!);
         z.catch(() => {}); // reported in its turn
         compressing.push(z);
         firstFrame = null;
-        while (compressing.length >= COMPRESS_DEPTH) await emit(await compressing.shift()!);
+        while (compressing.length >= COMPRESS_DEPTH) await emitFree(await compressing.shift()!);
       }
       first = await it.next();
     }
-    while (compressing.length) await emit(await compressing.shift()!);
+    while (compressing.length) await emitFree(await compressing.shift()!);
   } finally {
     await Promise.allSettled(compressing); // nothing left running on a failure
   }
