@@ -5,47 +5,79 @@ import zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { ByteQueue } from '../util/bytequeue.js';
+import { freePieces } from './stream.js';
 import { Codec, EntryType, FOOTER_LEN, MAX_FRAME, REC_ENTRY, REC_INDEX } from './format.js';
 import { IndexDecoder, decodeFooter, encodeIndexEntry, readHead, readTail, type ByteSource, type EntryMeta, type Footer, type IndexEntry } from './entries.js';
 import type { ArchiveFile } from './reader.js';
 
-/** A ByteSource over a stream of plaintext buffers. */
+/**
+ * A ByteSource over a stream of plaintext buffers. Buffers that own their memory (decrypted
+ * segments) are freed as soon as they are consumed, at the next request (the bytes handed out
+ * last are the caller's until then), instead of by the garbage collector: V8 lets tens of
+ * megabytes of such memory pile up first. Callers must not keep what they are given beyond the
+ * next request (every caller copies what it keeps, such as a tail's hash).
+ */
 export class StreamSource implements ByteSource {
   private q = new ByteQueue();
   private it: AsyncIterator<Buffer>;
+  /** Bytes of each pushed buffer not yet consumed, oldest first, and the buffer if it is to be freed. */
+  private owned: Array<{ left: number; buf: Buffer | null }> = [];
+  private retired: Buffer[] = [];
   /** Plaintext offset of the next byte to be read. */
   position = 0;
   constructor(plain: AsyncIterable<Buffer>) {
     this.it = plain[Symbol.asyncIterator]();
   }
-  private async fill(n: number): Promise<void> {
+  private push(b: Buffer): void {
+    if (b.length === 0) return;
+    this.q.push(b);
+    this.owned.push({ left: b.length, buf: b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : null });
+  }
+  private consumed(n: number): void {
+    this.position += n;
+    while (n > 0) {
+      const o = this.owned[0]!;
+      const k = Math.min(n, o.left);
+      o.left -= k;
+      n -= k;
+      if (o.left === 0) {
+        this.owned.shift();
+        if (o.buf) this.retired.push(o.buf);
+      }
+    }
+  }
+  /** Have at least n bytes queued; false if the payload ends first. */
+  private async more(n: number): Promise<boolean> {
+    // Freed two buffers late: freeing each at once handed its memory back to the system (the
+    // top of the heap), to be faulted in again for the next segment (a third more CPU time).
+    if (this.retired.length > 2) freePieces(this.retired.splice(0, this.retired.length - 2));
     while (this.q.length < n) {
       const r = await this.it.next();
-      if (r.done) throw corruptError('payload ends in the middle of a record');
-      this.q.push(r.value);
+      if (r.done) return false;
+      this.push(r.value);
     }
+    return true;
+  }
+  private async fill(n: number): Promise<void> {
+    if (!(await this.more(n))) throw corruptError('payload ends in the middle of a record');
   }
   async read(n: number): Promise<Buffer> {
     await this.fill(n);
-    this.position += n;
+    this.consumed(n);
     return this.q.take(n);
   }
   /** Up to n bytes without copying (at least 1). */
   async readSome(n: number): Promise<Buffer> {
     await this.fill(1);
     const b = this.q.takeSome(n);
-    this.position += b.length;
+    this.consumed(b.length);
     return b;
   }
   /** The next bytes as they come (without copying), or null at the end of the payload. */
   async next(): Promise<Buffer | null> {
-    if (this.q.length === 0) {
-      const r = await this.it.next();
-      if (r.done) return null;
-      this.q.push(r.value);
-    }
+    if (!(await this.more(1))) return null;
     const b = this.q.takeSome(this.q.length);
-    this.position += b.length;
+    this.consumed(b.length);
     return b;
   }
 }

@@ -6,7 +6,7 @@
 // attacker who can write to DEST swapping a checked directory for a link during the commit:
 // see backupctl(1) "RESTORE SAFETY".
 import { constants, rmSync } from 'node:fs';
-import { copyFile, link, lstat, mkdir, mkdtemp, open, realpath, rename, rmdir, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from 'node:fs/promises';
+import { copyFile, link, lstat, mkdir, mkdtemp, realpath, rename, rmdir, symlink, unlink, utimes, lutimes, chmod } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
 import { EntryType } from './format.js';
@@ -14,6 +14,7 @@ import type { EntryMeta, IndexEntry } from './entries.js';
 import { PathGuard } from './paths.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry } from './records.js';
 import { ArchiveFile, type ArchiveStream } from './reader.js';
+import { StagingWriter } from './staging.js';
 
 export interface RestoreOptions {
   archive: ArchiveFile | ArchiveStream;
@@ -39,9 +40,6 @@ const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
 const secs = (ns: bigint) => Number(ns) / 1e9;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 const safeMode = (mode: number) => mode & 0o1777;
-/** Restore's write-behind bounds: decoded bytes not yet written, and staged files still open. */
-const MAX_UNWRITTEN = 8 << 20;
-const MAX_OPEN_FILES = 16;
 
 /**
  * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
@@ -53,10 +51,6 @@ function removeTree(dir: string): void {
   } catch {
     /* best effort: what is left is named .backupctl-restore-* */
   }
-}
-
-async function writeFully(fh: FileHandle, chunk: Buffer, at: number): Promise<void> {
-  for (let off = 0; off < chunk.length; ) off += (await fh.write(chunk, off, chunk.length - off, at + off)).bytesWritten;
 }
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
@@ -103,46 +97,14 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
 
-  // Staged files are written behind the reading: the next records are decrypted, parsed and
-  // hashed while earlier files' writes, mode, times and close run on the thread pool (each
-  // file's operations in order). Bounded by decoded bytes not yet written and by open files.
-  const files = new Set<Promise<void>>();
-  let unwritten = 0;
-  let failure: unknown = null;
-  const fail = (err: unknown, target: string) => {
-    failure ??= (err as NodeJS.ErrnoException).code && !(err instanceof BackupctlError) ? ioError(err, target, 'write') : err;
-  };
-  const settle = async () => {
-    await Promise.allSettled(files);
-    if (failure) throw failure;
-  };
+  // Staged files are written behind the reading, on their own thread (see StagingWriter).
+  const writer = new StagingWriter();
+  const settle = () => writer.finish();
   const madeDirs = new Set<string>([staging]);
   const stagedDir = async (dir: string) => {
     if (madeDirs.has(dir)) return; // one mkdir per directory, not one per file
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writer.mkdir(dir);
     madeDirs.add(dir);
-  };
-
-  /** A staged file: its operations queue behind one another; none throws (see `failure`). */
-  const stageFile = (target: string) => {
-    let fh: FileHandle | null = null;
-    let tail: Promise<void> = open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600).then(
-      (h) => void (fh = h),
-      (err: unknown) => fail(err, target),
-    );
-    return {
-      then(op: (fh: FileHandle) => Promise<unknown>): Promise<void> {
-        tail = tail.then(() => (failure ? undefined : op(fh!))).then(() => undefined, (err: unknown) => fail(err, target));
-        return tail;
-      },
-      close(): void {
-        const closed: Promise<void> = tail
-          .then(() => fh?.close())
-          .catch((err: unknown) => fail(err, target))
-          .finally(() => files.delete(closed));
-        files.add(closed);
-      },
-    };
   };
 
   const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
@@ -150,26 +112,14 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     if (keep && head.type === EntryType.Dir) await stagedDir(target);
     if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
     await stagedDir(dirname(target));
-    const file = stageFile(target);
-    let pos = 0;
-    try {
-      const meta = await reader.content(head, async (chunk) => {
-        o.signal?.throwIfAborted();
-        const at = pos;
-        pos += chunk.length;
-        bytes += chunk.length;
-        unwritten += chunk.length;
-        const written = file.then((fh) => writeFully(fh, chunk, at)).then(() => void (unwritten -= chunk.length));
-        if (unwritten > MAX_UNWRITTEN) await written;
-        if (failure) throw failure;
-      });
-      void file.then((fh) => fh.chmod(safeMode(meta.mode)));
-      void file.then((fh) => fh.utimes(secs(meta.mtimeNs), secs(meta.mtimeNs)));
-      return meta;
-    } finally {
-      file.close();
-      while (files.size > MAX_OPEN_FILES && !failure) await Promise.race(files);
-    }
+    await writer.open(target);
+    const meta = await reader.content(head, async (chunk) => {
+      o.signal?.throwIfAborted();
+      bytes += chunk.length;
+      await writer.write(chunk);
+    });
+    await writer.close(safeMode(meta.mode), meta.mtimeNs);
+    return meta;
   };
 
   try {
@@ -218,7 +168,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
       o.onProgress?.({ bytes, entries: staged.length });
     }
   } catch (err) {
-    await Promise.allSettled(files); // nothing may still be writing when staging is removed
+    await writer.stop(); // nothing may still be writing when staging is removed
     throw err;
   }
 }

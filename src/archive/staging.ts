@@ -1,0 +1,119 @@
+// Writing a restore's staged tree (restore.ts) on a thread of its own (staging-worker.ts): the
+// main thread decrypts, parses and hashes while this one creates and writes files. Content is
+// copied into batch buffers that travel to the thread and back (transferred, not copied again).
+import { Worker } from 'node:worker_threads';
+import { BackupctlError, ioError } from '../errors.js';
+
+/** An operation: make a directory, create a file, its next `number` bytes of content, close it. */
+export type StagingOp = { t: 'dir'; path: string } | { t: 'open'; path: string } | number | { t: 'close'; mode: number; mtime: number };
+export interface StagingBatch {
+  ops: StagingOp[];
+  data: ArrayBuffer;
+}
+export type StagingReply = { data: ArrayBuffer } & ({ t: 'done' } | { t: 'error'; code?: string; message: string; path: string });
+
+/** Bytes of content per batch, and batches in flight before the main thread waits. */
+const BATCH = 1 << 20;
+const IN_FLIGHT = 4;
+/** Operations per batch: a batch of many small files goes out before its buffer is full. */
+const MAX_OPS = 256;
+
+export class StagingWriter {
+  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url));
+  private spare: ArrayBuffer[] = [];
+  private data: Buffer = Buffer.from(new ArrayBuffer(BATCH));
+  private fill = 0;
+  private ops: StagingOp[] = [];
+  private inFlight = 0;
+  private failure: Error | null = null;
+  private wake: (() => void) | null = null;
+
+  constructor() {
+    const settle = () => {
+      const w = this.wake;
+      this.wake = null;
+      w?.();
+    };
+    this.worker.on('message', (m: StagingReply) => {
+      this.inFlight--;
+      this.spare.push(m.data);
+      if (m.t === 'error') this.failure ??= ioError(Object.assign(new Error(m.message), { code: m.code }), m.path, 'write');
+      settle();
+    });
+    this.worker.on('error', (err) => {
+      this.failure ??= err;
+      settle();
+    });
+    this.worker.on('exit', () => {
+      this.failure ??= new Error('the staging thread stopped unexpectedly');
+      settle();
+    });
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  private async send(): Promise<void> {
+    if (this.ops.length === 0) return;
+    while (this.inFlight >= IN_FLIGHT) {
+      this.check();
+      await new Promise<void>((res) => (this.wake = res));
+    }
+    this.check();
+    const data = this.data.buffer as ArrayBuffer;
+    this.worker.postMessage({ ops: this.ops, data } satisfies StagingBatch, [data]);
+    this.inFlight++;
+    this.ops = [];
+    this.fill = 0;
+    this.data = Buffer.from(this.spare.pop() ?? new ArrayBuffer(BATCH));
+  }
+
+  private async op(op: StagingOp): Promise<void> {
+    this.ops.push(op);
+    if (this.ops.length >= MAX_OPS) await this.send();
+  }
+
+  mkdir(path: string): Promise<void> {
+    return this.op({ t: 'dir', path });
+  }
+  open(path: string): Promise<void> {
+    return this.op({ t: 'open', path });
+  }
+  close(mode: number, mtimeNs: bigint): Promise<void> {
+    return this.op({ t: 'close', mode, mtime: Number(mtimeNs) / 1e9 });
+  }
+
+  /** Append `chunk` to the open file (copied: the caller may reuse it). */
+  async write(chunk: Uint8Array): Promise<void> {
+    for (let off = 0; off < chunk.length; ) {
+      if (this.fill === BATCH) await this.send();
+      const n = Math.min(chunk.length - off, BATCH - this.fill);
+      this.data.set(chunk.subarray(off, off + n), this.fill);
+      this.fill += n;
+      off += n;
+      const last = this.ops[this.ops.length - 1];
+      if (typeof last === 'number') this.ops[this.ops.length - 1] = last + n;
+      else await this.op(n);
+    }
+  }
+
+  /** Everything sent is written; throws the first failure. */
+  async finish(): Promise<void> {
+    await this.send();
+    while (this.inFlight > 0 && !this.failure) await new Promise<void>((res) => (this.wake = res));
+    this.check();
+    await this.stop();
+  }
+
+  /** Stop at once (after a failure elsewhere): nothing is being written when this returns. */
+  async stop(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+
+  /** Whether a failure was seen (the caller stops feeding). */
+  get failed(): BackupctlError | Error | null {
+    return this.failure;
+  }
+}
