@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { basename, dirname, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
-import { freePieces, inlineSegments, type SegmentOutput } from './stream.js';
+import { freeBuffers, inlineSegments, type SegmentOutput } from './stream.js';
 import { TAG_LEN } from './format.js';
 
 export interface Sink {
@@ -231,7 +231,7 @@ class StdoutSink implements Sink {
   bytesWritten = 0;
   async write(buf: Buffer, free = false): Promise<void> {
     this.bytesWritten += buf.length;
-    if (!process.stdout.write(buf, free ? () => freePieces([buf]) : undefined)) await new Promise<void>((res) => process.stdout.once('drain', res));
+    if (!process.stdout.write(buf, free ? () => freeBuffers([buf]) : undefined)) await new Promise<void>((res) => process.stdout.once('drain', res));
   }
   segments(key: Buffer, segmentSize: number): SegmentOutput {
     return inlineSegments(key, segmentSize, async (pieces) => {

@@ -5,7 +5,7 @@ import zlib from 'node:zlib';
 import { promisify } from 'node:util';
 import type { Recipient } from '../keys/types.js';
 import { encodeHeader } from './header.js';
-import { freePieces, payloadKey, SegmentSealer } from './stream.js';
+import { freeBuffers, payloadKey, SegmentSealer } from './stream.js';
 import { Codec, DEFAULT_SEGMENT_SIZE, EntryType, FLAG_CHANGED, FOOTER_LEN, MAX_FRAME, PAYLOAD_NONCE_LEN, REC_ENTRY, REC_INDEX } from './format.js';
 import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, type EntryMeta } from './entries.js';
 import type { Sink } from './output.js';
@@ -182,7 +182,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   /** A compressed frame is copied into its segment: its memory can go at once. */
   const emitFree = async (frame: Buffer) => {
     await emit(frame);
-    freePieces([frame]);
+    freeBuffers([frame]);
   };
   // Compressed frames in the making, in order: up to COMPRESS_DEPTH chunks are compressed at
   // once on the thread pool, each from its own copy (the source may reuse its buffer).
@@ -200,7 +200,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
         if (chunk.length) await emit(chunk);
       } else {
         const copy = firstFrame ? null : Buffer.from(chunk);
-        const z = copy ? compress(copy, codec).finally(() => freePieces([copy])) : Promise.resolve(firstFrame!);
+        const z = copy ? compress(copy, codec).finally(() => freeBuffers([copy])) : Promise.resolve(firstFrame!);
         z.catch(() => {}); // reported in its turn
         compressing.push(z);
         firstFrame = null;

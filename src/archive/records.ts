@@ -5,7 +5,7 @@ import zlib from 'node:zlib';
 import { createHash } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { ByteQueue } from '../util/bytequeue.js';
-import { freePieces } from './stream.js';
+import { freeBuffers } from './stream.js';
 import { Codec, EntryType, FOOTER_LEN, MAX_FRAME, REC_ENTRY, REC_INDEX } from './format.js';
 import { IndexDecoder, decodeFooter, encodeIndexEntry, readHead, readTail, type ByteSource, type EntryMeta, type Footer, type IndexEntry } from './entries.js';
 import type { ArchiveFile } from './reader.js';
@@ -50,7 +50,7 @@ export class StreamSource implements ByteSource {
   private async more(n: number): Promise<boolean> {
     // Freed two buffers late: freeing each at once handed its memory back to the system (the
     // top of the heap), to be faulted in again for the next segment (a third more CPU time).
-    if (this.retired.length > 2) freePieces(this.retired.splice(0, this.retired.length - 2));
+    if (this.retired.length > 2) freeBuffers(this.retired.splice(0, this.retired.length - 2));
     while (this.q.length < n) {
       const r = await this.it.next();
       if (r.done) return false;

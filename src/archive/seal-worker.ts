@@ -4,7 +4,7 @@ import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TAG_LEN } from './format.js';
 import type { SealReply } from './output.js';
-import { freePieces, sealSegment } from './stream.js';
+import { freeBuffers, sealSegment } from './stream.js';
 
 const { fd, segmentSize, base } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number };
 const key = Buffer.from((workerData as { key: Uint8Array }).key);
@@ -28,7 +28,7 @@ parentPort!.on('message', (m: { index: number; last: boolean; length: number; bu
     }
     // Freed one segment late: freeing them at once handed the memory back to the system each
     // time (the top of this thread's heap), to be faulted in again for the next segment.
-    freePieces(previous);
+    freeBuffers(previous);
     previous = pieces;
     reply({ t: 'sealed', index: m.index, buf: m.buf, bytes }, [m.buf]);
   } catch (err) {

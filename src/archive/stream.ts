@@ -66,12 +66,13 @@ export function sealSegment(key: Buffer, index: number, last: boolean, plain: Ui
 }
 
 /**
- * Free written pieces from sealSegment at once, instead of waiting for the garbage collector: V8
- * lets about 64 MB of such external memory pile up before it collects (a third of create's peak
- * RSS). Only for buffers that own all of their memory, as the cipher's output does.
+ * Free buffers that are done with (sealed pieces once written, decrypted segments once parsed)
+ * at once, instead of waiting for the garbage collector: V8 lets about 64 MB of such external
+ * memory pile up before it collects (a third of create's peak RSS). Only buffers that own all of
+ * their memory are freed, as the cipher's and the compressor's output do; others are left alone.
  */
-export function freePieces(pieces: readonly Buffer[]): void {
-  for (const p of pieces) {
+export function freeBuffers(bufs: readonly Buffer[]): void {
+  for (const p of bufs) {
     // ArrayBuffer.prototype.transfer is ES2024 (Node 20+); the project's lib is ES2023.
     if (p.byteOffset === 0 && p.byteLength === p.buffer.byteLength) (p.buffer as ArrayBuffer & { transfer(n: number): ArrayBuffer }).transfer(0);
   }
