@@ -137,7 +137,10 @@ class FileSink implements Sink {
    */
   segments(key: Buffer, segmentSize: number): SegmentOutput {
     const base = this.bytesWritten;
-    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: Uint8Array.from(key), segmentSize, base } });
+    // workerData is copied into the thread when it starts: both copies here are zeroed at once.
+    const copy = Uint8Array.from(key);
+    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: copy, segmentSize, base } });
+    copy.fill(0);
     key.fill(0);
     this.sealer = worker;
     const free: Buffer[] = [];

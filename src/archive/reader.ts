@@ -7,7 +7,7 @@ import { ByteQueue } from '../util/bytequeue.js';
 import { FOOTER_LEN, PREAMBLE_LEN } from './format.js';
 import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, confirmFileKey, type ParsedHeader } from './header.js';
 import { decodeFooter, type Footer } from './entries.js';
-import { openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
+import { freeBuffers, openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
 
 /** Try each identity in turn; the first file key that also verifies the header MAC wins. */
 export async function unlockHeader(header: ParsedHeader, identities: Identity[]): Promise<Uint8Array> {
@@ -92,28 +92,35 @@ export class ArchiveFile implements Archive {
     const first = Math.floor(offset / seg);
     const last = Math.floor((offset + length - 1) / seg);
     if (last >= this.layout.count) throw corruptError('a record points beyond the end of the payload');
-    const BATCH = Math.max(1, Math.floor((4 << 20) / this.layout.sealedSize));
+    // No bigger than the range: a footer or an index entry is read with a segment's worth.
+    const BATCH = Math.min(last - first + 1, Math.max(1, Math.floor((4 << 20) / this.layout.sealedSize)));
     // Two batch buffers alternate: one is read into while the other's segments are opened (a
     // batch is fully opened, into new plaintext buffers, before its buffer is read into again).
     const bufs = [Buffer.allocUnsafe(BATCH * this.layout.sealedSize), Buffer.allocUnsafe(BATCH * this.layout.sealedSize)];
     let i = first;
     let turn = 0;
     let next: Promise<Buffer> | null = this.readSealed(i, Math.min(BATCH, last - i + 1), bufs[turn]);
-    while (next) {
-      const sealed = await next;
-      const n = Math.ceil(sealed.length / this.layout.sealedSize);
-      const after = i + n;
-      turn ^= 1;
-      next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1), bufs[turn]) : null;
-      for (let k = 0; k < n; k++, i++) {
-        const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
-        let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
-        const segStart = i * seg;
-        const lo = Math.max(offset - segStart, 0);
-        const hi = Math.min(offset + length - segStart, plain.length);
-        if (lo !== 0 || hi !== plain.length) plain = plain.subarray(lo, hi);
-        yield plain;
+    try {
+      while (next) {
+        const sealed = await next;
+        const n = Math.ceil(sealed.length / this.layout.sealedSize);
+        const after = i + n;
+        turn ^= 1;
+        next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1), bufs[turn]) : null;
+        for (let k = 0; k < n; k++, i++) {
+          const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
+          let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
+          const segStart = i * seg;
+          const lo = Math.max(offset - segStart, 0);
+          const hi = Math.min(offset + length - segStart, plain.length);
+          if (lo !== 0 || hi !== plain.length) plain = plain.subarray(lo, hi);
+          yield plain;
+        }
       }
+    } finally {
+      // Freed now rather than by the garbage collector, once no read is filling them.
+      await next?.catch(() => {});
+      freeBuffers(bufs);
     }
   }
 

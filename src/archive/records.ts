@@ -115,7 +115,8 @@ export class RecordReader {
 
   /**
    * The decoded content of the current file entry, then its tail, with the content hash and
-   * size checked against the tail. `sink` gets every decoded chunk in order.
+   * size checked against the tail. `sink` gets every decoded chunk in order, and must not keep
+   * it once it returns.
    */
   async content(head: Omit<EntryMeta, 'size' | 'sha256' | 'flags'>, sink: (chunk: Buffer) => void | Promise<void>): Promise<EntryMeta> {
     const hash = createHash('sha256');
@@ -141,6 +142,7 @@ export class RecordReader {
           hash.update(out);
           size += BigInt(out.length);
           await sink(out);
+          freeBuffers([out]); // the sink is done with it (none keeps a chunk)
         }
       }
     } else if (head.type === EntryType.Symlink) {

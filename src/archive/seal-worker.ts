@@ -8,6 +8,7 @@ import { freeBuffers, sealSegment } from './stream.js';
 
 const { fd, segmentSize, base } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number };
 const key = Buffer.from((workerData as { key: Uint8Array }).key);
+(workerData as { key: Uint8Array }).key.fill(0);
 const reply = (m: SealReply, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(m, transfer);
 
 let previous: Buffer[] = [];
