@@ -9,9 +9,13 @@
 // into a 256 KiB one that stays in the CPU's cache, where the hashing and sealing then find it.
 import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
 import { extname, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
+
+/** Names listed (lstat) ahead of the one being yielded: their regular files go to the prefetcher. */
+const STAT_AHEAD = 32;
 
 /** Bytes per read: small enough to stay in a core's L2 cache while it is hashed and sealed. */
 const CHUNK = 256 << 10;
@@ -88,6 +92,15 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
     skipped.count++;
     warn(message);
   };
+  // Regular files are announced to the prefetcher as they are listed (STAT_AHEAD names ahead),
+  // and counted off as the walk reaches them.
+  const reached = new Int32Array(new SharedArrayBuffer(4));
+  const prefetcher = new Worker(new URL('./prefetch-worker.js', import.meta.url), { workerData: { reached } });
+  prefetcher.unref(); // never what keeps the process alive
+  const reach = () => {
+    Atomics.add(reached, 0, 1);
+    Atomics.notify(reached, 0);
+  };
 
   function* walk(absDir: string, rel: string): Generator<SourceEntry> {
     let raw: Buffer[];
@@ -99,21 +112,43 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
       return;
     }
     raw.sort(Buffer.compare);
-    for (const bytes of raw) {
-      let name: string;
+    const names = raw.map((bytes) => {
       try {
-        name = strictUtf8.decode(bytes);
+        return strictUtf8.decode(bytes);
       } catch {
-        skip(`skipped ${join(absDir, bytes.toString('utf8'))}: its name is not valid UTF-8`);
+        return null;
+      }
+    });
+    const stats: Array<BigIntStats | Error | undefined> = [];
+    let statted = 0;
+    const statAhead = (upTo: number) => {
+      const files: string[] = [];
+      for (; statted < Math.min(upTo, names.length); statted++) {
+        const name = names[statted];
+        if (name === null || name === undefined) continue;
+        try {
+          const st = lstatSync(join(absDir, name), { bigint: true });
+          stats[statted] = st;
+          if (st.isFile()) files.push(join(absDir, name));
+        } catch (err) {
+          stats[statted] = err as Error;
+        }
+      }
+      if (files.length) prefetcher.postMessage(files);
+    };
+    for (let i = 0; i < raw.length; i++) {
+      const name = names[i];
+      if (name === null || name === undefined) {
+        skip(`skipped ${join(absDir, raw[i]!.toString('utf8'))}: its name is not valid UTF-8`);
         continue;
       }
+      if (i >= statted) statAhead(i + STAT_AHEAD);
       const abs = join(absDir, name);
       const path = rel ? `${rel}/${name}` : name;
-      let st: BigIntStats;
-      try {
-        st = lstatSync(abs, { bigint: true });
-      } catch (err) {
-        skip(`skipped ${abs}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(err, abs, 'read').message}`);
+      const st = stats[i]!;
+      stats[i] = undefined;
+      if (st instanceof Error) {
+        skip(`skipped ${abs}: ${(st as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(st, abs, 'read').message}`);
         continue;
       }
       const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs };
@@ -121,6 +156,7 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         yield { ...base, type: EntryType.Dir };
         yield* walk(abs, path);
       } else if (st.isFile()) {
+        reach();
         yield { ...base, type: EntryType.File, open: fileContent(abs, st, buf) };
       } else if (st.isSymbolicLink()) {
         let target: string;
@@ -136,5 +172,9 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
       }
     }
   }
-  yield* walk(root, '');
+  try {
+    yield* walk(root, '');
+  } finally {
+    await prefetcher.terminate();
+  }
 }
