@@ -152,7 +152,7 @@ class FileSink implements Sink {
       const w = wake;
       wake = null;
       w?.();
-      if (inFlight === 0) finished?.();
+      if (inFlight === 0 || this.failure) finished?.(); // a crashed thread answers no more
     };
     worker.on('message', (m: SealReply) => {
       if (m.t === 'sealed') {
