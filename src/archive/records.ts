@@ -20,8 +20,8 @@ import type { ArchiveFile } from './reader.js';
 export class StreamSource implements ByteSource {
   private q = new ByteQueue();
   private it: AsyncIterator<Buffer>;
-  /** Bytes of each pushed buffer not yet consumed, oldest first, and the buffer if it is to be freed. */
-  private owned: Array<{ left: number; buf: Buffer | null }> = [];
+  /** Each pushed buffer and its bytes not yet consumed, oldest first. */
+  private pushed: Array<{ left: number; buf: Buffer }> = [];
   private retired: Buffer[] = [];
   /** Plaintext offset of the next byte to be read. */
   position = 0;
@@ -31,18 +31,18 @@ export class StreamSource implements ByteSource {
   private push(b: Buffer): void {
     if (b.length === 0) return;
     this.q.push(b);
-    this.owned.push({ left: b.length, buf: b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b : null });
+    this.pushed.push({ left: b.length, buf: b });
   }
   private consumed(n: number): void {
     this.position += n;
     while (n > 0) {
-      const o = this.owned[0]!;
+      const o = this.pushed[0]!;
       const k = Math.min(n, o.left);
       o.left -= k;
       n -= k;
       if (o.left === 0) {
-        this.owned.shift();
-        if (o.buf) this.retired.push(o.buf);
+        this.pushed.shift();
+        this.retired.push(o.buf); // freeBuffers leaves alone what does not own its memory
       }
     }
   }

@@ -118,7 +118,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
       bytes += chunk.length;
       await writer.write(chunk);
     });
-    await writer.close(safeMode(meta.mode), meta.mtimeNs);
+    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs));
     return meta;
   };
 

@@ -2,7 +2,7 @@
 // main thread decrypts, parses and hashes while this one creates and writes files. Content is
 // copied into batch buffers that travel to the thread and back (transferred, not copied again).
 import { Worker } from 'node:worker_threads';
-import { BackupctlError, ioError } from '../errors.js';
+import { ioError } from '../errors.js';
 
 /** An operation: make a directory, create a file, its next `number` bytes of content, close it. */
 export type StagingOp = { t: 'dir'; path: string } | { t: 'open'; path: string } | number | { t: 'close'; mode: number; mtime: number };
@@ -80,8 +80,9 @@ export class StagingWriter {
   open(path: string): Promise<void> {
     return this.op({ t: 'open', path });
   }
-  close(mode: number, mtimeNs: bigint): Promise<void> {
-    return this.op({ t: 'close', mode, mtime: Number(mtimeNs) / 1e9 });
+  /** Close the open file after setting its mode and its times (seconds). */
+  close(mode: number, mtime: number): Promise<void> {
+    return this.op({ t: 'close', mode, mtime });
   }
 
   /** Append `chunk` to the open file (copied: the caller may reuse it). */
@@ -110,10 +111,5 @@ export class StagingWriter {
   async stop(): Promise<void> {
     this.worker.removeAllListeners('exit');
     await this.worker.terminate();
-  }
-
-  /** Whether a failure was seen (the caller stops feeding). */
-  get failed(): BackupctlError | Error | null {
-    return this.failure;
   }
 }
