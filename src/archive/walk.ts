@@ -121,18 +121,26 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
     });
     const stats: Array<BigIntStats | Error | undefined> = [];
     let statted = 0;
+    // Stops after a directory: the files inside it come next in the walk, so the prefetcher is
+    // sent regular files in exactly the order the walk reaches them (its count of `reached`).
     const statAhead = (upTo: number) => {
       const files: string[] = [];
-      for (; statted < Math.min(upTo, names.length); statted++) {
+      while (statted < Math.min(upTo, names.length)) {
         const name = names[statted];
-        if (name === null || name === undefined) continue;
-        try {
-          const st = lstatSync(join(absDir, name), { bigint: true });
-          stats[statted] = st;
-          if (st.isFile()) files.push(join(absDir, name));
-        } catch (err) {
-          stats[statted] = err as Error;
+        let dir = false;
+        if (name !== null && name !== undefined) {
+          const abs = join(absDir, name);
+          try {
+            const st = lstatSync(abs, { bigint: true });
+            stats[statted] = st;
+            if (st.isFile()) files.push(abs);
+            dir = st.isDirectory();
+          } catch (err) {
+            stats[statted] = err as Error;
+          }
         }
+        statted++;
+        if (dir) break;
       }
       if (files.length) prefetcher.postMessage(files);
     };
