@@ -42,11 +42,16 @@ function cliEnv(o: CliOptions): Record<string, string> {
   return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: o.configDir, BACKUPCTL_CONFIG_DIR: o.configDir, ...(o.env ?? {}) };
 }
 
-/** How every run is started: no inherited environment, stdin never a terminal, a time limit. */
+/**
+ * How every run is started: no inherited environment, stdin never a terminal, a time limit, and
+ * output kept verbatim (execa strips a final newline by default, even from a Buffer: an archive
+ * that happens to end in 0x0a would come back one byte short).
+ */
 function runOptions(o: CliOptions) {
   return {
     reject: false,
     extendEnv: false,
+    stripFinalNewline: false,
     env: cliEnv(o),
     cwd: o.cwd,
     timeout: o.timeoutMs ?? 30_000,
@@ -60,7 +65,7 @@ function checkTimeout(r: { timedOut: boolean }, args: string[]): void {
 
 /** Start the CLI without waiting (for signals, locks, pipes). Never rejects on a non-zero exit. */
 export function startCli(args: string[], o: CliOptions) {
-  return execa(process.execPath, [BIN, ...args], { ...runOptions(o), stripFinalNewline: false });
+  return execa(process.execPath, [BIN, ...args], runOptions(o));
 }
 
 /** Run the CLI to completion: {exitCode, stdout, stderr} as text. */
