@@ -139,7 +139,11 @@ class FileSink implements Sink {
     const base = this.bytesWritten;
     // workerData is copied into the thread when it starts: both copies here are zeroed at once.
     const copy = Uint8Array.from(key);
-    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: copy, segmentSize, base } });
+    // Segments the thread has sealed, counted there: its replies only arrive here when this
+    // thread next waits, too late to tell whether it keeps up.
+    const sealed = new Int32Array(new SharedArrayBuffer(4));
+    let sent = 0;
+    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: copy, segmentSize, base, sealed } });
     copy.fill(0);
     key.fill(0);
     this.sealer = worker;
@@ -189,11 +193,14 @@ class FileSink implements Sink {
           await new Promise<void>((res) => (wake = res));
         }
       },
-      put: async (index, last, buf, length) => {
+      put: async (index, last, buf, length, ops) => {
         check();
         inFlight++;
-        worker.postMessage({ index, last, length, buf: buf.buffer }, [buf.buffer as ArrayBuffer]);
+        sent++;
+        worker.postMessage({ index, last, length, buf: buf.buffer, ops }, [buf.buffer as ArrayBuffer]);
       },
+      // It keeps up when it has at most the segment it is sealing: then it can hash the next file.
+      sealerHashes: () => sent - Atomics.load(sealed, 0) < 2,
       finish: async () => {
         while (inFlight > 0 && !this.failure) await new Promise<void>((res) => (finished = res));
         check();
@@ -255,10 +262,17 @@ export class MemorySink implements Sink {
     this.parts.push(Buffer.from(buf));
     this.bytesWritten += buf.length;
   }
+  /** `hashOnSealing`: file hashes are computed as segments are sealed, as the sealing thread does. */
+  constructor(private readonly hashOnSealing = false) {}
   segments(key: Buffer, segmentSize: number): SegmentOutput {
-    return inlineSegments(key, segmentSize, async (pieces) => {
-      for (const p of pieces) await this.write(p);
-    });
+    return inlineSegments(
+      key,
+      segmentSize,
+      async (pieces) => {
+        for (const p of pieces) await this.write(p);
+      },
+      this.hashOnSealing,
+    );
   }
   async commit(): Promise<void> {}
   async abort(): Promise<void> {}

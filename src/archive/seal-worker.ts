@@ -1,21 +1,26 @@
 // The sealing thread of a file sink (output.ts FileSink.segments): seals each plaintext segment
-// it is sent and writes it at its place in the archive file, then sends the buffer back.
+// it is sent and writes it at its place in the archive file, then sends the buffer back. Files'
+// hashes it is asked for are computed from the plaintext first (span-hash.ts).
 import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TAG_LEN } from './format.js';
 import type { SealReply } from './output.js';
+import { SpanHasher } from './span-hash.js';
 import { freeBuffers, sealSegment } from './stream.js';
 
-const { fd, segmentSize, base } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number };
+const { fd, segmentSize, base, sealed } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number; sealed: Int32Array };
 const key = Buffer.from((workerData as { key: Uint8Array }).key);
 (workerData as { key: Uint8Array }).key.fill(0);
 const reply = (m: SealReply, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(m, transfer);
 
 let previous: Buffer[] = [];
+const hasher = new SpanHasher();
 
-parentPort!.on('message', (m: { index: number; last: boolean; length: number; buf: ArrayBuffer }) => {
+parentPort!.on('message', (m: { index: number; last: boolean; length: number; buf: ArrayBuffer; ops: number[] }) => {
   try {
-    const pieces = sealSegment(key, m.index, m.last, new Uint8Array(m.buf, 0, m.length));
+    const plain = new Uint8Array(m.buf, 0, m.length);
+    hasher.apply(m.ops, plain);
+    const pieces = sealSegment(key, m.index, m.last, plain);
     if (m.last) key.fill(0);
     let pos = base + m.index * (segmentSize + TAG_LEN);
     let bytes = 0;
@@ -31,6 +36,7 @@ parentPort!.on('message', (m: { index: number; last: boolean; length: number; bu
     // time (the top of this thread's heap), to be faulted in again for the next segment.
     freeBuffers(previous);
     previous = pieces;
+    Atomics.add(sealed, 0, 1);
     reply({ t: 'sealed', index: m.index, buf: m.buf, bytes }, [m.buf]);
   } catch (err) {
     reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message });

@@ -8,6 +8,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError } from '../errors.js';
 import { INFO_PAYLOAD, TAG_LEN } from './format.js';
 import { ByteQueue } from '../util/bytequeue.js';
+import { OP_DIGEST, OP_DIGEST_LAST, OP_UPDATE, SpanHasher } from './span-hash.js';
 
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return Buffer.from(hkdf(sha256, fileKey, nonce, INFO_PAYLOAD, 32));
@@ -82,22 +83,33 @@ export function freeBuffers(bufs: readonly Buffer[]): void {
 export interface SegmentOutput {
   /** A buffer of segmentSize bytes for the next segment's plaintext; waits while all are in use. */
   take(): Buffer | Promise<Buffer>;
-  /** Seal and write segment `index`: the first `length` bytes of a buffer from take(), which it gets back. */
-  put(index: number, last: boolean, buf: Buffer, length: number): Promise<void>;
+  /**
+   * Seal and write segment `index`: the first `length` bytes of a buffer from take(), which it
+   * gets back, after carrying out its span-hash operations (span-hash.ts).
+   */
+  put(index: number, last: boolean, buf: Buffer, length: number, ops: number[]): Promise<void>;
+  /** Would hashing a file's content where it is sealed leave this thread less to do just now? */
+  sealerHashes(): boolean;
   /** Wait until every segment put is written; forgets the key. */
   finish(): Promise<void>;
 }
 
-/** Sealing in this thread; `write` gets each segment's sealed pieces in order. */
-export function inlineSegments(key: Buffer, segmentSize: number, write: (pieces: Buffer[]) => void | Promise<void>): SegmentOutput {
+/**
+ * Sealing in this thread; `write` gets each segment's sealed pieces in order. Hashing at sealing
+ * time saves this thread nothing, so it is only asked for by tests (`hashOnSealing`).
+ */
+export function inlineSegments(key: Buffer, segmentSize: number, write: (pieces: Buffer[]) => void | Promise<void>, hashOnSealing = false): SegmentOutput {
   const spare: Buffer[] = [];
+  const hasher = new SpanHasher();
   return {
     take: () => spare.pop() ?? Buffer.allocUnsafe(segmentSize),
-    async put(index, last, buf, length) {
+    async put(index, last, buf, length, ops) {
+      hasher.apply(ops, buf);
       const pieces = sealSegment(key, index, last, buf.subarray(0, length));
       spare.push(buf);
       await write(pieces);
     },
+    sealerHashes: () => hashOnSealing,
     async finish() {
       key.fill(0);
     },
@@ -106,13 +118,19 @@ export function inlineSegments(key: Buffer, segmentSize: number, write: (pieces:
 
 /**
  * Cuts a plaintext byte stream into segments for a SegmentOutput. The last segment is only known
- * when the stream ends, so one full segment is always held back until more data arrives.
+ * when the stream ends, so one full segment is always held back until more data arrives. Bytes
+ * go in by copy (write) or are read in place into the segment (frame, endFrame).
  */
 export class SegmentSealer {
   private buf: Buffer | null = null;
   private fill = 0;
   private index = 0;
   private pendingFull: Buffer | null = null;
+  /** Span-hash operations of the segment being filled and of the one held back. */
+  private ops: number[] = [];
+  private pendingOps: number[] = [];
+  /** Where the open frame's 4-byte length goes: (buffer, offset, bytes) per piece. */
+  private header: Array<[Buffer, number, number]> = [];
 
   constructor(
     private readonly out: SegmentOutput,
@@ -124,48 +142,83 @@ export class SegmentSealer {
     return this.index * this.segmentSize + (this.pendingFull ? this.segmentSize : 0) + this.fill;
   }
 
+  /** Would hashing the next file where it is sealed help (SegmentOutput.sealerHashes)? */
+  sealerHashes(): boolean {
+    return this.out.sealerHashes();
+  }
+
   private async room(): Promise<Buffer> {
     if (this.fill === this.segmentSize) await this.rotate();
     return (this.buf ??= await this.out.take());
   }
 
-  async write(data: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < data.length) {
+  /** Take the next `n` bytes of the stream, calling `each` with every piece: (segment, offset, bytes, bytes before it). */
+  private async reserve(n: number, each: (buf: Buffer, at: number, k: number, done: number) => void): Promise<void> {
+    for (let done = 0; done < n; ) {
       const buf = await this.room();
-      const n = Math.min(data.length - off, this.segmentSize - this.fill);
-      buf.set(data.subarray(off, off + n), this.fill);
-      this.fill += n;
-      off += n;
+      const k = Math.min(n - done, this.segmentSize - this.fill);
+      each(buf, this.fill, k, done);
+      this.fill += k;
+      done += k;
     }
   }
 
+  write(data: Uint8Array): Promise<void> {
+    return this.reserve(data.length, (buf, at, k, done) => buf.set(data.subarray(done, done + k), at));
+  }
+
   /** Append `n` zero bytes (padding) without allocating them. */
-  async zeros(n: number): Promise<void> {
-    while (n > 0) {
-      const buf = await this.room();
-      const k = Math.min(n, this.segmentSize - this.fill);
-      buf.fill(0, this.fill, this.fill + k);
-      this.fill += k;
-      n -= k;
-    }
+  zeros(n: number): Promise<void> {
+    return this.reserve(n, (buf, at, k) => buf.fill(0, at, at + k));
+  }
+
+  /** 32 bytes that the sealing side fills with file `id`'s digest (span-hash.ts); `last`: its final use. */
+  digest(id: number, last: boolean): Promise<void> {
+    return this.reserve(32, (buf, at, k, done) => {
+      buf.fill(0, at, at + k);
+      this.ops.push(last ? OP_DIGEST_LAST : OP_DIGEST, id, at, done, k);
+    });
+  }
+
+  /**
+   * Open a content frame (backupctl-format(5) "PAYLOAD PLAINTEXT": a 4-byte length, then the
+   * bytes) whose bytes are read in place: returns the room for them, at most `max` bytes and
+   * within one segment, so that neither the length nor the bytes are sent before endFrame.
+   */
+  async frame(max: number): Promise<Buffer> {
+    this.header.length = 0;
+    await this.reserve(4, (buf, at, k) => this.header.push([buf, at, k]));
+    const buf = await this.room();
+    return buf.subarray(this.fill, this.fill + Math.min(max, this.segmentSize - this.fill));
+  }
+
+  /** The frame opened last holds `n` bytes (0: it is the end of the content); `hashId`: they feed that file's hash on the sealing side. */
+  endFrame(n: number, hashId?: number): void {
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32BE(n, 0);
+    let done = 0;
+    for (const [buf, at, k] of this.header) done += len.copy(buf, at, done, done + k);
+    if (hashId !== undefined && n) this.ops.push(OP_UPDATE, hashId, this.fill, this.fill + n, 0);
+    this.fill += n;
   }
 
   /** A byte follows the full segment: the one held back before it is not the last. */
   private async rotate(): Promise<void> {
-    if (this.pendingFull) await this.out.put(this.index++, false, this.pendingFull, this.segmentSize);
+    if (this.pendingFull) await this.out.put(this.index++, false, this.pendingFull, this.segmentSize, this.pendingOps);
     this.pendingFull = this.buf;
+    this.pendingOps = this.ops;
     this.buf = null;
+    this.ops = [];
     this.fill = 0;
   }
 
   /** Seal what is left; the final segment carries the last-segment flag. */
   async finish(): Promise<void> {
     if (this.fill === 0 && this.pendingFull) {
-      await this.out.put(this.index, true, this.pendingFull, this.segmentSize);
+      await this.out.put(this.index, true, this.pendingFull, this.segmentSize, this.pendingOps);
     } else {
-      if (this.pendingFull) await this.out.put(this.index++, false, this.pendingFull, this.segmentSize);
-      await this.out.put(this.index, true, this.buf ?? (await this.out.take()), this.fill);
+      if (this.pendingFull) await this.out.put(this.index++, false, this.pendingFull, this.segmentSize, this.pendingOps);
+      await this.out.put(this.index, true, this.buf ?? (await this.out.take()), this.fill, this.ops);
     }
     this.pendingFull = this.buf = null;
     await this.out.finish();

@@ -5,7 +5,7 @@ import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { EntryType } from '../archive/format.js';
-import type { SourceEntry } from '../archive/pack.js';
+import { chunkedContent, type SourceEntry } from '../archive/pack.js';
 import { walkDirectory } from '../archive/walk.js';
 import { decryptCrypt15, probeCrypt15, readCrypt15Header } from './crypt15.js';
 
@@ -99,7 +99,7 @@ export async function* legacyEntries(
   const seen = new Set<string>();
   const decrypted = (abs: string) => async () => {
     const r = await decryptCrypt15(abs, aesKey, signal);
-    return { chunks: r.chunks, compressible: r.kind === 'zlib', changed: () => false };
+    return chunkedContent(r.chunks, r.kind === 'zlib');
   };
   const unique = (path: string, from: string) => {
     if (seen.has(path)) {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeArchive, type SourceEntry } from '../../src/archive/pack.js';
+import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { parseHeader } from '../../src/archive/header.js';
 import { openStream, payloadKey, SegmentSealer } from '../../src/archive/stream.js';
 import { MemorySink } from '../../src/archive/output.js';
@@ -30,7 +30,7 @@ async function* entries(): AsyncGenerator<SourceEntry> {
     const data = Buffer.alloc(1000, i);
     yield {
       path: `file-${String(i).padStart(2, '0')}.bin`, type: EntryType.File, mode: 0o644, mtimeNs: 1700000000000000000n,
-      open: async () => ({ chunks: (async function* () { yield data; })(), compressible: false, changed: () => false }),
+      open: async () => chunkedContent((async function* () { yield data; })(), false),
     };
   }
 }

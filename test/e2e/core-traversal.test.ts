@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeArchive, type SourceEntry } from '../../src/archive/pack.js';
+import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { MemorySink } from '../../src/archive/output.js';
 import { EntryType } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
@@ -33,7 +33,7 @@ async function craft(name: string, specs: Spec[]): Promise<string> {
         yield {
           ...base,
           type: EntryType.File,
-          open: async () => ({ chunks: (async function* () { yield data; })(), compressible: false, changed: () => false }),
+          open: async () => chunkedContent((async function* () { yield data; })(), false),
         };
       }
     }

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeArchive } from '../../dist/archive/pack.js';
+import { chunkedContent, writeArchive } from '../../dist/archive/pack.js';
 import { MemorySink } from '../../dist/archive/output.js';
 import { wrapX25519 } from '../../dist/keys/x25519.js';
 import { formatRecoveryCode, recoveryKeyPair } from '../../dist/keys/recovery-code.js';
@@ -42,11 +42,7 @@ function* entriesFrom(files) {
       const data = Buffer.from(f.data);
       yield {
         ...base, type: 0,
-        open: async () => ({
-          chunks: (async function* () { for (let i = 0; i < data.length; i += 1 << 20) yield data.subarray(i, i + (1 << 20)); })(),
-          compressible: !!f.compress,
-          changed: () => false,
-        }),
+        open: async () => chunkedContent((async function* () { for (let i = 0; i < data.length; i += 1 << 20) yield data.subarray(i, i + (1 << 20)); })(), !!f.compress),
       };
     }
   }
