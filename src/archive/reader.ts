@@ -1,5 +1,6 @@
 // Reading an archive: from a file (random access: the footer, the index, any entry's
 // segments) or from a pipe (sequential only). Nothing is trusted before the header MAC checks.
+import type { KeyObject } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { corruptError, ioError, noKeyError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
@@ -7,7 +8,7 @@ import { ByteQueue } from '../util/bytequeue.js';
 import { FOOTER_LEN, PREAMBLE_LEN } from './format.js';
 import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, confirmFileKey, type ParsedHeader } from './header.js';
 import { decodeFooter, type Footer } from './entries.js';
-import { freeBuffers, openSegment, openStream, payloadKey, segmentLayout } from './stream.js';
+import { freeBuffers, openSegment, openStream, payloadKey, segmentKey, segmentLayout } from './stream.js';
 
 /** Try each identity in turn; the first file key that also verifies the header MAC wins. */
 export async function unlockHeader(header: ParsedHeader, identities: Identity[]): Promise<Uint8Array> {
@@ -27,7 +28,7 @@ export interface Archive {
 }
 
 export class ArchiveFile implements Archive {
-  private key: Buffer | null = null;
+  private key: KeyObject | null = null;
   private layout!: ReturnType<typeof segmentLayout>;
   private constructor(
     private readonly fh: FileHandle,
@@ -54,7 +55,7 @@ export class ArchiveFile implements Archive {
 
   /** Derive the payload key; `fileKey` must already have verified the header MAC. */
   attachKey(fileKey: Uint8Array): void {
-    this.key = payloadKey(fileKey, this.header.nonce);
+    this.key = segmentKey(payloadKey(fileKey, this.header.nonce));
     this.layout = segmentLayout(this.size - this.header.headerLength, this.header.segmentSize);
   }
 
@@ -141,14 +142,14 @@ export class ArchiveFile implements Archive {
 
 
   async close(): Promise<void> {
-    this.key?.fill(0);
+    this.key = null;
     await this.fh.close().catch(() => {});
   }
 }
 
 /** An archive arriving on a pipe: the header is read first, the payload streamed after it. */
 export class ArchiveStream implements Archive {
-  private key: Buffer | null = null;
+  private key: KeyObject | null = null;
   private constructor(
     readonly header: ParsedHeader,
     private readonly rest: AsyncIterable<Uint8Array>,
@@ -184,7 +185,7 @@ export class ArchiveStream implements Archive {
   }
 
   attachKey(fileKey: Uint8Array): void {
-    this.key = payloadKey(fileKey, this.header.nonce);
+    this.key = segmentKey(payloadKey(fileKey, this.header.nonce));
   }
 
   plaintext(): AsyncIterable<Buffer> {
@@ -192,7 +193,7 @@ export class ArchiveStream implements Archive {
   }
 
   async close(): Promise<void> {
-    this.key?.fill(0);
+    this.key = null;
   }
 }
 

@@ -6,10 +6,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { TAG_LEN } from './format.js';
 import type { SealReply } from './output.js';
 import { SpanHasher } from './span-hash.js';
-import { freeBuffers, sealSegment } from './stream.js';
+import { freeBuffers, sealSegment, segmentKey } from './stream.js';
 
 const { fd, segmentSize, base, sealed } = workerData as { fd: number; key: Uint8Array; segmentSize: number; base: number; sealed: Int32Array };
-const key = Buffer.from((workerData as { key: Uint8Array }).key);
+const key = segmentKey(Buffer.from((workerData as { key: Uint8Array }).key));
 (workerData as { key: Uint8Array }).key.fill(0);
 const reply = (m: SealReply, transfer: ArrayBuffer[] = []) => parentPort!.postMessage(m, transfer);
 
@@ -21,7 +21,6 @@ parentPort!.on('message', (m: { index: number; last: boolean; length: number; bu
     const plain = new Uint8Array(m.buf, 0, m.length);
     hasher.apply(m.ops, plain);
     const pieces = sealSegment(key, m.index, m.last, plain);
-    if (m.last) key.fill(0);
     let pos = base + m.index * (segmentSize + TAG_LEN);
     let bytes = 0;
     for (let i = 0; i < pieces.length; ) {

@@ -7,7 +7,7 @@ import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { parseHeader } from '../../src/archive/header.js';
-import { openStream, payloadKey, SegmentSealer } from '../../src/archive/stream.js';
+import { openStream, payloadKey, SegmentSealer, segmentKey } from '../../src/archive/stream.js';
 import { MemorySink } from '../../src/archive/output.js';
 import { decodeFooter } from '../../src/archive/entries.js';
 import { EntryType, FOOTER_LEN } from '../../src/archive/format.js';
@@ -54,7 +54,7 @@ beforeAll(async () => {
   const archive = sink.bytes;
   const h = parseHeader(archive);
   const plainParts: Buffer[] = [];
-  for await (const p of openStream(payloadKey(FILE_KEY, NONCE), SEG, [archive.subarray(h.headerLength)])) plainParts.push(p);
+  for await (const p of openStream(segmentKey(payloadKey(FILE_KEY, NONCE)), SEG, [archive.subarray(h.headerLength)])) plainParts.push(p);
   const plain = Buffer.concat(plainParts);
   const footer = decodeFooter(plain.subarray(plain.length - FOOTER_LEN), plain.length);
   // First index record: 'I' | offset(8) length(8) | type(1) pathLen(2) path | mode(4) ... → flip the mode.
