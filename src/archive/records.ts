@@ -98,6 +98,8 @@ function decoder(codec: Codec, path: string): (frame: Buffer) => Buffer {
   };
 }
 
+export const hashMismatch = (path: string) => corruptError(`${path}: content hash mismatch`);
+
 export type Record =
   | { kind: 'entry'; offset: number; head: Omit<EntryMeta, 'size' | 'sha256' | 'flags'> }
   | { kind: 'index'; offset: number };
@@ -116,10 +118,11 @@ export class RecordReader {
   /**
    * The decoded content of the current file entry, then its tail, with the content hash and
    * size checked against the tail. `sink` gets every decoded chunk in order, and must not keep
-   * it once it returns.
+   * it once it returns. `hashedBySink`: the sink checks a file's content against the tail's
+   * hash itself (restore's staging thread), so it is not hashed here.
    */
-  async content(head: Omit<EntryMeta, 'size' | 'sha256' | 'flags'>, sink: (chunk: Buffer) => void | Promise<void>): Promise<EntryMeta> {
-    const hash = createHash('sha256');
+  async content(head: Omit<EntryMeta, 'size' | 'sha256' | 'flags'>, sink: (chunk: Buffer) => void | Promise<void>, hashedBySink = false): Promise<EntryMeta> {
+    const hash = hashedBySink && head.type === EntryType.File ? null : createHash('sha256');
     let size = 0n;
     if (head.type === EntryType.File) {
       const decode = decoder(head.codec, head.path);
@@ -133,13 +136,13 @@ export class RecordReader {
           while (left > 0) {
             const piece = await this.src.readSome(left);
             left -= piece.length;
-            hash.update(piece);
+            hash?.update(piece);
             size += BigInt(piece.length);
             await sink(piece);
           }
         } else {
           const out = decode(await this.src.read(n));
-          hash.update(out);
+          hash?.update(out);
           size += BigInt(out.length);
           await sink(out);
           freeBuffers([out]); // the sink is done with it (none keeps a chunk)
@@ -147,13 +150,12 @@ export class RecordReader {
       }
     } else if (head.type === EntryType.Symlink) {
       const t = Buffer.from(head.target, 'utf8');
-      hash.update(t);
+      hash!.update(t);
       size = BigInt(t.length);
     }
     const tail = await readTail(this.src);
     if (tail.size !== size) throw corruptError(`${head.path}: size ${size} does not match the recorded ${tail.size}`);
-    const digest = hash.digest();
-    if (head.type !== EntryType.Dir && !digest.equals(tail.sha256)) throw corruptError(`${head.path}: content hash mismatch`);
+    if (hash && head.type !== EntryType.Dir && !hash.digest().equals(tail.sha256)) throw hashMismatch(head.path);
     return { ...head, ...tail };
   }
 }

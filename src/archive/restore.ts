@@ -113,12 +113,18 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
     await stagedDir(dirname(target));
     await writer.open(target);
-    const meta = await reader.content(head, async (chunk) => {
-      o.signal?.throwIfAborted();
-      bytes += chunk.length;
-      await writer.write(chunk);
-    });
-    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs));
+    // The staging thread hashes what it writes and checks it against the tail's hash at close:
+    // on two cores, hashing here left this thread the slower of the two.
+    const meta = await reader.content(
+      head,
+      async (chunk) => {
+        o.signal?.throwIfAborted();
+        bytes += chunk.length;
+        await writer.write(chunk);
+      },
+      true,
+    );
+    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs), meta.sha256, head.path);
     return meta;
   };
 

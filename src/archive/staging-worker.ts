@@ -1,14 +1,20 @@
 // The staging thread of a restore (staging.ts): creates the staged directories and files and
 // writes their content, in the order the main thread sends them, with synchronous system calls
-// (one thread, so no two file creations contend for the same directory's lock).
+// (one thread, so no two file creations contend for the same directory's lock). It hashes each
+// file's content as it writes it, and checks it against the archive's hash when it closes it.
+import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import type { StagingBatch, StagingReply } from './staging.js';
+import type { StagingBatch, StagingReply, StagingResult } from './staging.js';
 
 let fd: number | null = null;
+let hash: Hash | null = null;
 let pos = 0;
 let path = '';
 let failed = false;
+
+/** A file's content does not hash to what the archive says. */
+class Mismatch extends Error {}
 
 function run(b: StagingBatch): void {
   const data = new Uint8Array(b.data);
@@ -16,6 +22,7 @@ function run(b: StagingBatch): void {
   for (const op of b.ops) {
     if (typeof op === 'number') {
       // Content: the next `op` bytes of the batch, appended to the open file.
+      hash!.update(data.subarray(at, at + op));
       for (let end = at + op; at < end; ) {
         const n = writeSync(fd!, data, at, end - at, pos);
         at += n;
@@ -27,8 +34,10 @@ function run(b: StagingBatch): void {
     } else if (op.t === 'open') {
       path = op.path;
       fd = openSync(op.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      hash = createHash('sha256');
       pos = 0;
     } else {
+      if (!hash!.digest().equals(op.sha256)) throw new Mismatch(op.name);
       fchmodSync(fd!, op.mode);
       futimesSync(fd!, op.mtime, op.mtime);
       closeSync(fd!);
@@ -38,7 +47,7 @@ function run(b: StagingBatch): void {
 }
 
 parentPort!.on('message', (b: StagingBatch) => {
-  const reply = (m: { t: 'done' } | { t: 'error'; code?: string; message: string; path: string }) => parentPort!.postMessage({ ...m, data: b.data } satisfies StagingReply, [b.data]);
+  const reply = (m: StagingResult) => parentPort!.postMessage({ ...m, data: b.data } satisfies StagingReply, [b.data]);
   if (failed) return reply({ t: 'done' }); // the first failure was reported; the rest is not done
   try {
     run(b);
@@ -46,6 +55,7 @@ parentPort!.on('message', (b: StagingBatch) => {
   } catch (err) {
     failed = true;
     if (fd !== null) closeSync(fd);
-    reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message, path });
+    if (err instanceof Mismatch) reply({ t: 'mismatch', name: err.message });
+    else reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message, path });
   }
 });

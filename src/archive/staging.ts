@@ -1,16 +1,21 @@
 // Writing a restore's staged tree (restore.ts) on a thread of its own (staging-worker.ts): the
-// main thread decrypts, parses and hashes while this one creates and writes files. Content is
+// main thread decrypts and parses while this one creates, writes and hashes files. Content is
 // copied into batch buffers that travel to the thread and back (transferred, not copied again).
 import { Worker } from 'node:worker_threads';
 import { ioError } from '../errors.js';
+import { hashMismatch } from './records.js';
 
-/** An operation: make a directory, create a file, its next `number` bytes of content, close it. */
-export type StagingOp = { t: 'dir'; path: string } | { t: 'open'; path: string } | number | { t: 'close'; mode: number; mtime: number };
+/**
+ * An operation: make a directory, create a file, its next `number` bytes of content, close it
+ * (after checking that the content's SHA-256 is `sha256`; `name` is the entry's path for the error).
+ */
+export type StagingOp = { t: 'dir'; path: string } | { t: 'open'; path: string } | number | { t: 'close'; mode: number; mtime: number; sha256: Uint8Array; name: string };
 export interface StagingBatch {
   ops: StagingOp[];
   data: ArrayBuffer;
 }
-export type StagingReply = { data: ArrayBuffer } & ({ t: 'done' } | { t: 'error'; code?: string; message: string; path: string });
+export type StagingResult = { t: 'done' } | { t: 'error'; code?: string; message: string; path: string } | { t: 'mismatch'; name: string };
+export type StagingReply = { data: ArrayBuffer } & StagingResult;
 
 /** Bytes of content per batch, and batches in flight before the main thread waits. */
 const BATCH = 1 << 20;
@@ -38,6 +43,7 @@ export class StagingWriter {
       this.inFlight--;
       this.spare.push(m.data);
       if (m.t === 'error') this.failure ??= ioError(Object.assign(new Error(m.message), { code: m.code }), m.path, 'write');
+      if (m.t === 'mismatch') this.failure ??= hashMismatch(m.name);
       settle();
     });
     this.worker.on('error', (err) => {
@@ -80,9 +86,10 @@ export class StagingWriter {
   open(path: string): Promise<void> {
     return this.op({ t: 'open', path });
   }
-  /** Close the open file after setting its mode and its times (seconds). */
-  close(mode: number, mtime: number): Promise<void> {
-    return this.op({ t: 'close', mode, mtime });
+  /** Close the open file after setting its mode and its times (seconds); its content must hash to `sha256`. */
+  close(mode: number, mtime: number, sha256: Uint8Array, name: string): Promise<void> {
+    // A copy of its own: a view into Node's buffer pool would be sent with the whole pool.
+    return this.op({ t: 'close', mode, mtime, sha256: new Uint8Array(sha256), name });
   }
 
   /** Append `chunk` to the open file (copied: the caller may reuse it). */

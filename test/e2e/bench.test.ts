@@ -2,6 +2,7 @@
 // generated export and reports what `npm run bench` reports; the round trip through the built
 // CLI must give the export back byte for byte. Times are never asserted: only structure.
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -56,7 +57,7 @@ describe('npm run bench (tiny run)', () => {
     const [size] = report.sizes;
     expect(size.size).toBe('3M');
     expect(size.bytes).toBeGreaterThan(2_900_000);
-    const expected = ['create', 'restore', 'verify', 'tar | cat', ...(hasAge ? ['tar | age', 'age -d | tar -x'] : [])];
+    const expected = ['create', 'restore', 'verify', 'tar | cat', ...(hasAge ? ['tar | age', 'tar | age; sync', 'age -d | tar -x'] : [])];
     expect(Object.keys(size.ops).sort()).toEqual(expected.sort());
     for (const op of Object.values<any>(size.ops)) {
       expect(op.secs).toHaveLength(2);
@@ -71,7 +72,7 @@ describe('npm run bench (tiny run)', () => {
   it('reports the ratios the issue sets targets for, per run side by side', () => {
     const ratios = report.sizes[0].ratios.map((r: any) => `${r.op} vs ${r.vs} >= ${r.target}`);
     expect(ratios).toEqual([
-      ...(hasAge ? ['create vs tar | age >= 1', 'restore vs age -d | tar -x >= 1.5'] : []),
+      ...(hasAge ? ['create vs tar | age >= 1', 'create vs tar | age; sync >= null', 'restore vs age -d | tar -x >= 1.5'] : []),
       'verify vs create >= 1',
     ]);
     const verify = report.sizes[0].ratios.at(-1);
@@ -94,7 +95,9 @@ describe('npm run bench (tiny run)', () => {
   it('restores the export byte for byte, with every folder (checked here, not trusted from the report)', async () => {
     expect(report.sizes[0].roundTrip).toEqual({ identical: true, differences: [] });
     const source = await tree(path.join(data, 'export-3M'));
-    const restored = await tree(path.join(data, 'work-3M', 'restored'));
+    // Every run restores into a tree of its own when the disk has room for them all.
+    const work = path.join(data, 'work-3M');
+    const restored = await tree(path.join(work, existsSync(path.join(work, 'restored-1')) ? 'restored-1' : 'restored'));
     expect(source.size).toBeGreaterThan(10);
     expect([...source.keys()].some((k) => k.endsWith('/') && ![...source.keys()].some((o) => o !== k && o.startsWith(k)))).toBe(true); // an empty folder
     expect(restored).toEqual(source);

@@ -1,7 +1,7 @@
-// An archive whose index disagrees with its entries, but whose every segment authenticates (made
-// by someone holding the file key): restore from a file, restore from a pipe and verify must all
-// refuse it (exit 5), writing nothing. Built by decrypting a real archive, editing one byte of the
-// index plaintext, and sealing the payload again with the same key.
+// An archive whose index disagrees with its entries, or whose content disagrees with its recorded
+// hash, but whose every segment authenticates (made by someone holding the file key): restore
+// from a file, restore from a pipe and verify must all refuse it (exit 5), writing nothing. Built
+// by decrypting a real archive, editing one byte of the plaintext, and sealing it again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ let configDir: string;
 let cleanup: () => Promise<void>;
 let rc: RecoveryCode;
 let forged: string;
+let forgedContent: string;
 
 const FILE_KEY = new Uint8Array(32).fill(7);
 const NONCE = new Uint8Array(16).fill(9);
@@ -67,10 +68,17 @@ beforeAll(async () => {
   // Control: sealing the untouched plaintext again gives a good archive (so only the edit matters).
   plain[modeAt] = 0o644 & 0xff;
   await writeFile(join(home, 'control.bkp'), Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+  // One byte of file-05.bin's content (its frame: length 1000, then 1000 bytes of 5) changed,
+  // its tail and index entry left alone.
+  const frame = plain.indexOf(Buffer.concat([Buffer.from([0, 0, 0x03, 0xe8]), Buffer.alloc(1000, 5)]));
+  expect(frame).toBeGreaterThan(0);
+  plain[frame + 4 + 500] ^= 1;
+  forgedContent = join(home, 'forged-content.bkp');
+  await writeFile(forgedContent, Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
 });
 afterAll(() => cleanup());
 
-describe('an index that disagrees with the entries', () => {
+describe('an archive that disagrees with itself, sealed with its own key', () => {
   const code = () => ['--recovery-code-file', rc.file];
 
   it('control: the re-sealed untouched archive restores and verifies', async () => {
@@ -78,17 +86,22 @@ describe('an index that disagrees with the entries', () => {
     expect(r.exitCode, r.stderr).toBe(0);
   });
 
-  for (const how of ['verify', 'restore from a file', 'restore from a pipe'] as const) {
-    it(`${how}: exit 5, one line, nothing written`, async () => {
-      const out = join(home, `out-${how.replace(/ /g, '-')}`);
-      const args = how === 'verify' ? ['verify', forged] : ['restore', how === 'restore from a pipe' ? '-' : forged, '-d', out];
-      const r = await runCli([...args, ...code()], { configDir, ...(how === 'restore from a pipe' ? { inputFile: forged } : {}) });
-      expect(r.exitCode, r.stderr).toBe(5);
-      expect(r.stderr).toMatch(/^backupctl: .*index/);
-      expect(r.stderr).not.toMatch(STACK_TRACE);
-      expect(r.stderr.trim().split('\n')).toHaveLength(1);
-      expect(await exists(out)).toBe(false);
-    });
+  for (const [what, file, message] of [
+    ['an edited index entry', () => forged, /^backupctl: .*index/],
+    ['content that does not match its hash', () => forgedContent, /^backupctl: file-05\.bin: content hash mismatch/],
+  ] as const) {
+    for (const how of ['verify', 'restore from a file', 'restore from a pipe'] as const) {
+      it(`${what}, ${how}: exit 5, one line, nothing written`, async () => {
+        const out = join(home, `out-${what.replace(/ /g, '-')}-${how.replace(/ /g, '-')}`);
+        const args = how === 'verify' ? ['verify', file()] : ['restore', how === 'restore from a pipe' ? '-' : file(), '-d', out];
+        const r = await runCli([...args, ...code()], { configDir, ...(how === 'restore from a pipe' ? { inputFile: file() } : {}) });
+        expect(r.exitCode, r.stderr).toBe(5);
+        expect(r.stderr).toMatch(message);
+        expect(r.stderr).not.toMatch(STACK_TRACE);
+        expect(r.stderr.trim().split('\n')).toHaveLength(1);
+        expect(await exists(out)).toBe(false);
+      });
+    }
   }
 
   it('leaves no staging debris beside the archives', async () => {
