@@ -112,9 +112,10 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     if (keep && head.type === EntryType.Dir) await stagedDir(target);
     if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
     await stagedDir(dirname(target));
-    await writer.open(target);
-    // The staging thread hashes what it writes and checks it against the tail's hash at close:
-    // on two cores, hashing here left this thread the slower of the two.
+    // Hashing goes to whichever thread has the time: on two cores, either one doing it all was
+    // the slower of the two. The staging thread checks the tail's hash when it closes the file.
+    const there = writer.keepsUp();
+    await writer.open(target, there);
     const meta = await reader.content(
       head,
       async (chunk) => {
@@ -122,9 +123,9 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         bytes += chunk.length;
         await writer.write(chunk);
       },
-      true,
+      there,
     );
-    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs), meta.sha256, head.path);
+    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs), there ? meta.sha256 : null, head.path);
     return meta;
   };
 

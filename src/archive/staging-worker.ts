@@ -1,12 +1,13 @@
 // The staging thread of a restore (staging.ts): creates the staged directories and files and
 // writes their content, in the order the main thread sends them, with synchronous system calls
-// (one thread, so no two file creations contend for the same directory's lock). It hashes each
-// file's content as it writes it, and checks it against the archive's hash when it closes it.
+// (one thread, so no two file creations contend for the same directory's lock). It hashes the
+// files it is asked to as it writes them, and checks them against the archive's hash at close.
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { StagingBatch, StagingReply, StagingResult } from './staging.js';
 
+const { written } = workerData as { written: Int32Array };
 let fd: number | null = null;
 let hash: Hash | null = null;
 let pos = 0;
@@ -22,7 +23,7 @@ function run(b: StagingBatch): void {
   for (const op of b.ops) {
     if (typeof op === 'number') {
       // Content: the next `op` bytes of the batch, appended to the open file.
-      hash!.update(data.subarray(at, at + op));
+      hash?.update(data.subarray(at, at + op));
       for (let end = at + op; at < end; ) {
         const n = writeSync(fd!, data, at, end - at, pos);
         at += n;
@@ -34,10 +35,10 @@ function run(b: StagingBatch): void {
     } else if (op.t === 'open') {
       path = op.path;
       fd = openSync(op.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      hash = createHash('sha256');
+      hash = op.hash ? createHash('sha256') : null;
       pos = 0;
     } else {
-      if (!hash!.digest().equals(op.sha256)) throw new Mismatch(op.name);
+      if (hash && !hash.digest().equals(op.sha256!)) throw new Mismatch(op.name);
       fchmodSync(fd!, op.mode);
       futimesSync(fd!, op.mtime, op.mtime);
       closeSync(fd!);
@@ -51,6 +52,7 @@ parentPort!.on('message', (b: StagingBatch) => {
   if (failed) return reply({ t: 'done' }); // the first failure was reported; the rest is not done
   try {
     run(b);
+    Atomics.add(written, 0, 1);
     reply({ t: 'done' });
   } catch (err) {
     failed = true;

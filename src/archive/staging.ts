@@ -6,10 +6,15 @@ import { ioError } from '../errors.js';
 import { hashMismatch } from './records.js';
 
 /**
- * An operation: make a directory, create a file, its next `number` bytes of content, close it
- * (after checking that the content's SHA-256 is `sha256`; `name` is the entry's path for the error).
+ * An operation: make a directory, create a file (and hash its content if `hash`), its next
+ * `number` bytes of content, close it (after checking that a hashed content's SHA-256 is
+ * `sha256`; `name` is the entry's path for the error).
  */
-export type StagingOp = { t: 'dir'; path: string } | { t: 'open'; path: string } | number | { t: 'close'; mode: number; mtime: number; sha256: Uint8Array; name: string };
+export type StagingOp =
+  | { t: 'dir'; path: string }
+  | { t: 'open'; path: string; hash: boolean }
+  | number
+  | { t: 'close'; mode: number; mtime: number; sha256: Uint8Array | null; name: string };
 export interface StagingBatch {
   ops: StagingOp[];
   data: ArrayBuffer;
@@ -24,7 +29,10 @@ const IN_FLIGHT = 4;
 const MAX_OPS = 256;
 
 export class StagingWriter {
-  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url));
+  /** Batches the thread has written, counted there (its replies arrive here only when this thread waits). */
+  private readonly written = new Int32Array(new SharedArrayBuffer(4));
+  private sent = 0;
+  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url), { workerData: { written: this.written } });
   private spare: ArrayBuffer[] = [];
   private data: Buffer = Buffer.from(new ArrayBuffer(BATCH));
   private fill = 0;
@@ -70,6 +78,7 @@ export class StagingWriter {
     const data = this.data.buffer as ArrayBuffer;
     this.worker.postMessage({ ops: this.ops, data } satisfies StagingBatch, [data]);
     this.inFlight++;
+    this.sent++;
     this.ops = [];
     this.fill = 0;
     this.data = Buffer.from(this.spare.pop() ?? new ArrayBuffer(BATCH));
@@ -83,13 +92,21 @@ export class StagingWriter {
   mkdir(path: string): Promise<void> {
     return this.op({ t: 'dir', path });
   }
-  open(path: string): Promise<void> {
-    return this.op({ t: 'open', path });
+  /**
+   * Create a file; `hash`: the thread hashes its content and checks it at close. It is asked to
+   * when it keeps up (keepsUp), so that both threads stay busy.
+   */
+  open(path: string, hash: boolean): Promise<void> {
+    return this.op({ t: 'open', path, hash });
   }
-  /** Close the open file after setting its mode and its times (seconds); its content must hash to `sha256`. */
-  close(mode: number, mtime: number, sha256: Uint8Array, name: string): Promise<void> {
+  /** Is the thread at most one batch behind, with time to hash the next file too? */
+  keepsUp(): boolean {
+    return this.sent - Atomics.load(this.written, 0) < 2;
+  }
+  /** Close the open file after setting its mode and its times (seconds); if it was hashed there, its content must hash to `sha256`. */
+  close(mode: number, mtime: number, sha256: Uint8Array | null, name: string): Promise<void> {
     // A copy of its own: a view into Node's buffer pool would be sent with the whole pool.
-    return this.op({ t: 'close', mode, mtime, sha256: new Uint8Array(sha256), name });
+    return this.op({ t: 'close', mode, mtime, sha256: sha256 && new Uint8Array(sha256), name });
   }
 
   /** Append `chunk` to the open file (copied: the caller may reuse it). */
