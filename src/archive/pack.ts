@@ -194,7 +194,7 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
       k++;
       const at = e.length - TAIL_LEN + 8; // the tail's sha256 field
       await sealer.write(e.subarray(0, at));
-      await sealer.digest(i, true);
+      await sealer.digest(i);
       await sealer.write(e.subarray(at + 32));
     }
     const indexLength = sealer.position - indexOffset;
@@ -289,7 +289,7 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   } else {
     const at = 8; // the tail's sha256 field
     await sealer.write(tail.subarray(0, at));
-    await sealer.digest(id, false);
+    await sealer.digest(id);
     await sealer.write(tail.subarray(at + 32));
   }
   return { size: BigInt(size), sha256, codec: meta.codec, changed };

@@ -10,38 +10,53 @@ import { createHash, type Hash } from 'node:crypto';
 export const SPAN_OP = 5;
 /** kind, id, from, to, 0: hash the segment's bytes [from, to). */
 export const OP_UPDATE = 0;
-/** kind, id, at, skip, len: put digest bytes [skip, skip + len) at `at`, keep it for a later use. */
+/** kind, id, at, skip, len: put bytes [skip, skip + len) of the file's digest at `at`. */
 export const OP_DIGEST = 1;
-/** As OP_DIGEST, the digest's last use: forgotten once its final byte is placed. */
-export const OP_DIGEST_LAST = 2;
+
+const DIGEST_LEN = 32;
 
 export class SpanHasher {
   private readonly running = new Map<number, Hash>();
-  private readonly digests = new Map<number, Buffer>();
+  /**
+   * Finished digests by file id (ids are entry numbers, so dense), kept for the index entry that
+   * comes long after the tail: one slab and a flag per id, not an object per file (a Map of
+   * digest buffers cost about 400 bytes per entry with 100,000 files).
+   */
+  private digests = Buffer.alloc(0);
+  private finished = new Uint8Array(0);
 
   /** Carry out a segment's operations on its plaintext, before it is sealed. */
   apply(ops: ArrayLike<number>, segment: Uint8Array): void {
     for (let i = 0; i < ops.length; i += SPAN_OP) {
-      const kind = ops[i]!;
       const id = ops[i + 1]!;
       const a = ops[i + 2]!;
       const b = ops[i + 3]!;
-      if (kind === OP_UPDATE) {
+      if (ops[i] === OP_UPDATE) {
         let h = this.running.get(id);
         if (!h) this.running.set(id, (h = createHash('sha256')));
         h.update(segment.subarray(a, b));
         continue;
       }
-      const len = ops[i + 4]!;
-      let d = this.digests.get(id);
-      if (!d) {
-        // An empty file has no update before its digest.
-        d = (this.running.get(id) ?? createHash('sha256')).digest();
-        this.running.delete(id);
-        this.digests.set(id, d);
-      }
-      segment.set(d.subarray(b, b + len), a);
-      if (kind === OP_DIGEST_LAST && b + len === d.length) this.digests.delete(id);
+      if (!this.finished[id]) this.finish(id);
+      const at = id * DIGEST_LEN + b;
+      segment.set(this.digests.subarray(at, at + ops[i + 4]!), a);
     }
+  }
+
+  /** The file's content is all hashed (its first digest operation comes after its last byte). */
+  private finish(id: number): void {
+    if (id >= this.finished.length) {
+      const n = Math.max(id + 1, this.finished.length * 2, 1024);
+      const digests = Buffer.alloc(n * DIGEST_LEN);
+      this.digests.copy(digests);
+      this.digests = digests;
+      const finished = new Uint8Array(n);
+      finished.set(this.finished);
+      this.finished = finished;
+    }
+    // An empty file has no update before its digest.
+    (this.running.get(id) ?? createHash('sha256')).digest().copy(this.digests, id * DIGEST_LEN);
+    this.running.delete(id);
+    this.finished[id] = 1;
   }
 }

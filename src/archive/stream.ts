@@ -8,7 +8,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError } from '../errors.js';
 import { INFO_PAYLOAD, TAG_LEN } from './format.js';
 import { ByteQueue } from '../util/bytequeue.js';
-import { OP_DIGEST, OP_DIGEST_LAST, OP_UPDATE, SpanHasher } from './span-hash.js';
+import { OP_DIGEST, OP_UPDATE, SpanHasher } from './span-hash.js';
 
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
   return Buffer.from(hkdf(sha256, fileKey, nonce, INFO_PAYLOAD, 32));
@@ -182,11 +182,11 @@ export class SegmentSealer {
     return this.reserve(n, (buf, at, k) => buf.fill(0, at, at + k));
   }
 
-  /** 32 bytes that the sealing side fills with file `id`'s digest (span-hash.ts); `last`: its final use. */
-  digest(id: number, last: boolean): Promise<void> {
+  /** 32 bytes that the sealing side fills with file `id`'s digest (span-hash.ts). */
+  digest(id: number): Promise<void> {
     return this.reserve(32, (buf, at, k, done) => {
       buf.fill(0, at, at + k);
-      this.ops.push(last ? OP_DIGEST_LAST : OP_DIGEST, id, at, done, k);
+      this.ops.push(OP_DIGEST, id, at, done, k);
     });
   }
 

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { MemorySink } from '../../src/archive/output.js';
 import { EntryType } from '../../src/archive/format.js';
-import { SpanHasher, OP_DIGEST, OP_DIGEST_LAST, OP_UPDATE } from '../../src/archive/span-hash.js';
+import { SpanHasher, OP_DIGEST, OP_UPDATE } from '../../src/archive/span-hash.js';
 
 const fixed = { fileKey: new Uint8Array(32).fill(7), nonce: new Uint8Array(16).fill(9), created: '2026-11-22T12:00:00Z' };
 const recipient = { type: 'test', label: 'test', wrap: () => ({ type: 'test', label: 'test', body: 'AAAA' }) };
@@ -55,7 +55,7 @@ describe('archive writer', () => {
     expect((await build(false, 1 << 20)).equals(here)).toBe(true);
   });
 
-  it('span hashing: digests split across segments, kept for a later use, forgotten after the last', () => {
+  it('span hashing: a digest split across segments, used again later, and an empty file', () => {
     const h = new SpanHasher();
     const want = createHash('sha256').update('hello, world').digest();
     const empty = createHash('sha256').digest();
@@ -65,13 +65,15 @@ describe('archive writer', () => {
     const seg2 = Buffer.concat([Buffer.from('world'), Buffer.alloc(10)]);
     h.apply([OP_UPDATE, 1, 0, 5, 0, OP_DIGEST, 1, 5, 0, 10], seg2);
     const seg3 = Buffer.alloc(22 + 32 + 32);
-    h.apply([OP_DIGEST, 1, 0, 10, 22, OP_DIGEST_LAST, 1, 22, 0, 32, OP_DIGEST_LAST, 2, 54, 0, 32], seg3);
+    h.apply([OP_DIGEST, 1, 0, 10, 22, OP_DIGEST, 1, 22, 0, 32, OP_DIGEST, 2, 54, 0, 32], seg3);
     expect(Buffer.concat([seg2.subarray(5), seg3.subarray(0, 22)])).toEqual(want);
     expect(seg3.subarray(22, 54)).toEqual(want);
     expect(seg3.subarray(54)).toEqual(empty); // no update before it: an empty file
-    // After its last use, file 1's digest is gone (asking again starts from nothing).
-    const again = Buffer.alloc(32);
-    h.apply([OP_DIGEST_LAST, 1, 0, 0, 32], again);
-    expect(again).toEqual(empty);
+    // Far-apart ids (the slab grows) keep what was finished before.
+    const seg4 = Buffer.alloc(64);
+    h.apply([OP_UPDATE, 5000, 0, 7, 0], seg1);
+    h.apply([OP_DIGEST, 5000, 0, 0, 32, OP_DIGEST, 1, 32, 0, 32], seg4);
+    expect(seg4.subarray(0, 32)).toEqual(createHash('sha256').update('hello, ').digest());
+    expect(seg4.subarray(32)).toEqual(want);
   });
 });
