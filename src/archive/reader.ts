@@ -80,10 +80,11 @@ export class ArchiveFile implements Archive {
     return buf;
   }
 
-  /** Decrypt one segment (throws a corrupt error naming it when it does not authenticate). */
-  async segment(i: number): Promise<Buffer> {
+  /** Authenticate one segment (throws a corrupt error naming it when it does not). */
+  async checkSegment(i: number): Promise<void> {
     const sealed = await this.readSealed(i, 1);
-    return openSegment(this.key!, i, i === this.layout.count - 1, sealed);
+    freeBuffers(openSegment(this.key!, i, i === this.layout.count - 1, sealed));
+    freeBuffers([sealed]);
   }
 
   /** Plaintext bytes [offset, offset+length) as a sequence of buffers, reading ahead. */
@@ -110,12 +111,17 @@ export class ArchiveFile implements Archive {
         next = after <= last ? this.readSealed(after, Math.min(BATCH, last - after + 1), bufs[turn]) : null;
         for (let k = 0; k < n; k++, i++) {
           const part = sealed.subarray(k * this.layout.sealedSize, (k + 1) * this.layout.sealedSize);
-          let plain = openSegment(this.key!, i, i === this.layout.count - 1, part);
-          const segStart = i * seg;
-          const lo = Math.max(offset - segStart, 0);
-          const hi = Math.min(offset + length - segStart, plain.length);
-          if (lo !== 0 || hi !== plain.length) plain = plain.subarray(lo, hi);
-          yield plain;
+          // The segment's pieces that overlap the range, cut to it.
+          const lo = offset - i * seg;
+          const hi = offset + length - i * seg;
+          let at = 0;
+          for (const piece of openSegment(this.key!, i, i === this.layout.count - 1, part)) {
+            const from = Math.max(lo - at, 0);
+            const to = Math.min(hi - at, piece.length);
+            at += piece.length;
+            if (from >= to) freeBuffers([piece]);
+            else yield from === 0 && to === piece.length ? piece : piece.subarray(from, to);
+          }
         }
       }
     } finally {

@@ -57,7 +57,7 @@ export async function rewrapArchive(o: {
     o.source.attachKey(o.fileKey);
     for (let i = 0; i < o.source.segmentCount; i++) {
       o.signal?.throwIfAborted();
-      await o.source.segment(i).catch((err: unknown) => {
+      await o.source.checkSegment(i).catch((err: unknown) => {
         if (err instanceof BackupctlError) throw corruptError(`${o.source.path} is damaged (${err.message}): it was left as it is; backupctl verify names the affected files`, err.detail);
         throw err;
       });

@@ -34,17 +34,31 @@ function segmentNonce(index: number, last: boolean): Buffer {
   return n;
 }
 
-/** Decrypt one segment; throws a "corrupt" error naming the segment when it does not authenticate. */
-export function openSegment(key: KeyObject, index: number, last: boolean, sealed: Uint8Array): Buffer {
+/**
+ * Plaintext bytes per cipher update(), sealing and opening: node:crypto allocates a new output
+ * buffer per call, and small ones are recycled by the allocator while still in cache, where a
+ * 1 MiB one costs fresh pages each time (sealing took 1.1 s of CPU per GB that way, 0.6 s in
+ * pieces; opening 1,000 segments 0.48-0.51 s whole, 0.35-0.36 s in pieces).
+ */
+const PIECE = 64 << 10;
+
+/**
+ * Decrypt one segment, in pieces of PIECE bytes that are handed out only once the whole segment
+ * has authenticated; throws a "corrupt" error naming the segment when it does not.
+ */
+export function openSegment(key: KeyObject, index: number, last: boolean, sealed: Uint8Array): Buffer[] {
   if (sealed.length < TAG_LEN || (!last && sealed.length === TAG_LEN)) {
     throw corruptError(`payload segment ${index} is truncated`, { segment: index });
   }
   const d = createDecipheriv('aes-256-gcm', key, segmentNonce(index, last));
   d.setAuthTag(Buffer.from(sealed.buffer, sealed.byteOffset + sealed.length - TAG_LEN, TAG_LEN));
-  const out = d.update(Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length - TAG_LEN));
+  const body = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.length - TAG_LEN);
+  const out: Buffer[] = [];
+  for (let off = 0; off < body.length; off += PIECE) out.push(d.update(body.subarray(off, off + PIECE)));
   try {
     d.final();
   } catch {
+    freeBuffers(out);
     throw corruptError(`payload segment ${index} failed authentication (damaged, tampered, truncated or reordered)`, { segment: index });
   }
   return out;
@@ -60,18 +74,11 @@ export function segmentLayout(payloadBytes: number, segmentSize: number) {
   return { sealedSize, count, plainSize: (count - 1) * segmentSize + lastSealed - TAG_LEN };
 }
 
-/**
- * Ciphertext bytes per cipher update(): node:crypto allocates a new output buffer per call, and
- * small ones are recycled by the allocator while still in cache, where a 1 MiB one costs fresh
- * pages each time (AES took 1.1 s of CPU per GB that way, 0.6 s in small pieces).
- */
-const SEAL_PIECE = 64 << 10;
-
 /** Seal segment `index` (backupctl-format(5) "PAYLOAD"): the ciphertext in pieces, then the tag. */
 export function sealSegment(key: KeyObject, index: number, last: boolean, plain: Uint8Array): Buffer[] {
   const c = createCipheriv('aes-256-gcm', key, segmentNonce(index, last));
   const out: Buffer[] = [];
-  for (let off = 0; off < plain.length; off += SEAL_PIECE) out.push(c.update(plain.subarray(off, off + SEAL_PIECE)));
+  for (let off = 0; off < plain.length; off += PIECE) out.push(c.update(plain.subarray(off, off + PIECE)));
   c.final();
   out.push(c.getAuthTag());
   return out;
@@ -250,8 +257,8 @@ export async function* openStream(
   for await (const chunk of sealedChunks) {
     q.push(chunk);
     // Open as non-final only segments that have at least one byte after them.
-    while (q.length > sealedSize) yield openSegment(key, index++, false, q.take(sealedSize));
+    while (q.length > sealedSize) yield* openSegment(key, index++, false, q.take(sealedSize));
   }
   if (q.length === 0) throw corruptError(index === 0 ? 'archive has no payload (truncated)' : 'payload ends without a final segment (truncated)');
-  yield openSegment(key, index, true, q.take(q.length));
+  yield* openSegment(key, index, true, q.take(q.length));
 }

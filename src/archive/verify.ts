@@ -28,7 +28,7 @@ function affected(index: IndexEntry[], bad: number[], segmentSize: number): stri
 
 async function survey(a: ArchiveFile, first: Error): Promise<never> {
   const bad: number[] = [];
-  for (let i = 0; i < a.segmentCount; i++) await a.segment(i).catch(() => bad.push(i));
+  for (let i = 0; i < a.segmentCount; i++) await a.checkSegment(i).catch(() => bad.push(i));
   if (bad.length === 0) throw first; // every segment authenticates: the damage is structural
   let index: IndexEntry[] | null = null;
   try {
