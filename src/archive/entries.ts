@@ -49,10 +49,12 @@ export function encodeHead(m: EntryMeta): Buffer {
 
 /** Tail: size(8) sha256(32) flags(1). */
 export const TAIL_LEN = 41;
+/** Where the tail's sha256 field starts. */
+export const TAIL_SHA256_AT = 8;
 export function encodeTail(m: Pick<EntryMeta, 'size' | 'sha256' | 'flags'>): Buffer {
   const b = Buffer.alloc(TAIL_LEN);
   b.writeBigUInt64BE(m.size, 0);
-  m.sha256.copy(b, 8);
+  m.sha256.copy(b, TAIL_SHA256_AT);
   b.writeUInt8(m.flags, 40);
   return b;
 }
@@ -113,7 +115,7 @@ export async function readHead(src: ByteSource): Promise<Omit<EntryMeta, 'size' 
 
 export async function readTail(src: ByteSource) {
   const t = await src.read(TAIL_LEN);
-  return { size: t.readBigUInt64BE(0), sha256: Buffer.from(t.subarray(8, 40)), flags: t[40]! };
+  return { size: t.readBigUInt64BE(0), sha256: Buffer.from(t.subarray(TAIL_SHA256_AT, TAIL_SHA256_AT + 32)), flags: t[40]! };
 }
 
 

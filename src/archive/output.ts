@@ -5,6 +5,7 @@ import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/pr
 import { Worker } from 'node:worker_threads';
 import { basename, dirname, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
+import { Backlog } from '../util/backlog.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
 import { freeBuffers, inlineSegments, type SegmentOutput } from './stream.js';
 import { TAG_LEN } from './format.js';
@@ -139,11 +140,8 @@ class FileSink implements Sink {
     const base = this.bytesWritten;
     // workerData is copied into the thread when it starts: both copies here are zeroed at once.
     const copy = Uint8Array.from(key);
-    // Segments the thread has sealed, counted there: its replies only arrive here when this
-    // thread next waits, too late to tell whether it keeps up.
-    const sealed = new Int32Array(new SharedArrayBuffer(4));
-    let sent = 0;
-    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: copy, segmentSize, base, sealed } });
+    const backlog = new Backlog(); // segments
+    const worker = new Worker(new URL('./seal-worker.js', import.meta.url), { workerData: { fd: this.fh.fd, key: copy, segmentSize, base, sealed: backlog.done } });
     copy.fill(0);
     key.fill(0);
     this.sealer = worker;
@@ -196,11 +194,10 @@ class FileSink implements Sink {
       put: async (index, last, buf, length, ops) => {
         check();
         inFlight++;
-        sent++;
+        backlog.add();
         worker.postMessage({ index, last, length, buf: buf.buffer, ops }, [buf.buffer as ArrayBuffer]);
       },
-      // It keeps up when it has at most the segment it is sealing: then it can hash the next file.
-      sealerHashes: () => sent - Atomics.load(sealed, 0) < 2,
+      sealerHashes: () => backlog.keepsUp(),
       finish: async () => {
         while (inFlight > 0 && !this.failure) await new Promise<void>((res) => (finished = res));
         check();

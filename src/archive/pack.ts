@@ -7,7 +7,7 @@ import type { Recipient } from '../keys/types.js';
 import { encodeHeader } from './header.js';
 import { freeBuffers, payloadKey, SegmentSealer } from './stream.js';
 import { Codec, DEFAULT_SEGMENT_SIZE, EntryType, FLAG_CHANGED, FOOTER_LEN, PAYLOAD_NONCE_LEN, REC_ENTRY, REC_INDEX } from './format.js';
-import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, TAIL_LEN, type EntryMeta } from './entries.js';
+import { encodeFooter, encodeHead, encodeIndexEntry, encodeTail, padme, TAIL_LEN, TAIL_SHA256_AT, type EntryMeta } from './entries.js';
 import type { Sink } from './output.js';
 
 /** Entry content, opened just before its record is written. */
@@ -192,10 +192,7 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
         continue;
       }
       k++;
-      const at = e.length - TAIL_LEN + 8; // the tail's sha256 field
-      await sealer.write(e.subarray(0, at));
-      await sealer.digest(i);
-      await sealer.write(e.subarray(at + 32));
+      await sealer.writeDigested(e, e.length - TAIL_LEN + TAIL_SHA256_AT, i);
     }
     const indexLength = sealer.position - indexOffset;
     const unpadded = sealer.position + FOOTER_LEN;
@@ -284,14 +281,8 @@ async function writeContent(sealer: SegmentSealer, meta: EntryMeta, c: OpenedCon
   const changed = c.changed();
   const sha256 = hash?.digest() ?? null;
   const tail = encodeTail({ size: BigInt(size), sha256: sha256 ?? NO_HASH, flags: changed ? FLAG_CHANGED : 0 });
-  if (sha256) {
-    await sealer.write(tail);
-  } else {
-    const at = 8; // the tail's sha256 field
-    await sealer.write(tail.subarray(0, at));
-    await sealer.digest(id);
-    await sealer.write(tail.subarray(at + 32));
-  }
+  if (sha256) await sealer.write(tail);
+  else await sealer.writeDigested(tail, TAIL_SHA256_AT, id);
   return { size: BigInt(size), sha256, codec: meta.codec, changed };
 }
 

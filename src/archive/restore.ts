@@ -114,8 +114,8 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     await stagedDir(dirname(target));
     // Hashing goes to whichever thread has the time: on two cores, either one doing it all was
     // the slower of the two. The staging thread checks the tail's hash when it closes the file.
-    const there = writer.keepsUp();
-    await writer.open(target, there);
+    const stagingHashes = writer.keepsUp();
+    await writer.open(target, stagingHashes);
     const meta = await reader.content(
       head,
       async (chunk) => {
@@ -123,9 +123,9 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         bytes += chunk.length;
         await writer.write(chunk);
       },
-      there,
+      stagingHashes,
     );
-    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs), there ? meta.sha256 : null, head.path);
+    await writer.close(safeMode(meta.mode), secs(meta.mtimeNs), stagingHashes ? meta.sha256 : null, head.path);
     return meta;
   };
 

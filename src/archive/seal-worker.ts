@@ -5,6 +5,7 @@ import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TAG_LEN } from './format.js';
 import type { SealReply } from './output.js';
+import { finished } from '../util/backlog.js';
 import { SpanHasher } from './span-hash.js';
 import { freeBuffers, sealSegment, segmentKey } from './stream.js';
 
@@ -35,7 +36,7 @@ parentPort!.on('message', (m: { index: number; last: boolean; length: number; bu
     // time (the top of this thread's heap), to be faulted in again for the next segment.
     freeBuffers(previous);
     previous = pieces;
-    Atomics.add(sealed, 0, 1);
+    finished(sealed);
     reply({ t: 'sealed', index: m.index, buf: m.buf, bytes }, [m.buf]);
   } catch (err) {
     reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message });

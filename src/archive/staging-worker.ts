@@ -5,6 +5,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
+import { finished } from '../util/backlog.js';
 import type { StagingBatch, StagingReply, StagingResult } from './staging.js';
 
 const { written } = workerData as { written: Int32Array };
@@ -52,7 +53,7 @@ parentPort!.on('message', (b: StagingBatch) => {
   if (failed) return reply({ t: 'done' }); // the first failure was reported; the rest is not done
   try {
     run(b);
-    Atomics.add(written, 0, 1);
+    finished(written);
     reply({ t: 'done' });
   } catch (err) {
     failed = true;

@@ -3,6 +3,7 @@
 // copied into batch buffers that travel to the thread and back (transferred, not copied again).
 import { Worker } from 'node:worker_threads';
 import { ioError } from '../errors.js';
+import { Backlog } from '../util/backlog.js';
 import { hashMismatch } from './records.js';
 
 /**
@@ -29,10 +30,8 @@ const IN_FLIGHT = 4;
 const MAX_OPS = 256;
 
 export class StagingWriter {
-  /** Batches the thread has written, counted there (its replies arrive here only when this thread waits). */
-  private readonly written = new Int32Array(new SharedArrayBuffer(4));
-  private sent = 0;
-  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url), { workerData: { written: this.written } });
+  private readonly backlog = new Backlog(); // batches
+  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url), { workerData: { written: this.backlog.done } });
   private spare: ArrayBuffer[] = [];
   private data: Buffer = Buffer.from(new ArrayBuffer(BATCH));
   private fill = 0;
@@ -78,7 +77,7 @@ export class StagingWriter {
     const data = this.data.buffer as ArrayBuffer;
     this.worker.postMessage({ ops: this.ops, data } satisfies StagingBatch, [data]);
     this.inFlight++;
-    this.sent++;
+    this.backlog.add();
     this.ops = [];
     this.fill = 0;
     this.data = Buffer.from(this.spare.pop() ?? new ArrayBuffer(BATCH));
@@ -99,9 +98,9 @@ export class StagingWriter {
   open(path: string, hash: boolean): Promise<void> {
     return this.op({ t: 'open', path, hash });
   }
-  /** Is the thread at most one batch behind, with time to hash the next file too? */
+  /** Does the thread have time to hash the next file too? */
   keepsUp(): boolean {
-    return this.sent - Atomics.load(this.written, 0) < 2;
+    return this.backlog.keepsUp();
   }
   /** Close the open file after setting its mode and its times (seconds); if it was hashed there, its content must hash to `sha256`. */
   close(mode: number, mtime: number, sha256: Uint8Array | null, name: string): Promise<void> {

@@ -189,12 +189,14 @@ export class SegmentSealer {
     return this.reserve(n, (buf, at, k) => buf.fill(0, at, at + k));
   }
 
-  /** 32 bytes that the sealing side fills with file `id`'s digest (span-hash.ts). */
-  digest(id: number): Promise<void> {
-    return this.reserve(32, (buf, at, k, done) => {
-      buf.fill(0, at, at + k);
-      this.ops.push(OP_DIGEST, id, at, done, k);
+  /** Write `record`, whose 32 bytes at `at` the sealing side fills with file `id`'s digest (span-hash.ts). */
+  async writeDigested(record: Uint8Array, at: number, id: number): Promise<void> {
+    await this.write(record.subarray(0, at));
+    await this.reserve(32, (buf, pos, k, done) => {
+      buf.fill(0, pos, pos + k);
+      this.ops.push(OP_DIGEST, id, pos, done, k);
     });
+    await this.write(record.subarray(at + 32));
   }
 
   /**
