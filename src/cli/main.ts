@@ -27,7 +27,7 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError('(run backupctl --help for usage)')
     .exitOverride();
   program.configureOutput({
-    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${s.slice(7)}` : s),
+    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${withIdHint(s.slice(7))}` : s),
   });
   for (const register of commands) register(program);
   try {
@@ -36,9 +36,16 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
       // commander already printed one line on stderr; --json still promises one object on stdout.
-      if (argv.includes('--json')) emitJson({ ok: false, error: { exitCode: Exit.usage, kind: exitName[Exit.usage], message: err.message.replace(/^error: /, '') } });
+      if (argv.includes('--json')) emitJson({ ok: false, error: { exitCode: Exit.usage, kind: exitName[Exit.usage], message: withIdHint(err.message.replace(/^error: /, '')) } });
       process.exit(Exit.usage);
     }
     handleError(err instanceof Error ? err : usageError(String(err)));
   }
+}
+
+// Drive file ids are base64url, so one may start with '-', and commander then takes it for an
+// option. Say how to pass it instead of only "unknown option".
+function withIdHint(message: string): string {
+  const id = /^unknown option '(-[\w-]{19,})'/.exec(message)?.[1];
+  return id ? message.replace(/\n?$/, `; if that is a Drive file id, put -- before it: ... -- ${id}\n`) : message;
 }

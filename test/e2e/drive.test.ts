@@ -365,6 +365,26 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
     expect(fake.findByName('main.bkp').map((f) => f.id)).toEqual([mine.id]);
   });
 
+  it("an id that starts with '-' goes after --, and without it the error says so", async () => {
+    expect((await cli(['push', archive])).exitCode).toBe(0);
+    const folder = onlyRemote('main.bkp').parents[0]!;
+    const bytes = archiveLikeBytes(50_000);
+    const dashed = fake.addFile({ id: '-YkQUFGumqJ0HyahtPHNsHOWPG9N', name: 'other.bkp', parents: [folder] }, bytes);
+
+    const bare = await cli(['drive', 'rm', dashed.id]);
+    expect(bare.exitCode).toBe(2);
+    expect(bare.stderr.split('\n')[0]).toBe(`backupctl: unknown option '${dashed.id}'; if that is a Drive file id, put -- before it: ... -- ${dashed.id}`);
+    expect(fake.content(dashed.id)).toBeDefined();
+
+    const out = join(home, 'dashed.bkp');
+    const pulled = await cli(['pull', '-o', out, '--', dashed.id]);
+    expect(pulled.exitCode, pulled.stderr).toBe(0);
+    expect((await readFile(out)).equals(bytes)).toBe(true);
+    const rm = await cli(['drive', 'rm', '--', dashed.id]);
+    expect(rm.exitCode, rm.stderr).toBe(0);
+    expect(fake.content(dashed.id)).toBeUndefined();
+  });
+
   it('warns when the file under a pushed name was replaced on Drive', async () => {
     const pushed = await cli(['push', archive]);
     expect(pushed.exitCode, pushed.stderr).toBe(0);

@@ -111,6 +111,9 @@ export interface RequestRecord {
 }
 
 const ids = (n = 28) => randomBytes(n).toString('base64url').slice(0, n);
+// Drive's own file ids look like this (33 characters, '1' first); one starting with '-' is
+// possible in principle and has its own test, so random ones must not make others flaky.
+const fileId = () => `1${ids(32)}`;
 
 class DriveError {
   constructor(
@@ -229,8 +232,8 @@ export class DriveFake {
   }
 
   /** Put a file straight into the store (a file pushed by someone else, a duplicate name, ...). */
-  addFile(meta: { name: string; parents?: string[]; appProperties?: Record<string, string>; space?: 'drive' | 'appDataFolder' }, content: Buffer): FakeFile {
-    const f = this.newFile({ name: meta.name, parents: meta.parents ?? [ROOT_ID], appProperties: meta.appProperties ?? {} }, meta.space ?? 'drive');
+  addFile(meta: { id?: string; name: string; parents?: string[]; appProperties?: Record<string, string>; space?: 'drive' | 'appDataFolder' }, content: Buffer): FakeFile {
+    const f = this.newFile({ name: meta.name, parents: meta.parents ?? [ROOT_ID], appProperties: meta.appProperties ?? {} }, meta.space ?? 'drive', meta.id);
     this.addRevision(f, content);
     this.files.set(f.id, f);
     return f;
@@ -258,10 +261,10 @@ export class DriveFake {
     return new Date(t).toISOString();
   }
 
-  private newFile(meta: Record<string, unknown>, space: 'drive' | 'appDataFolder'): FakeFile {
+  private newFile(meta: Record<string, unknown>, space: 'drive' | 'appDataFolder', id = fileId()): FakeFile {
     const t = this.now();
     return {
-      id: ids(),
+      id,
       name: String(meta.name ?? 'Untitled'),
       mimeType: String(meta.mimeType ?? 'application/octet-stream'),
       parents: ((meta.parents as string[] | undefined) ?? [ROOT_ID]).map((p) => (p === 'root' ? ROOT_ID : p)),
