@@ -92,6 +92,30 @@ describe('rotate --remote', () => {
     expect(await readdir(join(home, 'tmp'))).toEqual([]);
   });
 
+  it('--new-recovery-code: a failed push leaves the config as it was and shows no code', async () => {
+    const before = await readFile(join(configDir, 'config.json'), 'utf8');
+    fake.inject({ on: 'session', action: { status: 403, reason: 'storageQuotaExceeded' } });
+    const r = await cli(['rotate', '--remote', 'chats.bkp', '--new-recovery-code', '--recovery-code-file', codeA.file]);
+    expect(r.exitCode).toBe(8);
+    expect(r.stdout).not.toMatch(/New recovery code/);
+    expect(await readFile(join(configDir, 'config.json'), 'utf8')).toBe(before);
+    expect(fake.findByName('chats.bkp')).toHaveLength(1);
+  });
+
+  it('--new-recovery-code: once Drive has the new copy, the code is shown and becomes the config\'s', async () => {
+    const r = await cli(['rotate', '--remote', 'chats.bkp', '--new-recovery-code', '--recovery-code-file', codeA.file, '--json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const j = onlyJson<{ code: string; label: string; retiredFromConfig: string[]; remote: { newId: string } }>(r);
+    expect(j.retiredFromConfig.sort()).toEqual(['A', 'B']);
+    const cfg = JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')) as { recipients: Array<{ label: string }> };
+    expect(cfg.recipients.map((e) => e.label)).toEqual([j.label]);
+    const fresh = join(home, 'fresh.txt');
+    await writeFile(fresh, j.code, { mode: 0o600 });
+    const rotated = fake.content(j.remote.newId)!;
+    expect(await restoreExit(rotated, { ...codeA, code: j.code, file: fresh })).toBe(0);
+    expect(await restoreExit(rotated, codeA)).toBe(4);
+  });
+
   it('FILE and --remote together, or neither, is a usage error', async () => {
     expect((await cli(['rotate', archive, '--remote', 'chats.bkp'])).exitCode).toBe(2);
     expect((await cli(['rotate'])).exitCode).toBe(2);

@@ -121,10 +121,31 @@ interface RotateSummary {
   added: string[];
   removed: string[];
   seconds: number;
+  /** A new code the archive opens with, not yet shown nor in the config (see adoptCode). */
+  pendingCode?: NewCode;
   newCode?: { code: string; label: string; fingerprint: string; retiredFromConfig: string[] };
 }
+type NewCode = ReturnType<typeof freshCode>;
 
-/** Rotate the archive FILE (into o.output, else in place). Shows a new code at once; the caller reports the rest. */
+/**
+ * Show the new code and make it the config's, once the archive that opens with it is in place
+ * (for --remote: on Drive), so a failed rotation never leaves the config with a code nothing uses.
+ */
+async function adoptCode(ctx: { json: boolean }, s: RotateSummary, where: string): Promise<RotateSummary> {
+  const { pendingCode: p, ...rest } = s;
+  if (!p) return rest;
+  if (!ctx.json) showCode(p.code, p.entry, `now the recovery code of ${where}`);
+  let retired: RecipientEntry[];
+  try {
+    retired = await replaceRecoveryCode(p.entry);
+  } catch (err) {
+    const why = err instanceof BackupctlError ? err.message : String(err);
+    throw new BackupctlError(Exit.io, `${where} was rotated and opens with the new code${ctx.json ? ` ${p.code}` : ' shown above'}, but the config could not be updated: ${why}`);
+  }
+  return { ...rest, newCode: { code: p.code, label: p.entry.label, fingerprint: fingerprintOf(p.entry), retiredFromConfig: retired.map((r) => r.label) } };
+}
+
+/** Rotate the archive FILE (into o.output, else in place); a new code is left to adoptCode. */
 async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: string, o: RotateOptions): Promise<RotateSummary> {
   const t0 = Date.now();
   const dest = o.output ?? file;
@@ -134,7 +155,7 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
   }
   const locks: Lock[] = [];
   const tmp = verifyingName(dest);
-  let newCode: ReturnType<typeof freshCode> | null = null;
+  let newCode: NewCode | null = null;
   let fileKey: Uint8Array | null = null;
   let newKey: Uint8Array | null = null;
   let progress: Progress | null = null;
@@ -176,16 +197,6 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
         await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
       }
       progress.stop();
-      if (newCode && !ctx.json) showCode(newCode.code, newCode.entry, `now the recovery code of ${dest}`);
-      let retired: RecipientEntry[] = [];
-      if (newCode) {
-        try {
-          retired = await replaceRecoveryCode(newCode.entry);
-        } catch (err) {
-          const why = err instanceof BackupctlError ? err.message : String(err);
-          throw new BackupctlError(Exit.io, `${dest} was rotated and opens with the new code${ctx.json ? ` ${newCode.code}` : ' shown above'}, but the config could not be updated: ${why}`);
-        }
-      }
       if (plan.removed.length && !rekey) {
         warn(
           `the file key did not change (--no-rekey): anyone holding ${plan.removed.map((m) => `"${labelOf(m)}"`).join(', ')} can still open an older copy of this archive (an earlier pull, a Drive revision, a backup of the file)`,
@@ -200,7 +211,7 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
         added: plan.added.map(labelOf),
         removed: plan.removed.map(labelOf),
         seconds: (Date.now() - t0) / 1000,
-        ...(newCode ? { newCode: { code: newCode.code, label: newCode.entry.label, fingerprint: fingerprintOf(newCode.entry), retiredFromConfig: retired.map((r) => r.label) } } : {}),
+        ...(newCode ? { pendingCode: newCode } : {}),
       };
     } finally {
       await source.close();
@@ -260,13 +271,14 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
     if (pulled.differsFromPushed) {
       throw new BackupctlError(Exit.refused, `refusing to rotate ${what}: it is not what this machine pushed (see the warning above); pull it and inspect it first`);
     }
-    const s = await rotateLocal(ctx, local, o);
-    if (!s.changed) return report(ctx, { ...s, archive: pulled.file.name }, what, { remote: { space, id: pulled.file.id } });
+    const rotated = await rotateLocal(ctx, local, o);
+    if (!rotated.changed) return report(ctx, { ...rotated, archive: pulled.file.name }, what, { remote: { space, id: pulled.file.id } });
     progress = await startProgress('push');
     const pushed = await push(drive, {
       path: local, name: pulled.file.name, space, chunkSize: DEFAULT_CHUNK, onInfo: (m) => info(m),
       onProgress: (bytes, total) => progress.update({ bytes, total }),
     }).finally(() => progress.stop());
+    const s = await adoptCode(ctx, rotated, what);
     await deleteFile(drive, pulled.file);
     await drive.auth.flush();
     if (s.removed.length && pulled.others.length) {
@@ -284,7 +296,7 @@ async function rotate(ctx: RunContext, file: string | undefined, o: RotateOption
     return rotateRemote(ctx, o.remote, o);
   }
   if (file === undefined) throw usageError('give the archive FILE to rotate (or --remote NAME for one on Google Drive)');
-  return report(ctx, await rotateLocal(ctx, file, o), o.output ? `${file} into ${o.output}` : file);
+  return report(ctx, await adoptCode(ctx, await rotateLocal(ctx, file, o), o.output ?? file), o.output ? `${file} into ${o.output}` : file);
 }
 
 /** Files under `dir` (recursively) that start with the archive magic. */
