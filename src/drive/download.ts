@@ -12,7 +12,7 @@ import { readArchiveHeader } from '../archive/header.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, writeFileAtomic } from '../util/fsutil.js';
 import type { DriveClient } from './client.js';
-import { Recovery } from './retry.js';
+import { Recovery, testableMs } from './retry.js';
 
 /** What is being fetched: fixed before the first byte. */
 export interface PinnedFile {
@@ -29,8 +29,8 @@ export interface DownloadResult {
   sha256: string;
 }
 
-/** A connection that delivers nothing for this long is cut and resumed. */
-const STALL_MS = 60_000;
+/** A connection that delivers nothing for this long is cut and resumed (BACKUPCTL_DRIVE_STALL_MS shortens it). */
+const stallMs = () => testableMs('BACKUPCTL_DRIVE_STALL_MS', 60_000);
 
 /** Iterate a response body, failing it when it stalls. */
 async function* withStallTimeout(body: Readable, ms: number): AsyncGenerator<Buffer> {
@@ -42,8 +42,9 @@ async function* withStallTimeout(body: Readable, ms: number): AsyncGenerator<Buf
   arm();
   try {
     for await (const chunk of body) {
-      arm();
+      clearTimeout(timer); // time spent by the consumer (a slow reader of stdout) is not a stall
       yield chunk as Buffer;
+      arm();
     }
   } finally {
     clearTimeout(timer);
@@ -83,7 +84,7 @@ async function fetchInto(
           throw new BackupctlError(Exit.unavailable, `Drive answered a resumed download with Content-Range ${JSON.stringify(contentRange)}`);
         }
       }
-      for await (let chunk of withStallTimeout(res.data, STALL_MS)) {
+      for await (let chunk of withStallTimeout(res.data, stallMs())) {
         if (skip > 0) {
           const n = Math.min(skip, chunk.length);
           skip -= n;
@@ -190,7 +191,7 @@ export async function downloadToStream(drive: DriveClient, f: PinnedFile, sink: 
         const done = (err?: Error) => {
           sink.off('drain', done);
           sink.off('error', done);
-          if (err) reject(err);
+          if (err) reject(ioError(err, 'standard output', 'write')); // not retried as if the network had failed
           else resolve();
         };
         sink.on('drain', done);

@@ -113,11 +113,14 @@ export function classify(err: unknown, what: string): Verdict {
   };
 }
 
-/** Base delay: 1 s as Drive recommends; BACKUPCTL_RETRY_BASE_MS shortens it (for tests only). */
-function baseMs(): number {
-  const v = Number(process.env.BACKUPCTL_RETRY_BASE_MS);
-  return Number.isFinite(v) && v >= 0 && process.env.BACKUPCTL_RETRY_BASE_MS !== undefined ? v : 1000;
+/** `ms`, unless the environment variable `name` gives another number of milliseconds (for tests only). */
+export function testableMs(name: string, ms: number): number {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v >= 0 && process.env[name] !== undefined ? v : ms;
 }
+
+/** Base delay: 1 s as Drive recommends; BACKUPCTL_RETRY_BASE_MS shortens it. */
+const baseMs = () => testableMs('BACKUPCTL_RETRY_BASE_MS', 1000);
 
 export const MAX_ATTEMPTS = 8;
 const MAX_DELAY_FACTOR = 64; // 1, 2, 4 ... 64 s

@@ -158,6 +158,41 @@ describe('push and pull round trips', () => {
     });
   }
 
+  it('a download that stalls is cut after BACKUPCTL_DRIVE_STALL_MS and resumed, to a file and to stdout', async () => {
+    expect((await cli(['push', archive])).exitCode).toBe(0);
+    const stall = { BACKUPCTL_DRIVE_STALL_MS: '500' };
+    fake.inject({ on: 'media', action: { hang: true } });
+    const out = join(home, 'stalled.bkp');
+    const q = await cli(['pull', 'main.bkp', '-o', out, '--json'], stall); // --json: retries are reported on stderr
+    expect(q.exitCode, q.stderr).toBe(0);
+    expect(q.stderr).toMatch(/network error during download \(ETIMEDOUT\); retrying/);
+    expect((await readFile(out)).equals(archiveBytes)).toBe(true);
+    expect(fake.requests.filter((r) => r.on === 'media').map((r) => r.range ?? 'all')).toEqual(['all', expect.stringMatching(/^bytes=[1-9]\d*-$/)]);
+
+    fake.inject({ on: 'media', action: { hang: true } });
+    const s = await runCliBytes(['pull', 'main.bkp', '-o', '-'], { configDir, env: env(stall), cwd: home, timeoutMs: 120_000 });
+    expect(s.exitCode, s.stderr).toBe(0);
+    expect(s.stdout.equals(archiveBytes)).toBe(true);
+  });
+
+  it('pull -o - into a reader slower than the stall limit is not a stall (one request, no retry)', async () => {
+    const bytes = archiveLikeBytes(640 * 1024);
+    const file = join(home, 'slow.bkp');
+    await writeFile(file, bytes);
+    expect((await cli(['push', file])).exitCode).toBe(0);
+    fake.requests.length = 0;
+    const got = join(home, 'slow-read.bkp');
+    // Reads 64 KiB every 400 ms, so the pipe is full and each write waits longer than the limit.
+    const reader = `const fs=require('fs');const o=fs.openSync(process.argv[1],'w');const b=Buffer.alloc(65536);` +
+      `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,400)}})()`;
+    const shell = `"${process.execPath}" "${BIN}" pull slow.bkp -o - | "${process.execPath}" -e "${reader}" "${got}"`;
+    const r = await execa('sh', ['-c', shell], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env({ BACKUPCTL_DRIVE_STALL_MS: '250' }) }, extendEnv: false, reject: false });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/ETIMEDOUT|retry/i);
+    expect((await readFile(got)).equals(bytes)).toBe(true);
+    expect(fake.requests.filter((q) => q.on === 'media')).toHaveLength(1);
+  });
+
   it('pull -o - passes every byte through, resumed or not, a final newline included', async () => {
     const bytes = archiveLikeBytes(3 * MiB);
     bytes[bytes.length - 1] = 0x0a;

@@ -55,7 +55,8 @@ export type FaultAction =
   | { expireSession: true }
   /** The access token used has expired: 401 now and for every later use of it. */
   | { expireToken: true }
-  /** Chunk: take the whole body, store nothing, never answer (a network that went away). */
+  /** Chunk: take the whole body, store nothing, never answer (a network that went away).
+   *  Download: send half the requested bytes, then nothing more, keeping the connection open. */
   | { hang: true };
 
 export interface Fault {
@@ -530,10 +531,10 @@ export class DriveFake {
     const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': body.length };
     if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${content.length}`;
     res.writeHead(status, headers);
-    if (fault && 'drop' in fault) {
+    if (fault && ('drop' in fault || 'hang' in fault)) {
       const half = body.subarray(0, Math.floor(body.length / 2));
       this.downloadBytesSent += half.length;
-      res.write(half, () => setTimeout(() => res.destroy(), 20));
+      res.write(half, () => 'drop' in fault && setTimeout(() => res.destroy(), 20));
       return;
     }
     this.downloadBytesSent += body.length;
