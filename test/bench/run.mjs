@@ -233,9 +233,11 @@ async function benchSize(ctx, sizeText) {
   await rm(work, { recursive: true, force: true });
   await mkdir(work);
   const archive = path.join(work, 'export.bkp');
+  const plainTar = path.join(work, 'export.tar');
   const ageOut = path.join(work, 'export.tar.age');
   const restoreDir = path.join(work, 'restored');
   const untarDir = path.join(work, 'untarred');
+  const plainDir = path.join(work, 'plain');
   const { env, unlock } = ctx;
   // Extracted trees go to a fresh directory per run and are removed at the very end: on ext4
   // without a journal (this VM's disk), creating files within a minute or so of deleting others
@@ -243,13 +245,13 @@ async function benchSize(ctx, sizeText) {
   // restore's CPU), which no user restoring a backup meets. Without the disk space for that, they
   // are removed before each run, as before, and the table says so.
   const free = await statfs(work).then((f) => f.bavail * f.bsize).catch(() => 0);
-  const keepTrees = free > ex.bytes * (2 * RUNS + 6);
+  const keepTrees = free > ex.bytes * (3 * RUNS + 6);
   if (!keepTrees) notes.add(`restored trees removed between runs (${fmtMB(free)} free): ext4 may slow file creation after deletions`);
   const fresh = (name, run) => (keepTrees ? `${name}-${run + 1}` : name);
   // Each step's output (removed before the step, untimed) is its own; `restored-1` (or
   // `restored`) holds what backupctl restored.
   const steps = {
-    'tar | cat': { out: path.join(work, 'export.tar'), run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}cat > ${q(out)}` },
+    'tar | cat': { out: plainTar, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}cat > ${q(out)}` },
     'tar | age': { out: ageOut, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)}` },
     // What create does on top: the archive is on the disk (fsync) before it takes its name.
     'tar | age; sync': { out: ageOut, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)} && ${T()}sync ${q(out)}` },
@@ -257,12 +259,14 @@ async function benchSize(ctx, sizeText) {
     // The disk's own limit for that: the archive's bytes (from the page cache) written and synced.
     'cat archive; sync': { out: path.join(work, 'copy.bkp'), run: (T, out) => `${T()}cat ${q(archive)} > ${q(out)} && ${T()}sync ${q(out)}` },
     'age -d | tar -x': { out: (run) => fresh(untarDir, run), run: (T, out) => `mkdir ${q(out)}; ${T()}age -d -i ${q(ctx.ageKey)} ${q(ageOut)} | ${T()}tar -xf - -C ${q(out)}` },
+    // The file system's own part of a restore: the same files from a plain tar, nothing to decrypt.
+    'tar -x': { out: (run) => fresh(plainDir, run), run: (T, out) => `mkdir ${q(out)}; ${T()}tar -xf ${q(plainTar)} -C ${q(out)}` },
     restore: { out: (run) => fresh(restoreDir, run), run: (T, out) => backupctl(T, `restore ${q(archive)} -d ${q(out)} ${unlock}`) },
     verify: { run: (T) => backupctl(T, `verify ${q(archive)} ${unlock}`) },
   };
   const pairs = [
     ['tar | cat', 'tar | age', 'tar | age; sync', 'create', 'cat archive; sync'], // create first makes the archive
-    ['age -d | tar -x', 'restore'],
+    ['age -d | tar -x', 'tar -x', 'restore'], // after the first group, which writes export.tar
     ['verify'],
   ].map((p) => p.filter((name) => hasAge || !name.includes('age')));
   const samples = Object.fromEntries(Object.keys(steps).map((k) => [k, []]));
@@ -288,7 +292,7 @@ async function benchSize(ctx, sizeText) {
     }
   }
   for (const name of ['tar | cat', 'cat archive; sync']) await rm(steps[name].out, { force: true });
-  if (!keepTrees) await rm(untarDir, { recursive: true, force: true });
+  if (!keepTrees) for (const d of [untarDir, plainDir]) await rm(d, { recursive: true, force: true });
   const ops = Object.fromEntries(
     Object.entries(samples).filter(([, s]) => s.length).map(([k, s]) => [k, summary(s, ex.bytes)]),
   );
@@ -296,6 +300,7 @@ async function benchSize(ctx, sizeText) {
     ...(hasAge ? [ratio(ops, 'create', 'tar | age', 1.0), ratio(ops, 'create', 'tar | age; sync', null)] : []),
     ratio(ops, 'create', 'cat archive; sync', null),
     ...(hasAge ? [ratio(ops, 'restore', 'age -d | tar -x', 1.5)] : []),
+    ratio(ops, 'restore', 'tar -x', null),
     ratio(ops, 'verify', 'create', 1.0),
   ];
   const archiveBytes = (await stat(archive)).size;
