@@ -160,7 +160,7 @@ describe('push and pull round trips', () => {
 
   it('a download that stalls is cut after BACKUPCTL_DRIVE_STALL_MS and resumed, to a file and to stdout', async () => {
     expect((await cli(['push', archive])).exitCode).toBe(0);
-    const stall = { BACKUPCTL_DRIVE_STALL_MS: '500' };
+    const stall = { BACKUPCTL_DRIVE_STALL_MS: '1500' }; // well above a loaded machine's pauses, so only the hang counts
     fake.inject({ on: 'media', action: { hang: true } });
     const out = join(home, 'stalled.bkp');
     const q = await cli(['pull', 'main.bkp', '-o', out, '--json'], stall); // --json: retries are reported on stderr
@@ -176,17 +176,17 @@ describe('push and pull round trips', () => {
   });
 
   it('pull -o - into a reader slower than the stall limit is not a stall (one request, no retry)', async () => {
-    const bytes = archiveLikeBytes(640 * 1024);
+    const bytes = archiveLikeBytes(384 * 1024);
     const file = join(home, 'slow.bkp');
     await writeFile(file, bytes);
     expect((await cli(['push', file])).exitCode).toBe(0);
     fake.requests.length = 0;
     const got = join(home, 'slow-read.bkp');
-    // Reads 64 KiB every 400 ms, so the pipe is full and each write waits longer than the limit.
+    // Reads 64 KiB a second, so the pipe is full and each write waits longer than the limit.
     const reader = `const fs=require('fs');const o=fs.openSync(process.argv[1],'w');const b=Buffer.alloc(65536);` +
-      `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,400)}})()`;
+      `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,1000)}})()`;
     const shell = `"${process.execPath}" "${BIN}" pull slow.bkp -o - | "${process.execPath}" -e "${reader}" "${got}"`;
-    const r = await execa('sh', ['-c', shell], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env({ BACKUPCTL_DRIVE_STALL_MS: '250' }) }, extendEnv: false, reject: false });
+    const r = await execa('sh', ['-c', shell], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env({ BACKUPCTL_DRIVE_STALL_MS: '600' }) }, extendEnv: false, reject: false });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/ETIMEDOUT|retry/i);
     expect((await readFile(got)).equals(bytes)).toBe(true);
