@@ -115,8 +115,9 @@ export function classify(err: unknown, what: string): Verdict {
 
 /** `ms`, unless the environment variable `name` gives another number of milliseconds (for tests only). */
 export function testableMs(name: string, ms: number): number {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v >= 0 && process.env[name] !== undefined ? v : ms;
+  const raw = process.env[name]?.trim();
+  const v = Number(raw);
+  return raw && Number.isFinite(v) && v >= 0 ? v : ms;
 }
 
 /** Base delay: 1 s as Drive recommends; BACKUPCTL_RETRY_BASE_MS shortens it. */

@@ -1,7 +1,7 @@
 // The one retry policy and the endpoint rule, without a network: what is retried, what is fatal
 // with which exit code, how long backoff waits, and which URLs may carry a token.
 import { describe, expect, it } from 'vitest';
-import { Backoff, classify, parseRetryAfter } from '../../src/drive/retry.js';
+import { Backoff, classify, parseRetryAfter, testableMs } from '../../src/drive/retry.js';
 import { checkSameOrigin, checkUrl, driveEndpoints } from '../../src/drive/endpoints.js';
 import { BackupctlError } from '../../src/errors.js';
 
@@ -46,6 +46,21 @@ describe('classify', () => {
   it('passes our own errors through untouched', () => {
     const e = new BackupctlError(6, 'disk');
     expect(classify(e, 'x')).toEqual({ kind: 'fatal', error: e });
+  });
+});
+
+describe('test-only time overrides', () => {
+  it('take a number of milliseconds from the environment; unset, empty or not a number keeps the default', () => {
+    const name = 'BACKUPCTL_TEST_ONLY_MS';
+    try {
+      for (const [value, want] of [[undefined, 60_000], ['', 60_000], ['  ', 60_000], ['soon', 60_000], ['-5', 60_000], ['1500', 1500], ['0', 0]] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+        expect(testableMs(name, 60_000), JSON.stringify(value)).toBe(want);
+      }
+    } finally {
+      delete process.env[name];
+    }
   });
 });
 
