@@ -46,6 +46,9 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 const cli = (args: string[], extra: Record<string, string> = {}, timeoutMs = 120_000) => runCli(args, { configDir, env: env(extra), cwd: home, timeoutMs });
+/** A shell pipeline of CLI runs, with the same environment as `cli`. */
+const sh = (script: string, extra: Record<string, string> = {}) =>
+  execa('sh', ['-c', script], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env(extra) }, extendEnv: false, reject: false });
 /** `pull -o -`, standard output as bytes. */
 const pullToStdout = (nameOrId: string) => runCliBytes(['pull', nameOrId, '-o', '-'], { configDir, env: env(), cwd: home, timeoutMs: 120_000 });
 
@@ -104,7 +107,7 @@ describe('push and pull round trips', () => {
 
     const dest = join(home, 'restored');
     const shell = `"${process.execPath}" "${BIN}" pull main.bkp -o - | "${process.execPath}" "${BIN}" restore - -d "${dest}" --recovery-code-file "${rc.file}"`;
-    const r = await execa('sh', ['-c', shell], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env() }, extendEnv: false, reject: false });
+    const r = await sh(shell);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await snapshot(dest, { times: false })).toEqual(await snapshot(exportDir, { times: false }));
   });
@@ -186,7 +189,7 @@ describe('push and pull round trips', () => {
     const reader = `const fs=require('fs');const o=fs.openSync(process.argv[1],'w');const b=Buffer.alloc(65536);` +
       `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,1000)}})()`;
     const shell = `"${process.execPath}" "${BIN}" pull slow.bkp -o - | "${process.execPath}" -e "${reader}" "${got}"`;
-    const r = await execa('sh', ['-c', shell], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env({ BACKUPCTL_DRIVE_STALL_MS: '600' }) }, extendEnv: false, reject: false });
+    const r = await sh(shell, { BACKUPCTL_DRIVE_STALL_MS: '600' });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/ETIMEDOUT|retry/i);
     expect((await readFile(got)).equals(bytes)).toBe(true);
