@@ -4,7 +4,7 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import { Exit, exitName } from '../errors.js';
-import { emitJson, handleError } from './run.js';
+import { emitJson, exitFlushed, handleError } from './run.js';
 import { usageError } from '../errors.js';
 import { commands } from './commands/index.js';
 
@@ -37,9 +37,9 @@ export async function main(argv: string[]): Promise<void> {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
       // commander already printed one line on stderr; --json still promises one object on stdout.
       if (argv.includes('--json')) emitJson({ ok: false, error: { exitCode: Exit.usage, kind: exitName[Exit.usage], message: withIdHint(err.message.replace(/^error: /, '')) } });
-      process.exit(Exit.usage);
+      await exitFlushed(Exit.usage);
     }
-    handleError(err instanceof Error ? err : usageError(String(err)));
+    await handleError(err instanceof Error ? err : usageError(String(err)));
   }
 }
 

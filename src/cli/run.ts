@@ -28,19 +28,34 @@ export function info(message: string): void {
   else process.stderr.write(`${message}\n`);
 }
 
-function fail(code: ExitCode, message: string, detail?: Record<string, unknown>): never {
+/**
+ * Exit with `code` once what was written to stdout and stderr has left the process: on a pipe
+ * they are asynchronous, and process.exit drops what is still queued (the tail of an archive
+ * streamed with `-o -`, the --json error object after it). A reader that stopped reading gets 2 s.
+ */
+export function exitFlushed(code: ExitCode): Promise<never> {
+  process.exitCode = code;
+  const pending = [process.stdout, process.stderr].filter((s) => s.writableLength > 0);
+  if (pending.length === 0) process.exit(code);
+  let left = pending.length;
+  for (const s of pending) s.write('', () => --left || process.exit(code));
+  setTimeout(() => process.exit(code), 2000);
+  return new Promise<never>(() => {});
+}
+
+function fail(code: ExitCode, message: string, detail?: Record<string, unknown>): Promise<never> {
   const line = message.replace(/\s*\n\s*/g, ' ');
   if (jsonMode) emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message: line, ...(detail ?? {}) } });
   process.stderr.write(`backupctl: ${line}\n`);
-  process.exit(code);
+  return exitFlushed(code);
 }
 
-export function handleError(err: unknown): never {
-  if (err instanceof BackupctlError) fail(err.code, err.message, err.detail);
+export function handleError(err: unknown): Promise<never> {
+  if (err instanceof BackupctlError) return fail(err.code, err.message, err.detail);
   const e = err as NodeJS.ErrnoException;
   if (e?.code === 'EPIPE') process.exit(Exit.ok); // reader went away (| head): end quietly
   if (process.env.BACKUPCTL_DEBUG) process.stderr.write(`${e?.stack ?? String(err)}\n`);
-  fail(Exit.internal, `internal error: ${e?.message ?? String(err)} (set BACKUPCTL_DEBUG=1 for details; please report this)`);
+  return fail(Exit.internal, `internal error: ${e?.message ?? String(err)} (set BACKUPCTL_DEBUG=1 for details; please report this)`);
 }
 
 /**
@@ -66,7 +81,7 @@ export function action<A extends unknown[]>(fn: (ctx: RunContext, ...args: A) =>
       const code = (await fn({ json: jsonMode, signal: ac.signal }, ...args)) ?? Exit.ok;
       process.exitCode = code;
     } catch (err) {
-      handleError(ac.signal.aborted ? ac.signal.reason : err);
+      await handleError(ac.signal.aborted ? ac.signal.reason : err);
     }
   };
 }

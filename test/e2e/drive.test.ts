@@ -46,9 +46,18 @@ function env(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 const cli = (args: string[], extra: Record<string, string> = {}, timeoutMs = 120_000) => runCli(args, { configDir, env: env(extra), cwd: home, timeoutMs });
-/** A shell pipeline of CLI runs, with the same environment as `cli`. */
+/** A bash pipeline of CLI runs, with the same environment as `cli`. */
 const sh = (script: string, extra: Record<string, string> = {}) =>
-  execa('sh', ['-c', script], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env(extra) }, extendEnv: false, reject: false });
+  execa('bash', ['-c', script], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir, ...env(extra) }, extendEnv: false, reject: false });
+/**
+ * `pull ARGS -o -` into a reader that takes 64 KiB every `everyMs` and writes it to `out`, so the
+ * pipe stays full; the pipeline's exit code is pull's (pipefail).
+ */
+const pullToSlowReader = (args: string, out: string, everyMs: number, extra: Record<string, string> = {}) => {
+  const reader = `const fs=require('fs');const o=fs.openSync(process.argv[1],'w');const b=Buffer.alloc(65536);` +
+    `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,${everyMs})}})()`;
+  return sh(`set -o pipefail; "${process.execPath}" "${BIN}" pull ${args} -o - | "${process.execPath}" -e "${reader}" "${out}"`, extra);
+};
 /** `pull -o -`, standard output as bytes. */
 const pullToStdout = (nameOrId: string) => runCliBytes(['pull', nameOrId, '-o', '-'], { configDir, env: env(), cwd: home, timeoutMs: 120_000 });
 
@@ -185,11 +194,8 @@ describe('push and pull round trips', () => {
     expect((await cli(['push', file])).exitCode).toBe(0);
     fake.requests.length = 0;
     const got = join(home, 'slow-read.bkp');
-    // Reads 64 KiB a second, so the pipe is full and each write waits longer than the limit.
-    const reader = `const fs=require('fs');const o=fs.openSync(process.argv[1],'w');const b=Buffer.alloc(65536);` +
-      `(function s(){const n=fs.readSync(0,b);if(n){fs.writeSync(o,b,0,n);setTimeout(s,1000)}})()`;
-    const shell = `"${process.execPath}" "${BIN}" pull slow.bkp -o - | "${process.execPath}" -e "${reader}" "${got}"`;
-    const r = await sh(shell, { BACKUPCTL_DRIVE_STALL_MS: '600' });
+    // 64 KiB a second: each write waits longer than the limit.
+    const r = await pullToSlowReader('slow.bkp', got, 1000, { BACKUPCTL_DRIVE_STALL_MS: '600' });
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).not.toMatch(/ETIMEDOUT|retry/i);
     expect((await readFile(got)).equals(bytes)).toBe(true);
@@ -217,6 +223,17 @@ describe('push and pull round trips', () => {
     expect(s.exitCode).toBe(5);
     expect(s.stdout.length).toBe(archiveBytes.length);
     expect(s.stderr).toMatch(/^backupctl: the download of main\.bkp does not match Drive's checksum \(got \d+ bytes, md5 [0-9a-f]{32}; Drive says \d+ bytes, md5 [0-9a-f]{32}\)\n$/);
+    // Into a reader that is behind when the check fails: every byte still reaches it before exit 5
+    // (process.exit would drop what is queued for an asynchronous pipe).
+    const small = archiveLikeBytes(512 * 1024);
+    await writeFile(join(home, 'small.bkp'), small);
+    expect((await cli(['push', join(home, 'small.bkp')])).exitCode).toBe(0);
+    fake.content(onlyRemote('small.bkp').id)![100]! ^= 1;
+    const got = join(home, 'small-read.bkp');
+    const slow = await pullToSlowReader('small.bkp', got, 50);
+    expect(slow.exitCode).toBe(5);
+    expect(slow.stderr).toMatch(/^backupctl: the download of small\.bkp does not match Drive's checksum/);
+    expect((await readFile(got)).length).toBe(small.length);
   });
 
   it('does not upload the same content twice', async () => {
