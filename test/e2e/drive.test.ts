@@ -59,7 +59,15 @@ const pullToSlowReader = (args: string, out: string, everyMs: number, extra: Rec
   return sh(`set -o pipefail; "${process.execPath}" "${BIN}" pull ${args} -o - | "${process.execPath}" -e "${reader}" "${out}"`, extra);
 };
 /** `pull -o -`, standard output as bytes. */
-const pullToStdout = (nameOrId: string) => runCliBytes(['pull', nameOrId, '-o', '-'], { configDir, env: env(), cwd: home, timeoutMs: 120_000 });
+const pullToStdout = (nameOrId: string, extra: Record<string, string> = {}) =>
+  runCliBytes(['pull', nameOrId, '-o', '-'], { configDir, env: env(extra), cwd: home, timeoutMs: 120_000 });
+/** Push `bytes` (written to a file of that name first) and return them. */
+async function pushBytes(name: string, bytes: Buffer): Promise<Buffer> {
+  await writeFile(join(home, name), bytes);
+  const p = await cli(['push', join(home, name)]);
+  expect(p.exitCode, p.stderr).toBe(0);
+  return bytes;
+}
 
 /** The one file on Drive with this name (asserting there is exactly one). */
 function onlyRemote(name: string) {
@@ -182,16 +190,13 @@ describe('push and pull round trips', () => {
     expect(fake.requests.filter((r) => r.on === 'media').map((r) => r.range ?? 'all')).toEqual(['all', expect.stringMatching(/^bytes=[1-9]\d*-$/)]);
 
     fake.inject({ on: 'media', action: { hang: true } });
-    const s = await runCliBytes(['pull', 'main.bkp', '-o', '-'], { configDir, env: env(stall), cwd: home, timeoutMs: 120_000 });
+    const s = await pullToStdout('main.bkp', stall);
     expect(s.exitCode, s.stderr).toBe(0);
     expect(s.stdout.equals(archiveBytes)).toBe(true);
   });
 
   it('pull -o - into a reader slower than the stall limit is not a stall (one request, no retry)', async () => {
-    const bytes = archiveLikeBytes(384 * 1024);
-    const file = join(home, 'slow.bkp');
-    await writeFile(file, bytes);
-    expect((await cli(['push', file])).exitCode).toBe(0);
+    const bytes = await pushBytes('slow.bkp', archiveLikeBytes(384 * 1024));
     fake.requests.length = 0;
     const got = join(home, 'slow-read.bkp');
     // 64 KiB a second: each write waits longer than the limit.
@@ -205,9 +210,7 @@ describe('push and pull round trips', () => {
   it('pull -o - passes every byte through, resumed or not, a final newline included', async () => {
     const bytes = archiveLikeBytes(3 * MiB);
     bytes[bytes.length - 1] = 0x0a;
-    const file = join(home, 'newline.bkp');
-    await writeFile(file, bytes);
-    expect((await cli(['push', file])).exitCode).toBe(0);
+    await pushBytes('newline.bkp', bytes);
     fake.inject({ on: 'media', times: 2, action: { drop: true } });
     const s = await pullToStdout('newline.bkp');
     expect(s.exitCode, s.stderr).toBe(0);
@@ -225,9 +228,7 @@ describe('push and pull round trips', () => {
     expect(s.stderr).toMatch(/^backupctl: the download of main\.bkp does not match Drive's checksum \(got \d+ bytes, md5 [0-9a-f]{32}; Drive says \d+ bytes, md5 [0-9a-f]{32}\)\n$/);
     // Into a reader that is behind when the check fails: every byte still reaches it before exit 5
     // (process.exit would drop what is queued for an asynchronous pipe).
-    const small = archiveLikeBytes(512 * 1024);
-    await writeFile(join(home, 'small.bkp'), small);
-    expect((await cli(['push', join(home, 'small.bkp')])).exitCode).toBe(0);
+    const small = await pushBytes('small.bkp', archiveLikeBytes(512 * 1024));
     fake.content(onlyRemote('small.bkp').id)![100]! ^= 1;
     const got = join(home, 'small-read.bkp');
     const slow = await pullToSlowReader('small.bkp', got, 50);
