@@ -3,8 +3,8 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
-import { Exit, exitName } from '../errors.js';
-import { emitJson, exitFlushed, handleError } from './run.js';
+import { Exit } from '../errors.js';
+import { emitJsonError, exitFlushed, handleError } from './run.js';
 import { usageError } from '../errors.js';
 import { commands } from './commands/index.js';
 
@@ -36,7 +36,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
       // commander already printed one line on stderr; --json still promises one object on stdout.
-      if (argv.includes('--json')) emitJson({ ok: false, error: { exitCode: Exit.usage, kind: exitName[Exit.usage], message: withIdHint(err.message.replace(/^error: /, '')) } });
+      if (argv.includes('--json')) emitJsonError(Exit.usage, withIdHint(err.message.replace(/^error: /, '')));
       await exitFlushed(Exit.usage);
     }
     await handleError(err instanceof Error ? err : usageError(String(err)));
@@ -47,5 +47,5 @@ export async function main(argv: string[]): Promise<void> {
 // option. Say how to pass it instead of only "unknown option".
 function withIdHint(message: string): string {
   const id = /^unknown option '(-[\w-]{19,})'/.exec(message)?.[1];
-  return id ? message.replace(/\n?$/, `; if that is a Drive file id, put -- before it: ... -- ${id}\n`) : message;
+  return id ? message.replace(`'${id}'`, `'${id}'; if that is a Drive file id, put -- before it: ... -- ${id}`) : message;
 }

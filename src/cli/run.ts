@@ -43,9 +43,14 @@ export function exitFlushed(code: ExitCode): Promise<never> {
   return new Promise<never>(() => {});
 }
 
+/** The failure object that --json promises on stdout (the stderr line is written apart). */
+export function emitJsonError(code: ExitCode, message: string, detail?: Record<string, unknown>): void {
+  emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message, ...(detail ?? {}) } });
+}
+
 function fail(code: ExitCode, message: string, detail?: Record<string, unknown>): Promise<never> {
   const line = message.replace(/\s*\n\s*/g, ' ');
-  if (jsonMode) emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message: line, ...(detail ?? {}) } });
+  if (jsonMode) emitJsonError(code, line, detail);
   process.stderr.write(`backupctl: ${line}\n`);
   return exitFlushed(code);
 }

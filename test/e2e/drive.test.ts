@@ -431,6 +431,9 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
     expect(bare.exitCode).toBe(2);
     expect(bare.stderr.split('\n')[0]).toBe(`backupctl: unknown option '${dashed.id}'; if that is a Drive file id, put -- before it: ... -- ${dashed.id}`);
     expect(fake.content(dashed.id)).toBeDefined();
+    const bareJson = await cli(['drive', 'rm', dashed.id, '--json']);
+    expect(bareJson.exitCode).toBe(2);
+    expect(onlyJson<{ error: { message: string } }>(bareJson).error.message).toBe(`unknown option '${dashed.id}'; if that is a Drive file id, put -- before it: ... -- ${dashed.id}`);
 
     const out = join(home, 'dashed.bkp');
     const pulled = await cli(['pull', '-o', out, '--', dashed.id]);
