@@ -250,14 +250,16 @@ async function benchSize(ctx, sizeText) {
   const fresh = (name, run) => (keepTrees ? `${name}-${run + 1}` : name);
   // Each step's output (removed before the step, untimed) is its own; `restored-1` (or
   // `restored`) holds what backupctl restored.
+  const tarAge = (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)}`;
+  const thenSync = (T, out) => ` && ${T()}sync ${q(out)}`;
   const steps = {
     'tar | cat': { out: plainTar, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}cat > ${q(out)}` },
-    'tar | age': { out: ageOut, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)}` },
+    'tar | age': { out: ageOut, run: tarAge },
     // What create does on top: the archive is on the disk (fsync) before it takes its name.
-    'tar | age; sync': { out: ageOut, run: (T, out) => `${T()}tar -cf - -C ${q(ex.dir)} . | ${T()}age -r ${q(ctx.ageRecipient)} > ${q(out)} && ${T()}sync ${q(out)}` },
+    'tar | age; sync': { out: ageOut, run: (T, out) => tarAge(T, out) + thenSync(T, out) },
     create: { out: archive, run: (T, out) => backupctl(T, `create ${q(ex.dir)} -o ${q(out)}`) },
     // The disk's own limit for that: the archive's bytes (from the page cache) written and synced.
-    'cat archive; sync': { out: path.join(work, 'copy.bkp'), run: (T, out) => `${T()}cat ${q(archive)} > ${q(out)} && ${T()}sync ${q(out)}` },
+    'cat archive; sync': { out: path.join(work, 'copy.bkp'), run: (T, out) => `${T()}cat ${q(archive)} > ${q(out)}` + thenSync(T, out) },
     'age -d | tar -x': { out: (run) => fresh(untarDir, run), run: (T, out) => `mkdir ${q(out)}; ${T()}age -d -i ${q(ctx.ageKey)} ${q(ageOut)} | ${T()}tar -xf - -C ${q(out)}` },
     // The file system's own part of a restore: the same files from a plain tar, nothing to decrypt.
     'tar -x': { out: (run) => fresh(plainDir, run), run: (T, out) => `mkdir ${q(out)}; ${T()}tar -xf ${q(plainTar)} -C ${q(out)}` },
