@@ -22,6 +22,10 @@ export const Exit = {
   refused: 8,
   /** Another backupctl run holds the lock on this file or config: try again later. */
   locked: 9,
+  /** restore --salvage: everything intact was restored, but the entries named are lost (damaged or missing data). */
+  salvaged: 10,
+  /** pull: the copy on Drive is not the one this machine pushed (use --allow-foreign if that is expected). */
+  foreign: 11,
   /** Interrupted by Ctrl-C or SIGTERM; nothing was left half-written. */
   interrupted: 130,
 } as const;
@@ -40,6 +44,8 @@ export const exitName: Record<ExitCode, string> = {
   7: 'unavailable',
   8: 'refused',
   9: 'locked',
+  10: 'salvaged',
+  11: 'foreign',
   130: 'interrupted',
 };
 
