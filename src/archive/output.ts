@@ -7,6 +7,7 @@ import { basename, dirname, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { Backlog } from '../util/backlog.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
+import { DataOutput } from '../util/stdout-data.js';
 import { freeBuffers, inlineSegments, type SegmentOutput } from './stream.js';
 import { TAG_LEN } from './format.js';
 
@@ -234,11 +235,13 @@ class FileSink implements Sink {
   }
 }
 
+/** Standard output: a reader that goes away before the end is a failure (exit 6), see DataOutput. */
 class StdoutSink implements Sink {
   bytesWritten = 0;
+  private readonly out = new DataOutput();
   async write(buf: Buffer, free = false): Promise<void> {
     this.bytesWritten += buf.length;
-    if (!process.stdout.write(buf, free ? () => freeBuffers([buf]) : undefined)) await new Promise<void>((res) => process.stdout.once('drain', res));
+    await this.out.write(buf, free ? () => freeBuffers([buf]) : undefined);
   }
   segments(key: Buffer, segmentSize: number): SegmentOutput {
     return inlineSegments(key, segmentSize, async (pieces) => {
@@ -246,7 +249,8 @@ class StdoutSink implements Sink {
     });
   }
   async commit(): Promise<void> {
-    await new Promise<void>((res) => process.stdout.write('', () => res()));
+    await this.out.flush();
+    this.out.close();
   }
   async abort(): Promise<void> {}
 }

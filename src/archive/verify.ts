@@ -2,9 +2,10 @@
 // index against the stream. On damage, survey all segments and name the affected files.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackupctlError, Exit, corruptError } from '../errors.js';
+import { BackupctlError, Exit, corruptError, ioError } from '../errors.js';
 import { EntryType } from './format.js';
 import type { IndexEntry } from './entries.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex } from './records.js';
@@ -97,6 +98,17 @@ async function hashFile(p: string): Promise<Buffer> {
   const h = createHash('sha256');
   for await (const c of createReadStream(p, { highWaterMark: 1 << 20 })) h.update(c as Buffer);
   return h.digest();
+}
+
+/** `dir` can be compared with (a readable directory): checked before any long work, exit 6 if not. */
+export async function checkComparisonDir(dir: string): Promise<void> {
+  try {
+    const st = await stat(dir);
+    if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    await access(dir, constants.R_OK | constants.X_OK);
+  } catch (err) {
+    throw ioError(err, dir, 'compare with');
+  }
 }
 
 /** Compare the archive's entries with a directory tree (after the archive itself verified). */

@@ -4,7 +4,8 @@ import { Command, CommanderError } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import { Exit } from '../errors.js';
-import { emitJsonError, exitFlushed, handleError } from './run.js';
+import { emitJsonError, exitFlushed, handleError, quietStatus } from './run.js';
+import { carriesData } from '../util/stdout-data.js';
 import { usageError } from '../errors.js';
 import { commands } from './commands/index.js';
 
@@ -16,9 +17,10 @@ export async function main(argv: string[]): Promise<void> {
   // 190 to 127 MB (create) and 255 to ~180 MB (restore), at no measurable cost in time. V8 reads
   // this flag each time it considers growing, so setting it here, after start-up, takes effect.
   v8.setFlagsFromString('--semi-space-growth-factor=1');
-  // A closed pipe (| head) ends quietly instead of throwing EPIPE.
+  // A listing whose reader went away (| head) ends quietly, with the status the command has
+  // already reached (verify --against: 3); an archive streamed to stdout reports it (DataOutput).
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(Exit.ok);
+    if (e.code === 'EPIPE' && !carriesData(process.stdout)) void exitFlushed(quietStatus());
   });
   const program = new Command('backupctl')
     .description('Encrypted, chunked backups of chat exports, unlocked by a FIDO2 security key or a recovery code')

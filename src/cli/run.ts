@@ -43,6 +43,9 @@ export function exitFlushed(code: ExitCode): Promise<never> {
   return new Promise<never>(() => {});
 }
 
+/** The status a listing cut short by its reader (| head) ends with: what the command has already decided, else 0. */
+export const quietStatus = (): ExitCode => (process.exitCode ?? Exit.ok) as ExitCode;
+
 /** The failure object that --json promises on stdout (the stderr line is written apart). */
 export function emitJsonError(code: ExitCode, message: string, detail?: Record<string, unknown>): void {
   emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message, ...(detail ?? {}) } });
@@ -58,7 +61,7 @@ function fail(code: ExitCode, message: string, detail?: Record<string, unknown>)
 export function handleError(err: unknown): Promise<never> {
   if (err instanceof BackupctlError) return fail(err.code, err.message, err.detail);
   const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'EPIPE') process.exit(Exit.ok); // reader went away (| head): end quietly
+  if (e?.code === 'EPIPE') return exitFlushed(quietStatus()); // a listing's reader went away (| head): end quietly
   if (process.env.BACKUPCTL_DEBUG) process.stderr.write(`${e?.stack ?? String(err)}\n`);
   return fail(Exit.internal, `internal error: ${e?.message ?? String(err)} (set BACKUPCTL_DEBUG=1 for details; please report this)`);
 }

@@ -11,6 +11,7 @@ import type { Readable, Writable } from 'node:stream';
 import { readArchiveHeader } from '../archive/header.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, writeFileAtomic } from '../util/fsutil.js';
+import { DataOutput } from '../util/stdout-data.js';
 import type { DriveClient } from './client.js';
 import { Recovery, testableMs } from './retry.js';
 
@@ -179,26 +180,22 @@ export async function downloadToFile(drive: DriveClient, f: PinnedFile, out: str
   return result;
 }
 
-/** Stream the file to `sink` (standard output). Bytes already written cannot be taken back: the check comes at the end. */
+/**
+ * Stream the file to `sink` (standard output). Bytes already written cannot be taken back: the
+ * check comes at the end. A reader that goes away first fails the pull (exit 6), not retried as
+ * if the network had failed.
+ */
 export async function downloadToStream(drive: DriveClient, f: PinnedFile, sink: Writable, onProgress?: (bytes: number) => void): Promise<DownloadResult> {
   const md5 = createHash('md5');
   const sha = createHash('sha256');
+  const out = new DataOutput(sink);
   let size = 0;
   await fetchInto(drive, f, 0, [md5, sha], async (chunk) => {
     size += chunk.length;
-    if (!sink.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const done = (err?: Error) => {
-          sink.off('drain', done);
-          sink.off('error', done);
-          if (err) reject(ioError(err, 'standard output', 'write')); // not retried as if the network had failed
-          else resolve();
-        };
-        sink.on('drain', done);
-        sink.on('error', done);
-      });
-    }
+    await out.write(chunk);
   }, onProgress);
+  await out.flush();
+  out.close();
   const result = { size, md5: md5.digest('hex'), sha256: sha.digest('hex') };
   checkDigest(f, result.size, result.md5);
   return result;

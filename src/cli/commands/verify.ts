@@ -1,7 +1,7 @@
 // `backupctl verify FILE [--against DIR]`: authenticate everything; name damaged files.
 import type { Command } from 'commander';
 import { ArchiveFile } from '../../archive/reader.js';
-import { compareWithDirectory, verifyArchive } from '../../archive/verify.js';
+import { checkComparisonDir, compareWithDirectory, verifyArchive } from '../../archive/verify.js';
 import { readIndex } from '../../archive/records.js';
 import { Exit } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
@@ -18,6 +18,7 @@ export function register(program: Command): void {
       .option('--against <dir>', 'also compare the entries with this directory'),
   ).action(
     action(async (ctx, file: string, opts: UnlockOptions & { against?: string }) => {
+      if (opts.against) await checkComparisonDir(opts.against); // before the unlock and the full pass
       const archive = await ArchiveFile.open(file);
       const progress = await startProgress('verify');
       const t0 = Date.now();
@@ -36,6 +37,8 @@ export function register(program: Command): void {
           for (const s of slots.filter((x) => x.inConfig === null)) info(`note: slot ${s.type} "${s.label}" is for a recipient that is not in the local config`);
           for (const p of res.changedWhileRead) info(`note: ${p} changed while it was being backed up`);
           if (opts.against) {
+            // Decided before the listing: a reader that stops early (| head) keeps this status.
+            if (differences.length) process.exitCode = Exit.partial;
             for (const d of differences) process.stdout.write(`${d.path}: ${d.problem}\n`);
             info(differences.length ? `${differences.length} difference(s) from ${opts.against}: exit 3` : `No differences from ${opts.against}`);
           }
