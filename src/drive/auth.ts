@@ -10,7 +10,7 @@ import { configDir } from '../config.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 import { driveEndpoints, type DriveEndpoints } from './endpoints.js';
-import { withRetry, type Reauthenticator } from './retry.js';
+import { withRetry, type OnRetry, type Reauthenticator } from './retry.js';
 
 export const SCOPE_FILE = 'https://www.googleapis.com/auth/drive.file';
 export const SCOPE_APPDATA = 'https://www.googleapis.com/auth/drive.appdata';
@@ -91,7 +91,7 @@ export interface DriveAuth extends Reauthenticator {
   flush(): Promise<void>;
 }
 
-export async function openAuth(signal: AbortSignal): Promise<DriveAuth> {
+export async function openAuth(signal: AbortSignal, onRetry?: OnRetry): Promise<DriveAuth> {
   const endpoints = driveEndpoints();
   const envToken = process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN;
   if (envToken) {
@@ -128,6 +128,7 @@ export async function openAuth(signal: AbortSignal): Promise<DriveAuth> {
       if (!file.tokens.refresh_token) throw new BackupctlError(Exit.refused, 'the Google Drive access token expired and there is no refresh token: run backupctl drive login');
       await withRetry('token refresh', () => client.refreshAccessToken(), {
         signal,
+        onRetry,
         auth: { refresh: async () => { throw new BackupctlError(Exit.refused, 'Google Drive access has expired or was revoked: run backupctl drive login'); } },
       });
       await saving;

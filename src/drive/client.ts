@@ -6,7 +6,7 @@ import type { drive_v3 } from '@googleapis/drive';
 import type { gaxios } from 'google-auth-library';
 import { openAuth, type DriveAuth } from './auth.js';
 import { checkSameOrigin } from './endpoints.js';
-import { withRetry } from './retry.js';
+import { withRetry, type OnRetry } from './retry.js';
 
 /** The per-call options googleapis needs so that nothing escapes to Google's hosts or retries by itself. */
 export interface CallOptions {
@@ -25,11 +25,11 @@ export class DriveClient {
     readonly auth: DriveAuth,
     readonly signal: AbortSignal,
     /** Called before each retry wait (progress display, --json warnings). */
-    readonly onRetry?: (why: string, delayMs: number) => void,
+    readonly onRetry?: OnRetry,
   ) {}
 
-  static async open(signal: AbortSignal, onRetry?: (why: string, delayMs: number) => void): Promise<DriveClient> {
-    const auth = await openAuth(signal);
+  static async open(signal: AbortSignal, onRetry?: OnRetry): Promise<DriveClient> {
+    const auth = await openAuth(signal, onRetry);
     const { drive } = await import('@googleapis/drive');
     return new DriveClient(drive({ version: 'v3', auth: auth.client }), auth, signal, onRetry);
   }

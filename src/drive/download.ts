@@ -12,6 +12,7 @@ import { readArchiveHeader } from '../archive/header.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { syncDir, writeFileAtomic } from '../util/fsutil.js';
 import { DataOutput } from '../util/stdout-data.js';
+import { termSafe } from '../util/terminal-text.js';
 import type { DriveClient } from './client.js';
 import { Recovery, testableMs } from './retry.js';
 
@@ -76,6 +77,13 @@ async function fetchInto(
         validateStatus: (s) => s === 200 || s === 206,
       });
       recovery.succeeded();
+      // Drive's MD5 is of the stored bytes, and ranges count them: a body re-encoded in transit
+      // (gzip although identity was asked for) is refused rather than guessed at.
+      const encoding = res.headers.get('content-encoding')?.trim().toLowerCase();
+      if (encoding && encoding !== 'identity') {
+        res.data.destroy();
+        throw new BackupctlError(Exit.unavailable, `Google Drive sent ${termSafe(f.name)} with Content-Encoding ${JSON.stringify(termSafe(encoding))} although identity was asked for: refused (Drive's checksum is of the stored bytes); try again later`);
+      }
       // A server that ignored Range (200) sends from byte 0: skip what we already have.
       let skip = 0;
       if (offset > 0) {
@@ -92,7 +100,7 @@ async function fetchInto(
           chunk = chunk.subarray(n);
           if (!chunk.length) continue;
         }
-        if (offset + chunk.length > f.size) throw new BackupctlError(Exit.corrupt, `Drive sent more than the ${f.size} bytes of ${f.name}`);
+        if (offset + chunk.length > f.size) throw new BackupctlError(Exit.corrupt, `Drive sent more than the ${f.size} bytes of ${termSafe(f.name)}`);
         for (const h of hashes) h.update(chunk);
         await write(chunk);
         offset += chunk.length;
@@ -102,7 +110,7 @@ async function fetchInto(
       if (offset < f.size) throw Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
     } catch (err) {
       if ((await recovery.recover(err, 'download')) === 'notFound') {
-        throw new BackupctlError(Exit.unavailable, `${f.name} was deleted or replaced on Drive during the download: run pull again`);
+        throw new BackupctlError(Exit.unavailable, `${termSafe(f.name)} was deleted or replaced on Drive during the download: run pull again`);
       }
     }
   }
@@ -110,7 +118,7 @@ async function fetchInto(
 
 function checkDigest(f: PinnedFile, size: number, md5: string): void {
   if (size !== f.size || md5 !== f.md5) {
-    throw new BackupctlError(Exit.corrupt, `the download of ${f.name} does not match Drive's checksum (got ${size} bytes, md5 ${md5}; Drive says ${f.size} bytes, md5 ${f.md5})`);
+    throw new BackupctlError(Exit.corrupt, `the download of ${termSafe(f.name)} does not match Drive's checksum (got ${size} bytes, md5 ${md5}; Drive says ${f.size} bytes, md5 ${f.md5})`);
   }
 }
 

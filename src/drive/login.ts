@@ -9,7 +9,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { BackupctlError, Exit } from '../errors.js';
 import { deleteTokenFile, newOAuthClient, readTokenFile, SCOPE_APPDATA, SCOPE_FILE, writeTokenFile, type OAuthClientInfo } from './auth.js';
 import { driveEndpoints } from './endpoints.js';
-import { classify, withRetry } from './retry.js';
+import { classify, withRetry, type OnRetry } from './retry.js';
 
 const LOGIN_TIMEOUT_MS = 5 * 60_000;
 
@@ -121,7 +121,7 @@ export async function login(client: OAuthClientInfo, signal: AbortSignal, showUr
 }
 
 /** Revoke at Google (best effort: the local tokens go either way). Returns whether Google confirmed. */
-export async function logout(signal: AbortSignal): Promise<{ wasLoggedIn: boolean; revoked: boolean; why?: string }> {
+export async function logout(signal: AbortSignal, onRetry?: OnRetry): Promise<{ wasLoggedIn: boolean; revoked: boolean; why?: string }> {
   const file = await readTokenFile();
   if (!file) return { wasLoggedIn: false, revoked: false };
   const token = file.tokens.refresh_token ?? file.tokens.access_token;
@@ -132,6 +132,7 @@ export async function logout(signal: AbortSignal): Promise<{ wasLoggedIn: boolea
     try {
       await withRetry('token revocation', () => oauth.revokeToken(token), {
         signal,
+        onRetry,
         auth: { refresh: async () => {} },
       });
       revoked = true;

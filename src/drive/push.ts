@@ -33,10 +33,19 @@ export interface PushResult {
   sameName: RemoteFile[];
 }
 
-export async function push(drive: DriveClient, req: PushRequest): Promise<PushResult> {
-  await readArchiveHeader(req.path); // exit 5 for anything that is not an archive, before any network
+/**
+ * The local checks, which need no login and no network: the file is an archive (6 when it cannot
+ * be read, 5 when it is not an archive) and its name can be a Drive name (2). Returns the name.
+ */
+export async function checkPushable(req: Pick<PushRequest, 'path' | 'name'>): Promise<string> {
+  await readArchiveHeader(req.path);
   const name = req.name ?? basename(req.path);
   if (!name || name.includes('/')) throw new BackupctlError(Exit.usage, `bad name ${JSON.stringify(name)} for Drive: give --name`);
+  return name;
+}
+
+export async function push(drive: DriveClient, req: PushRequest): Promise<PushResult> {
+  const name = await checkPushable(req);
   const digest = await digestFile(req.path, drive.signal);
   const folder = (await backupFolder(drive, req.space, true))!;
   const files = await listBackups(drive, req.space, folder);

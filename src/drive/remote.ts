@@ -5,6 +5,7 @@
 // newest copy (latest createdTime, then the greatest id); listings show the others.
 import { BackupctlError, Exit } from '../errors.js';
 import type { DriveClient } from './client.js';
+import { fileResource, listPage, malformed } from './replies.js';
 import { FILE_FIELDS, type DriveFileResource } from './upload.js';
 
 export type Space = 'drive' | 'appDataFolder';
@@ -50,18 +51,33 @@ export const qstr = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\
 export const newestFirst = (a: RemoteFile, b: RemoteFile) =>
   a.createdTime === b.createdTime ? (a.id < b.id ? 1 : a.id > b.id ? -1 : 0) : a.createdTime < b.createdTime ? 1 : -1;
 
+/**
+ * A listing ends within this many pages: a backup folder holds at most a few thousand files and
+ * pages hold up to 1000, but a server may send short or empty pages, or (broken or hostile) a
+ * nextPageToken that never ends. Past the bound, or on a token seen before, the listing fails (7).
+ */
+export const MAX_LIST_PAGES = 1000;
+
 /** Every page of a files.list query (pages may be short or even empty and still go on). */
 async function listAll(drive: DriveClient, space: Space, q: string): Promise<DriveFileResource[]> {
   const out: DriveFileResource[] = [];
+  const seen = new Set<string>();
   let pageToken: string | undefined;
-  do {
-    const page = await drive.call('list', (o) =>
-      drive.api.files.list({ q, spaces: space, pageSize: 1000, pageToken, fields: `nextPageToken,files(${FILE_FIELDS})` }, o),
+  for (let pages = 1; ; pages++) {
+    const page = listPage(
+      await drive.call('list', (o) =>
+        drive.api.files.list({ q, spaces: space, pageSize: 1000, pageToken, fields: `nextPageToken,files(${FILE_FIELDS})` }, o),
+      ),
     );
-    out.push(...(page.files ?? []));
-    pageToken = page.nextPageToken ?? undefined;
-  } while (pageToken);
-  return out;
+    out.push(...page.files);
+    if (!page.nextPageToken) return out;
+    if (seen.has(page.nextPageToken)) throw malformed('list', `page ${pages} sends back to an earlier page`);
+    if (pages >= MAX_LIST_PAGES) {
+      throw new BackupctlError(Exit.unavailable, `Google Drive's listing did not end after ${MAX_LIST_PAGES} pages (${out.length} files so far): giving up; try again later`);
+    }
+    seen.add(page.nextPageToken);
+    pageToken = page.nextPageToken;
+  }
 }
 
 /**
@@ -79,7 +95,7 @@ export async function backupFolder(drive: DriveClient, space: Space, create: boo
   const f = await drive.call('create folder', (o) =>
     drive.api.files.create({ requestBody: { name: FOLDER_NAME, mimeType: FOLDER_MIME, parents: ['root'] }, fields: 'id' }, o),
   );
-  return f.id!;
+  return fileResource(f, 'create folder').id!;
 }
 
 /** The backups in the folder, newest first. */

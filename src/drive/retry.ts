@@ -5,6 +5,10 @@
 // token expired: refresh once and go on. A 404 is left to the caller (an expired upload session
 // restarts; a missing file is the user's problem).
 import { BackupctlError, Exit } from '../errors.js';
+import { termSafe } from '../util/terminal-text.js';
+
+/** Told before each retry wait: why, how long, and which attempt comes next (of MAX_ATTEMPTS). */
+export type OnRetry = (why: string, delayMs: number, attempt: number) => void;
 
 export type Verdict =
   | { kind: 'retry'; why: string; retryAfterMs?: number }
@@ -44,7 +48,13 @@ interface HttpishError {
   response?: { status?: number; data?: unknown; headers?: { get?(name: string): string | null } };
 }
 
-/** Drive's error body: `{error: {code, message, errors: [{reason}]}}`; OAuth's: `{error, error_description}`. */
+/** Server text for a message: strings only, made inert for a terminal, and not endless. */
+const serverText = (v: unknown): string | undefined => (typeof v === 'string' && v ? termSafe(v.length > 300 ? `${v.slice(0, 300)}…` : v) : undefined);
+
+/**
+ * Drive's error body: `{error: {code, message, errors: [{reason}]}}`; OAuth's: `{error, error_description}`.
+ * What the server says is untrusted: any shape, any characters.
+ */
 function errorBody(e: HttpishError): { reason?: string; message?: string; oauthError?: string } {
   // For responseType 'stream' gaxios drops the error body from `response.data` but keeps its text
   // as the error message.
@@ -57,9 +67,10 @@ function errorBody(e: HttpishError): { reason?: string; message?: string; oauthE
     }
   }
   const err = (data as { error?: unknown; error_description?: string } | undefined)?.error;
-  if (typeof err === 'string') return { oauthError: err, message: (data as { error_description?: string }).error_description };
-  const d = err as { message?: string; errors?: Array<{ reason?: string; message?: string }> } | undefined;
-  return { reason: d?.errors?.[0]?.reason, message: d?.errors?.[0]?.message ?? d?.message };
+  if (typeof err === 'string') return { oauthError: serverText(err), message: serverText((data as { error_description?: unknown }).error_description) };
+  const d = err as { message?: unknown; errors?: Array<{ reason?: unknown; message?: unknown }> } | undefined;
+  const first = Array.isArray(d?.errors) ? d.errors[0] : undefined;
+  return { reason: serverText(first?.reason), message: serverText(first?.message) ?? serverText(d?.message) };
 }
 
 /** Retry-After is seconds or an HTTP date (RFC 9110 §10.2.3). */
@@ -151,7 +162,7 @@ export class Backoff {
   private failures = 0;
   constructor(
     private readonly signal: AbortSignal,
-    private readonly onRetry?: (why: string, delayMs: number, attempt: number) => void,
+    private readonly onRetry?: OnRetry,
   ) {}
 
   reset(): void {
@@ -167,7 +178,7 @@ export class Backoff {
     const base = baseMs();
     const exp = base * Math.min(2 ** (this.failures - 1), MAX_DELAY_FACTOR) + Math.random() * base;
     const delay = Math.max(exp, Math.min(v.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
-    this.onRetry?.(v.why, delay, this.failures);
+    this.onRetry?.(v.why, delay, this.failures + 1);
     await sleep(delay, this.signal);
   }
 }
@@ -188,7 +199,7 @@ export class Recovery {
   constructor(
     private readonly signal: AbortSignal,
     private readonly auth: Reauthenticator,
-    onRetry?: (why: string, delayMs: number) => void,
+    onRetry?: OnRetry,
   ) {
     this.backoff = new Backoff(signal, onRetry);
   }
@@ -235,7 +246,7 @@ export class Recovery {
 export async function withRetry<T>(
   what: string,
   fn: () => Promise<T>,
-  opts: { signal: AbortSignal; auth: Reauthenticator; onRetry?: (why: string, delayMs: number) => void; onNotFound?: () => T },
+  opts: { signal: AbortSignal; auth: Reauthenticator; onRetry?: OnRetry; onNotFound?: () => T },
 ): Promise<T> {
   const recovery = new Recovery(opts.signal, opts.auth, opts.onRetry);
   for (;;) {

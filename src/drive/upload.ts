@@ -8,6 +8,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { REQUEST_TIMEOUT_MS, type DriveClient } from './client.js';
 import type { FileDigest } from './hash.js';
+import { fileResource } from './replies.js';
 import { Recovery } from './retry.js';
 
 export const CHUNK_UNIT = 256 * 1024;
@@ -74,7 +75,7 @@ export async function resumableUpload(drive: DriveClient, req: UploadRequest): P
   let announceResume = req.session !== null;
 
   const reply = (res: { status: number; data: unknown; headers: Headers }): ChunkReply =>
-    res.status === 308 ? { done: false, acked: ackedFrom(res.headers.get('range')) } : { done: true, file: res.data as DriveFileResource };
+    res.status === 308 ? { done: false, acked: ackedFrom(res.headers.get('range')) } : { done: true, file: fileResource(res.data, 'upload') };
 
   const openSession = async (): Promise<string> => {
     const res = await drive.raw(`upload/drive/v3/files?uploadType=resumable&fields=${encodeURIComponent(FILE_FIELDS)}`, {

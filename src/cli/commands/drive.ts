@@ -1,10 +1,12 @@
 // `backupctl drive login|logout|status|list|rm|prune`, and what push and pull share: opening the
 // Drive client (lazily: googleapis loads only here) and the --app-data space option.
 import type { Command } from 'commander';
-import { Exit, usageError } from '../../errors.js';
+import { BackupctlError, Exit, usageError } from '../../errors.js';
 import type { DriveClient } from '../../drive/client.js';
 import type { RemoteFile, Space } from '../../drive/remote.js';
-import { action, emitJson, info, isJson, warn, type RunContext } from '../run.js';
+import { MAX_ATTEMPTS, type OnRetry } from '../../drive/retry.js';
+import { termSafe } from '../../util/terminal-text.js';
+import { action, emitJson, info, warn, type RunContext } from '../run.js';
 
 export const addSpaceOption = (c: Command) =>
   c.option('--app-data', "use the hidden app-data folder (scope drive.appdata) instead of the visible 'backupctl' folder in My Drive");
@@ -12,13 +14,15 @@ export const addSpaceOption = (c: Command) =>
 export const spaceOf = (opts: { appData?: boolean }): Space => (opts.appData ? 'appDataFolder' : 'drive');
 export const spaceName = (s: Space) => (s === 'appDataFolder' ? 'the app-data folder' : "My Drive/backupctl");
 
-/** Retries are worth a line on a terminal or in --json; cron mail only hears about failures. */
+/**
+ * One warning line per retry, terminal or not: a cron run without network must not sit silent
+ * for minutes before it fails (why names server codes and network errors: made inert).
+ */
+export const retryWarning: OnRetry = (why, ms, attempt) => warn(`${termSafe(why)}; retrying in ${(ms / 1000).toFixed(1)} s (attempt ${attempt} of ${MAX_ATTEMPTS})`);
+
 export async function openDrive(ctx: RunContext): Promise<DriveClient> {
   const { DriveClient } = await import('../../drive/client.js');
-  const chatty = isJson() || process.stderr.isTTY;
-  return DriveClient.open(ctx.signal, (why, ms) => {
-    if (chatty) warn(`${why}; retrying in ${(ms / 1000).toFixed(1)} s`);
-  });
+  return DriveClient.open(ctx.signal, retryWarning);
 }
 
 const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
@@ -73,7 +77,7 @@ function registerLogout(drive: Command) {
     .action(
       action(async (ctx) => {
         const { logout } = await import('../../drive/login.js');
-        const r = await logout(ctx.signal);
+        const r = await logout(ctx.signal, retryWarning);
         if (r.wasLoggedIn && !r.revoked) warn(`could not revoke the token at Google (${r.why}); the local tokens are deleted; remove access at https://myaccount.google.com/permissions`);
         if (ctx.json) emitJson({ ok: true, wasLoggedIn: r.wasLoggedIn, revoked: r.revoked });
         else info(r.wasLoggedIn ? 'Logged out of Google Drive.' : 'Not logged in to Google Drive.');
@@ -90,19 +94,17 @@ function registerStatus(drive: Command) {
         const { readTokenFile } = await import('../../drive/auth.js');
         const file = process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN ? null : await readTokenFile();
         const source = process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN ? 'BACKUPCTL_DRIVE_ACCESS_TOKEN' : file ? 'login' : null;
-        if (!source) {
-          if (ctx.json) emitJson({ ok: true, loggedIn: false });
-          else info('Not logged in to Google Drive: run backupctl drive login');
-          return Exit.refused;
-        }
+        // A failure like any other (exit 8, {ok:false,...} with --json), as the EXIT STATUS says.
+        if (!source) throw new BackupctlError(Exit.refused, 'not logged in to Google Drive: run backupctl drive login', { loggedIn: false });
+        const { aboutUser } = await import('../../drive/replies.js');
         const d = await openDrive(ctx);
-        const about = await d.call('about', (o) => d.api.about.get({ fields: 'user(displayName,emailAddress)' }, o));
+        const user = aboutUser(await d.call('about', (o) => d.api.about.get({ fields: 'user(displayName,emailAddress)' }, o)));
         await d.auth.flush();
         const scopes = (file?.tokens.scope ?? '').split(/\s+/).filter(Boolean);
-        const out = { ok: true, loggedIn: true, source, user: about.user?.emailAddress ?? null, name: about.user?.displayName ?? null, scopes, since: file?.loggedIn ?? null };
+        const out = { ok: true, loggedIn: true, source, user: user.emailAddress, name: user.displayName, scopes, since: file?.loggedIn ?? null };
         if (ctx.json) emitJson(out);
         else {
-          info(`Logged in to Google Drive as ${out.name ?? '?'} <${out.user ?? '?'}> (${source}${out.since ? `, since ${out.since}` : ''})`);
+          info(`Logged in to Google Drive as ${termSafe(out.name ?? '?')} <${termSafe(out.user ?? '?')}> (${source}${out.since ? `, since ${out.since}` : ''})`);
           if (scopes.length) info(`Scopes: ${scopes.join(' ')}`);
         }
       }),
@@ -125,7 +127,7 @@ function registerList(drive: Command) {
         seen.set(f.name, k);
         // The first copy of a duplicated name is the one that name means (the newest).
         const mark = n > 1 ? (k === 1 ? `  [newest of ${n} with this name]` : `  [older duplicate ${k}/${n}: use the id]`) : '';
-        process.stdout.write(`${f.createdTime.slice(0, 19).replace('T', ' ')}  ${mb(f.size).padStart(10)}  ${f.verified ? 'verified  ' : 'UNVERIFIED'}  ${f.id}  ${f.name}${mark}\n`);
+        process.stdout.write(`${termSafe(f.createdTime.slice(0, 19).replace('T', ' '))}  ${mb(f.size).padStart(10)}  ${f.verified ? 'verified  ' : 'UNVERIFIED'}  ${f.id}  ${termSafe(f.name)}${mark}\n`);
       }
     }),
   );
@@ -138,11 +140,11 @@ function registerRm(drive: Command) {
       const { drive: d, files } = await listing(ctx, spaceOf(opts));
       const { file, others } = resolve(files, nameOrId);
       if (others.length) {
-        throw usageError(`${others.length + 1} backups are named ${file.name} (ids ${[file, ...others].map((f) => f.id).join(', ')}): give the id of the one to delete`);
+        throw usageError(`${others.length + 1} backups are named ${termSafe(file.name)} (ids ${[file, ...others].map((f) => f.id).join(', ')}): give the id of the one to delete`);
       }
       await deleteFile(d, file);
       if (ctx.json) emitJson({ ok: true, deleted: fileJson(file) });
-      else info(`Deleted ${file.name} (${file.id}) from Google Drive.`);
+      else info(`Deleted ${termSafe(file.name)} (${file.id}) from Google Drive.`);
     }),
   );
 }
@@ -167,8 +169,8 @@ function registerPrune(drive: Command) {
       if (ctx.json) {
         emitJson({ ok: true, dryRun: !doIt, keep: plan.keep.map((f) => fileJson(f)), remove: plan.remove.map((f) => fileJson(f)) });
       } else {
-        for (const f of plan.keep) process.stdout.write(`keep    ${f.createdTime}  ${f.id}  ${f.name}${f.verified ? '' : '  (unverified)'}\n`);
-        for (const f of plan.remove) process.stdout.write(`${doIt ? 'deleted' : 'delete '} ${f.createdTime}  ${f.id}  ${f.name}\n`);
+        for (const f of plan.keep) process.stdout.write(`keep    ${termSafe(f.createdTime)}  ${f.id}  ${termSafe(f.name)}${f.verified ? '' : '  (unverified)'}\n`);
+        for (const f of plan.remove) process.stdout.write(`${doIt ? 'deleted' : 'delete '} ${termSafe(f.createdTime)}  ${f.id}  ${termSafe(f.name)}\n`);
         if (!doIt && plan.remove.length) info(`Dry run: nothing deleted. Run again with --yes to delete ${plan.remove.length} backup(s).`);
       }
     }),

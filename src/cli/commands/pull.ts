@@ -4,11 +4,13 @@ import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { startProgress } from '../progress.js';
+import { termSafe } from '../../util/terminal-text.js';
 import { addSpaceOption, fileJson, openDrive, spaceOf } from './drive.js';
 
 interface PullOptions {
   output?: string;
   force?: boolean;
+  allowForeign?: boolean;
   appData?: boolean;
 }
 
@@ -19,7 +21,8 @@ export function register(program: Command): void {
       .description('download a backup from Google Drive (a duplicated name means the newest copy)')
       .argument('<name-or-id>', 'the name on Drive or the file id (backupctl drive list)')
       .option('-o, --output <file>', "where to write it ('-' = standard output; default: the name, in the current directory)")
-      .option('--force', 'replace FILE if it exists (once the download is complete and checked)'),
+      .option('--force', 'replace FILE if it exists (once the download is complete and checked)')
+      .option('--allow-foreign', 'a copy that differs from what this machine pushed is expected: warn and exit 0 instead of exit 11'),
   ).action(
     action(async (ctx, nameOrId: string, opts: PullOptions) => {
       const { pull } = await import('../../drive/pull.js');
@@ -34,6 +37,7 @@ export function register(program: Command): void {
           space: spaceOf(opts),
           output: toStdout ? null : opts.output,
           force: opts.force,
+          allowForeign: opts.allowForeign,
           onProgress: (bytes, total) => progress.update({ bytes, total }),
           onWarning: (m) => {
             progress.stop();
@@ -43,7 +47,7 @@ export function register(program: Command): void {
         progress.stop();
         await drive.auth.flush();
         if (ctx.json) emitJson({ ok: true, output: r.output, ...fileJson(r.file), sha256: r.sha256, differsFromPushed: r.differsFromPushed, olderSameName: r.others.map((f) => f.id) });
-        else info(`Pulled ${r.file.name} (${r.file.id}) to ${r.output ?? 'standard output'}: ${(r.size / 1e6).toFixed(1)} MB, MD5 matches Drive.`);
+        else info(`Pulled ${termSafe(r.file.name)} (${r.file.id}) to ${r.output ?? 'standard output'}: ${(r.size / 1e6).toFixed(1)} MB, MD5 matches Drive.`);
       } catch (err) {
         progress.stop();
         if (ctx.signal.aborted && !toStdout) info('Pull interrupted: the partial download is kept as FILE.part; run the same command again to resume.');

@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
+import { termSafe } from '../../util/terminal-text.js';
 import { parseSize } from './create.js';
 import { addSpaceOption, fileJson, openDrive, spaceName, spaceOf } from './drive.js';
 
@@ -23,11 +24,12 @@ export function register(program: Command): void {
       .option('--chunk-size <size>', 'upload chunk, a multiple of 256K', '8M'),
   ).action(
     action(async (ctx, archive: string, opts: PushOptions) => {
-      const { push } = await import('../../drive/push.js');
+      const { checkPushable, push } = await import('../../drive/push.js');
       const { CHUNK_UNIT } = await import('../../drive/upload.js');
       const chunkSize = parseSize(opts.chunkSize);
       if (chunkSize < CHUNK_UNIT || chunkSize % CHUNK_UNIT !== 0) throw usageError('--chunk-size must be a multiple of 256K');
       const space = spaceOf(opts);
+      await checkPushable({ path: archive, name: opts.name }); // before the login check and any request
       const drive = await openDrive(ctx);
       let progress: Progress | undefined;
       const t0 = Date.now();
@@ -48,15 +50,15 @@ export function register(program: Command): void {
         progress?.stop();
         await drive.auth.flush();
         if (r.sameName.length) {
-          warn(`${r.sameName.length} other backup(s) named ${r.file.name} were already on Drive and are kept; the name now means this newest one (see backupctl drive list)`);
+          warn(`${r.sameName.length} other backup(s) named ${termSafe(r.file.name)} were already on Drive and are kept; the name now means this newest one (see backupctl drive list)`);
         }
         const seconds = (Date.now() - t0) / 1000;
         if (ctx.json) {
           emitJson({ ok: true, space, ...fileJson(r.file), sha256: r.sha256, alreadyPresent: r.alreadyPresent, bytesSent: r.bytesSent, seconds });
         } else if (r.alreadyPresent) {
-          info(`Already on Google Drive as ${r.file.name} (${r.file.id}), same content: nothing uploaded.`);
+          info(`Already on Google Drive as ${termSafe(r.file.name)} (${r.file.id}), same content: nothing uploaded.`);
         } else {
-          info(`Pushed ${r.file.name} to ${spaceName(space)}: ${(r.file.size / 1e6).toFixed(1)} MB, MD5 checked by Drive, id ${r.file.id} (${seconds.toFixed(1)} s).`);
+          info(`Pushed ${termSafe(r.file.name)} to ${spaceName(space)}: ${(r.file.size / 1e6).toFixed(1)} MB, MD5 checked by Drive, id ${r.file.id} (${seconds.toFixed(1)} s).`);
         }
       } catch (err) {
         progress?.stop();

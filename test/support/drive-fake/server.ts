@@ -14,11 +14,14 @@
 //   expired session.
 // - md5Checksum / sha256Checksum / size / headRevisionId; the appDataFolder space (needs the
 //   drive.appdata scope); 'root' alias.
+// - Hostile or broken replies (faults): a 200 with any JSON body, list pages that never end, a
+//   download sent gzip-compressed although identity was asked for.
 // - OAuth: /auth (consents at once and redirects with code + state), /token (authorization_code
 //   with PKCE S256 check, refresh_token), /revoke.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
 import { parseFields, parseQuery, selectFields, type FakeFileMeta } from './query.js';
 
 export const CHUNK_UNIT = 256 * 1024;
@@ -57,7 +60,13 @@ export type FaultAction =
   | { expireToken: true }
   /** Chunk: take the whole body, store nothing, never answer (a network that went away).
    *  Download: send half the requested bytes, then nothing more, keeping the connection open. */
-  | { hang: true };
+  | { hang: true }
+  /** A hostile or broken server: answer 200 with this JSON body instead (files not an array, null entries, ...). */
+  | { json: unknown }
+  /** List: this page and every page after it say there is more (a fresh nextPageToken each time), with no files. */
+  | { endlessPages: true }
+  /** Media: send the body gzip-compressed with Content-Encoding: gzip, whatever Accept-Encoding asked for. */
+  | { gzip: true };
 
 export interface Fault {
   on: FaultOn;
@@ -161,7 +170,7 @@ export class DriveFake {
   private tokens = new Map<string, AccessToken>();
   private refreshTokens = new Map<string, { scopes: string[]; revoked: boolean }>();
   private codes = new Map<string, { challenge: string; redirectUri: string; scopes: string[]; used: boolean }>();
-  private pageTokens = new Map<string, { items: FakeFile[]; pos: number }>();
+  private pageTokens = new Map<string, { items: FakeFile[]; pos: number; endless?: boolean }>();
   private lastTime = 0;
   private server: http.Server;
   private sockets = new Set<import('node:net').Socket>();
@@ -389,6 +398,11 @@ export class DriveFake {
       return this.sendError(res, new DriveError(fault.status, reason, `fake fault: ${reason}`), headers);
     }
 
+    if (fault && 'json' in fault) {
+      await this.readBody(req).catch(() => {});
+      return this.sendJson(res, 200, fault.json);
+    }
+
     try {
       if (on === 'token') return await this.token(req, res);
       if (on === 'chunk' || on === 'probe') return await this.putChunk(req, url, res, fault);
@@ -400,7 +414,7 @@ export class DriveFake {
       if (on === 'about') {
         return this.sendJson(res, 200, this.select({ kind: 'drive#about', user: { kind: 'drive#user', displayName: 'Fake User', emailAddress: 'fake.user@example.com' } }, url.searchParams.get('fields'), 'kind'));
       }
-      if (on === 'list') return this.list(url, res, space, scopes);
+      if (on === 'list') return this.list(url, res, space, scopes, fault);
       if (on === 'session') return await this.createSession(req, url, res, scopes);
       if (p.startsWith('/upload/drive/v3/files') && req.method === 'POST') return await this.simpleUpload(req, url, res, scopes);
       if (on === 'create') {
@@ -478,7 +492,7 @@ export class DriveFake {
     return f;
   }
 
-  private list(url: URL, res: http.ServerResponse, spaces: string[], scopes: string[]): void {
+  private list(url: URL, res: http.ServerResponse, spaces: string[], scopes: string[], fault: FaultAction | undefined): void {
     if (spaces.includes('appDataFolder') && !scopes.includes(SCOPE_APPDATA)) throw new DriveError(403, 'insufficientPermissions', 'Request had insufficient authentication scopes.');
     const fields = url.searchParams.get('fields');
     const pageToken = url.searchParams.get('pageToken');
@@ -486,7 +500,15 @@ export class DriveFake {
     if (pageToken) {
       state = this.pageTokens.get(pageToken);
       if (!state) throw new DriveError(400, 'invalid', 'Invalid Value: pageToken');
-    } else {
+    }
+    if ((fault && 'endlessPages' in fault) || state?.endless) {
+      // Never-ending: an empty page whose token leads to another one (memory stays flat here).
+      if (pageToken) this.pageTokens.delete(pageToken);
+      const t = ids(20);
+      this.pageTokens.set(t, { items: [], pos: 0, endless: true });
+      return this.sendJson(res, 200, this.select({ kind: 'drive#fileList', incompleteSearch: false, files: [], nextPageToken: t }, fields, 'kind,nextPageToken,files(id)'));
+    }
+    if (!state) {
       let where;
       try {
         where = parseQuery((url.searchParams.get('q') ?? 'trashed = false').replace(/'root' in parents/, `'${ROOT_ID}' in parents`));
@@ -530,6 +552,13 @@ export class DriveFake {
     const body = content.subarray(start, end + 1);
     const headers: Record<string, string | number> = { 'Content-Type': 'application/octet-stream', 'Content-Length': body.length };
     if (status === 206) headers['Content-Range'] = `bytes ${start}-${end}/${content.length}`;
+    if (fault && 'gzip' in fault) {
+      const packed = gzipSync(body);
+      res.writeHead(status, { ...headers, 'Content-Encoding': 'gzip', 'Content-Length': packed.length });
+      this.downloadBytesSent += packed.length;
+      res.end(packed);
+      return;
+    }
     res.writeHead(status, headers);
     if (fault && ('drop' in fault || 'hang' in fault)) {
       const half = body.subarray(0, Math.floor(body.length / 2));
