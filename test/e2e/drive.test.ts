@@ -1,7 +1,7 @@
 // push / pull / drive * through the BUILT CLI (`npx tsc -p .` first) against the Drive fake on
 // 127.0.0.1: real archives made by `create`, round trips byte-identical under each fault, a killed
 // push resumed without resending what Drive acknowledged, the OAuth flow with a scripted
-// browser, duplicate names, the "not what this machine pushed" warning, prune semantics.
+// browser, duplicate names, the "not what this machine pushed" refusal (exit 11), prune semantics.
 // BACKUPCTL_TEST_LARGE=1 adds a round trip of a few hundred MB.
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -387,7 +387,7 @@ describe('failures are clear and have the documented exit codes', () => {
 });
 
 describe('names, duplicates, the pushed log, rm and prune', () => {
-  it('a name Drive holds twice means the newest; list marks duplicates; pull warns when it is not what this machine pushed', async () => {
+  it('a name Drive holds twice means the newest; list marks duplicates; pull of what this machine did not push exits 11', async () => {
     expect((await cli(['push', archive])).exitCode).toBe(0);
     const mine = onlyRemote('main.bkp');
     const folder = mine.parents[0]!;
@@ -404,9 +404,9 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
 
     const out = join(home, 'dup.bkp');
     const q = await cli(['pull', 'main.bkp', '-o', out]);
-    expect(q.exitCode, q.stderr).toBe(0);
+    expect(q.exitCode, q.stderr).toBe(11);
     expect(q.stderr).toMatch(/2 files on Drive are named main\.bkp: pulling the newest/);
-    expect(q.stderr).toMatch(/NOT WHAT THIS MACHINE PUSHED/);
+    expect(q.stderr).toMatch(/the backup on Drive is not what this machine pushed/);
     expect((await readFile(out)).equals(forged)).toBe(true);
 
     const byId = await cli(['pull', mine.id, '-o', join(home, 'byid.bkp'), '--json']);
@@ -444,12 +444,12 @@ describe('names, duplicates, the pushed log, rm and prune', () => {
     expect(fake.content(dashed.id)).toBeUndefined();
   });
 
-  it('warns when the file under a pushed name was replaced on Drive', async () => {
+  it('warns when the file under a pushed name was replaced on Drive (--allow-foreign: exit 0)', async () => {
     const pushed = await cli(['push', archive]);
     expect(pushed.exitCode, pushed.stderr).toBe(0);
     const mine = onlyRemote('main.bkp');
     fake.replaceContent(mine.id, archiveLikeBytes(50_000));
-    const q = await cli(['pull', 'main.bkp', '-o', join(home, 'swapped.bkp'), '--json']);
+    const q = await cli(['pull', 'main.bkp', '-o', join(home, 'swapped.bkp'), '--json', '--allow-foreign']);
     expect(q.exitCode, q.stderr).toBe(0);
     expect(q.stderr).toMatch(/NOT WHAT THIS MACHINE PUSHED/);
     expect(onlyJson(q)).toMatchObject({ differsFromPushed: true });

@@ -265,7 +265,8 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
     const local = join(dir, 'archive.bkp');
     let progress = await startProgress('pull');
     const pulled = await pull(drive, {
-      nameOrId: name, space, output: local, onWarning: (m) => warn(m), onProgress: (bytes, total) => progress.update({ bytes, total }),
+      // A foreign copy is refused below (exit 8, before anything changes), not by pull's exit 11.
+      nameOrId: name, space, output: local, allowForeign: true, onWarning: (m) => warn(m), onProgress: (bytes, total) => progress.update({ bytes, total }),
     }).finally(() => progress.stop());
     const what = `${pulled.file.name} on ${spaceName(space)}`;
     if (pulled.differsFromPushed) {
