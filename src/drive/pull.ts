@@ -1,9 +1,9 @@
 // pull: the newest backup of a name (or one id) from Drive into a file or standard output,
 // compared with what this machine pushed under that name.
-import { basename } from 'node:path';
-import { access } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
+import { access, stat } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { BackupctlError, Exit } from '../errors.js';
+import { BackupctlError, Exit, ioError } from '../errors.js';
 import { termSafe } from '../util/terminal-text.js';
 import type { DriveClient } from './client.js';
 import { downloadToFile, downloadToStream, type DownloadResult } from './download.js';
@@ -40,6 +40,23 @@ export function defaultOutput(name: string): string {
   return name;
 }
 
+/**
+ * The output file can be written (exit 6 if not): its directory exists (it is never created: an
+ * unmounted disk must not turn into a folder on the local one), and it does not exist unless
+ * `force`. Checked before the login and any request when -o FILE is given, and again once the
+ * name is known.
+ */
+export async function checkOutput(output: string, force?: boolean): Promise<void> {
+  const dir = dirname(output);
+  const st = await stat(dir).catch((err: unknown) => {
+    throw ioError(err, dir, 'write into');
+  });
+  if (!st.isDirectory()) throw ioError(Object.assign(new Error(), { code: 'ENOTDIR' }), dir, 'write into');
+  if (!force && (await access(output).then(() => true, () => false))) {
+    throw new BackupctlError(Exit.io, `${output} already exists (use --force to replace it)`);
+  }
+}
+
 export async function pull(drive: DriveClient, req: PullRequest): Promise<PullResult> {
   const folder = await backupFolder(drive, req.space, false);
   if (!folder) throw new BackupctlError(Exit.usage, 'there are no backups on Google Drive yet (no backupctl folder)');
@@ -49,9 +66,7 @@ export async function pull(drive: DriveClient, req: PullRequest): Promise<PullRe
   }
   if (!file.md5 || !file.revisionId) throw new BackupctlError(Exit.corrupt, `${termSafe(file.name)} on Drive has no content checksum: it is not a backupctl upload`);
   const output = req.output === undefined ? defaultOutput(file.name) : req.output;
-  if (output && !req.force && (await access(output).then(() => true, () => false))) {
-    throw new BackupctlError(Exit.io, `${output} already exists (use --force to replace it)`);
-  }
+  if (output) await checkOutput(output, req.force);
 
   const pushed = lastPushOf(await readPushedLog(), file.name, file.id, req.space);
   const pinned = { id: file.id, name: file.name, revisionId: file.revisionId, size: file.size, md5: file.md5 };

@@ -205,6 +205,20 @@ describe('local checks come before the login', () => {
     expect(r.stderr).toBe('backupctl: not logged in to Google Drive: run backupctl drive login\n');
   });
 
+  it('pull -o into a missing directory or onto an existing file, when not logged in: exit 6, no request, nothing created', async () => {
+    const missing = join(home, 'unmounted', 'usb');
+    const r = await runCli(['pull', 'a.bctl', '-o', join(missing, 'a.bctl')], loggedOut());
+    expect(r.exitCode).toBe(6);
+    expect(r.stderr).toBe(`backupctl: cannot write into ${missing}: no such file or directory\n`);
+    await expect(stat(join(home, 'unmounted'))).rejects.toThrow();
+    await writeFile(join(home, 'kept.bctl'), 'keep me');
+    const e = await runCli(['pull', 'a.bctl', '-o', join(home, 'kept.bctl')], loggedOut());
+    expect(e.exitCode).toBe(6);
+    expect(e.stderr).toBe(`backupctl: ${join(home, 'kept.bctl')} already exists (use --force to replace it)\n`);
+    expect(await readFile(join(home, 'kept.bctl'), 'utf8')).toBe('keep me');
+    expect(fake.requests).toHaveLength(0);
+  });
+
   it('drive status when logged out: exit 8, and --json says ok:false with the same code', async () => {
     const human = await runCli(['drive', 'status'], loggedOut());
     expect(human.exitCode).toBe(8);

@@ -25,10 +25,11 @@ export function register(program: Command): void {
       .option('--allow-foreign', 'a copy that differs from what this machine pushed is expected: warn and exit 0 instead of exit 11'),
   ).action(
     action(async (ctx, nameOrId: string, opts: PullOptions) => {
-      const { pull } = await import('../../drive/pull.js');
+      const { checkOutput, pull } = await import('../../drive/pull.js');
       const toStdout = opts.output === '-';
       if (toStdout && ctx.json) throw usageError('--json and -o - both want standard output: give -o FILE');
       if (toStdout && process.stdout.isTTY) throw usageError('refusing to write an archive to a terminal: redirect it or give -o FILE');
+      if (opts.output !== undefined && !toStdout) await checkOutput(opts.output, opts.force); // before the login and any request
       const drive = await openDrive(ctx);
       const progress = await startProgress('pull');
       try {
