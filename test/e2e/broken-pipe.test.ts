@@ -2,14 +2,15 @@
 // through the BUILT CLI (`npx tsc -p .` first): an archive streamed with `create -o -` or
 // `pull -o -` that its reader stops taking is a failure (exit 6, one line with the byte count);
 // a listing cut short ends quietly with the status the command reached (verify --against: 3).
-// Also: `verify --against` with a directory that cannot be compared fails at once.
+// Also: inputs that cannot work fail before any output (`verify --against` a missing directory,
+// `create` of a missing directory: not even a header on stdout).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { DriveFake } from '../support/drive-fake/server.js';
-import { BIN, STACK_TRACE, makeHome, newRecoveryCode, runCli, type RecoveryCode } from '../support/cli.js';
+import { BIN, STACK_TRACE, makeHome, newRecoveryCode, runCli, runCliBytes, type RecoveryCode } from '../support/cli.js';
 
 const MiB = 1024 * 1024;
 let home: string;
@@ -134,5 +135,27 @@ describe('verify --against checks the directory before any long work', () => {
     expect(r.exitCode).toBe(6);
     expect(r.stderr).toBe(`backupctl: cannot compare with ${archive}: not a directory\n`);
     expect(r.stdout).toBe('');
+  });
+});
+
+describe('create checks DIR before any output', () => {
+  it('create of a missing directory or of a file with -o -: exit 6 and not one byte on stdout', async () => {
+    for (const [dir, line] of [
+      [join(home, 'missing'), `backupctl: cannot read ${join(home, 'missing')}: no such file or directory\n`],
+      [archive, `backupctl: ${archive} is not a directory\n`],
+    ] as const) {
+      const r = await runCliBytes(['create', dir, '-o', '-'], { configDir });
+      expect(r.exitCode).toBe(6);
+      expect(r.stdout.length).toBe(0);
+      expect(r.stderr).toBe(line);
+    }
+  });
+
+  it('create of a missing directory with -o FILE: exit 6, no file and no temporary file left', async () => {
+    const outDir = join(home, 'out');
+    await mkdir(outDir, { recursive: true });
+    const r = await runCli(['create', join(home, 'missing'), '-o', join(outDir, 'x.bctl')], { configDir });
+    expect(r.exitCode).toBe(6);
+    expect(await readdir(outDir)).toEqual([]);
   });
 });

@@ -4,7 +4,7 @@ import { Exit, usageError } from '../../errors.js';
 import { realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { writeArchive, type SourceEntry } from '../../archive/pack.js';
-import { walkDirectory } from '../../archive/walk.js';
+import { checkSourceDir, walkDirectory } from '../../archive/walk.js';
 import { openSink } from '../../archive/output.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
 import { acquireLock } from '../../util/fsutil.js';
@@ -60,6 +60,7 @@ export function register(program: Command): void {
         throw usageError('--segment-size must be a power of two from 4K to 16M');
       }
       const recipients = await resolveRecipients(opts);
+      checkSourceDir(dir); // before the lock and the output: not even a header goes to stdout
       const lock = opts.output === '-' ? null : await acquireLock(opts.output, opts.output);
       const warnings: string[] = [];
       const onWarning = (m: string) => {
