@@ -6,7 +6,7 @@ import v8 from 'node:v8';
 import { Exit } from '../errors.js';
 import { emitJsonError, exitFlushed, handleError, quietStatus } from './run.js';
 import { carriesData } from '../util/stdout-data.js';
-import { usageError } from '../errors.js';
+import { ioError, usageError } from '../errors.js';
 import { commands } from './commands/index.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -18,9 +18,11 @@ export async function main(argv: string[]): Promise<void> {
   // this flag each time it considers growing, so setting it here, after start-up, takes effect.
   v8.setFlagsFromString('--semi-space-growth-factor=1');
   // A listing whose reader went away (| head) ends quietly, with the status the command has
-  // already reached (verify --against: 3); an archive streamed to stdout reports it (DataOutput).
+  // already reached (verify --against: 3); any other failure to write it (a full disk) is exit 6.
+  // An archive streamed to stdout reports its own failures (DataOutput).
   process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE' && !carriesData(process.stdout)) void exitFlushed(quietStatus());
+    if (carriesData(process.stdout)) return;
+    void (e.code === 'EPIPE' ? exitFlushed(quietStatus()) : handleError(ioError(e, 'standard output', 'write')));
   });
   const program = new Command('backupctl')
     .description('Encrypted, chunked backups of chat exports, unlocked by a FIDO2 security key or a recovery code')

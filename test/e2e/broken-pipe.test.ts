@@ -123,6 +123,20 @@ describe('a listing cut short ends quietly, with the status the command reached'
   });
 });
 
+describe('standard output that cannot be written (a full disk) is exit 6, for an archive and for a listing', () => {
+  const toFull = (args: string) =>
+    execa('bash', ['-c', `"${process.execPath}" "${BIN}" ${args} >/dev/full`], { env: { PATH: process.env.PATH!, HOME: configDir, BACKUPCTL_CONFIG_DIR: configDir }, extendEnv: false, reject: false, stripFinalNewline: false, timeout: 60_000 });
+
+  it.each([
+    ['create -o -', () => `create "${src}" -o -`],
+    ['inspect --list', () => `inspect "${archive}" --list --recovery-code-file "${rc.file}"`],
+  ])('%s > /dev/full: one line, exit 6 (a listing used to end in 13, "unsettled top-level await")', async (_, args) => {
+    const r = await toFull(args());
+    expect(r.exitCode).toBe(6);
+    expect(r.stderr).toBe('backupctl: cannot write standard output: no space left on device\n');
+  });
+});
+
 describe('verify --against checks the directory before any long work', () => {
   it('a missing directory: exit 6 at once, before the unlock (no recovery code needed)', async () => {
     const r = await runCli(['verify', archive, '--against', join(home, 'nonexistent')], { configDir });
