@@ -67,7 +67,7 @@ async function enroll(opts: EnrollOptions): Promise<EnrollResult> {
     mcToken?.fill(0);
     checkAuthData(att.authData, RP_ID, dev.name);
     const credential = att.authData.attested.credentialId;
-    const attestation = await verifyAttestation(att, client);
+    const attestation = verifyAttestation(att, client);
     if (!attestation.ok) opts.warn(attestation.detail);
 
     const salt = randomBytes(32);
