@@ -22,7 +22,8 @@ export interface RestoreOptions {
   only?: string[];
   force?: boolean;
   signal?: AbortSignal;
-  onProgress?: (p: { bytes: number; entries: number }) => void;
+  /** `total`: the bytes of the selected files, when the index comes first (a file, not a pipe). */
+  onProgress?: (p: { bytes: number; entries: number; total?: number }) => void;
 }
 
 export interface RestoreResult {
@@ -137,6 +138,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
       checkPaths(index);
       const sel = index.filter((e) => wanted(e.path));
       const full = sel.length === index.length;
+      const total = sel.reduce((n, e) => n + (e.type === EntryType.File ? Number(e.size) : 0), 0);
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
         ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
         : sel.map((e) => ({ entries: [e], offset: e.offset, length: e.length }));
@@ -148,7 +150,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
           if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
           if (!sameEntry(await extractRecord(reader, rec.head, true), e)) throw corruptError(`the index does not match the payload at ${e.path}`);
           staged.push(e); // the index's own entry: no second copy of every entry
-          o.onProgress?.({ bytes, entries: staged.length });
+          o.onProgress?.({ bytes, entries: staged.length, total });
         }
       }
       await settle();

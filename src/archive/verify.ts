@@ -56,6 +56,7 @@ async function survey(a: ArchiveFile, first: Error): Promise<never> {
  * (one key per entry): the index is checked against a running hash of the entries met
  * (ExpectedIndex), not against a second copy of every entry.
  */
+/** `bytes`: of the payload's plaintext read so far, which ends at ArchiveFile.plainSize. */
 type Progress = (p: { bytes: number; entries: number }) => void;
 /** With `withIndex` (the default), the index is decoded once everything has verified, and returned. */
 export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signal?: AbortSignal, withIndex?: true): Promise<VerifyResult & { index: IndexEntry[] }>;
@@ -73,6 +74,7 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
       const rec = await reader.next();
       if (rec.kind === 'index') {
         await checkIndexAndTail(src, rec.offset, expected);
+        onProgress?.({ bytes: a.plainSize, entries: res.entries });
         return withIndex ? { ...res, index: await readIndex(a) } : res;
       }
       guard.add(rec.head.path, rec.head.type);
@@ -81,7 +83,7 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
       res.entries++;
       if (meta.type === EntryType.File) res.files++;
       if (meta.flags & 1) res.changedWhileRead.push(meta.path);
-      onProgress?.({ bytes: res.bytes, entries: res.entries });
+      onProgress?.({ bytes: src.position, entries: res.entries });
     }
   } catch (err) {
     if (err instanceof BackupctlError && err.code === Exit.corrupt && err.detail?.segment !== undefined) await survey(a, err);

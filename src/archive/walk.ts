@@ -201,3 +201,30 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
     await prefetcher.terminate();
   }
 }
+
+/**
+ * The bytes of the regular files under `path` (itself, if it is one), never following links: the
+ * total a progress display counts towards. A listing pass only (one lstat per name); whatever it
+ * cannot list is left out here and reported by the walk itself.
+ */
+export function treeBytes(path: string): number {
+  let total = 0;
+  const pending = [path];
+  for (let p = pending.pop(); p !== undefined; p = pending.pop()) {
+    let st;
+    try {
+      st = lstatSync(p);
+    } catch {
+      continue;
+    }
+    if (st.isFile()) total += st.size;
+    else if (st.isDirectory()) {
+      try {
+        for (const name of readdirSync(p)) pending.push(join(p, name));
+      } catch {
+        /* unreadable: the walk reports it */
+      }
+    }
+  }
+  return total;
+}

@@ -2,6 +2,7 @@
 // JSON object on stdout with --json) and the documented exit code, and turns Ctrl-C / SIGTERM
 // into an AbortSignal so lower layers clean up (temp files, staging dirs) before exit 130.
 import { BackupctlError, Exit, exitName, type ExitCode } from '../errors.js';
+import { writeAboveSpinner } from './terminal.js';
 
 export interface RunContext {
   json: boolean;
@@ -20,12 +21,12 @@ export function emitJson(obj: unknown): void {
 /** A warning line on stderr (or a JSON line on stderr in --json mode). */
 export function warn(message: string): void {
   if (jsonMode) process.stderr.write(JSON.stringify({ type: 'warning', message }) + '\n');
-  else process.stderr.write(`backupctl: warning: ${message}\n`);
+  else writeAboveSpinner(`backupctl: warning: ${message}\n`);
 }
 
 export function info(message: string): void {
   if (jsonMode) process.stderr.write(JSON.stringify({ type: 'info', message }) + '\n');
-  else process.stderr.write(`${message}\n`);
+  else writeAboveSpinner(`${message}\n`);
 }
 
 /**

@@ -1,12 +1,14 @@
 // Every secret the CLI needs (recovery code, PIN, legacy key) comes in through readSecret, so the
 // rules are the same everywhere: a file option first, then an environment variable, then a hidden
-// prompt on a terminal — never argv (visible in `ps` and shell history), and never a prompt when
-// nobody can answer it (cron, pipes), which would hang.
+// prompt on a terminal (stdin's, or the controlling one when stdin is a pipe) — never argv
+// (visible in `ps` and shell history), and never a prompt when nobody can answer it (cron), which
+// would hang.
 import { open } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { BackupctlError, Exit, InterruptedError, ioError } from '../errors.js';
 import { parseRecoveryCode } from '../keys/recovery-code.js';
 import { warn } from './run.js';
+import { promptStreams, withoutSpinner, type PromptStreams } from './terminal.js';
 
 export interface SecretSource {
   /** What is asked for, in words: "recovery code", "PIN", "64-digit key". */
@@ -77,33 +79,36 @@ async function readSecretFile(path: string, s: SecretSource): Promise<string> {
   return text;
 }
 
-async function promptHidden(s: SecretSource): Promise<string> {
+async function promptHidden(s: SecretSource, term: PromptStreams): Promise<string> {
   const { password } = await import('@inquirer/prompts');
   const what = s.what.charAt(0).toUpperCase() + s.what.slice(1);
   try {
-    return await password(
+    return await withoutSpinner(() => password(
       { message: s.prompt ?? `${what}:`, mask: false, ...(s.validate ? { validate: s.validate } : {}) },
-      // The prompt goes to stderr so stdout stays clean for results (--json, -o -).
-      { input: process.stdin, output: process.stderr, clearPromptOnDone: true, ...(s.signal ? { signal: s.signal } : {}) },
-    );
+      // On stderr (or the terminal itself) so stdout stays clean for results (--json, -o -).
+      { input: term.input, output: term.output, clearPromptOnDone: true, ...(s.signal ? { signal: s.signal } : {}) },
+    ));
   } catch (err) {
     const name = (err as Error)?.name;
     if (name === 'ExitPromptError') throw new InterruptedError('interrupted (Ctrl-C)');
     if (name === 'AbortPromptError') throw s.signal?.reason ?? new InterruptedError();
     throw err;
+  } finally {
+    term.close();
   }
 }
 
 /**
  * Read a secret: from `file` (one trailing newline stripped), else from the `env` variable
- * (an empty value counts as unset), else a hidden prompt when stdin and stderr are terminals.
- * Otherwise fails with exit 2 naming both non-interactive ways to give it.
+ * (an empty value counts as unset), else a hidden prompt on the terminal (see terminal.ts).
+ * Without one, fails with exit 2 naming both non-interactive ways to give it.
  */
 export async function readSecret(s: SecretSource): Promise<string> {
   if (s.file !== undefined) return readSecretFile(s.file, s);
   const fromEnv = s.env ? process.env[s.env] : undefined;
   if (fromEnv) return fromEnv;
-  if (process.stdin.isTTY && process.stderr.isTTY) return promptHidden(s);
+  const term = promptStreams();
+  if (term) return promptHidden(s, term);
   const ways = s.env ? `${flagFor(s)} FILE or ${s.env}` : `${flagFor(s)} FILE`;
   throw new BackupctlError(Exit.usage, `no ${s.what} given and stdin is not a terminal: use ${ways}`);
 }

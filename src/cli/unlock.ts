@@ -10,6 +10,7 @@ import { b64encode } from '../util/base64.js';
 import { confirmFileKey, type ParsedHeader } from '../archive/header.js';
 import { readRecoveryCode, readSecret } from './secrets.js';
 import { info } from './run.js';
+import { canPrompt } from './terminal.js';
 
 export interface UnlockOptions {
   recoveryCodeFile?: string;
@@ -61,8 +62,7 @@ export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: 
     } catch (err) {
       // Fall back only when someone can type the code: in a script, the device error (exit 7,
       // "try again") says more than "no recovery code given".
-      const canPrompt = process.stdin.isTTY && process.stderr.isTTY;
-      if (!(err instanceof BackupctlError) || err.code !== Exit.unavailable || !hasCodeSlots || !canPrompt) throw err;
+      if (!(err instanceof BackupctlError) || err.code !== Exit.unavailable || !hasCodeSlots || !canPrompt()) throw err;
       info(`${err.message}; using the recovery code instead.`);
     }
   }

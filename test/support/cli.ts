@@ -1,7 +1,7 @@
 // Shared helpers for end-to-end tests of the BUILT CLI (`npx tsc -p .` first; `npm test` does):
-// run `node bin/backupctl.js` with a private config dir and a stdin that is never a terminal,
-// make recovery codes the way a user does, build a realistic export tree, and snapshot trees
-// so tests can assert "byte-identical" and "unchanged".
+// run `node bin/backupctl.js` with a private config dir, a stdin that is never a terminal and no
+// controlling terminal, make recovery codes the way a user does, build a realistic export tree,
+// and snapshot trees so tests can assert "byte-identical" and "unchanged".
 import { execa } from 'execa';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, lutimes, mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
@@ -55,6 +55,9 @@ function runOptions(o: CliOptions) {
     env: cliEnv(o),
     cwd: o.cwd,
     timeout: o.timeoutMs ?? 30_000,
+    // A session of its own: no controlling terminal, as under cron, so a test run from a terminal
+    // sees the CLI refuse to prompt instead of prompting on /dev/tty (test/e2e/prompts.test.ts).
+    detached: true,
     ...(o.inputFile ? { inputFile: o.inputFile } : o.input === null ? {} : { input: o.input ?? '' }),
   } as const;
 }

@@ -4,7 +4,7 @@ import { Exit, usageError } from '../../errors.js';
 import { realpath } from 'node:fs/promises';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { writeArchive, type SourceEntry } from '../../archive/pack.js';
-import { checkSourceDir, walkDirectory } from '../../archive/walk.js';
+import { checkSourceDir, treeBytes, walkDirectory } from '../../archive/walk.js';
 import { openSink } from '../../archive/output.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
 import { acquireLock } from '../../util/fsutil.js';
@@ -69,6 +69,7 @@ export function register(program: Command): void {
       };
       const skipped = { count: 0 };
       const progress = await startProgress('create');
+      const total = progress.shown ? treeBytes(dir) : undefined; // only for the ETA: not paid in cron
       const t0 = Date.now();
       try {
         const sink = await openSink(opts.output, { force: opts.force });
@@ -79,7 +80,7 @@ export function register(program: Command): void {
           segmentSize,
           signal: ctx.signal,
           onWarning,
-          onProgress: (p) => progress.update(p),
+          onProgress: (p) => progress.update({ ...p, total }),
         });
         progress.stop();
         const seconds = (Date.now() - t0) / 1000;

@@ -15,6 +15,7 @@ import { syncDir, acquireLock } from '../../util/fsutil.js';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
 import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
+import { treeBytes } from '../../archive/walk.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { readSecret, readSecretFileBytes } from '../secrets.js';
 import { startProgress } from '../progress.js';
@@ -104,6 +105,9 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
   const tmp = verifyingName(opts.output);
   const capture = capturingFileKey(recipients);
   const progress = await startProgress('migrate');
+  // The source's size: decrypted databases come out larger than their .crypt15 (zlib inside), so
+  // the total is an estimate, and grows to what was done if that passes it.
+  const total = progress.shown ? treeBytes(source) : undefined;
   const t0 = Date.now();
   let placed = false;
   try {
@@ -120,7 +124,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
       sink: await openVerifyingSink(opts.output),
       signal: ctx.signal,
       onWarning,
-      onProgress: (p) => progress.update(p),
+      onProgress: (p) => progress.update({ ...p, total }),
     });
     const fileKey = capture.fileKey()!;
     try {
