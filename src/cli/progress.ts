@@ -79,6 +79,7 @@ export async function startProgress(label: string): Promise<Progress> {
       if (stopped || now - last < 100) return;
       last = now;
       spinner.text = progressLine(label, point(p), t0, now);
+      spinner.render(); // now, not at the next frame: a short run still shows where it got to
     },
     stop() {
       if (stopped) return;

@@ -3,11 +3,11 @@
 screen showed (test/support/pty.ts drives this; standard library only).
 
 argv: JSON {"argv": [...], "env": {...}, "cwd": "...", "cols": 100, "rows": 30,
-            "steps": [{"expect": REGEX, "send": TEXT}], "timeout": SECONDS}
+            "steps": [{"expect": REGEX, "send": TEXT, "settle": SECONDS}], "timeout": SECONDS}
 The command gets the pty as its controlling terminal (a new session) and as stdin/stdout/stderr,
 unless argv is a shell pipeline that gives it something else. For each step: wait until REGEX
-matches the screen, wait SETTLE seconds more (a spinner would draw over a prompt by then), record
-the screen, then type TEXT. At the end it prints one JSON object on stdout:
+matches the screen, wait "settle" seconds more (default 0.6: a spinner would have drawn over a
+prompt by then; 0 records the screen that matched), record the screen, then type TEXT. At the end it prints one JSON object on stdout:
 {"screens": [...], "final": SCREEN, "exitCode": N, "timedOut": BOOL}.
 """
 import codecs, fcntl, json, os, pty, re, select, signal, struct, sys, termios, time
@@ -158,7 +158,8 @@ def main():
         if not pattern.search(screen.text()):
             timed_out = time.monotonic() >= deadline
             break
-        alive = pump(SETTLE) and alive
+        if step.get('settle', SETTLE) > 0:
+            alive = pump(step.get('settle', SETTLE)) and alive
         screens.append(screen.text())
         os.write(fd, step['send'].encode())
     while alive and time.monotonic() < deadline:

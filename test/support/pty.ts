@@ -10,10 +10,12 @@ export interface PtyStep {
   expect: string;
   /** Typed once it is there ("\r" is Enter). */
   send: string;
+  /** Seconds to wait after the match before the screen is recorded (default 0.6). */
+  settle?: number;
 }
 
 export interface PtyResult {
-  /** The screen at each step, once what it waited for had been there for 0.6 s. */
+  /** The screen at each step, once what it waited for had been there for its settle time. */
   screens: string[];
   final: string;
   exitCode: number;
