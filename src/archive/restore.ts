@@ -208,7 +208,7 @@ function commit(staged: EntryMeta[], staging: string, dest: string, force: boole
       if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
     }
     if (clash.length) {
-      throw new BackupctlError(Exit.io, `${clash.length} entr${clash.length === 1 ? 'y' : 'ies'} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
+      throw new BackupctlError(Exit.io, `${clash.length === 1 ? '1 entry already exists' : `${clash.length} entries already exist`} in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
     }
   }
   // The steps taken, to undo in reverse: (position in `order`) * 4 + what was done to its final

@@ -44,7 +44,7 @@ async function survey(a: ArchiveFile, first: Error): Promise<never> {
       ? `affected: ${list}`
       : 'no file is affected (only the index, padding or footer)'
     : 'the index is damaged too, so the affected files cannot be named';
-  throw corruptError(`${bad.length} of ${a.segmentCount} payload segments are damaged (segment${bad.length > 1 ? 's' : ''} ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}); ${what}`, {
+  throw corruptError(`${bad.length} of ${a.segmentCount} payload segments are damaged (segment${bad.length === 1 ? '' : 's'} ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}); ${what}`, {
     damagedSegments: bad,
     affectedFiles: files,
     indexReadable: index !== null,

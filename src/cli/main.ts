@@ -29,9 +29,11 @@ export async function main(argv: string[]): Promise<void> {
     .version(pkg.version, '-V, --version')
     .option('--json', 'print one JSON result object on stdout (progress as JSON lines on stderr)')
     .showHelpAfterError('(run backupctl --help for usage)')
+    // Every command's --help then lists --json (and --version) under "Global Options".
+    .configureHelp({ showGlobalOptions: true })
     .exitOverride();
   program.configureOutput({
-    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${withIdHint(s.slice(7))}` : s),
+    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${withHints(s.slice(7))}` : s),
   });
   for (const register of commands) register(program);
   try {
@@ -40,7 +42,7 @@ export async function main(argv: string[]): Promise<void> {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
       // commander already printed one line on stderr; --json still promises one object on stdout.
-      if (argv.includes('--json')) emitJsonError(Exit.usage, withIdHint(err.message.replace(/^error: /, '')));
+      if (argv.includes('--json')) emitJsonError(Exit.usage, withHints(err.message.replace(/^error: /, '')));
       await exitFlushed(Exit.usage);
     }
     await handleError(err instanceof Error ? err : usageError(String(err)));
@@ -48,8 +50,11 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 // Drive file ids are base64url, so one may start with '-', and commander then takes it for an
-// option. Say how to pass it instead of only "unknown option".
-function withIdHint(message: string): string {
+// option. Say how to pass it instead of only "unknown option". And restic, borg and tar users
+// try `tree`, `dir`, `cat`...: point to the listing under the name it has.
+function withHints(message: string): string {
+  const cmd = /^unknown command '([^']*)'/.exec(message)?.[1];
+  if (cmd !== undefined) return message.replace(`'${cmd}'`, `'${cmd}'; to list an archive's entries: backupctl ls FILE`);
   const id = /^unknown option '(-[\w-]{19,})'/.exec(message)?.[1];
   return id ? message.replace(`'${id}'`, `'${id}'; if that is a Drive file id, put -- before it: ... -- ${id}`) : message;
 }

@@ -3,6 +3,7 @@
 // The spinner is registered with terminal.ts, so lines and prompts are never drawn under it.
 import { isJson } from './run.js';
 import { setLiveSpinner } from './terminal.js';
+import { count } from '../util/plural.js';
 
 export interface ProgressPoint {
   bytes: number;
@@ -34,7 +35,7 @@ function pace(p: ProgressPoint, t0: number, now: number): { rate: number; eta?: 
 export function progressLine(label: string, p: ProgressPoint, t0: number, now: number): string {
   const { rate, eta } = pace(p, t0, now);
   const of = p.total !== undefined ? ` / ${mb(p.total)}` : '';
-  const entries = p.entries !== undefined ? ` · ${p.entries} ${p.entries === 1 ? 'entry' : 'entries'}` : '';
+  const entries = p.entries !== undefined ? ` · ${count(p.entries, 'entry', 'entries')}` : '';
   return `${label}: ${mb(p.bytes)}${of} MB · ${mb(rate)} MB/s${entries}${eta !== undefined ? ` · ETA ${clock(eta)}` : ''}`;
 }
 

@@ -11,6 +11,7 @@ import { acquireLock } from '../../util/fsutil.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
+import { count } from '../../util/plural.js';
 
 export function parseSize(v: string): number {
   const m = /^(\d+)([KMG]i?B?)?$/i.exec(v.trim());
@@ -101,8 +102,8 @@ export function register(program: Command): void {
         if (ctx.json) emitJson(summary);
         else {
           const where = opts.output === '-' ? 'standard output' : opts.output;
-          info(`Wrote ${where}: ${res.entries} entries (${res.files} files), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
-          info(`Encrypted to ${recipients.length} recipient${recipients.length > 1 ? 's' : ''}: ${recipients.map(describeRecipient).join(', ')}`);
+          info(`Wrote ${where}: ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
+          info(`Encrypted to ${count(recipients.length, 'recipient')}: ${recipients.map(describeRecipient).join(', ')}`);
           if (skippedTotal || res.changed) info(`Done, but ${skippedTotal} skipped and ${res.changed} changed while read (see warnings above): exit 3`);
         }
         return skippedTotal || res.changed ? Exit.partial : Exit.ok;

@@ -7,6 +7,7 @@ import type { RemoteFile, Space } from '../../drive/remote.js';
 import { MAX_ATTEMPTS, type OnRetry } from '../../drive/retry.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info, warn, type RunContext } from '../run.js';
+import { count } from '../../util/plural.js';
 
 export const addSpaceOption = (c: Command) =>
   c.option('--app-data', "use the hidden app-data folder (scope drive.appdata) instead of the visible 'backupctl' folder in My Drive");
@@ -171,7 +172,7 @@ function registerPrune(drive: Command) {
       } else {
         for (const f of plan.keep) process.stdout.write(`keep    ${termSafe(f.createdTime)}  ${f.id}  ${termSafe(f.name)}${f.verified ? '' : '  (unverified)'}\n`);
         for (const f of plan.remove) process.stdout.write(`${doIt ? 'deleted' : 'delete '} ${termSafe(f.createdTime)}  ${f.id}  ${termSafe(f.name)}\n`);
-        if (!doIt && plan.remove.length) info(`Dry run: nothing deleted. Run again with --yes to delete ${plan.remove.length} backup(s).`);
+        if (!doIt && plan.remove.length) info(`Dry run: nothing deleted. Run again with --yes to delete ${count(plan.remove.length, 'backup')}.`);
       }
     }),
   );

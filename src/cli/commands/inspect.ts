@@ -11,7 +11,7 @@ import { indexBatches, readIndex } from '../../archive/records.js';
 import { EntryType, TAG_LEN } from '../../archive/format.js';
 import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
-import { action, emitJson } from '../run.js';
+import { action, emitJson, type RunContext } from '../run.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
 
@@ -76,54 +76,62 @@ export function register(program: Command): void {
       .description("show an archive's envelope (format, creation time, slots) without any key; --list unlocks and lists the entries")
       .argument('<file>', 'the archive')
       .option('--list', 'unlock and list the entries'),
-  ).action(
-    action(async (ctx, file: string, opts: UnlockOptions & { list?: boolean }) => {
-      const legacy = await inspectCrypt15(file); // a WhatsApp 64-digit-key backup: its header, no key
-      if (legacy) {
-        if (ctx.json) emitJson({ ok: true, ...legacy });
-        else process.stdout.write(formatCrypt15Inspection(legacy));
-        return;
-      }
-      const archive = await ArchiveFile.open(file);
-      try {
-        const size = (await stat(file)).size;
-        const env = envelope(file, size, archive.header);
-        const slots = await describeSlots(archive.header.slots);
-        if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
-        if (ctx.json) {
-          const result = { ok: true, ...env, authenticated: !!opts.list, slots };
-          if (!opts.list) return emitJson(result);
-          // The whole index is read first (one JSON object, even when it turns out damaged),
-          // then the same object emitJson would print is written in pieces: one string of
-          // 100,000 entries would be tens of MB.
-          const entries = await readIndex(archive);
-          await writeLines(JSON.stringify(result).slice(0, -1) + ',"entries":[', [entries], (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
-          return;
-        }
-        const head: string[] = [
-          `backupctl archive ${file}${opts.list ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
-          `  format:   ${env.format}`,
-          `  created:  ${env.created}`,
-          `  payload:  ${env.payloadSize} bytes in ${env.segments} AES-256-GCM segments of ${env.segmentSize} bytes (header ${env.headerSize} bytes)`,
-          `  slots (${slots.length}):`,
-          ...slots.map((s, i) => {
-            const p = s.params as Record<string, unknown>;
-            const extra = s.type === 'fido2' ? `  rp ${p.rp} uv ${p.uv ? 'yes' : 'no'} aaguid ${p.aaguid} credential ${String(p.credential).slice(0, 16)}…` : '';
-            return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
-          }),
-        ];
-        if (!opts.list) {
-          process.stdout.write(head.join('\n') + '\n');
-          return;
-        }
-        // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
-        // grow with the entries (a damaged index stops the listing where the damage is).
-        head.push(`  entries (${(await archive.footer()).entryCount}):`);
-        await writeLines(head.join('\n') + '\n', indexBatches(archive), (e) =>
-          `    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}\n`, '');
-      } finally {
-        await archive.close();
-      }
-    }),
-  );
+  ).action(action(inspect));
+  // The name restic, borg and tar users reach for.
+  addUnlockOptions(
+    program
+      .command('ls')
+      .alias('list')
+      .description("unlock an archive and list its entries (the same as inspect --list)")
+      .argument('<file>', 'the archive'),
+  ).action(action((ctx, file: string, opts: UnlockOptions) => inspect(ctx, file, { ...opts, list: true })));
+}
+
+async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { list?: boolean }): Promise<void> {
+  const legacy = await inspectCrypt15(file); // a WhatsApp 64-digit-key backup: its header, no key
+  if (legacy) {
+    if (ctx.json) emitJson({ ok: true, ...legacy });
+    else process.stdout.write(formatCrypt15Inspection(legacy));
+    return;
+  }
+  const archive = await ArchiveFile.open(file);
+  try {
+    const size = (await stat(file)).size;
+    const env = envelope(file, size, archive.header);
+    const slots = await describeSlots(archive.header.slots);
+    if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
+    if (ctx.json) {
+      const result = { ok: true, ...env, authenticated: !!opts.list, slots };
+      if (!opts.list) return emitJson(result);
+      // The whole index is read first (one JSON object, even when it turns out damaged),
+      // then the same object emitJson would print is written in pieces: one string of
+      // 100,000 entries would be tens of MB.
+      const entries = await readIndex(archive);
+      await writeLines(JSON.stringify(result).slice(0, -1) + ',"entries":[', [entries], (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
+      return;
+    }
+    const head: string[] = [
+      `backupctl archive ${file}${opts.list ? ' (header authenticated)' : ' (header NOT authenticated: no key was used)'}`,
+      `  format:   ${env.format}`,
+      `  created:  ${env.created}`,
+      `  payload:  ${env.payloadSize} bytes in ${env.segments} AES-256-GCM segments of ${env.segmentSize} bytes (header ${env.headerSize} bytes)`,
+      `  slots (${slots.length}):`,
+      ...slots.map((s, i) => {
+        const p = s.params as Record<string, unknown>;
+        const extra = s.type === 'fido2' ? `  rp ${p.rp} uv ${p.uv ? 'yes' : 'no'} aaguid ${p.aaguid} credential ${String(p.credential).slice(0, 16)}…` : '';
+        return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
+      }),
+    ];
+    if (!opts.list) {
+      process.stdout.write(head.join('\n') + '\n');
+      return;
+    }
+    // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
+    // grow with the entries (a damaged index stops the listing where the damage is).
+    head.push(`  entries (${(await archive.footer()).entryCount}):`);
+    await writeLines(head.join('\n') + '\n', indexBatches(archive), (e) =>
+      `    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}\n`, '');
+  } finally {
+    await archive.close();
+  }
 }

@@ -21,6 +21,7 @@ import { readSecret, readSecretFileBytes } from '../secrets.js';
 import { startProgress } from '../progress.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions, type ResolvedRecipient } from '../recipients.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+import { count } from '../../util/plural.js';
 
 interface MigrateOptions extends RecipientOptions, UnlockOptions {
   output: string;
@@ -137,8 +138,8 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
     const skippedTotal = skipped.count + res.skipped;
     const seconds = (Date.now() - t0) / 1000;
     if (!ctx.json) {
-      info(`Wrote and verified ${opts.output}: ${src.files.length} WhatsApp backup file${src.files.length > 1 ? 's' : ''} decrypted, ${res.entries} entries (${res.files} files), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
-      info(`Encrypted to ${recipients.length} recipient${recipients.length > 1 ? 's' : ''}: ${recipients.map(describeRecipient).join(', ')}`);
+      info(`Wrote and verified ${opts.output}: ${count(src.files.length, 'WhatsApp backup file')} decrypted, ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}), ${(res.bytesIn / 1e6).toFixed(1)} MB in, ${(res.archiveSize / 1e6).toFixed(1)} MB archive, ${seconds.toFixed(1)} s`);
+      info(`Encrypted to ${count(recipients.length, 'recipient')}: ${recipients.map(describeRecipient).join(', ')}`);
     }
 
     let removed: string[] = [];
@@ -168,7 +169,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
         await a.close();
       }
       removed = await removeLegacy(src, sizes);
-      if (!ctx.json) info(`Removed ${removed.length} WhatsApp backup file${removed.length === 1 ? '' : 's'}: ${removed.join(', ')}`);
+      if (!ctx.json) info(`Removed ${count(removed.length, 'WhatsApp backup file')}: ${removed.join(', ')}`);
     } else if (!ctx.json) {
       info(`The WhatsApp files were left as they are${src.isFolder ? ` in ${source}` : ''}; --remove-legacy removes them once the archive opens with one of its keys.`);
     }

@@ -7,6 +7,7 @@ import { startProgress, type Progress } from '../progress.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { parseSize } from './create.js';
 import { addSpaceOption, fileJson, openDrive, spaceName, spaceOf } from './drive.js';
+import { count } from '../../util/plural.js';
 
 interface PushOptions {
   name?: string;
@@ -50,7 +51,7 @@ export function register(program: Command): void {
         progress?.stop();
         await drive.auth.flush();
         if (r.sameName.length) {
-          warn(`${r.sameName.length} other backup(s) named ${termSafe(r.file.name)} were already on Drive and are kept; the name now means this newest one (see backupctl drive list)`);
+          warn(`${count(r.sameName.length, 'other backup')} named ${termSafe(r.file.name)} already on Drive ${r.sameName.length === 1 ? 'is' : 'are'} kept; the name now means this newest one (see backupctl drive list)`);
         }
         const seconds = (Date.now() - t0) / 1000;
         if (ctx.json) {

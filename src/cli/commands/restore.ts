@@ -6,6 +6,7 @@ import { BackupctlError, Exit } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+import { count } from '../../util/plural.js';
 
 /** Open FILE, or standard input for '-' (refused when stdin is a terminal). */
 export async function openArchive(file: string): Promise<ArchiveFile | ArchiveStream> {
@@ -37,7 +38,7 @@ export function register(program: Command): void {
         progress.stop();
         const seconds = (Date.now() - t0) / 1000;
         if (ctx.json) emitJson({ ok: true, dir: opts.dir, ...res, seconds });
-        else info(`Restored ${res.entries} entries (${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB) into ${opts.dir} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
+        else info(`Restored ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}, ${(res.bytes / 1e6).toFixed(1)} MB) into ${opts.dir} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
       } finally {
         progress.stop();
         await archive.close();

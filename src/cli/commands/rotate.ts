@@ -23,6 +23,7 @@ import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { defaultLabel, writeCodeFile } from './recovery-code.js';
 import { addSpaceOption, openDrive, spaceName, spaceOf } from './drive.js';
+import { count } from '../../util/plural.js';
 
 /** Config entries of recovery codes replaced by newer ones, kept (public keys only) to name old slots. */
 const RETIRED = 'retiredRecoveryCodes';
@@ -283,7 +284,7 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
     await deleteFile(drive, pulled.file);
     await drive.auth.flush();
     if (s.removed.length && pulled.others.length) {
-      warn(`${pulled.others.length} older backup(s) named ${pulled.file.name} are still on Drive and still open with the removed slot(s) ${s.removed.map((l) => `"${l}"`).join(', ')}: delete them with backupctl drive rm ID or drive prune`);
+      warn(`${count(pulled.others.length, 'older backup')} named ${pulled.file.name} ${pulled.others.length === 1 ? 'is' : 'are'} still on Drive and still open${s.removed.length === 1 ? ' with the removed slot' : ' with the removed slots'} ${s.removed.map((l) => `"${l}"`).join(', ')}: delete ${pulled.others.length === 1 ? 'it' : 'them'} with backupctl drive rm ID or drive prune`);
     }
     return report(ctx, { ...s, archive: pulled.file.name }, what, { remote: { space, oldId: pulled.file.id, newId: pushed.file.id } });
   } finally {

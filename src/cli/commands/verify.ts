@@ -8,6 +8,7 @@ import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { describeSlots } from './inspect.js';
+import { count } from '../../util/plural.js';
 
 export function register(program: Command): void {
   addUnlockOptions(
@@ -33,14 +34,14 @@ export function register(program: Command): void {
         if (ctx.json) {
           emitJson({ ok: differences.length === 0, ...res, seconds, slots, against: opts.against, differences });
         } else {
-          info(`OK: ${file}: ${res.entries} entries (${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB), ${res.segments} segments authenticated, every file hash matches (${seconds.toFixed(1)} s)`);
+          info(`OK: ${file}: ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}, ${(res.bytes / 1e6).toFixed(1)} MB), ${count(res.segments, 'segment')} authenticated, every file hash matches (${seconds.toFixed(1)} s)`);
           for (const s of slots.filter((x) => x.inConfig === null)) info(`note: slot ${s.type} "${s.label}" is for a recipient that is not in the local config`);
           for (const p of res.changedWhileRead) info(`note: ${p} changed while it was being backed up`);
           if (opts.against) {
             // Decided before the listing: a reader that stops early (| head) keeps this status.
             if (differences.length) process.exitCode = Exit.partial;
             for (const d of differences) process.stdout.write(`${d.path}: ${d.problem}\n`);
-            info(differences.length ? `${differences.length} difference(s) from ${opts.against}: exit 3` : `No differences from ${opts.against}`);
+            info(differences.length ? `${count(differences.length, 'difference')} from ${opts.against}: exit 3` : `No differences from ${opts.against}`);
           }
         }
         return differences.length ? Exit.partial : Exit.ok;
