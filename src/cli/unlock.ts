@@ -42,6 +42,15 @@ async function fido2Identity(opts: UnlockOptions, signal: AbortSignal): Promise<
   });
 }
 
+/**
+ * Whether unlock() has a way to a key for slots of these types: a security key to try, or the
+ * recovery code given or asked for on a terminal. Lets a command refuse before it writes anything.
+ */
+export function canUnlock(slotTypes: readonly string[], opts: UnlockOptions): boolean {
+  if (slotTypes.includes(FIDO2) && !opts.useRecoveryCode) return true;
+  return opts.recoveryCodeFile !== undefined || !!process.env.BACKUPCTL_RECOVERY_CODE || canPrompt();
+}
+
 /** The file key, after the header MAC has confirmed it. Throws exit 4 / 5 / 7 / 8 as documented. */
 export async function unlock(header: ParsedHeader, opts: UnlockOptions, signal: AbortSignal): Promise<Uint8Array> {
   const slots: readonly Slot[] = header.slots;

@@ -246,9 +246,12 @@ describe('a WhatsApp backup folder', () => {
     expect(bad.stderr).toMatch(/g\.bkp was written and verified, but the WhatsApp files were kept: this recovery code does not open this archive/);
     for (const l of g.legacy) expect(existsSync(join(g.root, l)), l).toBe(true);
 
+    // No way to open it without a terminal: refused before anything is written (exit 2).
+    const written = await readFile(out);
     const noCode = await cli(['migrate-from-64-digit-key', g.root, '-o', out, '--force', '--key-file', key, '--remove-legacy']);
-    expect(noCode.exitCode).toBe(2); // no way to open it without a terminal: nothing removed
-    expect(noCode.stderr).toMatch(/WhatsApp files were kept: no recovery code given and stdin is not a terminal/);
+    expect(noCode.exitCode).toBe(2);
+    expect(noCode.stderr).toBe('backupctl: --remove-legacy must open the new archive before it removes anything, and there is no terminal to ask for the recovery code: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE (nothing was written)\n');
+    expect((await readFile(out)).equals(written)).toBe(true);
     for (const l of g.legacy) expect(existsSync(join(g.root, l)), l).toBe(true);
 
     const good = await cli(['migrate-from-64-digit-key', g.root, '-o', out, '--force', '--key-file', key, '--remove-legacy', '--recovery-code-file', codeFile, '--json']);

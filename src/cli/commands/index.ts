@@ -12,6 +12,7 @@ import { register as doctor } from './doctor.js';
 import { register as drive } from './drive.js';
 import { register as push } from './push.js';
 import { register as pull } from './pull.js';
+import { register as completion } from './completion.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -26,4 +27,5 @@ export const commands: Array<(program: Command) => void> = [
   push,
   pull,
   drive,
+  completion,
 ];

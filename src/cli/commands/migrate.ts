@@ -20,7 +20,7 @@ import { action, emitJson, info, warn } from '../run.js';
 import { readSecret, readSecretFileBytes } from '../secrets.js';
 import { startProgress } from '../progress.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions, type ResolvedRecipient } from '../recipients.js';
-import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
+import { addUnlockOptions, canUnlock, unlock, type UnlockOptions } from '../unlock.js';
 import { count } from '../../util/plural.js';
 
 interface MigrateOptions extends RecipientOptions, UnlockOptions {
@@ -98,6 +98,11 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
   if (existing?.isDirectory()) throw new BackupctlError(Exit.io, `${opts.output} is a directory; give a file name with -o`);
   if (existing && !opts.force) throw new BackupctlError(Exit.io, `${opts.output} already exists; use --force to replace it`);
   const recipients = await resolveRecipients(opts);
+  // --remove-legacy opens the new archive before removing anything: when nothing could open it
+  // here (no code given, no terminal to ask for it, no security key), refuse before writing it.
+  if (opts.removeLegacy && !canUnlock(recipients.map((r) => r.type), opts)) {
+    throw usageError('--remove-legacy must open the new archive before it removes anything, and there is no terminal to ask for the recovery code: use --recovery-code-file FILE or BACKUPCTL_RECOVERY_CODE (nothing was written)');
+  }
 
   const rootKey = await readRootKey(opts.keyFile, ctx.signal);
   const aesKey = backupEncryptionKey(rootKey);
