@@ -103,10 +103,15 @@ describe('installation', () => {
 describe('Node.js version', () => {
   const pkg = async () => JSON.parse(await readFile(join(REPO, 'package.json'), 'utf8')) as { engines: { node: string } };
 
-  it('engines states the range of the strictest dependency (@inquirer/prompts)', async () => {
+  it('engines states the range of the strictest dependency (@inquirer/prompts), and the launcher checks that range', async () => {
     const inquirer = JSON.parse(await readFile(join(REPO, 'node_modules', '@inquirer', 'prompts', 'package.json'), 'utf8')) as { engines: { node: string } };
+    const launcher = (await import(join(REPO, 'bin', 'node-version.js'))) as { ENGINES: string; supportedNode(v: string): boolean };
     expect((await pkg()).engines.node).toBe(inquirer.engines.node);
-    expect((await pkg()).engines.node).toBe('^22.22.2 || ^24.15.0 || >=26.0.0');
+    expect(launcher.ENGINES).toBe((await pkg()).engines.node);
+    const yes = ['22.22.2', '22.30.0', '24.15.0', '24.21.0', '26.0.0', '27.1.0'];
+    const no = ['20.20.2', '22.12.0', '22.22.1', '23.11.0', '24.14.9', '25.2.1'];
+    expect(yes.filter((v) => !launcher.supportedNode(v))).toEqual([]);
+    expect(no.filter((v) => launcher.supportedNode(v))).toEqual([]);
   });
 
   // The machines ship Node 20 as /usr/bin/node; elsewhere, a node older than 22 if there is one.

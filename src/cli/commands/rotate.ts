@@ -263,7 +263,7 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
   const drive = await openDrive(ctx);
   const dir = await mkdtemp(join(tmpdir(), 'backupctl-rotate-'));
   try {
-    const local = join(dir, 'archive.bkp');
+    const local = join(dir, 'archive.bctl');
     let progress = await startProgress('pull');
     const pulled = await pull(drive, {
       // A foreign copy is refused below (exit 8, before anything changes), not by pull's exit 11.
