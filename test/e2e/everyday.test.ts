@@ -151,7 +151,7 @@ describe('the README', () => {
     const cmd = /^backupctl (migrate-from-64-digit-key \.\.\/shared\/interop\/whatsapp-crypt15\/msgstore\.db\.crypt15 .*?)\s*(#.*)?$/m.exec(readme)?.[1];
     expect(cmd, 'README: the try-it command for the bundled sample').toBeDefined();
     expect(shared, 'the sample in ../shared/interop/whatsapp-crypt15').toBeDefined();
-    const args = cmd!.split(/\s+/).map((a) => a.replace('../shared', shared!).replace('/tmp/', `${home}/`));
+    const args = cmd!.split(/\s+/).map((a) => (a.startsWith('/tmp/') ? join(home, a.slice(5)) : a.replace(/^\.\.\/shared/, shared!)));
     const r = await cli(...args);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/^Wrote and verified .*: 1 WhatsApp backup file decrypted, 1 entry \(1 file\)/m);
