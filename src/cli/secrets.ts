@@ -80,9 +80,9 @@ async function readSecretFile(path: string, s: SecretSource): Promise<string> {
 }
 
 async function promptHidden(s: SecretSource, term: PromptStreams): Promise<string> {
-  const { password } = await import('@inquirer/prompts');
   const what = s.what.charAt(0).toUpperCase() + s.what.slice(1);
   try {
+    const { password } = await import('@inquirer/prompts');
     return await withoutSpinner(() => password(
       { message: s.prompt ?? `${what}:`, mask: false, ...(s.validate ? { validate: s.validate } : {}) },
       // On stderr (or the terminal itself) so stdout stays clean for results (--json, -o -).
