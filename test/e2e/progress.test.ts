@@ -1,4 +1,4 @@
-// Progress of create, restore and verify: with --json, JSON lines on stderr whose last point has
+// Progress of create, restore, verify and migrate: with --json, JSON lines on stderr whose last point has
 // done everything it counted towards (bytes = total) with the entry count of the result; on a
 // terminal (a pty), the spinner line shows bytes done, total, rate and ETA.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BIN, makeHome, newRecoveryCode, onlyJson, runCli, type RecoveryCode } from '../support/cli.js';
 import { runInPty } from '../support/pty.js';
+import { writeCrypt15 } from '../support/crypt15-writer.js';
 
 let home: string;
 let configDir: string;
@@ -84,6 +85,19 @@ describe('--json progress lines', () => {
     expect(last.bytes).toBe(last.total);
     expect(last.bytes).toBeGreaterThan(FILES * SIZE);
     expect(last.entries).toBe(onlyJson<{ entries: number }>(r).entries);
+  });
+
+  it('migrate: the total (the .crypt15 size) grows to the decrypted bytes, which it ends at', async () => {
+    const rootKey = randomBytes(32);
+    // Compressible: the database decompresses to far more than its .crypt15 holds.
+    const db = Buffer.from('INSERT INTO messages VALUES(1,\'hello\');\n'.repeat(50_000));
+    const legacy = join(home, 'msgstore.db.crypt15');
+    await writeCrypt15(legacy, db, { rootKey });
+    const keyFile = join(home, 'legacy.key');
+    await writeFile(keyFile, rootKey.toString('hex'), { mode: 0o600 });
+    const r = await runCli(['migrate-from-64-digit-key', legacy, '-o', join(home, 'migrated.bctl'), '--key-file', keyFile, '--json'], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(expectWellFormed(progressLines(r.stderr), 'migrate')).toMatchObject({ bytes: db.length, total: db.length, entries: 1, eta: 0 });
   });
 });
 
