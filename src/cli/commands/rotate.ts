@@ -13,7 +13,8 @@ import type { Slot } from '../../keys/types.js';
 import { fingerprint, recipientTag } from '../../keys/x25519.js';
 import { generateRecoveryCode, RECOVERY_SLOT_TYPE, recoveryRecipientEntry } from '../../keys/recovery-code.js';
 import { b64decode, b64encode } from '../../util/base64.js';
-import { acquireLock, type Lock } from '../../util/fsutil.js';
+import { acquireLock, type Lock } from '../../util/lock.js';
+import { requireOutputDir } from '../../util/fsutil.js';
 import { MAGIC, MAX_SLOTS } from '../../archive/format.js';
 import { readArchiveHeader } from '../../archive/header.js';
 import { ArchiveFile } from '../../archive/reader.js';
@@ -150,6 +151,7 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
   const t0 = Date.now();
   const dest = o.output ?? file;
   if (o.output) {
+    await requireOutputDir(o.output);
     const exists = await lstat(o.output).then(() => true, () => false);
     if (exists) throw new BackupctlError(Exit.io, `${o.output} already exists; choose another --output (or leave it out to replace ${file})`);
   }
@@ -189,12 +191,12 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
         const recipients = plan.target.map((m) => recipientFromEntry(m.entry!));
         slotTags = plan.target.map((m) => tagOf(m.entry!));
         newKey = await rekeyArchive({ source, recipients, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
-        await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, replace: !o.output, signal: ctx.signal });
       } else {
         const slots = plan.target.map((m) => m.slot ?? recipientFromEntry(m.entry!).wrap(fileKey!));
         slotTags = slots.map((s) => s.tag);
         const { payloadSha256 } = await rewrapArchive({ source, fileKey, slots, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
-        await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, replace: !o.output, signal: ctx.signal });
       }
       progress.stop();
       if (plan.removed.length && !rekey) {
