@@ -101,6 +101,31 @@ export async function updateConfig<T>(change: (cfg: Config) => T | Promise<T>, h
   }
 }
 
+export const entryFingerprint = (e: RecipientEntry) => fingerprint(e.type, b64decode(e.publicKey));
+
+/** The entry of `type` (`noun` in messages) with this label or fingerprint; exit 2 when none or several match. */
+export function findRecipient(entries: RecipientEntry[], type: string, which: string, noun: string, listCmd: string): RecipientEntry {
+  const hits = entries.filter((e) => e.type === type && (e.label === which || entryFingerprint(e) === which));
+  if (hits.length === 0) throw usageError(`no ${noun} is labelled or has the fingerprint "${which}" (see: ${listCmd})`);
+  if (hits.length > 1) throw usageError(`"${which}" matches ${hits.length} ${noun}s: use the fingerprint`);
+  return hits[0]!;
+}
+
+/**
+ * Remove the `type` entry `which` from the config. With `refuseLast`, refused (exit 2) when no
+ * recipient would be left, so that new archives could be opened by nobody.
+ */
+export function removeRecipient(type: string, which: string, noun: string, listCmd: string, refuseLast: boolean): Promise<RecipientEntry> {
+  return updateConfig((cfg) => {
+    const e = findRecipient(cfg.recipients, type, which, noun, listCmd);
+    if (cfg.recipients.length === 1 && refuseLast) {
+      throw usageError(`refusing to remove "${e.label}": it is the last recipient in the config, so new archives could be opened by nobody; add --force if that is what you want`);
+    }
+    cfg.recipients = cfg.recipients.filter((r) => r !== e);
+    return e;
+  });
+}
+
 /** The recipient a config entry describes: every slot type wraps the same way (x25519.ts). */
 export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerprint: string } {
   const pub = b64decode(entry.publicKey);
