@@ -3,7 +3,7 @@
 // create. Settings other modules keep at the top level are left to them.
 import { BackupctlError, Exit } from './errors.js';
 import { b64decode } from './util/base64.js';
-import { decodeParams, FIDO2_SLOT_TYPE } from './keys/fido2-slot.js';
+import { FIDO2_SLOT_TYPE } from './keys/fido2-slot.js';
 import { RECOVERY_SLOT_TYPE } from './keys/recovery-code.js';
 import { termSafe } from './util/terminal-text.js';
 import type { Config } from './config.js';
@@ -43,7 +43,7 @@ function entryProblem(e: unknown, retired: boolean): string | null {
   if (typeof r.created !== 'string' || Number.isNaN(Date.parse(r.created))) return 'has no valid "created" date';
   if (r.params !== undefined && (typeof r.params !== 'object' || r.params === null || Array.isArray(r.params))) return 'has params that are not an object';
   if (r.type === RECOVERY_SLOT_TYPE && r.params !== undefined) return 'is a recovery code with params (it has none)';
-  if (r.type === FIDO2_SLOT_TYPE && !decodeParams(r.params as Record<string, unknown> | undefined)) return 'has malformed security key params (rp, credential, salt, uv)';
+  if (r.type === FIDO2_SLOT_TYPE && r.params === undefined) return 'is a security key without params';
   if (retired && (typeof r.retired !== 'string' || Number.isNaN(Date.parse(r.retired)))) return 'has no valid "retired" date';
   return null;
 }

@@ -59,6 +59,8 @@ export async function ensureConfigDir(sub?: string): Promise<string> {
   } catch (err) {
     throw ioError(err, dir, 'create');
   }
+  // Again, now that it exists: a directory someone else made in between is refused.
+  await checkAncestors(dir);
   await checkOwnPath(configDir(), 'directory');
   return dir;
 }

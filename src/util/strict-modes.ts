@@ -2,8 +2,11 @@
 // only the way ssh's StrictModes trusts ~/.ssh: the config directory and file are real (not
 // symbolic links), belong to the user running backupctl, and are not writable by group or others;
 // and every directory above them, up to the home directory (when they are inside it) or else up
-// to /, belongs to that user or root and is not writable by group or others. As in ssh, a sticky
-// directory such as /tmp is no exception. Not checked on Windows, which has no such modes.
+// to /, belongs to that user or root and is not writable by group or others. One difference from
+// ssh, which refuses those too: a sticky directory owned by root (/tmp) is accepted above, since
+// the sticky bit keeps others from renaming or removing what is ours in it, and everything below
+// it is checked as above (a directory someone else made there first is refused). Not checked on
+// Windows, which has no such modes.
 import { lstat, realpath, stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { homedir } from 'node:os';
@@ -63,10 +66,8 @@ export async function checkAncestors(dir: string): Promise<void> {
       throw ioError(err, p, 'read');
     });
     if (st.uid !== uid && st.uid !== 0) throw refused(`the config in ${dir}: ${p} above it belongs to uid ${st.uid}, neither you nor root, who could replace the config`);
-    if ((st.mode & 0o022) !== 0) {
-      throw refused(
-        `the config in ${dir}: ${p} above it is writable by group or others (mode ${modeOf(st.mode)}), who could replace the config${st.mode & 0o1000 ? ' (sticky or not, as for ssh)' : ''}; run: chmod go-w ${p}, or use a config directory inside your home`,
-      );
+    if ((st.mode & 0o022) !== 0 && !((st.mode & 0o1000) !== 0 && st.uid === 0)) {
+      throw refused(`the config in ${dir}: ${p} above it is writable by group or others (mode ${modeOf(st.mode)}), who could replace the config; run: chmod go-w ${p}`);
     }
     if ((stopAtHome && p === home) || dirname(p) === p) return;
     p = dirname(p);
