@@ -1,0 +1,127 @@
+// The order of changes, through the built CLI: every command that changes the config checks all
+// its inputs first and changes the config last, so each failure leaves config.json byte-identical
+// and no new recovery code appears anywhere (a code is only ever in the stdout result or the
+// user's --output file, never in an error line).
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, type RecoveryCode } from '../support/cli.js';
+import { HOST_TAG, startTicks } from '../../src/util/owner.js';
+
+const CODE_RE = /[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){6}/;
+
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let rc: RecoveryCode;
+let src: string;
+let archive: string;
+const cli = (args: string[]) => runCli(args, { configDir, timeoutMs: 60_000 });
+const cfgPath = () => join(configDir, 'config.json');
+
+beforeEach(async () => {
+  ({ home, configDir, cleanup } = await makeHome('backupctl-order-e2e-'));
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'), 'paper');
+  src = join(home, 'export');
+  await makeExportTree(src);
+  archive = join(home, 'a.bkp');
+  expect((await cli(['create', src, '-o', archive])).exitCode).toBe(0);
+});
+afterEach(() => cleanup());
+
+/** Run `args`; expect exit `code`, one clear line, no recovery code anywhere, config.json and the archive unchanged. */
+async function failsCleanly(args: string[], code: number, line: RegExp) {
+  const config = await readFile(cfgPath());
+  const arch = await readFile(archive);
+  const r = await cli(args);
+  expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(code);
+  expect(r.stderr).toMatch(new RegExp(`^backupctl: ${line.source}`));
+  expect(r.stderr.split('\n').filter((l) => l.startsWith('backupctl: ')), r.stderr).toHaveLength(1);
+  expect(r.stderr).not.toMatch(STACK_TRACE);
+  expect(r.stderr).not.toMatch(CODE_RE);
+  expect(r.stdout).not.toMatch(CODE_RE);
+  expect((await readFile(cfgPath())).equals(config), `${args.join(' ')}: config.json changed`).toBe(true);
+  expect((await readFile(archive)).equals(arch)).toBe(true);
+  return r;
+}
+
+/** Hold the config lock as a live run would (this test process). */
+const lockConfig = () => writeFile(`${cfgPath()}.lock`, `backupctl-lock 1 host=${HOST_TAG} pid=${process.pid} start=${startTicks(process.pid) ?? '-'} token=${'1'.repeat(32)}\n`);
+
+describe('recovery-code rotate', () => {
+  it('--check with a mistyped DIR: exit 6 before any code is made; the old code stays', async () => {
+    await failsCleanly(['recovery-code', 'rotate', '--check', join(home, 'bakcups')], 6, /cannot read .*bakcups: no such file or directory/);
+    await failsCleanly(['recovery-code', 'rotate', '--check', join(home, 'bakcups'), '--output', join(home, 'new.txt')], 6, /cannot read/);
+    expect(await readdir(home)).not.toContain('new.txt');
+    expect((await cli(['recovery-code', 'check', '--recovery-code-file', rc.file])).exitCode).toBe(0);
+  });
+
+  it('--output an existing file, a taken or bad --label, a locked config: nothing changes', async () => {
+    await writeFile(join(home, 'exists.txt'), 'mine');
+    await failsCleanly(['recovery-code', 'rotate', '--output', join(home, 'exists.txt')], 6, /.*exists.txt already exists: refusing to overwrite it/);
+    expect(await readFile(join(home, 'exists.txt'), 'utf8')).toBe('mine');
+    await failsCleanly(['recovery-code', 'rotate', '--label', 'paper'], 2, /a recipient labelled "paper" exists already/);
+    await failsCleanly(['recovery-code', 'rotate', '--label', 'a\u202eb'], 2, /--label must be 1 to 100 visible characters/);
+    await lockConfig();
+    await failsCleanly(['recovery-code', 'rotate'], 9, /the config is in use by another backupctl run/);
+  });
+
+  it('with --check DIR that holds archives: the code is shown, then the old one retired, and the list printed', async () => {
+    const r = await cli(['recovery-code', 'rotate', '--check', home, '--label', 'new']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const shown = r.stdout.indexOf(r.stdout.match(CODE_RE)![0]);
+    expect(shown).toBeGreaterThan(0);
+    expect(r.stdout.indexOf('It replaces "paper"')).toBeGreaterThan(shown);
+    expect(r.stdout).toContain(`  ${archive}: "paper"`);
+    const cfg = JSON.parse(await readFile(cfgPath(), 'utf8'));
+    expect(cfg.recipients.map((e: { label: string }) => e.label)).toEqual(['new']);
+  });
+});
+
+describe('recovery-code new', () => {
+  it('a taken label, a locked config, an existing --output: nothing changes, no code shown or written', async () => {
+    await failsCleanly(['recovery-code', 'new', '--label', 'paper'], 2, /a recipient labelled "paper" exists already/);
+    await lockConfig();
+    await failsCleanly(['recovery-code', 'new'], 9, /the config is in use by another backupctl run/);
+    await failsCleanly(['recovery-code', 'new', '--output', join(home, 'c.txt')], 9, /the config is in use/);
+    expect(await readdir(home)).not.toContain('c.txt');
+  });
+});
+
+describe('rotate --new-recovery-code', () => {
+  it('a wrong code, a missing archive, contradictory flags: the config keeps its code, no new one appears', async () => {
+    const wrong = join(home, 'wrong.txt');
+    const other = await runCli(['recovery-code', 'new', '--json'], { configDir: join(home, 'other') });
+    await writeFile(wrong, onlyJson<{ code: string }>(other).code, { mode: 0o600 });
+    await failsCleanly(['rotate', archive, '--new-recovery-code', '--recovery-code-file', wrong], 4, /.*/);
+    await failsCleanly(['rotate', join(home, 'nope.bkp'), '--new-recovery-code', '--recovery-code-file', rc.file], 6, /.*nope\.bkp/);
+    await failsCleanly(['rotate', archive, '--new-recovery-code', '--rekey', '--no-rekey', '--recovery-code-file', rc.file], 2, /--rekey and --no-rekey contradict each other: give one of them/);
+  });
+
+  it('--json with the config locked: exit 9 before the archive is touched; the code is never on stderr', async () => {
+    await lockConfig();
+    const r = await failsCleanly(['rotate', '--json', archive, '--new-recovery-code', '--recovery-code-file', rc.file], 9, /the config is in use by another backupctl run/);
+    expect(onlyJson(r)).toMatchObject({ ok: false, error: { exitCode: 9, kind: 'locked' } });
+  });
+
+  it('--json on success: the code only in the stdout object, the config changed once the archive is in place', async () => {
+    const r = await cli(['rotate', '--json', archive, '--new-recovery-code', '--recovery-code-file', rc.file]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(CODE_RE);
+    const j = onlyJson<{ code: string; label: string; retiredFromConfig: string[] }>(r);
+    expect(j.code).toMatch(CODE_RE);
+    expect(j.retiredFromConfig).toEqual(['paper']);
+    await writeFile(join(home, 'new.txt'), j.code, { mode: 0o600 });
+    expect((await cli(['verify', archive, '--recovery-code-file', join(home, 'new.txt')])).exitCode).toBe(0);
+    expect(await readdir(configDir)).toEqual(['config.json']);
+  });
+});
+
+describe('removing recipients', () => {
+  it('key remove and recovery-code remove of an unknown label, or of the last recipient: exit 2, nothing changes', async () => {
+    await failsCleanly(['key', 'remove', 'nope'], 2, /no enrolled security key is labelled or has the fingerprint "nope"/);
+    await failsCleanly(['recovery-code', 'remove', 'nope'], 2, /no recovery code is labelled or has the fingerprint "nope" \(see: backupctl recovery-code list\)/);
+    await failsCleanly(['recovery-code', 'remove', 'paper'], 2, /refusing to remove "paper": it is the last recipient in the config/);
+    await failsCleanly(['key', 'enroll', '--label', 'paper'], 2, /a recipient labelled "paper" exists already/);
+  });
+});
