@@ -5,7 +5,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, startCli, type RecoveryCode } from '../support/cli.js';
+import { DriveFake } from '../support/drive-fake/server.js';
 import { HOST_TAG, startTicks } from '../../src/util/owner.js';
 
 const CODE_RE = /[0-9A-HJKMNP-TV-Z]{5}(?:-[0-9A-HJKMNP-TV-Z]{5}){6}/;
@@ -123,5 +124,37 @@ describe('removing recipients', () => {
     await failsCleanly(['recovery-code', 'remove', 'nope'], 2, /no recovery code is labelled or has the fingerprint "nope" \(see: backupctl recovery-code list\)/);
     await failsCleanly(['recovery-code', 'remove', 'paper'], 2, /refusing to remove "paper": it is the last recipient in the config/);
     await failsCleanly(['key', 'enroll', '--label', 'paper'], 2, /a recipient labelled "paper" exists already/);
+  });
+});
+
+describe('drive login', () => {
+  it('a refused sign-in with --client-secret-file leaves the config directory as it was', async () => {
+    const fake = await new DriveFake().start();
+    try {
+      const secret = join(home, 'client_secret.json');
+      await writeFile(secret, JSON.stringify({ installed: { client_id: fake.clientId, client_secret: fake.clientSecret } }));
+      const before = (await readdir(configDir)).sort();
+      const env = { BACKUPCTL_DRIVE_ROOT_URL: fake.rootUrl, BACKUPCTL_DRIVE_TOKEN_URL: fake.tokenUrl, BACKUPCTL_DRIVE_AUTH_URL: fake.authUrl, BACKUPCTL_BROWSER: '' };
+      const child = startCli(['drive', 'login', '--client-secret-file', secret], { configDir, env, timeoutMs: 60_000 });
+      let err = '';
+      const url = await new Promise<string>((resolve, reject) => {
+        child.stderr!.on('data', (d: Buffer) => {
+          err += d.toString();
+          const m = /^(http:\/\/127\.0\.0\.1:\d+\/auth\?\S+)$/m.exec(err);
+          if (m) resolve(m[1]!);
+        });
+        void child.then(() => reject(new Error(`login exited before printing the URL: ${err}`)));
+      });
+      const u = new URL(url);
+      const redirect = new URL(u.searchParams.get('redirect_uri')!);
+      redirect.searchParams.set('error', 'access_denied');
+      redirect.searchParams.set('state', u.searchParams.get('state')!);
+      await fetch(redirect);
+      const r = await child;
+      expect(r.exitCode).toBe(8);
+      expect((await readdir(configDir)).sort()).toEqual(before); // no drive-client.json, no token
+    } finally {
+      await fake.stop();
+    }
   });
 });
