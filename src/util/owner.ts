@@ -25,7 +25,7 @@ export function startTicks(pid: number): string | null {
 }
 
 /** Milliseconds since the epoch at which `pid` started, on Linux (USER_HZ is 100 in /proc). */
-export function startedAtMs(pid: number): number | null {
+function startedAtMs(pid: number): number | null {
   const ticks = startTicks(pid);
   if (ticks === null) return null;
   let btime: number;
@@ -46,7 +46,7 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
-export const OUR_START = startTicks(process.pid);
+const OUR_START = startTicks(process.pid);
 
 export interface Owner {
   host: string;
