@@ -4,6 +4,7 @@
 // user's --output file, never in an error line).
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, startCli, type RecoveryCode } from '../support/cli.js';
 import { DriveFake } from '../support/drive-fake/server.js';
@@ -156,5 +157,60 @@ describe('drive login', () => {
     } finally {
       await fake.stop();
     }
+  });
+});
+
+/** Can this machine make a file immutable (chattr +i: even root cannot replace it)? */
+async function canPin(): Promise<boolean> {
+  const { home: h, cleanup: c } = await makeHome('backupctl-chattr-');
+  try {
+    await writeFile(join(h, 'f'), '');
+    const r = await execa('chattr', ['+i', join(h, 'f')], { reject: false });
+    if (r.exitCode !== 0) return false;
+    await execa('chattr', ['-i', join(h, 'f')]);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c();
+  }
+}
+
+describe.runIf(await canPin())('the config cannot be written after the code was given', () => {
+  /** Run with config.json immutable, so that writing it (the last step) fails; undone afterwards. */
+  async function pinned<T>(fn: () => Promise<T>): Promise<T> {
+    await execa('chattr', ['+i', cfgPath()]);
+    try {
+      return await fn();
+    } finally {
+      await execa('chattr', ['-i', cfgPath()]);
+    }
+  }
+
+  it('recovery-code new and rotate: the shown code is declared void, a written file removed, the config unchanged', async () => {
+    const config = await readFile(cfgPath());
+    for (const cmd of ['new', 'rotate']) {
+      const r = await pinned(() => cli(['recovery-code', cmd]));
+      expect(r.exitCode, r.stderr).toBe(6);
+      expect(r.stdout).toMatch(CODE_RE); // it was shown before the config was written...
+      expect(r.stderr).toMatch(/^backupctl: the code shown above was NOT recorded in the config, which is unchanged: do not keep it \(cannot write .*config\.json: operation not permitted\)\n$/);
+      expect(r.stderr).not.toMatch(CODE_RE);
+      const f = await pinned(() => cli(['recovery-code', cmd, '--output', join(home, `${cmd}.txt`)]));
+      expect(f.exitCode).toBe(6);
+      expect(await readdir(home)).not.toContain(`${cmd}.txt`); // ...and a file holding it is removed
+      expect((await readFile(cfgPath())).equals(config)).toBe(true);
+      expect(await readdir(configDir)).toEqual(['config.json']);
+    }
+  });
+
+  it('rotate --new-recovery-code --json: the archive opens with the new code, which is in the stdout error object only', async () => {
+    const r = await pinned(() => cli(['rotate', '--json', archive, '--new-recovery-code', '--recovery-code-file', rc.file]));
+    expect(r.exitCode).toBe(6);
+    expect(r.stderr).toMatch(/was rotated and opens with the new code given in this JSON object, but the config could not be updated/);
+    expect(r.stderr).not.toMatch(CODE_RE);
+    const j = onlyJson<{ error: { code: string } }>(r);
+    expect(j.error.code).toMatch(CODE_RE);
+    await writeFile(join(home, 'new.txt'), j.error.code, { mode: 0o600 });
+    expect((await cli(['verify', archive, '--recovery-code-file', join(home, 'new.txt')])).exitCode).toBe(0);
   });
 });
