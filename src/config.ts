@@ -1,10 +1,14 @@
-// The config directory: who every future backup is encrypted to. Treated like ~/.ssh: a
-// config file or directory writable by group or others is refused, writes are atomic and locked.
-import { readFile, stat } from 'node:fs/promises';
+// The config directory: who every future backup is encrypted to. Treated like ~/.ssh (trusted
+// only as ssh's StrictModes would), checked entry by entry on every load, written atomically under
+// its lock.
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { homedir } from 'node:os';
 import { BackupctlError, Exit, ioError, usageError } from './errors.js';
-import { acquireLock, writeFileAtomic } from './util/fsutil.js';
+import { writeFileAtomic } from './util/fsutil.js';
+import { acquireLock, type Lock } from './util/lock.js';
+import { checkAncestors, checkOwnPath } from './util/strict-modes.js';
+import { checkConfig, labelProblem } from './config-schema.js';
 import { b64decode } from './util/base64.js';
 import { fingerprint, wrapX25519 } from './keys/x25519.js';
 import type { Recipient } from './keys/types.js';
@@ -35,28 +39,36 @@ export function configDir(): string {
 
 export const configPath = () => join(configDir(), 'config.json');
 
-async function refuseLoosePermissions(path: string): Promise<boolean> {
-  let st;
-  try {
-    st = await stat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw ioError(err, path, 'read');
-  }
-  if (process.platform !== 'win32' && (st.mode & 0o022) !== 0) {
-    throw new BackupctlError(
-      Exit.refused,
-      `refusing to use ${path}: it is writable by group or others (mode ${(st.mode & 0o777).toString(8)}); run: chmod go-w ${path}`,
-    );
-  }
-  return true;
+/**
+ * Trusted as ~/.ssh is (util/strict-modes.ts); exit 8 with the reason otherwise. Returns whether
+ * the config file exists.
+ */
+async function checkTrust(): Promise<boolean> {
+  const dir = configDir();
+  await checkAncestors(dir);
+  if (!(await checkOwnPath(dir, 'directory'))) return false;
+  return checkOwnPath(configPath(), 'file');
 }
 
+/** The config directory (or `sub` inside it), created 0700 if missing, once the directories above it are trusted. */
+export async function ensureConfigDir(sub?: string): Promise<string> {
+  await checkTrust();
+  const dir = sub ? join(configDir(), sub) : configDir();
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw ioError(err, dir, 'create');
+  }
+  // Again, now that it exists: a directory someone else made in between is refused.
+  await checkAncestors(dir);
+  await checkOwnPath(configDir(), 'directory');
+  return dir;
+}
+
+/** The config, checked (config-schema.ts); an empty one if there is none yet. */
 export async function loadConfig(): Promise<Config> {
-  const dir = configDir();
-  await refuseLoosePermissions(dir);
   const path = configPath();
-  if (!(await refuseLoosePermissions(path))) return { version: 1, recipients: [] };
+  if (!(await checkTrust())) return { version: 1, recipients: [] };
   let parsed: unknown;
   try {
     parsed = JSON.parse(await readFile(path, 'utf8'));
@@ -64,24 +76,56 @@ export async function loadConfig(): Promise<Config> {
     if (err instanceof SyntaxError) throw new BackupctlError(Exit.io, `cannot parse ${path}: ${err.message}`);
     throw ioError(err, path, 'read');
   }
-  const cfg = parsed as Config;
-  if (cfg?.version !== 1 || !Array.isArray(cfg.recipients)) {
-    throw new BackupctlError(Exit.io, `${path} is not a backupctl version 1 config`);
-  }
-  return cfg;
+  return checkConfig(parsed, path);
 }
 
-/** Read-modify-write the config under its lock. */
-export async function updateConfig<T>(change: (cfg: Config) => T | Promise<T>): Promise<T> {
-  const lock = await acquireLock(configPath(), 'the config');
+/** The config lock: held for the few milliseconds of an update, so a second run waits for it a while. */
+export async function lockConfig(): Promise<Lock> {
+  await ensureConfigDir();
+  return acquireLock(configPath(), 'the config', { waitMs: 5000 });
+}
+
+/**
+ * Read-modify-write the config under its lock (`held`: a lock the caller took with lockConfig
+ * and releases itself). `change` runs after the config was read and checked; the file is written
+ * only once it returns.
+ */
+export async function updateConfig<T>(change: (cfg: Config) => T | Promise<T>, held?: Lock): Promise<T> {
+  const lock = held ?? (await lockConfig());
   try {
     const cfg = await loadConfig();
     const result = await change(cfg);
+    checkConfig(cfg, configPath());
     await writeFileAtomic(configPath(), JSON.stringify(cfg, null, 2) + '\n', 0o600);
     return result;
   } finally {
-    lock.release();
+    if (!held) lock.release();
   }
+}
+
+export const entryFingerprint = (e: RecipientEntry) => fingerprint(e.type, b64decode(e.publicKey));
+
+/** The entry of `type` (`noun` in messages) with this label or fingerprint; exit 2 when none or several match. */
+export function findRecipient(entries: RecipientEntry[], type: string, which: string, noun: string, listCmd: string): RecipientEntry {
+  const hits = entries.filter((e) => e.type === type && (e.label === which || entryFingerprint(e) === which));
+  if (hits.length === 0) throw usageError(`no ${noun} is labelled or has the fingerprint "${which}" (see: ${listCmd})`);
+  if (hits.length > 1) throw usageError(`"${which}" matches ${hits.length} ${noun}s: use the fingerprint`);
+  return hits[0]!;
+}
+
+/**
+ * Remove the `type` entry `which` from the config. With `refuseLast`, refused (exit 2) when no
+ * recipient would be left, so that new archives could be opened by nobody.
+ */
+export function removeRecipient(type: string, which: string, noun: string, listCmd: string, refuseLast: boolean): Promise<RecipientEntry> {
+  return updateConfig((cfg) => {
+    const e = findRecipient(cfg.recipients, type, which, noun, listCmd);
+    if (cfg.recipients.length === 1 && refuseLast) {
+      throw usageError(`refusing to remove "${e.label}": it is the last recipient in the config, so new archives could be opened by nobody; add --force if that is what you want`);
+    }
+    cfg.recipients = cfg.recipients.filter((r) => r !== e);
+    return e;
+  });
 }
 
 /** The recipient a config entry describes: every slot type wraps the same way (x25519.ts). */
@@ -95,14 +139,10 @@ export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerp
   };
 }
 
-const MAX_LABEL = 100;
-
-/** Labels are written in clear into every archive header: one short line of visible text. */
+/** A label as given on the command line, trimmed; exit 2 unless it is one short line of visible text. */
 export function checkLabel(label: string): string {
   const l = label.trim();
-  // Cc: control characters (newlines, escapes); Cf: invisible formatting (bidi overrides).
-  if (!l || l.length > MAX_LABEL || /[\p{Cc}\p{Cf}]/u.test(l)) {
-    throw usageError(`--label must be 1 to ${MAX_LABEL} visible characters on one line`);
-  }
+  const why = labelProblem(l);
+  if (why) throw usageError(`--label must be ${why}`);
   return l;
 }

@@ -1,12 +1,12 @@
 // Where an archive is written: a file (temporary name in the target directory, fsync, rename —
 // so an interrupted run never leaves a file under the final name) or stdout. Writes are
 // queued with a bound on bytes in flight so reading, sealing and writing overlap.
-import { open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { Worker } from 'node:worker_threads';
-import { basename, dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { Backlog } from '../util/backlog.js';
-import { syncDir, tempNameFor } from '../util/fsutil.js';
+import { publishNew, removeLeftoverTemps, requireOutputDir, syncDir, tempNameFor } from '../util/fsutil.js';
 import { DataOutput } from '../util/stdout-data.js';
 import { freeBuffers, inlineSegments, type SegmentOutput } from './stream.js';
 import { TAG_LEN } from './format.js';
@@ -47,29 +47,6 @@ async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<vo
   }
 }
 
-/** Remove temp files left by killed runs writing `path` (pid no longer alive). */
-async function cleanStaleTemps(path: string): Promise<void> {
-  const prefix = `.${basename(path)}.backupctl-tmp-`;
-  let names: string[] = [];
-  try {
-    names = await readdir(dirname(path));
-  } catch {
-    return;
-  }
-  for (const n of names) {
-    if (!n.startsWith(prefix)) continue;
-    const pid = parseInt(n.slice(prefix.length), 10);
-    let alive = false;
-    try {
-      process.kill(pid, 0);
-      alive = true;
-    } catch (e) {
-      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-    }
-    if (!alive) await unlink(join(dirname(path), n)).catch(() => {});
-  }
-}
-
 /**
  * Writes are queued and issued as one writev at a time, of everything queued meanwhile: a few
  * large requests instead of one per segment, so the thread pool stays free for the reads that
@@ -91,6 +68,8 @@ class FileSink implements Sink {
     private readonly fh: FileHandle,
     private readonly tmp: string,
     private readonly path: string,
+    /** Replace an existing file at `path` (--force); else one made meanwhile is an error. */
+    private readonly replace: boolean,
   ) {}
 
   async write(buf: Buffer): Promise<void> {
@@ -216,11 +195,13 @@ class FileSink implements Sink {
     try {
       await this.fh.sync();
       await this.fh.close();
-      await rename(this.tmp, this.path);
-      this.done = true;
+      if (this.replace) await rename(this.tmp, this.path);
     } catch (err) {
       throw ioError(err, this.path, 'write');
     }
+    // Two runs without --force writing one name: exactly one gets it (the other, exit 6, leaves it alone).
+    if (!this.replace) await publishNew(this.tmp, this.path);
+    this.done = true;
     await syncDir(dirname(this.path));
   }
 
@@ -296,7 +277,8 @@ export async function openSink(path: string, opts: { force?: boolean } = {}): Pr
     if (err instanceof BackupctlError) throw err;
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, path, 'write');
   }
-  await cleanStaleTemps(path);
+  await requireOutputDir(path);
+  await removeLeftoverTemps(dirname(path));
   const tmp = tempNameFor(path);
   let fh: FileHandle;
   try {
@@ -304,5 +286,5 @@ export async function openSink(path: string, opts: { force?: boolean } = {}): Pr
   } catch (err) {
     throw ioError(err, dirname(path) || '.', 'create a file in');
   }
-  return new FileSink(fh, tmp, path);
+  return new FileSink(fh, tmp, path, Boolean(opts.force));
 }

@@ -11,7 +11,7 @@ import { rename } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { BackupctlError, corruptError, ioError } from '../errors.js';
 import type { Recipient, Slot } from '../keys/types.js';
-import { syncDir } from '../util/fsutil.js';
+import { publishNew, syncDir } from '../util/fsutil.js';
 import { PAYLOAD_NONCE_LEN } from './format.js';
 import { encodeHeader, readArchiveHeader, verifyMac } from './header.js';
 import { openSink, type Sink } from './output.js';
@@ -137,6 +137,8 @@ export async function placeVerified(o: {
   fileKey: Uint8Array;
   /** slotTags: the header's slots, in order; payloadSha256: a re-wrap's copied payload; paths: entries that must be present. */
   expect: { slotTags?: string[]; payloadSha256?: Buffer; paths?: string[] };
+  /** Replace `dest` if it exists; else an existing `dest` (made meanwhile) is an error (exit 6) and left alone. */
+  replace: boolean;
   signal?: AbortSignal;
 }): Promise<{ entries: number; paths: string[] }> {
   const fail = (why: string) => corruptError(`the archive just written did not verify (${why}); nothing was replaced`);
@@ -163,11 +165,13 @@ export async function placeVerified(o: {
     }
   }
   o.signal?.throwIfAborted();
-  try {
-    await rename(o.tmp, o.dest);
-  } catch (err) {
-    throw ioError(err, o.dest, 'write');
-  }
+  if (o.replace) {
+    try {
+      await rename(o.tmp, o.dest);
+    } catch (err) {
+      throw ioError(err, o.dest, 'write');
+    }
+  } else await publishNew(o.tmp, o.dest);
   await syncDir(dirname(o.dest));
   return { entries, paths };
 }

@@ -1,6 +1,6 @@
 // backupctl's command line: commander parses, each command file registers itself. Heavy
 // modules (googleapis, node-hid) are imported inside actions only, so startup stays fast.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, type Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import { Exit } from '../errors.js';
@@ -36,6 +36,7 @@ export async function main(argv: string[]): Promise<void> {
     writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${withHints(s.slice(7))}` : s),
   });
   for (const register of commands) register(program);
+  refuseContradictions(program);
   try {
     await program.parseAsync(argv);
   } catch (err) {
@@ -57,4 +58,23 @@ function withHints(message: string): string {
   if (cmd !== undefined) return message.replace(`'${cmd}'`, `'${cmd}'; to list an archive's entries: backupctl ls FILE`);
   const id = /^unknown option '(-[\w-]{19,})'/.exec(message)?.[1];
   return id ? message.replace(`'${id}'`, `'${id}'; if that is a Drive file id, put -- before it: ... -- ${id}`) : message;
+}
+
+/**
+ * `--x` and `--no-x` on one command line (rotate --rekey --no-rekey): commander lets the last one
+ * win without a word; refuse it as a usage error instead, on every command that has such a pair.
+ */
+function refuseContradictions(cmd: Command): void {
+  for (const sub of cmd.commands) refuseContradictions(sub);
+  const options = cmd.options as readonly Option[];
+  for (const no of options.filter((o) => o.negate)) {
+    const yes = options.find((o) => !o.negate && o.attributeName() === no.attributeName());
+    if (!yes) continue;
+    const given = new Set<string>();
+    cmd.on(`option:${yes.name()}`, () => given.add(yes.long!));
+    cmd.on(`option:${no.name()}`, () => given.add(no.long!));
+    cmd.hook('preAction', () => {
+      if (given.size === 2) cmd.error(`error: ${yes.long} and ${no.long} contradict each other: give one of them`, { exitCode: Exit.usage, code: 'backupctl.contradiction' });
+    });
+  }
 }

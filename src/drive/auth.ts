@@ -6,7 +6,7 @@
 import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Credentials, OAuth2Client } from 'google-auth-library';
-import { configDir } from '../config.js';
+import { configDir, ensureConfigDir } from '../config.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 import { driveEndpoints, type DriveEndpoints } from './endpoints.js';
@@ -45,7 +45,13 @@ async function readJson<T>(path: string): Promise<T | null> {
 }
 
 export const readTokenFile = () => readJson<TokenFile>(tokenPath());
-export const writeTokenFile = (t: TokenFile) => writeFileAtomic(tokenPath(), JSON.stringify(t, null, 2) + '\n', 0o600);
+/** A 0600 JSON file in the config directory (created, once trusted, if missing). */
+async function writePrivate(path: string, value: unknown): Promise<void> {
+  await ensureConfigDir();
+  await writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', 0o600);
+}
+
+export const writeTokenFile = (t: TokenFile) => writePrivate(tokenPath(), t);
 export const deleteTokenFile = () =>
   unlink(tokenPath()).catch((err: NodeJS.ErrnoException) => {
     if (err.code !== 'ENOENT') throw ioError(err, tokenPath(), 'delete');
@@ -63,7 +69,7 @@ export async function readClientSecretFile(path: string): Promise<OAuthClientInf
 }
 
 export const readSavedClient = () => readJson<OAuthClientInfo>(clientPath());
-export const saveClient = (c: OAuthClientInfo) => writeFileAtomic(clientPath(), JSON.stringify(c, null, 2) + '\n', 0o600);
+export const saveClient = (c: OAuthClientInfo) => writePrivate(clientPath(), c);
 
 /** An OAuth2Client on the configured endpoints with gaxios' own retries off (retry.ts decides). */
 export async function newOAuthClient(ep: DriveEndpoints, client?: OAuthClientInfo): Promise<OAuth2Client> {

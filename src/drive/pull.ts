@@ -1,10 +1,11 @@
 // pull: the newest backup of a name (or one id) from Drive into a file or standard output,
 // compared with what this machine pushed under that name.
-import { basename, dirname } from 'node:path';
-import { access, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { access } from 'node:fs/promises';
 import type { Writable } from 'node:stream';
-import { BackupctlError, Exit, ioError } from '../errors.js';
+import { BackupctlError, Exit } from '../errors.js';
 import { termSafe } from '../util/terminal-text.js';
+import { requireOutputDir } from '../util/fsutil.js';
 import type { DriveClient } from './client.js';
 import { downloadToFile, downloadToStream, type DownloadResult } from './download.js';
 import { lastPushOf, readPushedLog } from './pushed-log.js';
@@ -47,11 +48,7 @@ export function defaultOutput(name: string): string {
  * name is known.
  */
 export async function checkOutput(output: string, force?: boolean): Promise<void> {
-  const dir = dirname(output);
-  const st = await stat(dir).catch((err: unknown) => {
-    throw ioError(err, dir, 'write into');
-  });
-  if (!st.isDirectory()) throw ioError(Object.assign(new Error(), { code: 'ENOTDIR' }), dir, 'write into');
+  await requireOutputDir(output);
   if (!force && (await access(output).then(() => true, () => false))) {
     throw new BackupctlError(Exit.io, `${output} already exists (use --force to replace it)`);
   }

@@ -3,9 +3,10 @@
 // decryption alone: anyone holding the public recipients can make an archive that decrypts.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { configDir } from '../config.js';
+import { configDir, ensureConfigDir } from '../config.js';
 import { ioError } from '../errors.js';
-import { acquireLock, writeFileAtomic } from '../util/fsutil.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+import { acquireLock } from '../util/lock.js';
 
 export interface PushedEntry {
   name: string;
@@ -33,7 +34,8 @@ export async function readPushedLog(): Promise<PushedEntry[]> {
 }
 
 export async function recordPush(e: PushedEntry): Promise<void> {
-  const lock = await acquireLock(pushedLogPath(), 'the pushed-archives log');
+  await ensureConfigDir();
+  const lock = await acquireLock(pushedLogPath(), 'the pushed-archives log', { waitMs: 5000 });
   try {
     const entries = (await readPushedLog()).filter((x) => x.id !== e.id);
     entries.push(e);

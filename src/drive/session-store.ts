@@ -4,9 +4,10 @@
 // file, so it is kept like a credential.
 import { readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { configDir } from '../config.js';
+import { configDir, ensureConfigDir } from '../config.js';
 import { ioError } from '../errors.js';
-import { acquireLock, writeFileAtomic, type Lock } from '../util/fsutil.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+import { acquireLock, type Lock } from '../util/lock.js';
 import type { FileDigest } from './hash.js';
 
 export interface SavedSession {
@@ -17,14 +18,17 @@ export interface SavedSession {
   created: string;
 }
 
+const SESSIONS = 'drive-sessions';
+
 export class SessionStore {
   readonly path: string;
   constructor(digest: FileDigest) {
-    this.path = join(configDir(), 'drive-sessions', `${digest.sha256}-${digest.size}.json`);
+    this.path = join(configDir(), SESSIONS, `${digest.sha256}-${digest.size}.json`);
   }
 
   /** Two pushes of the same archive at once would fight over one session: the second waits its turn (exit 9). */
-  lock(): Promise<Lock> {
+  async lock(): Promise<Lock> {
+    await ensureConfigDir(SESSIONS);
     return acquireLock(this.path, 'the upload of this archive');
   }
 

@@ -209,7 +209,7 @@ describe('local checks come before the login', () => {
     const missing = join(home, 'unmounted', 'usb');
     const r = await runCli(['pull', 'a.bctl', '-o', join(missing, 'a.bctl')], loggedOut());
     expect(r.exitCode).toBe(6);
-    expect(r.stderr).toBe(`backupctl: cannot write into ${missing}: no such file or directory\n`);
+    expect(r.stderr).toBe(`backupctl: cannot write ${join(missing, 'a.bctl')}: the directory ${missing} does not exist (is the disk mounted?)\n`); // fsutil requireOutputDir, as for every output file
     await expect(stat(join(home, 'unmounted'))).rejects.toThrow();
     await writeFile(join(home, 'kept.bctl'), 'keep me');
     const e = await runCli(['pull', 'a.bctl', '-o', join(home, 'kept.bctl')], loggedOut());

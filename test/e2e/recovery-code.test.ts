@@ -122,6 +122,42 @@ describe('recovery-code new', () => {
   });
 });
 
+describe('recovery-code list and remove', () => {
+  it('list shows each code by label, fingerprint (as new printed it) and date, never the code; --json too', async () => {
+    const empty = await cli(['recovery-code', 'list']);
+    expect(empty).toMatchObject({ exitCode: 0, stdout: 'No recovery code in the config. Make one with: backupctl recovery-code new\n' });
+    const a = await newCode('kitchen drawer');
+    const b = await newCode('bank');
+    const { recipients } = await config();
+    const r = await cli(['recovery-code', 'list']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`kitchen drawer\t${a.fingerprint}\tcreated ${recipients[0]!.created}\nbank\t${b.fingerprint}\tcreated ${recipients[1]!.created}\n`);
+    expect(r.stdout).not.toMatch(CODE_RE);
+    const j = onlyJson<{ codes: unknown[] }>(await cli(['recovery-code', 'list', '--json']));
+    expect(j).toEqual({ ok: true, codes: [
+      { label: 'kitchen drawer', fingerprint: a.fingerprint, created: recipients[0]!.created },
+      { label: 'bank', fingerprint: b.fingerprint, created: recipients[1]!.created },
+    ] });
+  });
+
+  it('remove by label or fingerprint; the last recipient only with --force', async () => {
+    const a = await newCode('kitchen drawer');
+    const b = await newCode('bank');
+    const r = await cli(['recovery-code', 'remove', 'kitchen drawer']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`Removed recovery code "kitchen drawer" (${a.fingerprint}) from the config`);
+    expect((await config()).recipients.map((e) => e.label)).toEqual(['bank']);
+
+    const last = await cli(['recovery-code', 'remove', b.fingerprint]);
+    expect(last.exitCode).toBe(2);
+    expect(last.stderr).toBe('backupctl: refusing to remove "bank": it is the last recipient in the config, so new archives could be opened by nobody; add --force if that is what you want\n');
+    expect((await config()).recipients).toHaveLength(1);
+    const forced = onlyJson(await cli(['recovery-code', 'remove', b.fingerprint, '--force', '--json']));
+    expect(forced).toEqual({ ok: true, label: 'bank', fingerprint: b.fingerprint });
+    expect((await config()).recipients).toEqual([]);
+  });
+});
+
 describe('recovery-code check', () => {
   it('names the group with a typo, and tells a wrong code from a typo (exit 4 both)', async () => {
     const { code } = await newCode();

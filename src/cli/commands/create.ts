@@ -7,7 +7,8 @@ import { writeArchive, type SourceEntry } from '../../archive/pack.js';
 import { checkSourceDir, treeBytes, walkDirectory } from '../../archive/walk.js';
 import { openSink } from '../../archive/output.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
-import { acquireLock } from '../../util/fsutil.js';
+import { acquireLock } from '../../util/lock.js';
+import { requireOutputDir } from '../../util/fsutil.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
@@ -22,7 +23,7 @@ export function parseSize(v: string): number {
 
 /**
  * When the archive is written inside DIR, its own files — the archive itself, its temporary file
- * (tempNameFor) and its lock — are not part of the export: never archive them.
+ * (tempNameFor) and its lock (util/lock.ts) — are not part of the export: never archive them.
  */
 async function ownFiles(dir: string, output: string): Promise<(path: string) => boolean> {
   if (output === '-') return () => false;
@@ -32,7 +33,7 @@ async function ownFiles(dir: string, output: string): Promise<(path: string) => 
   const self = rel.split(sep).join('/');
   const slash = self.lastIndexOf('/');
   const tempPrefix = `${self.slice(0, slash + 1)}.${self.slice(slash + 1)}.backupctl-tmp-`;
-  return (p) => p === self || p === `${self}.lock` || p.startsWith(tempPrefix);
+  return (p) => p === self || p === `${self}.lock` || p === `${self}.lock.break` || p.startsWith(tempPrefix);
 }
 
 async function* except(entries: AsyncIterable<SourceEntry>, skip: (path: string) => boolean): AsyncGenerator<SourceEntry> {
@@ -60,6 +61,7 @@ export function register(program: Command): void {
       if (segmentSize < MIN_SEGMENT_SIZE || segmentSize > MAX_SEGMENT_SIZE || (segmentSize & (segmentSize - 1)) !== 0) {
         throw usageError('--segment-size must be a power of two from 4K to 16M');
       }
+      if (opts.output !== '-') await requireOutputDir(opts.output);
       const recipients = await resolveRecipients(opts);
       checkSourceDir(dir); // before the lock and the output: not even a header goes to stdout
       const lock = opts.output === '-' ? null : await acquireLock(opts.output, opts.output);

@@ -1,11 +1,14 @@
-// `backupctl doctor`: what backupctl sees (security keys, config, recipients) and what is
-// missing for security keys to work (the USB HID binding and libusb, udev permissions), each
+// `backupctl doctor`: what backupctl sees (security keys, config, recipients, leftovers of killed
+// runs) and what is missing for security keys to work (the USB HID binding and libusb, udev permissions), each
 // problem with the command that fixes it.
 import type { Command } from 'commander';
 import { access, constants, readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { BackupctlError } from '../../errors.js';
-import { configPath, loadConfig } from '../../config.js';
+import { configDir, configPath, loadConfig } from '../../config.js';
+import { leftoverTemps } from '../../util/fsutil.js';
+import { termSafe } from '../../util/terminal-text.js';
+import { resolve } from 'node:path';
 import { b64decode } from '../../util/base64.js';
 import { fingerprint } from '../../keys/x25519.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
@@ -120,7 +123,19 @@ async function probe(spec: string | undefined, signal: AbortSignal): Promise<{ k
   return { keys, problems };
 }
 
-async function doctor(json: boolean, o: { device?: string }, signal: AbortSignal): Promise<void> {
+/** Temporary files of killed runs (fsutil leftoverTemps) in the current, config and --dir directories. */
+async function leftovers(dirs: string[]): Promise<Array<{ path: string; size: number }>> {
+  const seen = new Set<string>();
+  const out: Array<{ path: string; size: number }> = [];
+  for (const d of dirs.map((x) => resolve(x))) {
+    if (seen.has(d)) continue;
+    seen.add(d);
+    out.push(...(await leftoverTemps(d)));
+  }
+  return out;
+}
+
+async function doctor(json: boolean, o: { device?: string; dir?: string[] }, signal: AbortSignal): Promise<void> {
   const spec = o.device ?? (process.env.BACKUPCTL_FIDO2_DEVICE || undefined);
   const { keys, problems } = await probe(spec, signal);
   let recipients: Array<{ type: string; label: string; fingerprint: string }> = [];
@@ -130,10 +145,14 @@ async function doctor(json: boolean, o: { device?: string }, signal: AbortSignal
   } catch (e) {
     problems.push({ problem: e instanceof BackupctlError ? e.message : String(e), fix: `repair or remove ${configPath()}` });
   }
+  const left = await leftovers(['.', configDir(), ...(o.dir ?? [])]);
+  for (const l of left) {
+    problems.push({ problem: `left by a killed backupctl run: ${l.path} (${(l.size / 1e6).toFixed(1)} MB)`, fix: `rm -- '${l.path.replace(/'/g, "'\\''")}' (or the next create into that directory removes it)` });
+  }
   if (!recipients.some((r) => r.type === 'recovery')) problems.push({ problem: 'no recovery code in the config: a lost or reset key would lock you out', fix: 'backupctl recovery-code new' });
   if (!recipients.some((r) => r.type === FIDO2_SLOT_TYPE)) problems.push({ problem: 'no security key enrolled', fix: 'backupctl key enroll' });
 
-  if (json) return emitJson({ ok: true, config: configPath(), keys, recipients, problems });
+  if (json) return emitJson({ ok: true, config: configPath(), keys, recipients, leftovers: left, problems });
   const w = (s: string) => process.stdout.write(s + '\n');
   w(`Security keys found: ${keys.length === 0 ? 'none' : keys.length}`);
   for (const k of keys) {
@@ -150,7 +169,7 @@ async function doctor(json: boolean, o: { device?: string }, signal: AbortSignal
   if (problems.length === 0) w('No problems found.');
   else {
     w('Problems:');
-    for (const p of problems) w(`  - ${p.problem}\n    fix: ${p.fix}`);
+    for (const p of problems) w(`  - ${termSafe(p.problem)}\n    fix: ${termSafe(p.fix)}`);
   }
 }
 
@@ -159,5 +178,6 @@ export function register(program: Command): void {
     .command('doctor')
     .description('list security keys, config and recipients, and what is missing, with fixes')
     .option('--device <path>', 'also probe this key: a hidraw path or udp://127.0.0.1:PORT (or BACKUPCTL_FIDO2_DEVICE)')
-    .action(action(async (ctx, o: { device?: string }) => doctor(ctx.json, o, ctx.signal)));
+    .option('--dir <dir>', 'also look for leftovers of killed runs in this directory, besides the current and the config one (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .action(action(async (ctx, o: { device?: string; dir?: string[] }) => doctor(ctx.json, o, ctx.signal)));
 }

@@ -59,11 +59,12 @@ function registerLogin(drive: Command) {
         if (!client) {
           throw usageError('no OAuth client yet: create one of type "Desktop app" in the Google Cloud console (APIs & Services > Credentials), download its JSON and run backupctl drive login --client-secret-file FILE');
         }
-        if (opts.clientSecretFile) await auth.saveClient(client);
         const res = await login(client, ctx.signal, (url, opened) => {
           info(opened ? 'Opened your browser to sign in to Google. If it did not appear, open this address:' : 'Open this address in a browser on this machine to sign in to Google:');
           info(url);
         });
+        // Remembered only once it worked: a cancelled or failed sign-in leaves the config as it was.
+        if (opts.clientSecretFile) await auth.saveClient(client);
         if (!res.appDataGranted) warn('access to the app-data folder was not granted: push --app-data will not work');
         if (ctx.json) emitJson({ ok: true, scopes: res.scopes });
         else info('Logged in to Google Drive. Tokens are in the config directory (mode 0600).');

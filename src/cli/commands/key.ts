@@ -4,9 +4,7 @@
 import type { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, usageError } from '../../errors.js';
-import { checkLabel, loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
-import { b64decode } from '../../util/base64.js';
-import { fingerprint } from '../../keys/x25519.js';
+import { checkLabel, entryFingerprint, findRecipient, loadConfig, recipientFromEntry, removeRecipient, updateConfig, type RecipientEntry } from '../../config.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
 import { action, emitJson, info, warn } from '../run.js';
 import { readSecret } from '../secrets.js';
@@ -23,17 +21,12 @@ const deviceSpec = (o: DeviceOptions) => o.device ?? (process.env.BACKUPCTL_FIDO
 const pinReader = (o: DeviceOptions, signal: AbortSignal) => () =>
   readSecret({ what: 'PIN', env: 'BACKUPCTL_PIN', file: o.pinFile, fileFlag: '--pin-file', prompt: 'Security key PIN:', signal });
 
-const fp = (e: RecipientEntry) => fingerprint(e.type, b64decode(e.publicKey));
+const fp = entryFingerprint;
 const keysOf = (entries: RecipientEntry[]) => entries.filter((e) => e.type === FIDO2_SLOT_TYPE);
 
 
 /** A fido2 entry by label or fingerprint; exit 2 when none or several match. */
-function findEntry(entries: RecipientEntry[], which: string): RecipientEntry {
-  const hits = keysOf(entries).filter((e) => e.label === which || fp(e) === which);
-  if (hits.length === 0) throw usageError(`no enrolled security key is labelled or has the fingerprint "${which}" (see: backupctl key list)`);
-  if (hits.length > 1) throw usageError(`"${which}" matches ${hits.length} enrolled keys: use the fingerprint`);
-  return hits[0]!;
-}
+const findEntry = (entries: RecipientEntry[], which: string) => findRecipient(entries, FIDO2_SLOT_TYPE, which, 'enrolled security key', 'backupctl key list');
 
 interface EnrollCliOptions extends DeviceOptions {
   label?: string;
@@ -110,11 +103,7 @@ function list(json: boolean, entries: RecipientEntry[]): void {
 }
 
 async function remove(json: boolean, which: string): Promise<void> {
-  const gone = await updateConfig((cfg) => {
-    const e = findEntry(cfg.recipients, which);
-    cfg.recipients = cfg.recipients.filter((r) => r !== e);
-    return e;
-  });
+  const gone = await removeRecipient(FIDO2_SLOT_TYPE, which, 'enrolled security key', 'backupctl key list', false);
   if (json) return emitJson({ ok: true, label: gone.label, fingerprint: fp(gone) });
   process.stdout.write(
     `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.\n` +

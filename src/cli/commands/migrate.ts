@@ -11,7 +11,8 @@ import { writeArchive } from '../../archive/pack.js';
 import { ArchiveFile } from '../../archive/reader.js';
 import { readIndex } from '../../archive/records.js';
 import { openVerifyingSink, placeVerified, verifyingName } from '../../archive/rewrap.js';
-import { syncDir, acquireLock } from '../../util/fsutil.js';
+import { requireOutputDir, syncDir } from '../../util/fsutil.js';
+import { acquireLock } from '../../util/lock.js';
 import { dirname, isAbsolute, relative, resolve } from 'node:path';
 import { backupEncryptionKey, parseLegacyKeyFile, parseLegacyKeyText } from '../../legacy/legacy-key.js';
 import { checkLegacyKey, legacyEntries, scanLegacySource, type LegacySource } from '../../legacy/folder.js';
@@ -93,6 +94,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
   if (!inside.startsWith('..') && !isAbsolute(inside)) {
     throw usageError(inside ? `the archive ${opts.output} would be inside ${source}, which is being read: write it elsewhere` : `-o ${opts.output} is the source itself: write the archive elsewhere`);
   }
+  await requireOutputDir(opts.output);
   const src = await scanLegacySource(source);
   const existing = await stat(opts.output).catch(() => null);
   if (existing?.isDirectory()) throw new BackupctlError(Exit.io, `${opts.output} is a directory; give a file name with -o`);
@@ -134,7 +136,7 @@ async function migrate(ctx: { json: boolean; signal: AbortSignal }, source: stri
     });
     const fileKey = capture.fileKey()!;
     try {
-      await placeVerified({ tmp, dest: opts.output, fileKey, expect: { paths: src.files.map((f) => f.entryPath) }, signal: ctx.signal });
+      await placeVerified({ tmp, dest: opts.output, fileKey, expect: { paths: src.files.map((f) => f.entryPath) }, replace: Boolean(opts.force), signal: ctx.signal });
       placed = true;
     } finally {
       fileKey.fill(0);

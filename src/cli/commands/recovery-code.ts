@@ -1,14 +1,14 @@
-// `backupctl recovery-code new|check`: make a code, record its public half in the config and show
-// the code exactly once; later, let the user test a paper copy against the config.
+// `backupctl recovery-code new|list|remove|check`: make a code, record its public half in the
+// config and show the code exactly once; list and remove codes; let the user test a paper copy.
 import type { Command } from 'commander';
 import { open, unlink } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError } from '../../errors.js';
-import { checkLabel, loadConfig, updateConfig, type RecipientEntry } from '../../config.js';
-
+import { checkLabel, entryFingerprint, loadConfig, removeRecipient, updateConfig, type Config, type RecipientEntry } from '../../config.js';
 import { b64decode } from '../../util/base64.js';
-import { syncDir } from '../../util/fsutil.js';
+import { requireOutputDir, syncDir } from '../../util/fsutil.js';
+import type { Lock } from '../../util/lock.js';
 import { fingerprint } from '../../keys/x25519.js';
 import {
   RECOVERY_SLOT_TYPE,
@@ -54,32 +54,80 @@ export async function writeCodeFile(path: string, code: string): Promise<void> {
   await syncDir(dirname(path));
 }
 
+export interface IssueOptions {
+  json: boolean;
+  /** A new file to write the code to (else it is shown, or in --json put in the result object). */
+  output?: string;
+  /** Checked already (checkLabel); default "recovery code YYYY-MM-DD". */
+  label?: string;
+  /** Print the code for the user (human output, no --output). */
+  show: (code: string, entry: RecipientEntry) => void;
+  /** Put `entry` into the config; returns the entries it retires. */
+  record: (cfg: Config, entry: RecipientEntry) => RecipientEntry[];
+  /** The config lock, if the caller holds it already. */
+  held?: Lock;
+}
+
+/**
+ * Make a new recovery code and record it, under the config lock: the code is written to its file
+ * or shown before the config changes (with --json it goes in the result object, printed once the
+ * config is written), so the config never names a code nobody was given. If the config cannot be
+ * written after all, the file is removed and a shown code is declared void.
+ */
+export async function issueCode(o: IssueOptions): Promise<{ code: string; entry: RecipientEntry; retired: RecipientEntry[] }> {
+  if (o.output) await requireOutputDir(o.output);
+  let code = '';
+  let entry: RecipientEntry | null = null;
+  let written = false;
+  try {
+    const retired = await updateConfig(async (cfg) => {
+      const taken = new Set(cfg.recipients.map((r) => r.label));
+      if (o.label !== undefined && taken.has(o.label)) {
+        throw usageError(`a recipient labelled "${o.label}" exists already in the config: choose another --label`);
+      }
+      code = generateRecoveryCode();
+      entry = recoveryRecipientEntry(code, o.label ?? defaultLabel(taken));
+      if (o.output) {
+        await writeCodeFile(o.output, code);
+        written = true;
+      } else if (!o.json) o.show(code, entry);
+      return o.record(cfg, entry);
+    }, o.held);
+    return { code, entry: entry!, retired };
+  } catch (err) {
+    if (!entry) throw err;
+    // The code was never recorded, so a file holding it would only mislead.
+    if (written) await unlink(o.output!).catch(() => {});
+    if (o.output || o.json) throw err;
+    const why = err instanceof BackupctlError ? err.message : String(err);
+    throw new BackupctlError(err instanceof BackupctlError ? err.code : Exit.io, `the code shown above was NOT recorded in the config, which is unchanged: do not keep it (${why})`);
+  }
+}
+
 interface NewOptions {
   label?: string;
   output?: string;
 }
 
+function showNew(code: string, entry: RecipientEntry): void {
+  process.stdout.write(
+    `Recovery code "${entry.label}" (fingerprint ${entryFingerprint(entry)}):\n\n    ${code}\n\n` +
+      `Write it down now and keep it somewhere safe: it is shown only this once and cannot be recovered.\n` +
+      `Anyone with it can open every backup made from now on; without it (or a security key) nobody can.\n` +
+      `Test your copy with: backupctl recovery-code check\n`,
+  );
+}
+
 async function newCode(json: boolean, opts: NewOptions): Promise<void> {
-  const wanted = opts.label === undefined ? undefined : checkLabel(opts.label);
-  const code = generateRecoveryCode();
-  if (opts.output) await writeCodeFile(opts.output, code);
-  let entry: RecipientEntry;
-  try {
-    entry = await updateConfig((cfg) => {
-      const taken = new Set(cfg.recipients.map((r) => r.label));
-      if (wanted !== undefined && taken.has(wanted)) {
-        throw usageError(`a recipient labelled "${wanted}" exists already in the config: choose another --label`);
-      }
-      const made = recoveryRecipientEntry(code, wanted ?? defaultLabel(taken));
-      cfg.recipients.push(made);
-      return made;
-    });
-  } catch (err) {
-    // The code was never recorded, so a file holding it would only mislead.
-    if (opts.output) await unlink(opts.output).catch(() => {});
-    throw err;
-  }
-  const fp = fingerprint(RECOVERY_SLOT_TYPE, b64decode(entry.publicKey));
+  const label = opts.label === undefined ? undefined : checkLabel(opts.label);
+  const { code, entry } = await issueCode({
+    json, output: opts.output, label, show: showNew,
+    record: (cfg, e) => {
+      cfg.recipients.push(e);
+      return [];
+    },
+  });
+  const fp = entryFingerprint(entry);
   const result = { ok: true, label: entry.label, fingerprint: fp, publicKey: entry.publicKey, created: entry.created };
   if (json) {
     emitJson(opts.output ? { ...result, output: opts.output } : { ...result, code });
@@ -88,14 +136,28 @@ async function newCode(json: boolean, opts: NewOptions): Promise<void> {
       `Recovery code "${entry.label}" (fingerprint ${fp}) written to ${opts.output} (mode 0600).\n` +
         `Backups made from now on can be opened with it. Print it or copy it somewhere safe, then delete the file.\n`,
     );
-  } else {
-    process.stdout.write(
-      `Recovery code "${entry.label}" (fingerprint ${fp}):\n\n    ${code}\n\n` +
-        `Write it down now and keep it somewhere safe: it is shown only this once and cannot be recovered.\n` +
-        `Anyone with it can open every backup made from now on; without it (or a security key) nobody can.\n` +
-        `Test your copy with: backupctl recovery-code check\n`,
-    );
   }
+}
+
+const codesOf = (entries: RecipientEntry[]) => entries.filter((e) => e.type === RECOVERY_SLOT_TYPE);
+
+function list(json: boolean, entries: RecipientEntry[]): void {
+  const codes = codesOf(entries).map((e) => ({ label: e.label, fingerprint: entryFingerprint(e), created: e.created }));
+  if (json) return emitJson({ ok: true, codes });
+  if (codes.length === 0) {
+    process.stdout.write('No recovery code in the config. Make one with: backupctl recovery-code new\n');
+    return;
+  }
+  for (const c of codes) process.stdout.write(`${c.label}\t${c.fingerprint}\tcreated ${c.created}\n`);
+}
+
+async function remove(json: boolean, which: string, force: boolean): Promise<void> {
+  const gone = await removeRecipient(RECOVERY_SLOT_TYPE, which, 'recovery code', 'backupctl recovery-code list', !force);
+  if (json) return emitJson({ ok: true, label: gone.label, fingerprint: entryFingerprint(gone) });
+  process.stdout.write(
+    `Removed recovery code "${gone.label}" (${entryFingerprint(gone)}) from the config: new backups are no longer encrypted to it.\n` +
+      `Archives made before still open with it; to take it off them, use backupctl rotate FILE --remove-key "${gone.label}".\n`,
+  );
 }
 
 async function checkCode(json: boolean, opts: { recoveryCodeFile?: string }, signal: AbortSignal): Promise<void> {
@@ -119,12 +181,20 @@ async function checkCode(json: boolean, opts: { recoveryCodeFile?: string }, sig
 }
 
 export function register(program: Command): void {
-  const rc = program.command('recovery-code').description('make, check and rotate recovery codes (a generated, written-down way to unlock)');
+  const rc = program.command('recovery-code').description('make, list, remove, check and rotate recovery codes (a generated, written-down way to unlock)');
   rc.command('new')
     .description('generate a recovery code, record its public key in the config and show the code once')
     .option('--label <label>', 'name shown in archives and listings (default "recovery code YYYY-MM-DD")')
     .option('--output <file>', 'write the code to this new file (mode 0600) instead of showing it')
     .action(action(async (ctx, opts: NewOptions) => newCode(ctx.json, opts)));
+  rc.command('list')
+    .description('list the recovery codes of the config (labels and fingerprints; the codes themselves are never stored)')
+    .action(action(async (ctx) => list(ctx.json, (await loadConfig()).recipients)));
+  rc.command('remove')
+    .argument('<label-or-fingerprint>')
+    .description('stop encrypting new backups to a recovery code')
+    .option('--force', 'allow removing the last recipient of the config')
+    .action(action(async (ctx, which: string, o: { force?: boolean }) => remove(ctx.json, which, Boolean(o.force))));
   rc.command('check')
     .description('check a written-down recovery code for typos and tell which configured code it is')
     .option('--recovery-code-file <file>', 'read the code from this file (else $BACKUPCTL_RECOVERY_CODE, else a hidden prompt)')

@@ -8,12 +8,14 @@ import { lstat, mkdtemp, open, readdir, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupctlError, Exit, ioError, usageError, type ExitCode } from '../../errors.js';
-import { checkLabel, loadConfig, recipientFromEntry, updateConfig, type RecipientEntry } from '../../config.js';
+import { checkLabel, loadConfig, lockConfig, recipientFromEntry, updateConfig, type Config, type RecipientEntry } from '../../config.js';
+import { RETIRED } from '../../config-schema.js';
 import type { Slot } from '../../keys/types.js';
 import { fingerprint, recipientTag } from '../../keys/x25519.js';
 import { generateRecoveryCode, RECOVERY_SLOT_TYPE, recoveryRecipientEntry } from '../../keys/recovery-code.js';
 import { b64decode, b64encode } from '../../util/base64.js';
-import { acquireLock, type Lock } from '../../util/fsutil.js';
+import { acquireLock, type Lock } from '../../util/lock.js';
+import { requireOutputDir } from '../../util/fsutil.js';
 import { MAGIC, MAX_SLOTS } from '../../archive/format.js';
 import { readArchiveHeader } from '../../archive/header.js';
 import { ArchiveFile } from '../../archive/reader.js';
@@ -21,12 +23,9 @@ import { openVerifyingSink, placeVerified, rekeyArchive, rewrapArchive, verifyin
 import { action, emitJson, info, warn, type RunContext } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
-import { defaultLabel, writeCodeFile } from './recovery-code.js';
+import { defaultLabel, issueCode } from './recovery-code.js';
 import { addSpaceOption, openDrive, spaceName, spaceOf } from './drive.js';
 import { count } from '../../util/plural.js';
-
-/** Config entries of recovery codes replaced by newer ones, kept (public keys only) to name old slots. */
-const RETIRED = 'retiredRecoveryCodes';
 
 const tagOf = (e: RecipientEntry) => b64encode(recipientTag(e.type, b64decode(e.publicKey)));
 const matches = (e: RecipientEntry, s: Slot) => e.type === s.type && tagOf(e) === s.tag;
@@ -57,15 +56,13 @@ function freshCode(taken: ReadonlySet<string>, label?: string) {
   return { code, entry: recoveryRecipientEntry(code, label ?? defaultLabel(taken)) };
 }
 
-/** Record `entry` as THE recovery code of the config; earlier codes are retired. */
-async function replaceRecoveryCode(entry: RecipientEntry): Promise<RecipientEntry[]> {
-  return updateConfig((cfg) => {
-    const retired = cfg.recipients.filter((r) => r.type === RECOVERY_SLOT_TYPE);
-    cfg.recipients = [...cfg.recipients.filter((r) => r.type !== RECOVERY_SLOT_TYPE), entry];
-    const before = Array.isArray(cfg[RETIRED]) ? (cfg[RETIRED] as RecipientEntry[]) : [];
-    cfg[RETIRED] = [...before, ...retired.map((r) => ({ ...r, retired: new Date().toISOString() }))];
-    return retired;
-  });
+/** Make `entry` THE recovery code of `cfg`; earlier codes are retired (returned). */
+function retireCodesFor(cfg: Config, entry: RecipientEntry): RecipientEntry[] {
+  const retired = cfg.recipients.filter((r) => r.type === RECOVERY_SLOT_TYPE);
+  cfg.recipients = [...cfg.recipients.filter((r) => r.type !== RECOVERY_SLOT_TYPE), entry];
+  const before = Array.isArray(cfg[RETIRED]) ? (cfg[RETIRED] as RecipientEntry[]) : [];
+  cfg[RETIRED] = [...before, ...retired.map((r) => ({ ...r, retired: new Date().toISOString() }))];
+  return retired;
 }
 
 function showCode(code: string, entry: RecipientEntry, what: string): void {
@@ -131,17 +128,24 @@ type NewCode = ReturnType<typeof freshCode>;
 /**
  * Show the new code and make it the config's, once the archive that opens with it is in place
  * (for --remote: on Drive), so a failed rotation never leaves the config with a code nothing uses.
+ * The caller holds the config lock since before the rotation, so only writing the file can fail
+ * here; the code then still reaches the user: shown above, or in --json in the error object on
+ * standard output (never on standard error).
  */
-async function adoptCode(ctx: { json: boolean }, s: RotateSummary, where: string): Promise<RotateSummary> {
+async function adoptCode(ctx: { json: boolean }, s: RotateSummary, where: string, configLock: Lock | null): Promise<RotateSummary> {
   const { pendingCode: p, ...rest } = s;
   if (!p) return rest;
   if (!ctx.json) showCode(p.code, p.entry, `now the recovery code of ${where}`);
   let retired: RecipientEntry[];
   try {
-    retired = await replaceRecoveryCode(p.entry);
+    retired = await updateConfig((cfg) => retireCodesFor(cfg, p.entry), configLock ?? undefined);
   } catch (err) {
     const why = err instanceof BackupctlError ? err.message : String(err);
-    throw new BackupctlError(Exit.io, `${where} was rotated and opens with the new code${ctx.json ? ` ${p.code}` : ' shown above'}, but the config could not be updated: ${why}`);
+    throw new BackupctlError(
+      Exit.io,
+      `${where} was rotated and opens with the new code ${ctx.json ? 'given in this JSON object' : 'shown above'}, but the config could not be updated: ${why}`,
+      ctx.json ? { code: p.code, label: p.entry.label, fingerprint: fingerprintOf(p.entry) } : undefined,
+    );
   }
   return { ...rest, newCode: { code: p.code, label: p.entry.label, fingerprint: fingerprintOf(p.entry), retiredFromConfig: retired.map((r) => r.label) } };
 }
@@ -151,6 +155,7 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
   const t0 = Date.now();
   const dest = o.output ?? file;
   if (o.output) {
+    await requireOutputDir(o.output);
     const exists = await lstat(o.output).then(() => true, () => false);
     if (exists) throw new BackupctlError(Exit.io, `${o.output} already exists; choose another --output (or leave it out to replace ${file})`);
   }
@@ -190,12 +195,12 @@ async function rotateLocal(ctx: { json: boolean; signal: AbortSignal }, file: st
         const recipients = plan.target.map((m) => recipientFromEntry(m.entry!));
         slotTags = plan.target.map((m) => tagOf(m.entry!));
         newKey = await rekeyArchive({ source, recipients, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
-        await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey: newKey, expect: { slotTags }, replace: !o.output, signal: ctx.signal });
       } else {
         const slots = plan.target.map((m) => m.slot ?? recipientFromEntry(m.entry!).wrap(fileKey!));
         slotTags = slots.map((s) => s.tag);
         const { payloadSha256 } = await rewrapArchive({ source, fileKey, slots, sink: await openVerifyingSink(dest), signal: ctx.signal, onProgress });
-        await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, signal: ctx.signal });
+        await placeVerified({ tmp, dest, fileKey, expect: { slotTags, payloadSha256 }, replace: !o.output, signal: ctx.signal });
       }
       progress.stop();
       if (plan.removed.length && !rekey) {
@@ -253,7 +258,7 @@ function report(ctx: { json: boolean }, s: RotateSummary, what: string, extra: R
  * rotate it there, push the result, and only once Drive has it (MD5 checked) delete the old file
  * (with its revisions, which would otherwise still open with a removed key).
  */
-async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { appData?: boolean }): Promise<ExitCode> {
+async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { appData?: boolean }, configLock: Lock | null): Promise<ExitCode> {
   if (o.output) throw usageError('--remote rotates the backup on Google Drive itself: -o does not apply');
   const { pull } = await import('../../drive/pull.js');
   const { push } = await import('../../drive/push.js');
@@ -280,7 +285,7 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
       path: local, name: pulled.file.name, space, chunkSize: DEFAULT_CHUNK, onInfo: (m) => info(m),
       onProgress: (bytes, total) => progress.update({ bytes, total }),
     }).finally(() => progress.stop());
-    const s = await adoptCode(ctx, rotated, what);
+    const s = await adoptCode(ctx, rotated, what, configLock);
     await deleteFile(drive, pulled.file);
     await drive.auth.flush();
     if (s.removed.length && pulled.others.length) {
@@ -293,12 +298,17 @@ async function rotateRemote(ctx: RunContext, name: string, o: RotateOptions & { 
 }
 
 async function rotate(ctx: RunContext, file: string | undefined, o: RotateOptions & { remote?: string; appData?: boolean }): Promise<ExitCode> {
-  if (o.remote !== undefined) {
-    if (file !== undefined) throw usageError('give either FILE or --remote NAME, not both');
-    return rotateRemote(ctx, o.remote, o);
+  if (o.remote !== undefined && file !== undefined) throw usageError('give either FILE or --remote NAME, not both');
+  if (o.remote === undefined && file === undefined) throw usageError('give the archive FILE to rotate (or --remote NAME for one on Google Drive)');
+  // A new code becomes the config's at the very end: the lock is taken first, so that last step
+  // cannot fail for a run holding it meanwhile (the archive would open with a code no config names).
+  const configLock = o.newRecoveryCode ? await lockConfig() : null;
+  try {
+    if (o.remote !== undefined) return await rotateRemote(ctx, o.remote, o, configLock);
+    return report(ctx, await adoptCode(ctx, await rotateLocal(ctx, file!, o), o.output ?? file!, configLock), o.output ? `${file} into ${o.output}` : file!);
+  } finally {
+    configLock?.release();
   }
-  if (file === undefined) throw usageError('give the archive FILE to rotate (or --remote NAME for one on Google Drive)');
-  return report(ctx, await adoptCode(ctx, await rotateLocal(ctx, file, o), o.output ?? file), o.output ? `${file} into ${o.output}` : file);
 }
 
 /** Files under `dir` (recursively) that start with the archive magic. */
@@ -332,52 +342,46 @@ interface CodeRotateOptions {
   check?: string;
 }
 
-async function rotateRecoveryCode(ctx: { json: boolean }, o: CodeRotateOptions): Promise<ExitCode> {
-  const cfg = await loadConfig();
+/** Archives under `dir` with a slot for an old code (one of `old`, or retired earlier) and none for another. */
+async function staleArchives(dir: string, cfg: Config) {
   const old = cfg.recipients.filter((r) => r.type === RECOVERY_SLOT_TYPE);
-  const label = o.label === undefined ? undefined : checkLabel(o.label);
-  if (label !== undefined && cfg.recipients.some((r) => r.label === label)) {
-    throw usageError(`a recipient labelled "${label}" exists already in the config: choose another --label`);
-  }
-  const { code, entry } = freshCode(new Set(cfg.recipients.map((r) => r.label)), label);
-  if (o.output) await writeCodeFile(o.output, code);
-  let retired: RecipientEntry[];
-  try {
-    retired = await replaceRecoveryCode(entry);
-  } catch (err) {
-    if (o.output) await unlink(o.output).catch(() => {});
-    throw err;
-  }
-  // Archives with a slot for a retired code and none for the new one: they still need the old code.
+  const everRetired = [...old, ...((cfg[RETIRED] as RecipientEntry[] | undefined) ?? [])];
   const stale: Array<{ file: string; oldCodes: string[]; otherSlots: string[] }> = [];
-  if (o.check) {
-    const everRetired = [...old, ...((cfg[RETIRED] as RecipientEntry[] | undefined) ?? [])];
-    for await (const file of archivesIn(o.check)) {
-      let slots: Slot[];
-      try {
-        slots = (await readArchiveHeader(file)).slots;
-      } catch (err) {
-        warn(`skipped ${file}: ${(err as Error).message}`);
-        continue;
-      }
-      if (slots.some((s) => matches(entry, s))) continue;
-      const oldCodes = slots.filter((s) => s.type === RECOVERY_SLOT_TYPE).map((s) => everRetired.find((e) => matches(e, s))?.label ?? s.label);
-      if (oldCodes.length) stale.push({ file, oldCodes, otherSlots: slots.filter((s) => s.type !== RECOVERY_SLOT_TYPE).map((s) => s.label) });
+  for await (const file of archivesIn(dir)) {
+    let slots: Slot[];
+    try {
+      slots = (await readArchiveHeader(file)).slots;
+    } catch (err) {
+      warn(`skipped ${file}: ${(err as Error).message}`);
+      continue;
     }
+    const oldCodes = slots.filter((s) => s.type === RECOVERY_SLOT_TYPE).map((s) => everRetired.find((e) => matches(e, s))?.label ?? s.label);
+    if (oldCodes.length) stale.push({ file, oldCodes, otherSlots: slots.filter((s) => s.type !== RECOVERY_SLOT_TYPE).map((s) => s.label) });
   }
+  return stale;
+}
+
+async function rotateRecoveryCode(ctx: { json: boolean }, o: CodeRotateOptions): Promise<ExitCode> {
+  const label = o.label === undefined ? undefined : checkLabel(o.label);
+  // Every input is checked, and --check DIR read, before a code is made or anything written: a
+  // new code is shown (or written) first and the config changes last. The archives found need an
+  // old code whatever the new one is (it is in none of them yet).
+  const stale = o.check === undefined ? null : await staleArchives(o.check, await loadConfig());
+  const { code, entry, retired } = await issueCode({
+    json: ctx.json, output: o.output, label, record: retireCodesFor,
+    show: (c, e) => showCode(c, e, 'for backups made from now on'),
+  });
   const fp = fingerprintOf(entry);
   if (ctx.json) {
     emitJson({
       ok: true, label: entry.label, fingerprint: fp, ...(o.output ? { output: o.output } : { code }),
-      retired: retired.map((r) => r.label), ...(o.check ? { stale } : {}),
+      retired: retired.map((r) => r.label), ...(stale ? { stale } : {}),
     });
     return Exit.ok;
   }
-  if (o.output) {
-    process.stdout.write(`New recovery code "${entry.label}" (fingerprint ${fp}) written to ${o.output} (mode 0600).\n`);
-  } else showCode(code, entry, 'for backups made from now on');
+  if (o.output) process.stdout.write(`New recovery code "${entry.label}" (fingerprint ${fp}) written to ${o.output} (mode 0600).\n`);
   if (retired.length) process.stdout.write(`It replaces ${retired.map((r) => `"${r.label}"`).join(', ')} in the config; keep the old code until every archive made with it has been rotated.\n`);
-  if (o.check) {
+  if (stale) {
     if (!stale.length) process.stdout.write(`No archive under ${o.check} still needs an old code.\n`);
     else {
       process.stdout.write(`Archives under ${o.check} that still open only with an old code (run backupctl rotate FILE on each):\n`);
