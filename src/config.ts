@@ -6,7 +6,7 @@ import { homedir } from 'node:os';
 import { BackupctlError, Exit, ioError, usageError } from './errors.js';
 import { acquireLock, writeFileAtomic } from './util/fsutil.js';
 import { b64decode } from './util/base64.js';
-import { fingerprint, wrapX25519 } from './keys/x25519.js';
+import { fingerprint, isUsablePublicKey, wrapX25519 } from './keys/x25519.js';
 import type { Recipient } from './keys/types.js';
 
 /** One recipient as kept in config.json. Only public material, never a secret. */
@@ -87,6 +87,7 @@ export async function updateConfig<T>(change: (cfg: Config) => T | Promise<T>): 
 /** The recipient a config entry describes: every slot type wraps the same way (x25519.ts). */
 export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerprint: string } {
   const pub = b64decode(entry.publicKey);
+  if (!isUsablePublicKey(pub)) throw new Error(`recipient "${entry.label}": not an X25519 public key anything can be encrypted to`);
   return {
     type: entry.type,
     label: entry.label,

@@ -34,12 +34,31 @@ export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
   return new Uint8Array(der.subarray(der.length - 32));
 }
 
-/** X25519(secret, public); refuses the all-zero output of low-order points (RFC 7748 §6.1). */
+/**
+ * X25519(secret, public), or null for the all-zero output of a low-order or non-canonical point
+ * (0, 1, the order-8 points, p-1, p, p+1, ...; RFC 7748 §6.1). OpenSSL refuses that output by
+ * throwing; anyone can write such a share into a header, so it must mean "not for this key".
+ */
 function sharedSecret(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
-  const s = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(secretKey), publicKey: publicKeyObject(publicKey) }));
+  let s: Uint8Array;
+  try {
+    s = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(secretKey), publicKey: publicKeyObject(publicKey) }));
+  } catch {
+    return null; // both keys are 32 bytes here, so the refused output is the only failure
+  }
   let acc = 0;
   for (const b of s) acc |= b;
   return acc === 0 ? null : s;
+}
+
+/** Whether a recipient public key can be encrypted to: 32 bytes and not a low-order point. */
+export function isUsablePublicKey(publicKey: Uint8Array): boolean {
+  if (publicKey.length !== 32) return false;
+  const probe = randomBytes(32);
+  const shared = sharedSecret(probe, publicKey);
+  probe.fill(0);
+  shared?.fill(0);
+  return shared !== null;
 }
 
 /** 4-byte tag of a recipient public key: lets slots be matched to config entries without a key. */
