@@ -212,7 +212,8 @@ describe('unlocking', () => {
     const typo = rc.code.slice(0, i) + (rc.code[i] === 'A' ? 'B' : 'A') + rc.code.slice(i + 1);
     const r = await cli(['restore', archive, '-d', join(home, 'typo')], { env: { BACKUPCTL_RECOVERY_CODE: typo } });
     expect(r.exitCode).toBe(4);
-    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^backupctl: recovery code: group 3 \([0-9A-Z]{5}\) has a typo/)]);
+    expect(r.stderr).toBe('backupctl: recovery code: group 3 has a typo\n');
+    expect(r.stderr).not.toContain(typo.split('-')[2]); // the group is named, never shown
     expect(await exists(join(home, 'typo'))).toBe(false);
   });
 
