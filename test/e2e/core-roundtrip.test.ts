@@ -334,7 +334,7 @@ describe('--json: exactly one object on stdout, errors too', () => {
     expect(onlyJson(a)).toMatchObject({ ok: true, differences: [] });
   });
 
-  it('errors: one {ok:false,error:{exitCode,...}} object and the same exit code', async () => {
+  it('errors: one {ok:false,error:{exitCode,...}} object, the same exit code, and one JSON error line on stderr', async () => {
     const cases: Array<[string[], number]> = [
       [['inspect', '--json', rc.file], 5],
       [['restore', '--json', archive, '-d', join(home, 'json-err')], 2], // no code, stdin not a TTY
@@ -351,6 +351,9 @@ describe('--json: exactly one object on stdout, errors too', () => {
       expect(j.error.exitCode).toBe(code);
       expect(typeof j.error.message).toBe('string');
       expect(r.stderr).not.toMatch(STACK_TRACE);
+      // stderr holds only JSON lines, the failure among them as one line (backupctl(1) OUTPUT).
+      const lines = r.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string });
+      expect(lines.filter((l) => l.type === 'error'), args.join(' ')).toEqual([{ type: 'error', exitCode: code, kind: j.error.kind, message: j.error.message }]);
     }
   });
 });
