@@ -8,6 +8,7 @@ import { acquireLock, writeFileAtomic } from './util/fsutil.js';
 import { b64decode } from './util/base64.js';
 import { fingerprint, isUsablePublicKey, wrapX25519 } from './keys/x25519.js';
 import type { Recipient } from './keys/types.js';
+import { MAX_LABEL, isValidLabel } from './keys/label.js';
 
 /** One recipient as kept in config.json. Only public material, never a secret. */
 export interface RecipientEntry {
@@ -96,14 +97,9 @@ export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerp
   };
 }
 
-const MAX_LABEL = 100;
-
-/** Labels are written in clear into every archive header: one short line of visible text. */
+/** A typed label, trimmed, if it keeps the label rule (keys/label.ts); exit 2 otherwise. */
 export function checkLabel(label: string): string {
   const l = label.trim();
-  // Cc: control characters (newlines, escapes); Cf: invisible formatting (bidi overrides).
-  if (!l || l.length > MAX_LABEL || /[\p{Cc}\p{Cf}]/u.test(l)) {
-    throw usageError(`--label must be 1 to ${MAX_LABEL} visible characters on one line`);
-  }
+  if (!isValidLabel(l)) throw usageError(`--label must be 1 to ${MAX_LABEL} visible characters on one line`);
   return l;
 }

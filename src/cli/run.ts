@@ -26,6 +26,16 @@ export function warn(message: string): void {
   else process.stderr.write(`backupctl: warning: ${termSafe(message)}\n`);
 }
 
+/** Human-readable output on stdout, one line each, made terminal-safe (an embedded newline is shown as \n). */
+export function print(...lines: string[]): void {
+  process.stdout.write(lines.map((l) => `${termSafe(l)}\n`).join(''));
+}
+
+/** One line of tab-separated fields on stdout, each made terminal-safe (the tabs stay tabs). */
+export function printFields(...fields: string[]): void {
+  process.stdout.write(`${fields.map(termSafe).join('\t')}\n`);
+}
+
 export function info(message: string): void {
   if (jsonMode) process.stderr.write(JSON.stringify({ type: 'info', message }) + '\n');
   else process.stderr.write(`${termSafe(message)}\n`);

@@ -66,11 +66,18 @@ export function recipientTag(type: string, publicKey: Uint8Array): Uint8Array {
   return sha256(concatBytes(utf8ToBytes(`backupctl/v1 tag ${type}\n`), publicKey)).subarray(0, 4);
 }
 
-/** Short human fingerprint of a recipient (shown by create, key list, inspect). */
+/**
+ * A recipient's fingerprint, the one identifier every command shows (create, inspect, verify,
+ * key list, recovery-code, rotate, doctor): its 4-byte tag as 8 lowercase hex digits, "d6e76c8f".
+ * A slot holds the tag and not the public key, so this is what an archive can be matched on
+ * without a key. It names a recipient among a few; it does not authenticate one.
+ */
 export function fingerprint(type: string, publicKey: Uint8Array): string {
-  const h = sha256(concatBytes(utf8ToBytes(`backupctl/v1 fingerprint ${type}\n`), publicKey));
-  return Buffer.from(h.subarray(0, 6)).toString('hex').replace(/(....)(?=.)/g, '$1:');
+  return Buffer.from(recipientTag(type, publicKey)).toString('hex');
 }
+
+/** The fingerprint of the recipient a slot was made for (parseHeader checked its tag is 4 bytes). */
+export const slotFingerprint = (slot: Slot): string => Buffer.from(b64decode(slot.tag)).toString('hex');
 
 function wrapKey(type: string, shared: Uint8Array, share: Uint8Array, recipient: Uint8Array): Uint8Array {
   return hkdf(sha256, shared, concatBytes(share, recipient), utf8ToBytes(`backupctl/v1 X25519 ${type}`), 32);

@@ -305,6 +305,24 @@ describe('inspect', () => {
   });
 });
 
+describe('one fingerprint for a recipient', () => {
+  it('recovery-code new, create, inspect, verify and doctor show the same 8 hex digits, the slot tag', async () => {
+    expect(rc.fingerprint).toMatch(/^[0-9a-f]{8}$/);
+    const c = await cli(['create', src, '-o', join(home, 'fp.bkp')]);
+    expect(c.stderr).toContain(`Encrypted to 1 recipient: recovery "paper copy" (${rc.fingerprint})`);
+    const i = await cli(['inspect', join(home, 'fp.bkp')]);
+    expect(i.stdout).toMatch(new RegExp(`1\\. recovery +"paper copy"  fingerprint ${rc.fingerprint}  \\[in config: paper copy\\]`));
+    const ij = onlyJson<{ slots: Array<{ fingerprint: string }> }>(await cli(['inspect', '--json', join(home, 'fp.bkp')]));
+    const vj = onlyJson<{ slots: Array<{ fingerprint: string }> }>(await cli(['verify', '--json', join(home, 'fp.bkp'), ...withCode()]));
+    const dj = onlyJson<{ recipients: Array<{ fingerprint: string }> }>(await cli(['doctor', '--json']));
+    expect([ij.slots[0]!.fingerprint, vj.slots[0]!.fingerprint, dj.recipients[0]!.fingerprint]).toEqual([rc.fingerprint, rc.fingerprint, rc.fingerprint]);
+    // It is the slot's tag, readable from the header without any key.
+    const head = await readFile(join(home, 'fp.bkp'));
+    const slot = JSON.parse(head.subarray(14, 14 + head.readUInt32BE(10)).toString('utf8')).slots[0] as { tag: string };
+    expect(Buffer.from(slot.tag, 'base64').toString('hex')).toBe(rc.fingerprint);
+  });
+});
+
 describe('--json: exactly one object on stdout, errors too', () => {
   it('create, inspect, inspect --list, verify, restore', async () => {
     const out = join(home, 'json.bkp');

@@ -64,6 +64,8 @@ describe('backupctl key / restore with a FIDO2 key', () => {
     const commandsBefore = k.auth.log.length;
     const { src, file } = await archive();
     expect(k.auth.log.length).toBe(commandsBefore);
+    // inspect (no key) shows the slot with the fingerprint enrol and key list show.
+    expect(onlyJson<{ slots: Array<{ fingerprint: string }> }>(await cli(['inspect', '--json', file])).slots.map((x) => x.fingerprint)).toEqual([e.fingerprint]);
 
     const k2 = await plug(k.auth); // plugged back in (new port)
     const out = join(home, 'out');

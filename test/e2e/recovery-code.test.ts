@@ -49,7 +49,7 @@ describe('recovery-code new', () => {
     const today = new Date();
     const label = `recovery code ${today.getFullYear()}-${String(today.getMonth() + 1).padStart(2, '0')}-${String(today.getDate()).padStart(2, '0')}`;
     expect(r.stdout).toContain(`"${label}"`);
-    expect(r.stdout).toMatch(/fingerprint [0-9a-f]{4}:[0-9a-f]{4}:[0-9a-f]{4}/);
+    expect(r.stdout).toMatch(/fingerprint [0-9a-f]{8}\)/);
 
     expect((await stat(configDir)).mode & 0o777).toBe(0o700);
     expect((await stat(join(configDir, 'config.json'))).mode & 0o777).toBe(0o600);
@@ -146,7 +146,7 @@ describe('recovery-code check', () => {
     await writeFile(other, `${stranger.code.toLowerCase().replace(/-/g, ' ')}\n`, { mode: 0o600 });
     const w = await cli(['recovery-code', 'check', '--recovery-code-file', other]);
     expect(w.exitCode).toBe(4);
-    expect(w.stderr).toMatch(/^backupctl: the code is well-formed \(fingerprint [0-9a-f:]{14}\) but matches no recovery code in the config/);
+    expect(w.stderr).toMatch(/^backupctl: the code is well-formed \(fingerprint [0-9a-f]{8}\) but matches no recovery code in the config/);
   });
 
   it('with stdin not a terminal and no code given, fails at once with exit 2', async () => {

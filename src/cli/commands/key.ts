@@ -8,7 +8,7 @@ import { checkLabel, loadConfig, recipientFromEntry, updateConfig, type Recipien
 import { b64decode } from '../../util/base64.js';
 import { fingerprint } from '../../keys/x25519.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
-import { action, emitJson, info, warn } from '../run.js';
+import { action, emitJson, info, print, printFields, warn } from '../run.js';
 import { readSecret } from '../secrets.js';
 
 const UV_CHOICES = ['required', 'preferred', 'discouraged'] as const;
@@ -85,11 +85,11 @@ async function enroll(json: boolean, o: EnrollCliOptions, signal: AbortSignal): 
     ...(replaced ? { replaced: { label: replaced.label, fingerprint: fp(replaced) } } : {}),
   };
   if (json) return emitJson(out);
-  process.stdout.write(
-    `Security key "${entry.label}" enrolled (fingerprint ${out.fingerprint}, PIN/UV ${out.uv ? 'required' : 'not used'}).\n` +
-      (replaced ? `It replaces "${replaced.label}" (${fp(replaced)}): archives made for that one still open with the key; move them with backupctl rotate.\n` : '') +
-      `Backups made from now on are encrypted to it without touching the key. Test it any time with: backupctl key test "${entry.label}"\n` +
-      `Keep a recovery code (backupctl recovery-code new) or a second key: a lost or reset key cannot be replaced.\n`,
+  print(
+    `Security key "${entry.label}" enrolled (fingerprint ${out.fingerprint}, PIN/UV ${out.uv ? 'required' : 'not used'}).`,
+    ...(replaced ? [`It replaces "${replaced.label}" (${fp(replaced)}): archives made for that one still open with the key; move them with backupctl rotate.`] : []),
+    `Backups made from now on are encrypted to it without touching the key. Test it any time with: backupctl key test "${entry.label}"`,
+    'Keep a recovery code (backupctl recovery-code new) or a second key: a lost or reset key cannot be replaced.',
   );
 }
 
@@ -103,10 +103,10 @@ function list(json: boolean, entries: RecipientEntry[]): void {
   }));
   if (json) return emitJson({ ok: true, keys });
   if (keys.length === 0) {
-    process.stdout.write('No security key enrolled. Enrol one with: backupctl key enroll\n');
+    print('No security key enrolled. Enrol one with: backupctl key enroll');
     return;
   }
-  for (const k of keys) process.stdout.write(`${k.label}\t${k.fingerprint}\tPIN/UV ${k.uv ? 'yes' : 'no'}\taaguid ${k.aaguid}\tenrolled ${k.created}\n`);
+  for (const k of keys) printFields(k.label, k.fingerprint, `PIN/UV ${k.uv ? 'yes' : 'no'}`, `aaguid ${k.aaguid}`, `enrolled ${k.created}`);
 }
 
 async function remove(json: boolean, which: string): Promise<void> {
@@ -116,9 +116,9 @@ async function remove(json: boolean, which: string): Promise<void> {
     return e;
   });
   if (json) return emitJson({ ok: true, label: gone.label, fingerprint: fp(gone) });
-  process.stdout.write(
-    `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.\n` +
-      `Archives made before still open with it; to take it off them, use backupctl rotate.\n`,
+  print(
+    `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.`,
+    'Archives made before still open with it; to take it off them, use backupctl rotate.',
   );
 }
 
@@ -142,7 +142,7 @@ async function test(json: boolean, which: string | undefined, o: DeviceOptions, 
   const hit = trials.find((t) => Buffer.from(t.fileKey).equals(Buffer.from(got)))!;
   got.fill(0);
   if (json) return emitJson({ ok: true, label: hit.e.label, fingerprint: fp(hit.e) });
-  process.stdout.write(`Security key "${hit.e.label}" (${fp(hit.e)}) works: it unlocks backups made for it.\n`);
+  print(`Security key "${hit.e.label}" (${fp(hit.e)}) works: it unlocks backups made for it.`);
 }
 
 function deviceOptions(cmd: Command): Command {
