@@ -5,7 +5,11 @@
 
 export const MAX_LABEL = 100;
 
-/** 1 to 100 UTF-16 units, no surrounding blanks, no control, format, surrogate or line/paragraph separator characters. */
+/**
+ * 1 to 100 UTF-16 units, no surrounding blanks, no control (Cc: newlines, escapes), format (Cf:
+ * bidi overrides) or lone surrogate (Cs) characters. Typed labels were always held to this (a
+ * command line cannot carry a lone surrogate), so no label backupctl was given to write breaks it.
+ */
 export function isValidLabel(label: string): boolean {
-  return label.length > 0 && label.length <= MAX_LABEL && label === label.trim() && !/[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/u.test(label);
+  return label.length > 0 && label.length <= MAX_LABEL && label === label.trim() && !/[\p{Cc}\p{Cf}\p{Cs}]/u.test(label);
 }
