@@ -85,10 +85,18 @@ export async function updateConfig<T>(change: (cfg: Config) => T | Promise<T>): 
   }
 }
 
-/** The recipient a config entry describes: every slot type wraps the same way (x25519.ts). */
+/**
+ * The recipient a config entry describes: every slot type wraps the same way (x25519.ts).
+ * Exit 2 for a key that is not 32 bytes of base64 or is a low-order point (nothing it opens).
+ */
 export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerprint: string } {
-  const pub = b64decode(entry.publicKey);
-  if (!isUsablePublicKey(pub)) throw new Error(`recipient "${entry.label}": not an X25519 public key anything can be encrypted to`);
+  let pub: Uint8Array | null = null;
+  try {
+    pub = b64decode(entry.publicKey);
+  } catch {
+    /* reported below */
+  }
+  if (!pub || !isUsablePublicKey(pub)) throw usageError(`recipient "${entry.label}" has an invalid public key`);
   return {
     type: entry.type,
     label: entry.label,

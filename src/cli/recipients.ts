@@ -43,12 +43,7 @@ export async function resolveRecipients(o: RecipientOptions): Promise<ResolvedRe
   for (const e of entries) {
     // Every label written into a header keeps the rule the header parser applies (keys/label.ts).
     if (!isValidLabel(e.label)) throw usageError(`recipient ${JSON.stringify(e.label)}: a label must be 1 to ${MAX_LABEL} visible characters on one line`);
-    let r: ResolvedRecipient;
-    try {
-      r = recipientFromEntry(e);
-    } catch {
-      throw usageError(`recipient "${e.label}" has an invalid public key`);
-    }
+    const r = recipientFromEntry(e);
     const id = `${e.type}:${e.publicKey}`;
     if (!seen.has(id)) {
       seen.add(id);

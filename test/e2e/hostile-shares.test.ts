@@ -4,6 +4,7 @@
 // line: 5 when the slot is tagged for the key in use (a slot for it that does not open: damage),
 // 4 when it is not (no slot for this key) — never exit 1. backupctl-format(5) KEY SLOTS.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { recipientFromEntry } from '../../src/config.js';
 import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
@@ -88,5 +89,19 @@ describe('a recovery slot with a low-order or non-canonical share', () => {
     const file = await craftArchive(join(home, 'good.bctl'), [recipientFromEntry(recoveryRecipientEntry(rc.code, 'crafted'))], [{ path: 'a.txt' }]);
     const r = await unlockWithCode(['verify', file]);
     expect(r.exitCode, r.stderr).toBe(0);
+  });
+});
+
+describe('a recipient whose public key is a low-order point', () => {
+  it.each(SHARES)('%s in a --recipients-file: create refuses it (exit 2, one line) and writes nothing', async (name, key) => {
+    const list = join(home, `recipients-${name}.json`);
+    await writeFile(list, JSON.stringify({ recipients: [{ type: 'recovery', label: 'weak', publicKey: b64encode(key), created: '2026-01-01T00:00:00Z' }] }));
+    const src = join(home, 'src');
+    await mkdir(src, { recursive: true });
+    await writeFile(join(src, 'a.txt'), 'a\n');
+    const out = join(home, `weak-${name}.bctl`);
+    const r = await runCli(['create', src, '-o', out, '--recipients-file', list], { configDir });
+    expectOneLine(r, 2, 'recipient "weak" has an invalid public key');
+    expect(await exists(out)).toBe(false);
   });
 });
