@@ -7,17 +7,15 @@ import { FIDO2_SLOT_TYPE } from './keys/fido2-slot.js';
 import { RECOVERY_SLOT_TYPE } from './keys/recovery-code.js';
 import { termSafe } from './util/terminal-text.js';
 import type { Config } from './config.js';
+import { MAX_LABEL, isValidLabel } from './keys/label.js';
 
 /** Recovery codes replaced by newer ones (public keys only, with the date they were retired). */
 export const RETIRED = 'retiredRecoveryCodes';
 
-const MAX_LABEL = 100;
 
 /** Labels are written in clear into every archive header: null if `l` is one short line of visible text, else what it must be. */
 export function labelProblem(l: string): string | null {
-  // Cc: control characters (newlines, escapes); Cf: invisible formatting (bidi overrides).
-  const ok = l !== '' && l === l.trim() && l.length <= MAX_LABEL && !/[\p{Cc}\p{Cf}]/u.test(l);
-  return ok ? null : `1 to ${MAX_LABEL} visible characters on one line`;
+  return isValidLabel(l) ? null : `1 to ${MAX_LABEL} visible characters on one line`;
 }
 
 const ENTRY_FIELDS = new Set(['type', 'label', 'publicKey', 'created', 'params']);

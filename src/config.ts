@@ -10,7 +10,7 @@ import { acquireLock, type Lock } from './util/lock.js';
 import { checkAncestors, checkOwnPath } from './util/strict-modes.js';
 import { checkConfig, labelProblem } from './config-schema.js';
 import { b64decode } from './util/base64.js';
-import { fingerprint, wrapX25519 } from './keys/x25519.js';
+import { fingerprint, isUsablePublicKey, wrapX25519 } from './keys/x25519.js';
 import type { Recipient } from './keys/types.js';
 
 /** One recipient as kept in config.json. Only public material, never a secret. */
@@ -128,9 +128,18 @@ export function removeRecipient(type: string, which: string, noun: string, listC
   });
 }
 
-/** The recipient a config entry describes: every slot type wraps the same way (x25519.ts). */
+/**
+ * The recipient a config entry describes: every slot type wraps the same way (x25519.ts).
+ * Exit 2 for a key that is not 32 bytes of base64 or is a low-order point (nothing it opens).
+ */
 export function recipientFromEntry(entry: RecipientEntry): Recipient & { fingerprint: string } {
-  const pub = b64decode(entry.publicKey);
+  let pub: Uint8Array | null = null;
+  try {
+    pub = b64decode(entry.publicKey);
+  } catch {
+    /* reported below */
+  }
+  if (!pub || !isUsablePublicKey(pub)) throw usageError(`recipient "${entry.label}" has an invalid public key`);
   return {
     type: entry.type,
     label: entry.label,

@@ -7,6 +7,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError, ioError } from '../errors.js';
 import type { Slot } from '../keys/types.js';
+import { MAX_LABEL, isValidLabel } from '../keys/label.js';
 import { b64decode, b64encode } from '../util/base64.js';
 import {
   INFO_HEADER, MAC_LEN, MAGIC, MAJOR, MAX_HEADER_JSON, MAX_SEGMENT_SIZE, MAX_SLOTS, MINOR,
@@ -96,6 +97,23 @@ function isSlot(s: unknown): s is Slot {
   );
 }
 
+/**
+ * The label rule (keys/label.ts) and a 4-byte tag, for every slot: backupctl writes no other, so
+ * a header breaking them is damaged or forged, refused before any label is shown or any key used.
+ */
+function checkSlotText(s: Slot, i: number): void {
+  if (!isValidLabel(s.label)) {
+    throw corruptError(`header: the label of slot ${i + 1} is not 1 to ${MAX_LABEL} visible characters on one line (backupctl writes no such label)`);
+  }
+  let tag: Uint8Array | null = null;
+  try {
+    tag = b64decode(s.tag);
+  } catch {
+    /* reported below */
+  }
+  if (tag?.length !== 4) throw corruptError(`header: the tag of slot ${i + 1} is not 4 bytes of base64`);
+}
+
 /** Parse (but do not authenticate) a complete header. Strict: any deviation is "corrupt". */
 export function parseHeader(buf: Buffer): ParsedHeader {
   const headerLength = headerLengthFromPreamble(buf);
@@ -125,6 +143,7 @@ export function parseHeader(buf: Buffer): ParsedHeader {
   if (!Array.isArray(slots) || slots.length === 0 || slots.length > MAX_SLOTS || !slots.every(isSlot)) {
     throw corruptError(`header: slots must be 1 to ${MAX_SLOTS} well-formed objects`);
   }
+  slots.forEach(checkSlotText);
   return {
     version: `${buf[8]}.${buf[9]}`,
     created,

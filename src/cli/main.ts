@@ -4,7 +4,7 @@ import { Command, CommanderError, type Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import v8 from 'node:v8';
 import { Exit } from '../errors.js';
-import { emitJsonError, exitFlushed, handleError, quietStatus } from './run.js';
+import { exitFlushed, handleError, quietStatus, reportFailure } from './run.js';
 import { carriesData } from '../util/stdout-data.js';
 import { ioError, usageError } from '../errors.js';
 import { commands } from './commands/index.js';
@@ -32,8 +32,11 @@ export async function main(argv: string[]): Promise<void> {
     // Every command's --help then lists --json (and --version) under "Global Options".
     .configureHelp({ showGlobalOptions: true })
     .exitOverride();
+  // With --json, stderr carries only JSON lines: commander's own line is replaced by
+  // reportFailure's below.
+  const json = argv.includes('--json');
   program.configureOutput({
-    writeErr: (s) => process.stderr.write(s.startsWith('error:') ? `backupctl: ${withHints(s.slice(7))}` : s),
+    writeErr: (s) => json || process.stderr.write(s.startsWith('error:') ? `backupctl: ${withHints(s.slice(7))}` : s),
   });
   for (const register of commands) register(program);
   refuseContradictions(program);
@@ -42,8 +45,8 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') process.exit(0);
-      // commander already printed one line on stderr; --json still promises one object on stdout.
-      if (argv.includes('--json')) emitJsonError(Exit.usage, withHints(err.message.replace(/^error: /, '')));
+      // Without --json commander already printed its line on stderr.
+      if (json) reportFailure(Exit.usage, withHints(err.message.replace(/^error: /, '')), true);
       await exitFlushed(Exit.usage);
     }
     await handleError(err instanceof Error ? err : usageError(String(err)));

@@ -5,6 +5,7 @@ import { readFile } from 'node:fs/promises';
 import { BackupctlError, Exit, ioError, usageError } from '../errors.js';
 import { loadConfig, recipientFromEntry, type RecipientEntry } from '../config.js';
 import { MAX_SLOTS } from '../archive/format.js';
+import { MAX_LABEL, isValidLabel } from '../keys/label.js';
 
 export interface RecipientOptions {
   recipientsFile?: string[];
@@ -40,12 +41,9 @@ export async function resolveRecipients(o: RecipientOptions): Promise<ResolvedRe
   const seen = new Set<string>();
   const out: ResolvedRecipient[] = [];
   for (const e of entries) {
-    let r: ResolvedRecipient;
-    try {
-      r = recipientFromEntry(e);
-    } catch {
-      throw usageError(`recipient "${e.label}" has an invalid public key`);
-    }
+    // Every label written into a header keeps the rule the header parser applies (keys/label.ts).
+    if (!isValidLabel(e.label)) throw usageError(`recipient ${JSON.stringify(e.label)}: a label must be 1 to ${MAX_LABEL} visible characters on one line`);
+    const r = recipientFromEntry(e);
     const id = `${e.type}:${e.publicKey}`;
     if (!seen.has(id)) {
       seen.add(id);

@@ -1,8 +1,11 @@
-// The one wrapper every command action goes through: turns errors into one stderr line (or one
-// JSON object on stdout with --json) and the documented exit code, and turns Ctrl-C / SIGTERM
-// into an AbortSignal so lower layers clean up (temp files, staging dirs) before exit 130.
+// The one wrapper every command action goes through: turns errors into one stderr line (with
+// --json: one JSON line on stderr and one JSON object on stdout) and the documented exit code,
+// and turns Ctrl-C / SIGTERM into an AbortSignal so lower layers clean up (temp files, staging
+// dirs) before exit 130. Human-readable messages carry untrusted text (labels, paths, server
+// messages), so they reach the terminal through termSafe; JSON keeps the exact strings.
 import { BackupctlError, Exit, exitName, type ExitCode } from '../errors.js';
 import { writeAboveSpinner } from './terminal.js';
+import { termSafe } from '../util/terminal-text.js';
 
 export interface RunContext {
   json: boolean;
@@ -21,12 +24,22 @@ export function emitJson(obj: unknown): void {
 /** A warning line on stderr (or a JSON line on stderr in --json mode). */
 export function warn(message: string): void {
   if (jsonMode) process.stderr.write(JSON.stringify({ type: 'warning', message }) + '\n');
-  else writeAboveSpinner(`backupctl: warning: ${message}\n`);
+  else writeAboveSpinner(`backupctl: warning: ${termSafe(message)}\n`);
+}
+
+/** Human-readable output on stdout, one line each, made terminal-safe (an embedded newline is shown as \n). */
+export function print(...lines: string[]): void {
+  process.stdout.write(lines.map((l) => `${termSafe(l)}\n`).join(''));
+}
+
+/** One line of tab-separated fields on stdout, each made terminal-safe (the tabs stay tabs). */
+export function printFields(...fields: string[]): void {
+  process.stdout.write(`${fields.map(termSafe).join('\t')}\n`);
 }
 
 export function info(message: string): void {
   if (jsonMode) process.stderr.write(JSON.stringify({ type: 'info', message }) + '\n');
-  else writeAboveSpinner(`${message}\n`);
+  else writeAboveSpinner(`${termSafe(message)}\n`);
 }
 
 /**
@@ -47,15 +60,24 @@ export function exitFlushed(code: ExitCode): Promise<never> {
 /** The status a listing cut short by its reader (| head) ends with: what the command has already decided, else 0. */
 export const quietStatus = (): ExitCode => (process.exitCode ?? Exit.ok) as ExitCode;
 
-/** The failure object that --json promises on stdout (the stderr line is written apart). */
-export function emitJsonError(code: ExitCode, message: string, detail?: Record<string, unknown>): void {
-  emitJson({ ok: false, error: { exitCode: code, kind: exitName[code], message, ...(detail ?? {}) } });
+/**
+ * Report a failure: one line on stderr, "backupctl: ..." (made terminal-safe); with --json the
+ * line is a JSON line like every other line on stderr then, and the failure object that --json
+ * promises goes to stdout.
+ */
+export function reportFailure(code: ExitCode, message: string, json: boolean, detail?: Record<string, unknown>): void {
+  const line = message.replace(/\s*\n\s*/g, ' ');
+  if (!json) {
+    process.stderr.write(`backupctl: ${termSafe(line)}\n`);
+    return;
+  }
+  const error = { exitCode: code, kind: exitName[code], message: line };
+  process.stderr.write(JSON.stringify({ type: 'error', ...error }) + '\n');
+  emitJson({ ok: false, error: { ...error, ...(detail ?? {}) } });
 }
 
 function fail(code: ExitCode, message: string, detail?: Record<string, unknown>): Promise<never> {
-  const line = message.replace(/\s*\n\s*/g, ' ');
-  if (jsonMode) emitJsonError(code, line, detail);
-  process.stderr.write(`backupctl: ${line}\n`);
+  reportFailure(code, message, jsonMode, detail);
   return exitFlushed(code);
 }
 

@@ -5,10 +5,10 @@
 import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
-import { BackupctlError, Exit } from '../errors.js';
+import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { b64decode, b64encode } from '../util/base64.js';
 import type { Identity, Slot } from './types.js';
-import { publicKeyOf, unwrapX25519, type X25519KeyPair } from './x25519.js';
+import { publicKeyOf, recipientTag, unwrapX25519, type X25519KeyPair } from './x25519.js';
 import type { PinReader } from '../fido2/device.js';
 
 export const FIDO2_SLOT_TYPE = 'fido2';
@@ -149,6 +149,7 @@ async function unlockWith(devices: Device[], ours: OurSlot[], opts: Fido2Identit
     return null;
   }
   const { dev, id } = found;
+  let damaged: Slot | undefined;
   for (const { slot, p } of ours) {
     if (Buffer.compare(Buffer.from(p.credential), Buffer.from(id)) !== 0) continue;
     const { output, flags } = await dev.hmacSecret(RP_ID, id, p.salt, p.uv && dev.pinSet === true ? opts.readPin : null, io);
@@ -163,9 +164,13 @@ async function unlockWith(devices: Device[], ours: OurSlot[], opts: Fido2Identit
     try {
       const fileKey = unwrapX25519(FIDO2_SLOT_TYPE, kp, slot);
       if (fileKey) return fileKey;
+      // Tagged for the key this answer gives, yet it does not open (its share or body was
+      // altered): damage, as for a recovery-code slot (backupctl-format(5) KEY SLOTS).
+      if (slot.tag === b64encode(recipientTag(FIDO2_SLOT_TYPE, kp.publicKey))) damaged = slot;
     } finally {
       kp.secretKey.fill(0);
     }
   }
+  if (damaged) throw corruptError(`the key slot "${damaged.label}" is for this security key but does not open: the archive header was damaged or tampered with`);
   throw new BackupctlError(Exit.noKey, `the security key ${dev.name} holds this archive's credential, but its answer does not open the key slot (the slot's parameters were altered?)`);
 }

@@ -84,7 +84,8 @@ const noKey = (msg: string) => new BackupctlError(Exit.noKey, msg);
 
 /**
  * Normalise a typed code (case, separators, look-alikes), check length, alphabet and every
- * group's check symbol, and return the 28 canonical data symbols. Errors name the wrong group(s).
+ * group's check symbol, and return the 28 canonical data symbols. Errors name the wrong group(s)
+ * by number, and groups typed in each other's place as swapped.
  */
 export function parseRecoveryCode(input: string): string {
   const symbols = [...input.toUpperCase().replace(SEPARATORS, '')].map((c) => LOOK_ALIKES[c] ?? c);
@@ -99,19 +100,33 @@ export function parseRecoveryCode(input: string): string {
       `recovery code: expected ${CODE_SYMBOLS} symbols (${GROUPS} groups of ${GROUP_LEN}), got ${symbols.length}`,
     );
   }
-  const wrong: string[] = [];
-  let data = '';
-  for (let g = 0; g < GROUPS; g++) {
-    const text = symbols.slice(g * GROUP_LEN, (g + 1) * GROUP_LEN);
-    const values = text.map((c) => VALUE.get(c)!);
-    if (!groupIsValid(g + 1, values)) wrong.push(`${g + 1} (${text.join('')})`);
-    data += text.slice(0, DATA_PER_GROUP).join('');
+  const groups = Array.from({ length: GROUPS }, (_, g) => symbols.slice(g * GROUP_LEN, (g + 1) * GROUP_LEN).map((c) => VALUE.get(c)!));
+  const wrong = groups.flatMap((values, g) => (groupIsValid(g + 1, values) ? [] : [g + 1]));
+  if (wrong.length) throw noKey(`recovery code: ${describeWrongGroups(groups, wrong)}`);
+  return groups.map((values) => values.slice(0, DATA_PER_GROUP).map((v) => ALPHABET[v]).join('')).join('');
+}
+
+/**
+ * "group 3 has a typo", "groups 2 and 5 are swapped; group 7 has a typo": groups named by their
+ * number only, since the text of a group is part of a secret that error output may be shared
+ * with. Two wrong groups that are each valid in the other's place were typed in each other's
+ * place (a pair of typos looks like that by chance with probability 1/1024).
+ */
+function describeWrongGroups(groups: readonly number[][], wrong: readonly number[]): string {
+  const swapped: Array<[number, number]> = [];
+  const left = [...wrong];
+  for (let i = 0; i < left.length; i++) {
+    const a = left[i]!;
+    const j = left.findIndex((b, k) => k > i && groupIsValid(b, groups[a - 1]!) && groupIsValid(a, groups[b - 1]!));
+    if (j < 0) continue;
+    swapped.push([a, left[j]!]);
+    left.splice(j, 1);
+    left.splice(i--, 1);
   }
-  if (wrong.length === 1) throw noKey(`recovery code: group ${wrong[0]} has a typo`);
-  if (wrong.length > 1) {
-    throw noKey(`recovery code: groups ${wrong.slice(0, -1).join(', ')} and ${wrong[wrong.length - 1]} have typos`);
-  }
-  return data;
+  const list = (n: readonly number[]) => (n.length === 1 ? `${n[0]}` : `${n.slice(0, -1).join(', ')} and ${n[n.length - 1]}`);
+  const parts = swapped.map(([a, b]) => `groups ${a} and ${b} are swapped`);
+  if (left.length) parts.push(left.length === 1 ? `group ${left[0]} has a typo` : `groups ${list(left)} have typos`);
+  return parts.join('; ');
 }
 
 /**

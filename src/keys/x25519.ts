@@ -34,12 +34,31 @@ export function publicKeyOf(secretKey: Uint8Array): Uint8Array {
   return new Uint8Array(der.subarray(der.length - 32));
 }
 
-/** X25519(secret, public); refuses the all-zero output of low-order points (RFC 7748 §6.1). */
+/**
+ * X25519(secret, public), or null for the all-zero output of a low-order or non-canonical point
+ * (0, 1, the order-8 points, p-1, p, p+1, ...; RFC 7748 §6.1). OpenSSL refuses that output by
+ * throwing; anyone can write such a share into a header, so it must mean "not for this key".
+ */
 function sharedSecret(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array | null {
-  const s = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(secretKey), publicKey: publicKeyObject(publicKey) }));
+  let s: Uint8Array;
+  try {
+    s = new Uint8Array(diffieHellman({ privateKey: privateKeyObject(secretKey), publicKey: publicKeyObject(publicKey) }));
+  } catch {
+    return null; // both keys are 32 bytes here, so the refused output is the only failure
+  }
   let acc = 0;
   for (const b of s) acc |= b;
   return acc === 0 ? null : s;
+}
+
+/** Whether a recipient public key can be encrypted to: 32 bytes and not a low-order point. */
+export function isUsablePublicKey(publicKey: Uint8Array): boolean {
+  if (publicKey.length !== 32) return false;
+  const probe = randomBytes(32);
+  const shared = sharedSecret(probe, publicKey);
+  probe.fill(0);
+  shared?.fill(0);
+  return shared !== null;
 }
 
 /** 4-byte tag of a recipient public key: lets slots be matched to config entries without a key. */
@@ -47,11 +66,18 @@ export function recipientTag(type: string, publicKey: Uint8Array): Uint8Array {
   return sha256(concatBytes(utf8ToBytes(`backupctl/v1 tag ${type}\n`), publicKey)).subarray(0, 4);
 }
 
-/** Short human fingerprint of a recipient (shown by create, key list, inspect). */
+/**
+ * A recipient's fingerprint, the one identifier every command shows (create, inspect, verify,
+ * key list, recovery-code, rotate, doctor): its 4-byte tag as 8 lowercase hex digits, "d6e76c8f".
+ * A slot holds the tag and not the public key, so this is what an archive can be matched on
+ * without a key. It names a recipient among a few; it does not authenticate one.
+ */
 export function fingerprint(type: string, publicKey: Uint8Array): string {
-  const h = sha256(concatBytes(utf8ToBytes(`backupctl/v1 fingerprint ${type}\n`), publicKey));
-  return Buffer.from(h.subarray(0, 6)).toString('hex').replace(/(....)(?=.)/g, '$1:');
+  return Buffer.from(recipientTag(type, publicKey)).toString('hex');
 }
+
+/** The fingerprint of the recipient a slot was made for (parseHeader checked its tag is 4 bytes). */
+export const slotFingerprint = (slot: Slot): string => Buffer.from(b64decode(slot.tag)).toString('hex');
 
 function wrapKey(type: string, shared: Uint8Array, share: Uint8Array, recipient: Uint8Array): Uint8Array {
   return hkdf(sha256, shared, concatBytes(share, recipient), utf8ToBytes(`backupctl/v1 X25519 ${type}`), 32);

@@ -90,7 +90,7 @@ export async function inspectCrypt15(path: string): Promise<Crypt15Inspection | 
 }
 
 /** The human form of an inspection, one fact per line. */
-export function formatCrypt15Inspection(i: Crypt15Inspection): string {
+export function formatCrypt15Inspection(i: Crypt15Inspection): string[] {
   const on = Object.entries(i.features).filter(([, v]) => v).map(([k]) => k);
   const off = Object.entries(i.features).filter(([, v]) => !v).map(([k]) => k);
   return [
@@ -105,5 +105,5 @@ export function formatCrypt15Inspection(i: Crypt15Inspection): string {
     `  feature flags:  ${on.length ? `set ${on.join(',')}` : 'none set'}${off.length ? `; clear ${off.join(',')}` : ''}`,
     `  MD5 footer:     ${i.md5Matches ? 'matches (the file is intact)' : 'does not match (damaged or truncated, or a multi-file backup, which has none)'}`,
     `Migrate it with: backupctl migrate-from-64-digit-key ${i.file} -o FILE`,
-  ].join('\n') + '\n';
+  ];
 }

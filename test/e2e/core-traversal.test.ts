@@ -4,12 +4,10 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { mkdir, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
-import { MemorySink } from '../../src/archive/output.js';
-import { EntryType } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
 import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
+import { craftArchive, type EntrySpec } from '../support/craft.js';
 
 let home: string;
 let configDir: string;
@@ -18,35 +16,9 @@ let rc: RecoveryCode;
 /** Where escaping entries would land; must stay empty. */
 let outside: string;
 
-type Spec = { path: string; dir?: true; link?: string; data?: string };
-
 /** Write an archive holding exactly `specs`, in that order, for the test's recovery code. */
-async function craft(name: string, specs: Spec[]): Promise<string> {
-  const file = join(home, `${name}.bkp`);
-  async function* entries(): AsyncGenerator<SourceEntry> {
-    for (const s of specs) {
-      const base = { path: s.path, mode: s.dir ? 0o755 : 0o644, mtimeNs: 1_700_000_000_000_000_000n };
-      if (s.dir) yield { ...base, type: EntryType.Dir };
-      else if (s.link !== undefined) yield { ...base, type: EntryType.Symlink, target: s.link };
-      else {
-        const data = Buffer.from(s.data ?? `content of ${s.path}\n`);
-        yield {
-          ...base,
-          type: EntryType.File,
-          open: async () => chunkedContent((async function* () { yield data; })(), false),
-        };
-      }
-    }
-  }
-  const sink = new MemorySink();
-  await writeArchive({
-    recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'crafted'))],
-    entries: entries(),
-    sink,
-    segmentSize: 4096,
-  });
-  await writeFile(file, sink.bytes);
-  return file;
+function craft(name: string, specs: EntrySpec[]): Promise<string> {
+  return craftArchive(join(home, `${name}.bkp`), [recipientFromEntry(recoveryRecipientEntry(rc.code, 'crafted'))], specs);
 }
 
 beforeAll(async () => {
@@ -152,7 +124,7 @@ describe('links already in DIR are never written through', () => {
     ['archive has only sub/x (no dir entry)', [{ path: 'sub/x' }]],
     ['archive has only the dir sub/deeper', [{ path: 'sub/deeper', dir: true }]],
     ['archive has sub/deeper/x', [{ path: 'sub/deeper/x' }]],
-  ] as Array<[string, Spec[]]>) {
+  ] as Array<[string, EntrySpec[]]>) {
     it(name, async () => {
       const file = await craft(name.replace(/\W+/g, '-'), specs);
       for (const [how, args, opts] of [

@@ -5,6 +5,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startAuthenticator, type RunningAuthenticator } from '../support/authenticator/server.js';
 import type { AuthenticatorOptions } from '../support/authenticator/authenticator.js';
+import { recipientFromEntry } from '../../src/config.js';
+import { b64encode } from '../../src/util/base64.js';
+import { craftArchive, editedSlots } from '../support/craft.js';
 import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, startCli, type CliResult } from '../support/cli.js';
 
 let home: string;
@@ -64,6 +67,8 @@ describe('backupctl key / restore with a FIDO2 key', () => {
     const commandsBefore = k.auth.log.length;
     const { src, file } = await archive();
     expect(k.auth.log.length).toBe(commandsBefore);
+    // inspect (no key) shows the slot with the fingerprint enrol and key list show.
+    expect(onlyJson<{ slots: Array<{ fingerprint: string }> }>(await cli(['inspect', '--json', file])).slots.map((x) => x.fingerprint)).toEqual([e.fingerprint]);
 
     const k2 = await plug(k.auth); // plugged back in (new port)
     const out = join(home, 'out');
@@ -192,6 +197,24 @@ describe('backupctl key / restore with a FIDO2 key', () => {
     expect(cfg.recipients.map((r: { label: string }) => r.label)).toEqual(['blue']);
     expectClean(await cli(['restore', file, '-d', join(home, 'out'), '--device', k.url]), 0);
     expect(await snapshot(join(home, 'out'))).toEqual(await snapshot(src));
+  });
+
+  it('a security-key slot with a low-order share: exit 5 (its tag is this key\'s), one line, never exit 1', async () => {
+    const k = await plug();
+    await enrol(k, ['--label', 'blue']);
+    const entry = JSON.parse(await readFile(join(configDir, 'config.json'), 'utf8')).recipients[0];
+    const P = (1n << 255n) - 19n;
+    const le = (n: bigint) => Buffer.from(Uint8Array.from({ length: 32 }, (_, i) => Number((n >> BigInt(8 * i)) & 0xffn)));
+    const shares = [le(0n), le(1n), Buffer.from('e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800', 'hex'),
+      Buffer.from('5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157', 'hex'), le(P - 1n), le(P), le(P + 1n)];
+    for (const [i, share] of shares.entries()) {
+      const file = await craftArchive(join(home, `share-${i}.bkp`), [editedSlots(recipientFromEntry(entry), (s) => ({ ...s, share: b64encode(share) }))], [{ path: 'a.txt' }]);
+      const r = await cli(['verify', file, '--device', k.url]);
+      expectClean(r, 5);
+      expect(r.stderr.split('\n').filter((l) => l.startsWith('backupctl: '))).toEqual([
+        'backupctl: the key slot "blue" is for this security key but does not open: the archive header was damaged or tampered with',
+      ]);
+    }
   });
 
   it('--device refuses a non-loopback UDP address; doctor describes a key', async () => {

@@ -7,12 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { BackupctlError } from '../../errors.js';
 import { configDir, configPath, loadConfig } from '../../config.js';
 import { leftoverTemps } from '../../util/fsutil.js';
-import { termSafe } from '../../util/terminal-text.js';
 import { resolve } from 'node:path';
 import { b64decode } from '../../util/base64.js';
 import { fingerprint } from '../../keys/x25519.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
-import { action, emitJson } from '../run.js';
+import { action, emitJson, print, printFields } from '../run.js';
 
 const UDEV_RULE = fileURLToPath(new URL('../../../man/udev/70-backupctl-fido2.rules', import.meta.url));
 const UDEV_DIRS = ['/etc/udev/rules.d', '/run/udev/rules.d', '/usr/lib/udev/rules.d', '/lib/udev/rules.d'];
@@ -153,23 +152,23 @@ async function doctor(json: boolean, o: { device?: string; dir?: string[] }, sig
   if (!recipients.some((r) => r.type === FIDO2_SLOT_TYPE)) problems.push({ problem: 'no security key enrolled', fix: 'backupctl key enroll' });
 
   if (json) return emitJson({ ok: true, config: configPath(), keys, recipients, leftovers: left, problems });
-  const w = (s: string) => process.stdout.write(s + '\n');
-  w(`Security keys found: ${keys.length === 0 ? 'none' : keys.length}`);
+  print(`Security keys found: ${keys.length === 0 ? 'none' : keys.length}`);
   for (const k of keys) {
-    if (k.error) w(`  ${k.device}: cannot talk to it: ${k.error}`);
+    if (k.error) print(`  ${k.device}: cannot talk to it: ${k.error}`);
     else
-      w(
-        `  ${k.name}\n    aaguid ${k.aaguid}, versions ${k.versions!.join(' ')}, hmac-secret ${k.hmacSecret ? 'yes' : 'NO'}, ` +
+      print(
+        `  ${k.name}`,
+        `    aaguid ${k.aaguid}, versions ${k.versions!.join(' ')}, hmac-secret ${k.hmacSecret ? 'yes' : 'NO'}, ` +
           `PIN ${k.pinSet === null ? 'not supported' : k.pinSet ? 'set' : 'not set'}, PIN/UV protocols ${k.pinUvAuthProtocols!.join(',') || 'none'}`,
       );
   }
-  w(`Config: ${configPath()}`);
-  w(`Recipients: ${recipients.length === 0 ? 'none' : ''}`);
-  for (const r of recipients) w(`  ${r.type}\t${r.label}\t${r.fingerprint}`);
-  if (problems.length === 0) w('No problems found.');
+  print(`Config: ${configPath()}`);
+  print(`Recipients: ${recipients.length === 0 ? 'none' : ''}`);
+  for (const r of recipients) printFields(`  ${r.type}`, r.label, r.fingerprint);
+  if (problems.length === 0) print('No problems found.');
   else {
-    w('Problems:');
-    for (const p of problems) w(`  - ${termSafe(p.problem)}\n    fix: ${termSafe(p.fix)}`);
+    print('Problems:');
+    for (const p of problems) print(`  - ${p.problem}`, `    fix: ${p.fix}`);
   }
 }
 

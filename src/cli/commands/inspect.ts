@@ -3,29 +3,31 @@
 import type { Command } from 'commander';
 import { stat } from 'node:fs/promises';
 import { loadConfig } from '../../config.js';
-import { b64decode, b64encode } from '../../util/base64.js';
-import { recipientTag } from '../../keys/x25519.js';
+import { b64decode } from '../../util/base64.js';
+import { fingerprint, slotFingerprint } from '../../keys/x25519.js';
 import type { Slot } from '../../keys/types.js';
 import { ArchiveFile } from '../../archive/reader.js';
 import { indexBatches, readIndex } from '../../archive/records.js';
 import { EntryType, TAG_LEN } from '../../archive/format.js';
 import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
-import { action, emitJson, type RunContext } from '../run.js';
+import { action, emitJson, print, type RunContext } from '../run.js';
+import { termSafe } from '../../util/terminal-text.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
 
 /** Slots with their public metadata, marked by whether the local config knows their recipient. */
 export async function describeSlots(slots: readonly Slot[]) {
-  let known: Array<{ type: string; label: string; tag: string }> = [];
+  let known: Array<{ type: string; label: string; fingerprint: string }> = [];
   try {
-    known = (await loadConfig()).recipients.map((r) => ({ type: r.type, label: r.label, tag: b64encode(recipientTag(r.type, b64decode(r.publicKey))) }));
+    known = (await loadConfig()).recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: fingerprint(r.type, b64decode(r.publicKey)) }));
   } catch {
     /* no usable config: every slot is simply "not in config" */
   }
   return slots.map((s) => {
-    const match = known.find((k) => k.type === s.type && k.tag === s.tag);
-    return { type: s.type, label: s.label, tag: Buffer.from(b64decode(s.tag)).toString('hex'), inConfig: match ? match.label : null, params: s.params ?? {} };
+    const fp = slotFingerprint(s);
+    const match = known.find((k) => k.type === s.type && k.fingerprint === fp);
+    return { type: s.type, label: s.label, fingerprint: fp, inConfig: match ? match.label : null, params: s.params ?? {} };
   });
 }
 
@@ -91,7 +93,7 @@ async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { li
   const legacy = await inspectCrypt15(file); // a WhatsApp 64-digit-key backup: its header, no key
   if (legacy) {
     if (ctx.json) emitJson({ ok: true, ...legacy });
-    else process.stdout.write(formatCrypt15Inspection(legacy));
+    else print(...formatCrypt15Inspection(legacy)); // its strings come from the file
     return;
   }
   const archive = await ArchiveFile.open(file);
@@ -119,18 +121,20 @@ async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { li
       ...slots.map((s, i) => {
         const p = s.params as Record<string, unknown>;
         const extra = s.type === 'fido2' ? `  rp ${p.rp} uv ${p.uv ? 'yes' : 'no'} aaguid ${p.aaguid} credential ${String(p.credential).slice(0, 16)}…` : '';
-        return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  tag ${s.tag}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
+        return `    ${i + 1}. ${s.type.padEnd(9)} "${s.label}"  fingerprint ${s.fingerprint}  ${s.inConfig !== null ? `[in config: ${s.inConfig}]` : '[not in local config]'}${extra}`;
       }),
     ];
     if (!opts.list) {
-      process.stdout.write(head.join('\n') + '\n');
+      print(...head);
       return;
     }
     // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
     // grow with the entries (a damaged index stops the listing where the damage is).
+    // Labels, parameters, paths and link targets are the archive's: each line is made
+    // terminal-safe whole, so none can break out of its line (backupctl(1) OUTPUT).
     head.push(`  entries (${(await archive.footer()).entryCount}):`);
-    await writeLines(head.join('\n') + '\n', indexBatches(archive), (e) =>
-      `    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}\n`, '');
+    await writeLines(head.map(termSafe).join('\n') + '\n', indexBatches(archive), (e) =>
+      termSafe(`    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}`) + '\n', '');
   } finally {
     await archive.close();
   }

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, usageError } from '../../errors.js';
 import { checkLabel, entryFingerprint, findRecipient, loadConfig, recipientFromEntry, removeRecipient, updateConfig, type RecipientEntry } from '../../config.js';
 import { FIDO2_SLOT_TYPE } from '../../keys/fido2-slot.js';
-import { action, emitJson, info, warn } from '../run.js';
+import { action, emitJson, info, print, printFields, warn } from '../run.js';
 import { readSecret } from '../secrets.js';
 
 const UV_CHOICES = ['required', 'preferred', 'discouraged'] as const;
@@ -78,11 +78,11 @@ async function enroll(json: boolean, o: EnrollCliOptions, signal: AbortSignal): 
     ...(replaced ? { replaced: { label: replaced.label, fingerprint: fp(replaced) } } : {}),
   };
   if (json) return emitJson(out);
-  process.stdout.write(
-    `Security key "${entry.label}" enrolled (fingerprint ${out.fingerprint}, PIN/UV ${out.uv ? 'required' : 'not used'}).\n` +
-      (replaced ? `It replaces "${replaced.label}" (${fp(replaced)}): archives made for that one still open with the key; move them with backupctl rotate.\n` : '') +
-      `Backups made from now on are encrypted to it without touching the key. Test it any time with: backupctl key test "${entry.label}"\n` +
-      `Keep a recovery code (backupctl recovery-code new) or a second key: a lost or reset key cannot be replaced.\n`,
+  print(
+    `Security key "${entry.label}" enrolled (fingerprint ${out.fingerprint}, PIN/UV ${out.uv ? 'required' : 'not used'}).`,
+    ...(replaced ? [`It replaces "${replaced.label}" (${fp(replaced)}): archives made for that one still open with the key; move them with backupctl rotate.`] : []),
+    `Backups made from now on are encrypted to it without touching the key. Test it any time with: backupctl key test "${entry.label}"`,
+    'Keep a recovery code (backupctl recovery-code new) or a second key: a lost or reset key cannot be replaced.',
   );
 }
 
@@ -96,18 +96,18 @@ function list(json: boolean, entries: RecipientEntry[]): void {
   }));
   if (json) return emitJson({ ok: true, keys });
   if (keys.length === 0) {
-    process.stdout.write('No security key enrolled. Enrol one with: backupctl key enroll\n');
+    print('No security key enrolled. Enrol one with: backupctl key enroll');
     return;
   }
-  for (const k of keys) process.stdout.write(`${k.label}\t${k.fingerprint}\tPIN/UV ${k.uv ? 'yes' : 'no'}\taaguid ${k.aaguid}\tenrolled ${k.created}\n`);
+  for (const k of keys) printFields(k.label, k.fingerprint, `PIN/UV ${k.uv ? 'yes' : 'no'}`, `aaguid ${k.aaguid}`, `enrolled ${k.created}`);
 }
 
 async function remove(json: boolean, which: string): Promise<void> {
   const gone = await removeRecipient(FIDO2_SLOT_TYPE, which, 'enrolled security key', 'backupctl key list', false);
   if (json) return emitJson({ ok: true, label: gone.label, fingerprint: fp(gone) });
-  process.stdout.write(
-    `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.\n` +
-      `Archives made before still open with it; to take it off them, use backupctl rotate.\n`,
+  print(
+    `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.`,
+    'Archives made before still open with it; to take it off them, use backupctl rotate.',
   );
 }
 
@@ -131,7 +131,7 @@ async function test(json: boolean, which: string | undefined, o: DeviceOptions, 
   const hit = trials.find((t) => Buffer.from(t.fileKey).equals(Buffer.from(got)))!;
   got.fill(0);
   if (json) return emitJson({ ok: true, label: hit.e.label, fingerprint: fp(hit.e) });
-  process.stdout.write(`Security key "${hit.e.label}" (${fp(hit.e)}) works: it unlocks backups made for it.\n`);
+  print(`Security key "${hit.e.label}" (${fp(hit.e)}) works: it unlocks backups made for it.`);
 }
 
 function deviceOptions(cmd: Command): Command {

@@ -16,7 +16,7 @@ import {
   recoveryKeyPair,
   recoveryRecipientEntry,
 } from '../../keys/recovery-code.js';
-import { action, emitJson } from '../run.js';
+import { action, emitJson, print } from '../run.js';
 import { readRecoveryCode } from '../secrets.js';
 import { registerRecoveryCodeRotate } from './rotate.js';
 
@@ -110,11 +110,11 @@ interface NewOptions {
 }
 
 function showNew(code: string, entry: RecipientEntry): void {
-  process.stdout.write(
-    `Recovery code "${entry.label}" (fingerprint ${entryFingerprint(entry)}):\n\n    ${code}\n\n` +
-      `Write it down now and keep it somewhere safe: it is shown only this once and cannot be recovered.\n` +
-      `Anyone with it can open every backup made from now on; without it (or a security key) nobody can.\n` +
-      `Test your copy with: backupctl recovery-code check\n`,
+  print(
+    `Recovery code "${entry.label}" (fingerprint ${entryFingerprint(entry)}):`, '', `    ${code}`, '',
+    'Write it down now and keep it somewhere safe: it is shown only this once and cannot be recovered.',
+    'Anyone with it can open every backup made from now on; without it (or a security key) nobody can.',
+    'Test your copy with: backupctl recovery-code check',
   );
 }
 
@@ -132,9 +132,9 @@ async function newCode(json: boolean, opts: NewOptions): Promise<void> {
   if (json) {
     emitJson(opts.output ? { ...result, output: opts.output } : { ...result, code });
   } else if (opts.output) {
-    process.stdout.write(
-      `Recovery code "${entry.label}" (fingerprint ${fp}) written to ${opts.output} (mode 0600).\n` +
-        `Backups made from now on can be opened with it. Print it or copy it somewhere safe, then delete the file.\n`,
+    print(
+      `Recovery code "${entry.label}" (fingerprint ${fp}) written to ${opts.output} (mode 0600).`,
+      'Backups made from now on can be opened with it. Print it or copy it somewhere safe, then delete the file.',
     );
   }
 }
@@ -177,7 +177,7 @@ async function checkCode(json: boolean, opts: { recoveryCodeFile?: string }, sig
     );
   }
   if (json) emitJson({ ok: true, label: match.label, fingerprint: fp, created: match.created });
-  else process.stdout.write(`The code is correct: it is recovery code "${match.label}" (fingerprint ${fp}).\n`);
+  else print(`The code is correct: it is recovery code "${match.label}" (fingerprint ${fp}).`);
 }
 
 export function register(program: Command): void {

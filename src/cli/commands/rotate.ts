@@ -20,7 +20,7 @@ import { MAGIC, MAX_SLOTS } from '../../archive/format.js';
 import { readArchiveHeader } from '../../archive/header.js';
 import { ArchiveFile } from '../../archive/reader.js';
 import { openVerifyingSink, placeVerified, rekeyArchive, rewrapArchive, verifyingName } from '../../archive/rewrap.js';
-import { action, emitJson, info, warn, type RunContext } from '../run.js';
+import { action, emitJson, info, print, warn, type RunContext } from '../run.js';
 import { startProgress, type Progress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { defaultLabel, issueCode } from './recovery-code.js';
@@ -386,7 +386,7 @@ async function rotateRecoveryCode(ctx: { json: boolean }, o: CodeRotateOptions):
     else {
       process.stdout.write(`Archives under ${o.check} that still open only with an old code (run backupctl rotate FILE on each):\n`);
       for (const s of stale) {
-        process.stdout.write(`  ${s.file}: ${s.oldCodes.map((l) => `"${l}"`).join(', ')}${s.otherSlots.length ? ` (also opens with ${s.otherSlots.map((l) => `"${l}"`).join(', ')})` : ''}\n`);
+        print(`  ${s.file}: ${s.oldCodes.map((l) => `"${l}"`).join(', ')}${s.otherSlots.length ? ` (also opens with ${s.otherSlots.map((l) => `"${l}"`).join(', ')})` : ''}`); // names found under DIR
       }
     }
   }

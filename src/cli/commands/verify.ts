@@ -4,7 +4,7 @@ import { ArchiveFile } from '../../archive/reader.js';
 import { checkComparisonDir, compareWithDirectory, verifyArchive } from '../../archive/verify.js';
 import { readIndex } from '../../archive/records.js';
 import { Exit } from '../../errors.js';
-import { action, emitJson, info } from '../run.js';
+import { action, emitJson, info, print } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { describeSlots } from './inspect.js';
@@ -40,7 +40,7 @@ export function register(program: Command): void {
           if (opts.against) {
             // Decided before the listing: a reader that stops early (| head) keeps this status.
             if (differences.length) process.exitCode = Exit.partial;
-            for (const d of differences) process.stdout.write(`${d.path}: ${d.problem}\n`);
+            for (const d of differences) print(`${d.path}: ${d.problem}`);
             info(differences.length ? `${count(differences.length, 'difference')} from ${opts.against}: exit 3` : `No differences from ${opts.against}`);
           }
         }
