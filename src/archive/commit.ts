@@ -1,8 +1,16 @@
 // The commit phase of a restore (restore.ts): staged entries are moved from the private staging
-// directory into DEST, each with an atomic no-clobber step, and every step is undone on failure.
-import { chmodSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
-import { join } from 'node:path';
+// directory into DEST, each with an atomic no-clobber step, through directories reached without
+// following links (dir-handles.ts). A journal written before the first step (commit-journal.ts)
+// lets a later restore undo a commit that was killed; a failure undoes it at once, the same way.
+import {
+  chmodSync, closeSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, opendirSync, readSync,
+  readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync, type Stats,
+} from 'node:fs';
+import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
+import { identityAlive, processIdentity } from '../util/process-identity.js';
+import { REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type JournalStep } from './commit-journal.js';
+import { DirHandles, splitPath } from './dir-handles.js';
 import { EntryType } from './format.js';
 import type { EntryMeta } from './entries.js';
 
@@ -10,136 +18,341 @@ export const secs = (ns: bigint) => Number(ns) / 1e9;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 export const safeMode = (mode: number) => mode & 0o1777;
 
+/** Mode of a parent directory the archive has no record for (as mkdir -p; the umask applies). */
+const IMPLIED_DIR_MODE = 0o755;
+
+/** A step of the commit: an entry, or a missing parent directory (`meta` null). */
+interface Step extends JournalStep {
+  meta: EntryMeta | null;
+}
+
+const STAGING = '.backupctl-restore-';
+/** Staging directories carry their owner's identity: .backupctl-restore-PID.START-XXXXXX. */
+const STAGING_NAME = /^\.backupctl-restore-(\d+\.\d+)-([A-Za-z0-9]{6})$/;
+/** The prefix for mkdtemp of this process's staging directory in DEST. */
+export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
+
+const exists = (p: string): Stats | null => {
+  try {
+    return lstatSync(p, { throwIfNoEntry: false }) ?? null;
+  } catch (err) {
+    throw ioError(err, p, 'read');
+  }
+};
+const code = (err: unknown) => (err as NodeJS.ErrnoException).code;
+const entries = (n: number) => `${n} entr${n === 1 ? 'y' : 'ies'}`;
+
+function nonEmptyDir(p: string): boolean {
+  const d = opendirSync(p);
+  try {
+    return d.readSync() !== null;
+  } finally {
+    d.closeSync();
+  }
+}
+
 /**
- * Move staged entries into DEST; on any failure undo every step already taken. Synchronous calls:
- * nothing else runs meanwhile, and a promise and thread-pool round trip per call cost 15% of a
- * restore of 3,300 files.
+ * The steps, in order: directories (with the missing parents, parents first), then files, then
+ * symlinks; each marked merged when a real directory is already there. Throws, before anything
+ * is changed, on every conflict the restore would meet: existing entries without --force, a
+ * non-empty directory where --force would put a file or link (it never deletes a tree it was not
+ * asked to replace), something other than a directory where a missing parent would go.
+ */
+function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Step[] {
+  const dirs = new Map<string, Step>();
+  const files: Step[] = [];
+  const links: Step[] = [];
+  for (const e of staged) {
+    const step = { type: e.type, path: e.path, target: e.type === EntryType.Symlink ? e.target : '', merged: false, meta: e };
+    if (e.type === EntryType.Dir) dirs.set(e.path, step);
+    else (e.type === EntryType.File ? files : links).push(step);
+  }
+  for (const e of staged) {
+    for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1)) {
+      const p = e.path.slice(0, i);
+      if (!dirs.has(p)) dirs.set(p, { type: EntryType.Dir, path: p, target: '', merged: false, meta: null });
+    }
+  }
+  const depth = (p: string) => { let n = 0; for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++; return n; };
+  const order = [...dirs.values()].map((s) => [depth(s.path), s] as const).sort((a, b) => a[0] - b[0]).map(([, s]) => s);
+  order.push(...files, ...links);
+
+  // Only entries whose parent is already a real directory can meet anything; beneath a
+  // directory still to be made, everything is new (and is never looked up through a link).
+  const real = new Set<string>(['']);
+  const clash: string[] = [];
+  const trees: string[] = [];
+  for (const s of order) {
+    const [parent] = splitPath(s.path);
+    if (!real.has(parent)) continue;
+    const p = join(dest, s.path);
+    const st = exists(p);
+    if (!st) continue;
+    if (s.type === EntryType.Dir && st.isDirectory()) {
+      s.merged = true;
+      real.add(s.path);
+    } else if (!s.meta) {
+      throw new BackupctlError(Exit.io, `${p} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${firstUnder(staged, s.path)} through it; nothing was restored`);
+    } else if (!force) clash.push(s.path);
+    else if (st.isDirectory() && nonEmptyDir(p)) trees.push(s.path);
+  }
+  if (clash.length) {
+    throw new BackupctlError(Exit.io, `${entries(clash.length)} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
+  }
+  if (trees.length) {
+    throw new BackupctlError(Exit.io, `refusing to replace the non-empty directory ${join(dest, trees[0]!)}${trees.length > 1 ? ` (and ${trees.length - 1} more)` : ''} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
+  }
+  return order;
+}
+
+/** The conflicts the commit would meet, checked from the index before any data is read (throws). */
+export function checkConflicts(selection: readonly EntryMeta[], dest: string, force: boolean): void {
+  plan(selection, dest, force);
+}
+
+const firstUnder = (staged: readonly EntryMeta[], dir: string) => staged.find((e) => e.path.startsWith(dir + '/'))!.path;
+
+/**
+ * Move staged entries into DEST; returns how many existing entries --force replaced. Synchronous
+ * calls: nothing else runs meanwhile, and a promise and thread-pool round trip per call cost 15%
+ * of a restore of 3,300 files.
  */
 export function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): number {
-  const order = [
-    ...staged.filter((e) => e.type === EntryType.Dir),
-    ...staged.filter((e) => e.type === EntryType.File),
-    ...staged.filter((e) => e.type === EntryType.Symlink),
-  ];
-  const exists = (p: string) => {
-    try {
-      return lstatSync(p, { throwIfNoEntry: false }) ?? null;
-    } catch (err) {
-      throw ioError(err, p, 'read');
-    }
-  };
-  // No-clobber pre-check so that the common conflict changes nothing at all.
-  if (!force) {
-    const clash: string[] = [];
-    for (const e of order) {
-      const st = exists(join(dest, e.path));
-      if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
-    }
-    if (clash.length) {
-      throw new BackupctlError(Exit.io, `${clash.length} entr${clash.length === 1 ? 'y' : 'ies'} already exist in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
-    }
-  }
-  // The steps taken, to undo in reverse: (position in `order`) * 4 + what was done to its final
-  // path. Numbers, not a closure (and its captured strings) per entry.
-  const PLACED = 0, MADE_DIR = 1, MOVED_ASIDE = 2;
-  const done: number[] = [];
-  const aside = join(staging, '.replaced');
-  let asideCount = 0;
-  const asidePath = (k: number) => join(aside, String(k));
-  const moveAside = (i: number, p: string) => {
-    if (asideCount === 0) mkdirSync(aside, { mode: 0o700 });
-    renameSync(p, asidePath(asideCount));
-    asideCount++;
-    done.push(i * 4 + MOVED_ASIDE);
-  };
-  const undo = () => {
-    let k = asideCount;
-    for (const step of done.reverse()) {
-      const final = join(dest, order[step >> 2]!.path);
-      const what = step & 3;
-      try {
-        if (what === PLACED) unlinkSync(final);
-        else if (what === MADE_DIR) rmdirSync(final);
-        else renameSync(asidePath(--k), final);
-      } catch {
-        /* best effort: undo as much as can be undone */
-      }
-    }
-  };
-  const createdDirs: EntryMeta[] = [];
-  // Every parent must be a real directory: a link already in DEST (sub -> /etc) is never written
-  // through, even for an entry whose parent has no directory record in the archive.
-  const realDirs = new Set<string>();
-  const checkParents = (path: string) => {
-    const parts = path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const rel = parts.slice(0, i).join('/');
-      if (realDirs.has(rel)) continue;
-      const st = exists(join(dest, rel));
-      if (st && !st.isDirectory()) {
-        throw new BackupctlError(Exit.io, `${join(dest, rel)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${path} through it; nothing was restored`);
-      }
-      if (st) realDirs.add(rel);
-    }
-  };
+  const order = plan(staged, dest, force);
+  const handles = openHandles(dest);
   try {
-    for (const [i, e] of order.entries()) {
-      checkParents(e.path);
-      const final = join(dest, e.path);
-      const from = join(staging, e.path);
-      if (e.type === EntryType.Dir) {
-        const st = exists(final);
-        if (st?.isDirectory()) continue; // merge into an existing real directory (lstat: not a link)
-        if (st) moveAside(i, final);
-        mkdirSync(final, { mode: 0o700 });
-        done.push(i * 4 + MADE_DIR);
-        createdDirs.push(e);
-        continue;
+    writeJournal(staging, dest, { force, steps: order });
+    const stagingRel = basename(staging);
+    const aside = join(staging, REPLACED);
+    let replaced = 0;
+    /** Move what is at `final` to .replaced/I; a directory only if empty (never a tree). */
+    const moveAside = (i: number, s: Step, final: string) => {
+      if (replaced === 0) mkdirSync(aside, { mode: 0o700 });
+      const to = join(aside, String(i));
+      renameSync(final, to);
+      replaced++;
+      // Checked again after the move: it may have been filled since the plan.
+      if (s.type !== EntryType.Dir && lstatSync(to).isDirectory() && nonEmptyDir(to)) {
+        throw new BackupctlError(Exit.io, `refusing to replace the non-empty directory ${join(dest, s.path)} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
       }
-      const place = () => {
-        if (e.type === EntryType.Symlink) {
-          symlinkSync(e.target, final);
-          try {
-            lutimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
-          } catch {
-            /* not every platform can */
+    };
+    try {
+      for (let i = 0; i < order.length; i++) {
+        if (killPointsSet) testKillPoint(`step-${i}`);
+        const s = order[i]!;
+        const [parent, name] = splitPath(s.path);
+        const final = handles.at(parent, name);
+        if (s.type === EntryType.Dir) {
+          if (s.merged) {
+            handles.self(s.path); // still a real directory (opened without following a link)
+            continue;
           }
-          return;
+          const make = () => mkdirSync(final, { mode: s.meta ? 0o700 : IMPLIED_DIR_MODE });
+          try {
+            make();
+          } catch (err) {
+            if (code(err) !== 'EEXIST' || !force || !s.meta) throw err;
+            moveAside(i, s, final);
+            make();
+          }
+          continue;
         }
+        const from = `${handles.self(stagingRel)}/${s.path}`;
         try {
-          linkSync(from, final); // atomic no-clobber: fails with EEXIST, never overwrites
+          place(s, from, final);
         } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV' && code !== 'EMLINK') throw err;
-          copyFileSync(from, final, constants.COPYFILE_EXCL); // file systems without hard links
-          chmodSync(final, safeMode(e.mode));
-          utimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
+          if (code(err) !== 'EEXIST' || !force) throw err;
+          moveAside(i, s, final);
+          place(s, from, final);
         }
-      };
-      try {
-        place();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force) throw err;
-        moveAside(i, final);
-        place();
       }
-      done.push(i * 4 + PLACED);
+    } catch (err) {
+      undo({ force, steps: order }, staging, handles);
+      if (err instanceof BackupctlError) throw err;
+      throw ioError(err, dest, 'restore into');
     }
-  } catch (err) {
-    undo();
-    if (err instanceof BackupctlError) throw err;
-    throw ioError(err, dest, 'restore into');
-  }
-  // Directory modes and times last (adding entries changes a directory's mtime), deepest first.
-  for (const e of createdDirs.reverse()) {
-    const final = join(dest, e.path);
-    for (const step of [() => chmodSync(final, safeMode(e.mode)), () => utimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs))]) {
+    // Directory modes and times last (adding entries changes a directory's mtime), deepest first.
+    for (let i = order.length - 1; i >= 0; i--) {
+      const e = order[i]!.meta;
+      if (e?.type !== EntryType.Dir || order[i]!.merged) continue;
       try {
-        step();
+        const self = handles.self(e.path);
+        chmodSync(self, safeMode(e.mode));
+        utimesSync(self, secs(e.mtimeNs), secs(e.mtimeNs));
       } catch {
         /* best effort: the content is in place */
       }
     }
+    markCommitted(staging);
+    return replaced;
+  } finally {
+    handles.close();
   }
-  return asideCount;
+}
+
+function openHandles(dest: string): DirHandles {
+  try {
+    return new DirHandles(dest);
+  } catch (err) {
+    throw ioError(err, dest, 'restore into');
+  }
+}
+
+/** Create a file (a hard link to its staged copy) or a symlink at `final`; never overwrites. */
+function place(s: Step, from: string, final: string): void {
+  const e = s.meta!;
+  if (s.type === EntryType.Symlink) {
+    symlinkSync(e.target, final);
+    try {
+      lutimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
+    } catch {
+      /* not every platform can */
+    }
+    return;
+  }
+  try {
+    linkSync(from, final); // atomic no-clobber: fails with EEXIST, never overwrites
+  } catch (err) {
+    const c = code(err);
+    if (c !== 'EPERM' && c !== 'ENOTSUP' && c !== 'EXDEV' && c !== 'EMLINK') throw err;
+    copyFileSync(from, final, constants.COPYFILE_EXCL); // file systems without hard links
+    chmodSync(final, safeMode(e.mode));
+    utimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
+  }
+}
+
+/**
+ * Undo the steps of a commit that did not finish, last first: remove what it made (a file only if
+ * it is the staged file or a copy of it, a link only if it points where the archive said, a
+ * directory only if empty) and put every original --force moved aside back under its name.
+ * With --force, an entry whose original was not moved aside may be that original: it is left.
+ */
+function undo(j: { force: boolean; steps: readonly JournalStep[] }, staging: string, handles: DirHandles): void {
+  const stagingRel = basename(staging);
+  const aside = join(staging, REPLACED);
+  let kept = 0;
+  for (let i = j.steps.length - 1; i >= 0; i--) {
+    if (killPointsSet) testKillPoint(`undo-${i}`);
+    const s = j.steps[i]!;
+    const original = join(aside, String(i));
+    const moved = exists(original) !== null;
+    let final: string | null = null;
+    try {
+      final = handles.at(...splitPath(s.path));
+    } catch {
+      /* its parent is gone or not a directory: nothing of this restore is there */
+    }
+    const st = final ? exists(final) : null;
+    try {
+      if (final && st && !s.merged) {
+        if (s.type === EntryType.Dir) {
+          if (st.isDirectory()) {
+            rmdirSync(final);
+            handles.forget(s.path);
+          }
+        } else if (made(s, st, final, `${handles.self(stagingRel)}/${s.path}`, moved || !j.force)) unlinkSync(final);
+      }
+      if (moved) {
+        if (!final || exists(final)) throw new Error('in the way');
+        renameSync(original, final);
+      }
+    } catch {
+      if (moved) kept++; // left in .replaced: the staging directory is kept (removeStaging)
+    }
+  }
+  if (kept) {
+    throw new BackupctlError(Exit.io, `an interrupted restore could not put back ${entries(kept)} it replaced; they are kept in ${aside} (numbered as the steps of ${join(staging, 'journal')})`);
+  }
+}
+
+/** Is `st` at `final` what this restore made for step `s`? `sure`: nothing else can be there. */
+function made(s: JournalStep, st: Stats, final: string, staged: string, sure: boolean): boolean {
+  if (s.type === EntryType.Symlink) return sure && st.isSymbolicLink() && readlinkSync(final) === s.target;
+  if (!st.isFile()) return false;
+  const mine = exists(staged);
+  if (!mine) return false;
+  if (mine.ino === st.ino && mine.dev === st.dev) return true;
+  // A copy (file systems without hard links), possibly cut short by the kill.
+  return sure && st.size <= mine.size && samePrefix(final, staged, st.size);
+}
+
+function samePrefix(a: string, b: string, n: number): boolean {
+  const fa = openSync(a, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const fb = openSync(b, constants.O_RDONLY);
+  try {
+    const ba = Buffer.allocUnsafe(1 << 16);
+    const bb = Buffer.allocUnsafe(1 << 16);
+    for (let off = 0; off < n; ) {
+      const k = readSync(fa, ba, 0, Math.min(ba.length, n - off), off);
+      if (k === 0 || readSync(fb, bb, 0, k, off) !== k || !ba.subarray(0, k).equals(bb.subarray(0, k))) return false;
+      off += k;
+    }
+    return true;
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
+}
+
+/**
+ * Remove a staging directory, unless it still holds originals an undo could not put back (those
+ * stay for the user, or for the next restore into DEST to try again). Best effort.
+ */
+export function removeStaging(staging: string): void {
+  try {
+    if (!isCommitted(staging) && readdirSync(join(staging, REPLACED)).length) return;
+  } catch {
+    /* no originals moved aside */
+  }
+  removeTree(staging);
+}
+
+/**
+ * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
+ * promise version took 280 MB (a promise per entry, all at once) and three times as long.
+ */
+export function removeTree(dir: string): void {
+  try {
+    rmSync(dir, { recursive: true, force: true });
+  } catch {
+    /* best effort: a staging directory left is removed by a later restore into DEST */
+  }
+}
+
+/**
+ * Staging directories in DEST whose owner is dead: a commit they were in is finished (journal
+ * marked committed) or undone (journal without the mark), then they are removed. Each is first
+ * renamed to carry this process's identity, so two restores never recover the same one and a
+ * recovery that is killed in turn is taken up again by the next. Live owners' are not touched.
+ */
+export function recoverAbandoned(dest: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dest);
+  } catch (err) {
+    throw ioError(err, dest, 'read');
+  }
+  for (const name of names) {
+    const m = STAGING_NAME.exec(name);
+    if (!m || identityAlive(m[1]!)) continue;
+    const claimed = join(dest, `${STAGING}${processIdentity()}-${m[2]}`);
+    try {
+      renameSync(join(dest, name), claimed);
+    } catch (err) {
+      if (code(err) === 'ENOENT') continue; // another restore took it
+      throw ioError(err, join(dest, name), 'recover');
+    }
+    if (!isCommitted(claimed)) {
+      const j = readJournal(claimed);
+      if (j) {
+        const handles = openHandles(dest);
+        try {
+          undo(j, claimed, handles);
+        } finally {
+          handles.close();
+        }
+      }
+    }
+    removeStaging(claimed);
+  }
 }
