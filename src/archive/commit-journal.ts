@@ -93,13 +93,14 @@ export function markCommitted(staging: string): void {
 
 export const isCommitted = (staging: string) => existsSync(join(staging, COMMITTED));
 
-const killAt = process.env.BACKUPCTL_TEST_KILL_AT;
+const [killAt, killWith = 'SIGKILL'] = process.env.BACKUPCTL_TEST_KILL_AT?.split(':') ?? [];
 /**
- * For tests only: BACKUPCTL_TEST_KILL_AT=POINT kills this process with SIGKILL when it reaches
- * POINT ("journal", "step-N", "committed", "undo-N"), the way a power loss or the OOM killer would.
+ * For tests only: BACKUPCTL_TEST_KILL_AT=POINT[:SIGNAL] sends this process SIGKILL (or SIGNAL,
+ * e.g. SIGSTOP to let a test act mid-commit) when it reaches POINT ("journal", "step-N",
+ * "committed", "undo-N"), the way a power loss or the OOM killer would stop it there.
  */
 export function testKillPoint(point: string): void {
-  if (killAt === point) process.kill(process.pid, 'SIGKILL');
+  if (killAt === point) process.kill(process.pid, killWith as NodeJS.Signals);
 }
 /** Whether any kill point is set (so that loops build no names otherwise). */
 export const killPointsSet = killAt !== undefined;
