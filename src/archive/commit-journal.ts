@@ -1,7 +1,8 @@
 // The commit's journal (commit.ts), kept in the staging directory so that a restore killed during
 // its commit (SIGKILL, out of memory, power loss) can be undone by the next restore into DEST.
 // It holds the whole plan, written once before the first change in DEST: every step's entry,
-// type, link target and whether its directory was already there. Originals that --force moves
+// type, link target and what was at its path (and the times of the directories merged into, to
+// give them back). Originals that --force moves
 // aside are named by their step's number, so nothing more needs writing while steps are taken.
 // "committed" is created once every step is done: from then on the restore is finished and only
 // the staging directory (with the originals --force replaced) is left to remove.
@@ -10,16 +11,31 @@ import { join } from 'node:path';
 import { BackupctlError, Exit } from '../errors.js';
 import { EntryType } from './format.js';
 
+/** What was at a step's path when the commit was planned. */
+export const Had = {
+  nothing: 0,
+  /** A real directory, where the step is a directory: merged into, never removed. */
+  dir: 1,
+  /** Something that --force replaces (moved aside before the step). */
+  other: 2,
+} as const;
+export type Had = (typeof Had)[keyof typeof Had];
+
+/** Access and modification times, in milliseconds. */
+export type Times = [number, number];
+
 export interface JournalStep {
   type: EntryType;
   path: string;
   /** Symlinks: the target (to recognise the link as the one this restore made). */
   target: string;
-  /** A directory that was already there (merged into, never removed). */
-  merged: boolean;
+  had: Had;
+  /** A directory merged into: its times before the commit. */
+  times?: Times;
 }
 export interface Journal {
-  force: boolean;
+  /** DEST's own times before the commit. */
+  destTimes: Times;
   steps: JournalStep[];
 }
 
@@ -59,7 +75,8 @@ function writeSynced(path: string, text: string): void {
  */
 export function writeJournal(staging: string, dest: string, j: Journal): void {
   const tmp = join(staging, `${JOURNAL}.tmp`);
-  writeSynced(tmp, JSON.stringify({ v: 1, force: j.force, steps: j.steps.map((s) => [s.type, s.path, s.target, s.merged ? 1 : 0]) }));
+  const steps = j.steps.map((s) => (s.times ? [s.type, s.path, s.target, s.had, ...s.times] : [s.type, s.path, s.target, s.had]));
+  writeSynced(tmp, JSON.stringify({ v: 1, destTimes: j.destTimes, steps }));
   testKillPoint('journal');
   renameSync(tmp, join(staging, JOURNAL));
   syncPath(staging);
@@ -76,9 +93,12 @@ export function readJournal(staging: string): Journal | null {
     throw err;
   }
   try {
-    const j = JSON.parse(text) as { v: number; force: boolean; steps: Array<[EntryType, string, string, number]> };
+    const j = JSON.parse(text) as { v: number; destTimes: Times; steps: Array<[EntryType, string, string, Had, number?, number?]> };
     if (j.v !== 1 || !Array.isArray(j.steps)) throw new Error('version');
-    return { force: !!j.force, steps: j.steps.map(([type, path, target, merged]) => ({ type, path, target, merged: merged === 1 })) };
+    return {
+      destTimes: j.destTimes,
+      steps: j.steps.map(([type, path, target, had, a, m]) => ({ type, path, target, had, times: a === undefined ? undefined : [a, m!] })),
+    };
   } catch {
     throw new BackupctlError(Exit.io, `${staging} holds an unreadable journal of an interrupted restore; nothing was changed; look through ${join(staging, REPLACED)} for originals before removing it`);
   }

@@ -9,7 +9,7 @@ import {
 import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { identityAlive, processIdentity } from '../util/process-identity.js';
-import { REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type JournalStep } from './commit-journal.js';
+import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
 import { EntryType } from './format.js';
 import type { EntryMeta } from './entries.js';
@@ -53,24 +53,24 @@ function nonEmptyDir(p: string): boolean {
 
 /**
  * The steps, in order: directories (with the missing parents, parents first), then files, then
- * symlinks; each marked merged when a real directory is already there. Throws, before anything
+ * symlinks; each marked with what is at its path now. Throws, before anything
  * is changed, on every conflict the restore would meet: existing entries without --force, a
  * non-empty directory where --force would put a file or link (it never deletes a tree it was not
  * asked to replace), something other than a directory where a missing parent would go.
  */
-function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Step[] {
+function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Journal & { steps: Step[] } {
   const dirs = new Map<string, Step>();
   const files: Step[] = [];
   const links: Step[] = [];
   for (const e of staged) {
-    const step = { type: e.type, path: e.path, target: e.type === EntryType.Symlink ? e.target : '', merged: false, meta: e };
+    const step: Step = { type: e.type, path: e.path, target: e.type === EntryType.Symlink ? e.target : '', had: Had.nothing, meta: e };
     if (e.type === EntryType.Dir) dirs.set(e.path, step);
     else (e.type === EntryType.File ? files : links).push(step);
   }
   for (const e of staged) {
     for (let i = e.path.indexOf('/'); i > 0; i = e.path.indexOf('/', i + 1)) {
       const p = e.path.slice(0, i);
-      if (!dirs.has(p)) dirs.set(p, { type: EntryType.Dir, path: p, target: '', merged: false, meta: null });
+      if (!dirs.has(p)) dirs.set(p, { type: EntryType.Dir, path: p, target: '', had: Had.nothing, meta: null });
     }
   }
   const depth = (p: string) => { let n = 0; for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++; return n; };
@@ -89,9 +89,13 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Step[
     const st = exists(p);
     if (!st) continue;
     if (s.type === EntryType.Dir && st.isDirectory()) {
-      s.merged = true;
+      s.had = Had.dir;
+      s.times = times(st);
       real.add(s.path);
-    } else if (!s.meta) {
+      continue;
+    }
+    s.had = Had.other;
+    if (!s.meta) {
       throw new BackupctlError(Exit.io, `${p} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${firstUnder(staged, s.path)} through it; nothing was restored`);
     } else if (!force) clash.push(s.path);
     else if (st.isDirectory() && nonEmptyDir(p)) trees.push(s.path);
@@ -102,8 +106,10 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Step[
   if (trees.length) {
     throw new BackupctlError(Exit.io, `refusing to replace the non-empty directory ${join(dest, trees[0]!)}${trees.length > 1 ? ` (and ${trees.length - 1} more)` : ''} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
   }
-  return order;
+  return { destTimes: times(exists(dest)!), steps: order };
 }
+
+const times = (st: Stats): Times => [st.atimeMs, st.mtimeMs];
 
 /** The conflicts the commit would meet, checked from the index before any data is read (throws). */
 export function checkConflicts(selection: readonly EntryMeta[], dest: string, force: boolean): void {
@@ -118,10 +124,11 @@ const firstUnder = (staged: readonly EntryMeta[], dir: string) => staged.find((e
  * of a restore of 3,300 files.
  */
 export function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): number {
-  const order = plan(staged, dest, force);
+  const journal = plan(staged, dest, force);
+  const order = journal.steps;
   const handles = openHandles(dest);
   try {
-    writeJournal(staging, dest, { force, steps: order });
+    writeJournal(staging, dest, journal);
     const stagingRel = basename(staging);
     const aside = join(staging, REPLACED);
     let replaced = 0;
@@ -143,7 +150,7 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
         const [parent, name] = splitPath(s.path);
         const final = handles.at(parent, name);
         if (s.type === EntryType.Dir) {
-          if (s.merged) {
+          if (s.had === Had.dir) {
             handles.self(s.path); // still a real directory (opened without following a link)
             continue;
           }
@@ -167,14 +174,16 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
         }
       }
     } catch (err) {
-      undo({ force, steps: order }, staging, handles);
+      undo(journal, staging, handles);
       if (err instanceof BackupctlError) throw err;
-      throw ioError(err, dest, 'restore into');
+      // A directory of DEST that changed is named; a step's own path is a /proc/self/fd one.
+      const path = (err as NodeJS.ErrnoException).path;
+      throw ioError(err, path?.startsWith(dest) ? path : dest, 'restore into');
     }
     // Directory modes and times last (adding entries changes a directory's mtime), deepest first.
     for (let i = order.length - 1; i >= 0; i--) {
       const e = order[i]!.meta;
-      if (e?.type !== EntryType.Dir || order[i]!.merged) continue;
+      if (e?.type !== EntryType.Dir || order[i]!.had === Had.dir) continue;
       try {
         const self = handles.self(e.path);
         chmodSync(self, safeMode(e.mode));
@@ -224,10 +233,11 @@ function place(s: Step, from: string, final: string): void {
 /**
  * Undo the steps of a commit that did not finish, last first: remove what it made (a file only if
  * it is the staged file or a copy of it, a link only if it points where the archive said, a
- * directory only if empty) and put every original --force moved aside back under its name.
- * With --force, an entry whose original was not moved aside may be that original: it is left.
+ * directory only if empty), put every original --force moved aside back under its name, and give
+ * the directories merged into their times back. Where an original was there but has not been
+ * moved aside, what is there may be that original: it is left.
  */
-function undo(j: { force: boolean; steps: readonly JournalStep[] }, staging: string, handles: DirHandles): void {
+function undo(j: Journal, staging: string, handles: DirHandles): void {
   const stagingRel = basename(staging);
   const aside = join(staging, REPLACED);
   let kept = 0;
@@ -244,13 +254,13 @@ function undo(j: { force: boolean; steps: readonly JournalStep[] }, staging: str
     }
     const st = final ? exists(final) : null;
     try {
-      if (final && st && !s.merged) {
+      if (final && st && s.had !== Had.dir) {
         if (s.type === EntryType.Dir) {
           if (st.isDirectory()) {
             rmdirSync(final);
             handles.forget(s.path);
           }
-        } else if (made(s, st, final, `${handles.self(stagingRel)}/${s.path}`, moved || !j.force)) unlinkSync(final);
+        } else if (made(s, st, final, `${handles.self(stagingRel)}/${s.path}`, moved || s.had === Had.nothing)) unlinkSync(final);
       }
       if (moved) {
         if (!final || exists(final)) throw new Error('in the way');
@@ -260,6 +270,16 @@ function undo(j: { force: boolean; steps: readonly JournalStep[] }, staging: str
       if (moved) kept++; // left in .replaced: the staging directory is kept (removeStaging)
     }
   }
+  // Deepest first (steps are in depth order), DEST last: removing entries changed them.
+  const back = (rel: string, [a, m]: Times) => {
+    try {
+      utimesSync(handles.self(rel), a / 1000, m / 1000);
+    } catch {
+      /* best effort: only times */
+    }
+  };
+  for (let i = j.steps.length - 1; i >= 0; i--) if (j.steps[i]!.times) back(j.steps[i]!.path, j.steps[i]!.times!);
+  back('', j.destTimes);
   if (kept) {
     throw new BackupctlError(Exit.io, `an interrupted restore could not put back ${entries(kept)} it replaced; they are kept in ${aside} (numbered as the steps of ${join(staging, 'journal')})`);
   }

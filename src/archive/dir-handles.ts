@@ -12,7 +12,7 @@ const OPEN_DIR = constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLL
 /** Descriptors kept open at most; beyond that all but DEST's are closed (and reopened when needed). */
 const MAX_OPEN = 256;
 
-const linkError = (path: string) => Object.assign(new Error(`${path} changed during the restore`), { code: 'ELOOP' });
+const linkError = (path: string) => Object.assign(new Error(`${path} changed during the restore`), { code: 'ELOOP', path });
 const id = (st: Stats) => `${st.dev}:${st.ino}`;
 
 /** The parent directory (relative, '' for DEST) and the name of an entry path. */
@@ -41,7 +41,10 @@ export class DirHandles {
     return join(this.dest, rel);
   }
 
-  /** A path for `name` inside directory `rel` of DEST; the name itself is not resolved (no-follow steps only). */
+  /**
+   * A path for `name` inside directory `rel` of DEST; the name itself is not resolved (no-follow
+   * steps only). A directory on the way that is not one throws, with its path in DEST as `path`.
+   */
   at(rel: string, name: string): string {
     return `${this.self(rel)}/${name}`;
   }
@@ -67,7 +70,15 @@ export class DirHandles {
     if (this.fds.size >= MAX_OPEN) {
       for (const [k, v] of this.fds) if (k !== '' && k !== parent) { closeSync(v); this.fds.delete(k); }
     }
-    const fd = openSync(`/proc/self/fd/${parentFd}/${name}`, OPEN_DIR);
+    let fd: number;
+    try {
+      fd = openSync(`/proc/self/fd/${parentFd}/${name}`, OPEN_DIR);
+    } catch (err) {
+      // Named by its path in DEST; a link is ELOOP (open(2) says ENOTDIR with O_DIRECTORY).
+      const p = join(this.dest, rel);
+      const link = (err as NodeJS.ErrnoException).code === 'ENOTDIR' && lstatSync(p, { throwIfNoEntry: false })?.isSymbolicLink();
+      throw Object.assign(new Error(p), { code: link ? 'ELOOP' : (err as NodeJS.ErrnoException).code, path: p });
+    }
     this.fds.set(rel, fd);
     return fd;
   }
@@ -79,7 +90,7 @@ export class DirHandles {
       const sub = i < 0 ? rel : rel.slice(0, i);
       const p = join(this.dest, sub);
       const st = lstatSync(p);
-      if (!st.isDirectory()) throw Object.assign(new Error(p), { code: st.isSymbolicLink() ? 'ELOOP' : 'ENOTDIR' });
+      if (!st.isDirectory()) throw Object.assign(new Error(p), { code: st.isSymbolicLink() ? 'ELOOP' : 'ENOTDIR', path: p });
       const was = this.ids.get(sub);
       if (was === undefined) this.ids.set(sub, id(st));
       else if (was !== id(st)) throw linkError(p);

@@ -59,13 +59,19 @@ async function killedAt(point: string, dest: string, force: boolean): Promise<vo
   expect(r.signal, `${point}: ${r.stderr}`).toBe('SIGKILL');
 }
 
-/** The same command again: exit 0, DEST is the archive (and `extra`), no staging directory left. */
+/**
+ * The same command again: exit 0, DEST is the archive (and `extra`), no staging directory left.
+ * With --force, directories that were there already keep their own times (they are merged into).
+ */
 async function sameCommandFinishes(dest: string, force: boolean, extra: Record<string, SnapEntry> = {}): Promise<void> {
   const r = await restoreBig(dest, force);
   expect(r.exitCode, String(r.stderr)).toBe(0);
   expect(await stagingDirs(dest)).toEqual([]);
-  expect(await snapshot(dest)).toEqual({ ...treeSnap, ...extra });
+  expect(await restored(dest, force)).toEqual(restoredSnap({ ...treeSnap, ...extra }, force));
 }
+const restored = async (dest: string, force: boolean) => restoredSnap(await snapshot(dest), force);
+const restoredSnap = (snap: Record<string, SnapEntry>, force: boolean) =>
+  force ? Object.fromEntries(Object.entries(snap).map(([p, e]) => [p, e.type === 'dir' ? { ...e, mtimeMs: 0 } : e])) : snap;
 
 /** A run that only recovers: --only matching nothing is a usage error, after the recovery. */
 async function recoverOnly(dest: string): Promise<void> {
@@ -82,7 +88,6 @@ describe('a restore of 20,000 files killed during its commit, then the same comm
     ['after the journal is written to its temporary name (nothing in DEST yet)', () => 'journal', () => 0],
     ['among the directories', () => 'step-3', () => 3],
     ['half-way through the files', () => `step-${midFile()}`, () => midFile()],
-    ['after the commit, before the staging directory is removed', () => 'committed', () => dirs + files + links],
   ] as const) {
     it(`killed ${name}`, async () => {
       const dest = join(home, `kill-${point()}`);
@@ -95,6 +100,18 @@ describe('a restore of 20,000 files killed during its commit, then the same comm
       await sameCommandFinishes(dest, false);
     }, LONG);
   }
+
+  it('killed after the commit, before the staging directory is removed: the next restore only removes it', async () => {
+    const dest = join(home, 'kill-committed');
+    await killedAt('committed', dest, false);
+    expect(await stagingDirs(dest)).toHaveLength(1);
+    // The restore was complete: the same command (without --force) finds every entry there.
+    const r = await restoreBig(dest, false);
+    expect(r.exitCode).toBe(6);
+    expect(String(r.stderr)).toMatch(new RegExp(`^backupctl: ${files + links} entries already exist in `));
+    expect(await stagingDirs(dest)).toEqual([]);
+    expect(await snapshot(dest)).toEqual(treeSnap);
+  }, LONG);
 
   it('killed by SIGKILL from outside once the commit has started', async () => {
     const dest = join(home, 'kill-outside');
@@ -148,7 +165,7 @@ describe('--force over existing files, killed during the commit: no original is 
     const { dest, mine } = await destWithOriginals('force-committed');
     await killedAt('committed', dest, true);
     await recoverOnly(dest);
-    expect(await snapshot(dest)).toEqual({ ...treeSnap, ...mine });
+    expect(await restored(dest, true)).toEqual(restoredSnap({ ...treeSnap, ...mine }, true));
     await sameCommandFinishes(dest, true, mine);
   }, LONG);
 
@@ -288,8 +305,8 @@ describe('a directory swapped for a symlink during the commit', () => {
 
 describe('parents the archive has no record for', () => {
   for (const how of ['file', 'stdin'] as const) {
-    it(`are created, 0755 less the umask (${how}); verify agrees`, async () => {
-      const file = await craft([{ path: 'new/x.txt', data: 'x\n' }, { path: 'a', dir: true, mode: 0o750 }, { path: 'a/b/c/y.txt', data: 'y\n' }]);
+    it(`are created, 0755 less the umask, also above a directory record that comes later (${how}); verify agrees`, async () => {
+      const file = await craft([{ path: 'new/x.txt', data: 'x\n' }, { path: 'a/b/c/y.txt', data: 'y\n' }, { path: 'a', dir: true, mode: 0o750 }]);
       const v = await runCli(['verify', file, ...code()], opts());
       expect(v.exitCode, v.stderr).toBe(0);
       const dest = join(home, `parents-${how}`);
