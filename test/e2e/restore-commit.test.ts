@@ -290,7 +290,9 @@ describe('a directory swapped for a symlink during the commit', () => {
       let swaps = 0;
       const end = Date.now() + 60000;
       while (Date.now() < end && !fs.existsSync(dest + '/.stop')) {
-        try { fs.renameSync(sub, real); fs.symlinkSync(outside, sub); swaps++; fs.unlinkSync(sub); fs.renameSync(real, sub); } catch {}
+        // Swapped only once files are landing in it, and held as a link for 2 ms each time.
+        try { if (fs.readdirSync(sub).length === 0) continue; } catch { continue; }
+        try { fs.renameSync(sub, real); fs.symlinkSync(outside, sub); swaps++; const t = Date.now() + 2; while (Date.now() < t); fs.unlinkSync(sub); fs.renameSync(real, sub); } catch {}
       }
       console.log(swaps);`, dest, outside], { reject: false });
     const r = await restore(swapArchive, dest, 'file');
