@@ -2,9 +2,8 @@
 // entries are moved into place only after the whole selection has been read and authenticated,
 // with no-clobber links (never check-then-rename), parents verified as real directories, and
 // symlinks created last, so no link (stored or pre-existing) is ever followed. Any failure or
-// interruption leaves DEST as it was. Node has no openat(2), so the remaining window is a local
-// attacker who can write to DEST swapping a checked directory for a link during the commit:
-// see backupctl(1) "RESTORE SAFETY".
+// interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
+// backupctl(1) "RESTORE SAFETY").
 import { lstat, mkdir, mkdtemp, realpath } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
@@ -36,8 +35,6 @@ const selects = (only: string[] | undefined, path: string) =>
   !only || only.some((o) => path === o || path.startsWith(o + '/'));
 const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
-
-
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
