@@ -2,13 +2,12 @@
 // entries are moved into place only after the whole selection has been read and authenticated,
 // with no-clobber links (never check-then-rename), parents verified as real directories, and
 // symlinks created last, so no link (stored or pre-existing) is ever followed. Any failure or
-// interruption leaves DEST as it was. Node has no openat(2), so the remaining window is a local
-// attacker who can write to DEST swapping a checked directory for a link during the commit:
-// see backupctl(1) "RESTORE SAFETY".
-import { chmodSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
+// interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
+// backupctl(1) "RESTORE SAFETY").
 import { lstat, mkdir, mkdtemp, realpath } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
+import { checkConflicts, commit, recoverAbandoned, removeStaging, removeTree, safeMode, secs, stagingPrefix } from './commit.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
 import { PathGuard } from './paths.js';
@@ -22,8 +21,7 @@ export interface RestoreOptions {
   only?: string[];
   force?: boolean;
   signal?: AbortSignal;
-  /** `total`: the bytes of the selected files, when the index comes first (a file, not a pipe). */
-  onProgress?: (p: { bytes: number; entries: number; total?: number }) => void;
+  onProgress?: (p: { bytes: number; entries: number }) => void;
 }
 
 export interface RestoreResult {
@@ -37,22 +35,6 @@ const selects = (only: string[] | undefined, path: string) =>
   !only || only.some((o) => path === o || path.startsWith(o + '/'));
 const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
-
-const secs = (ns: bigint) => Number(ns) / 1e9;
-/** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
-const safeMode = (mode: number) => mode & 0o1777;
-
-/**
- * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
- * promise version took 280 MB (a promise per entry, all at once) and three times as long.
- */
-function removeTree(dir: string): void {
-  try {
-    rmSync(dir, { recursive: true, force: true });
-  } catch {
-    /* best effort: what is left is named .backupctl-restore-* */
-  }
-}
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
@@ -69,8 +51,9 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     const st = await lstat(o.dest).catch((err) => { throw ioError(err, o.dest, 'read'); });
     if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
     dest = await realpath(o.dest);
-    staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => { throw ioError(err, dest, 'write into'); });
-    const staged = await extract(o, only, staging);
+    recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
+    staging = await mkdtemp(stagingPrefix(dest)).catch((err) => { throw ioError(err, dest, 'write into'); });
+    const staged = await extract(o, only, staging, (sel) => checkConflicts(sel, dest, !!o.force));
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
@@ -82,7 +65,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     if (createdDest) removeTree(createdDest);
     throw err;
   } finally {
-    if (staging) removeTree(staging);
+    if (staging) removeStaging(staging);
   }
 }
 
@@ -92,8 +75,11 @@ function checkPaths(index: readonly IndexEntry[]): void {
   for (const e of index) guard.add(e.path, e.type);
 }
 
-/** Read the selection into staging; returns the staged entries in archive order. */
-async function extract(o: RestoreOptions, only: string[] | undefined, staging: string): Promise<EntryMeta[]> {
+/**
+ * Read the selection into staging; returns the staged entries in archive order. From a file,
+ * `precheck` is given the selection before any content is read.
+ */
+async function extract(o: RestoreOptions, only: string[] | undefined, staging: string, precheck: (sel: readonly EntryMeta[]) => void): Promise<EntryMeta[]> {
   const staged: EntryMeta[] = [];
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
@@ -137,8 +123,8 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
       const index = await readIndex(a);
       checkPaths(index);
       const sel = index.filter((e) => wanted(e.path));
+      precheck(sel);
       const full = sel.length === index.length;
-      const total = sel.reduce((n, e) => n + (e.type === EntryType.File ? Number(e.size) : 0), 0);
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
         ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
         : sel.map((e) => ({ entries: [e], offset: e.offset, length: e.length }));
@@ -150,7 +136,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
           if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
           if (!sameEntry(await extractRecord(reader, rec.head, true), e)) throw corruptError(`the index does not match the payload at ${e.path}`);
           staged.push(e); // the index's own entry: no second copy of every entry
-          o.onProgress?.({ bytes, entries: staged.length, total });
+          o.onProgress?.({ bytes, entries: staged.length });
         }
       }
       await settle();
@@ -180,138 +166,4 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     await writer.stop(); // nothing may still be writing when staging is removed
     throw err;
   }
-}
-
-/**
- * Move staged entries into DEST; on any failure undo every step already taken. Synchronous calls:
- * nothing else runs meanwhile, and a promise and thread-pool round trip per call cost 15% of a
- * restore of 3,300 files.
- */
-function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): number {
-  const order = [
-    ...staged.filter((e) => e.type === EntryType.Dir),
-    ...staged.filter((e) => e.type === EntryType.File),
-    ...staged.filter((e) => e.type === EntryType.Symlink),
-  ];
-  const exists = (p: string) => {
-    try {
-      return lstatSync(p, { throwIfNoEntry: false }) ?? null;
-    } catch (err) {
-      throw ioError(err, p, 'read');
-    }
-  };
-  // No-clobber pre-check so that the common conflict changes nothing at all.
-  if (!force) {
-    const clash: string[] = [];
-    for (const e of order) {
-      const st = exists(join(dest, e.path));
-      if (st && !(e.type === EntryType.Dir && st.isDirectory())) clash.push(e.path);
-    }
-    if (clash.length) {
-      throw new BackupctlError(Exit.io, `${clash.length === 1 ? '1 entry already exists' : `${clash.length} entries already exist`} in ${dest} (first: ${clash[0]}); nothing was restored; use --force to replace them`);
-    }
-  }
-  // The steps taken, to undo in reverse: (position in `order`) * 4 + what was done to its final
-  // path. Numbers, not a closure (and its captured strings) per entry.
-  const PLACED = 0, MADE_DIR = 1, MOVED_ASIDE = 2;
-  const done: number[] = [];
-  const aside = join(staging, '.replaced');
-  let asideCount = 0;
-  const asidePath = (k: number) => join(aside, String(k));
-  const moveAside = (i: number, p: string) => {
-    if (asideCount === 0) mkdirSync(aside, { mode: 0o700 });
-    renameSync(p, asidePath(asideCount));
-    asideCount++;
-    done.push(i * 4 + MOVED_ASIDE);
-  };
-  const undo = () => {
-    let k = asideCount;
-    for (const step of done.reverse()) {
-      const final = join(dest, order[step >> 2]!.path);
-      const what = step & 3;
-      try {
-        if (what === PLACED) unlinkSync(final);
-        else if (what === MADE_DIR) rmdirSync(final);
-        else renameSync(asidePath(--k), final);
-      } catch {
-        /* best effort: undo as much as can be undone */
-      }
-    }
-  };
-  const createdDirs: EntryMeta[] = [];
-  // Every parent must be a real directory: a link already in DEST (sub -> /etc) is never written
-  // through, even for an entry whose parent has no directory record in the archive.
-  const realDirs = new Set<string>();
-  const checkParents = (path: string) => {
-    const parts = path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const rel = parts.slice(0, i).join('/');
-      if (realDirs.has(rel)) continue;
-      const st = exists(join(dest, rel));
-      if (st && !st.isDirectory()) {
-        throw new BackupctlError(Exit.io, `${join(dest, rel)} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${path} through it; nothing was restored`);
-      }
-      if (st) realDirs.add(rel);
-    }
-  };
-  try {
-    for (const [i, e] of order.entries()) {
-      checkParents(e.path);
-      const final = join(dest, e.path);
-      const from = join(staging, e.path);
-      if (e.type === EntryType.Dir) {
-        const st = exists(final);
-        if (st?.isDirectory()) continue; // merge into an existing real directory (lstat: not a link)
-        if (st) moveAside(i, final);
-        mkdirSync(final, { mode: 0o700 });
-        done.push(i * 4 + MADE_DIR);
-        createdDirs.push(e);
-        continue;
-      }
-      const place = () => {
-        if (e.type === EntryType.Symlink) {
-          symlinkSync(e.target, final);
-          try {
-            lutimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
-          } catch {
-            /* not every platform can */
-          }
-          return;
-        }
-        try {
-          linkSync(from, final); // atomic no-clobber: fails with EEXIST, never overwrites
-        } catch (err) {
-          const code = (err as NodeJS.ErrnoException).code;
-          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV' && code !== 'EMLINK') throw err;
-          copyFileSync(from, final, constants.COPYFILE_EXCL); // file systems without hard links
-          chmodSync(final, safeMode(e.mode));
-          utimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs));
-        }
-      };
-      try {
-        place();
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || !force) throw err;
-        moveAside(i, final);
-        place();
-      }
-      done.push(i * 4 + PLACED);
-    }
-  } catch (err) {
-    undo();
-    if (err instanceof BackupctlError) throw err;
-    throw ioError(err, dest, 'restore into');
-  }
-  // Directory modes and times last (adding entries changes a directory's mtime), deepest first.
-  for (const e of createdDirs.reverse()) {
-    const final = join(dest, e.path);
-    for (const step of [() => chmodSync(final, safeMode(e.mode)), () => utimesSync(final, secs(e.mtimeNs), secs(e.mtimeNs))]) {
-      try {
-        step();
-      } catch {
-        /* best effort: the content is in place */
-      }
-    }
-  }
-  return asideCount;
 }

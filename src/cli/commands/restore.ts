@@ -23,7 +23,7 @@ export function register(program: Command): void {
       .argument('<file>', "the archive ('-' for standard input)")
       .requiredOption('-d, --dir <dir>', 'where to restore')
       .option('--only <path...>', 'restore only these paths (and everything under them)')
-      .option('--force', 'replace existing files in DIR (the originals are kept until the restore has succeeded)'),
+      .option('--force', 'replace existing files, links and empty directories in DIR, never a non-empty directory (the originals are kept until the restore has succeeded)'),
   ).action(
     action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean }) => {
       const archive = await openArchive(file);
