@@ -32,14 +32,14 @@ export interface RestoreResult {
   replaced: number;
 }
 
-const selects = (only: string[] | undefined, path: string) =>
+export const selects = (only: string[] | undefined, path: string) =>
   !only || only.some((o) => path === o || path.startsWith(o + '/'));
-const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
+export const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
 
-const secs = (ns: bigint) => Number(ns) / 1e9;
+export const secs = (ns: bigint) => Number(ns) / 1e9;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
-const safeMode = (mode: number) => mode & 0o1777;
+export const safeMode = (mode: number) => mode & 0o1777;
 
 /**
  * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
@@ -54,7 +54,22 @@ function removeTree(dir: string): void {
 }
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
-  const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+  const only = normaliseOnly(o.only);
+  return stageAndCommit(o, only, (staging) => extract(o, only, staging));
+}
+
+export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+
+/**
+ * The restore frame shared by archives and repository snapshots (ops/restore-snapshot.ts): make
+ * DEST, stage the selection into a private directory inside it with `extract` (which returns the
+ * staged entries), then commit them; on any failure DEST is left as it was.
+ */
+export async function stageAndCommit(
+  o: { dest: string; force?: boolean; signal?: AbortSignal },
+  only: string[] | undefined,
+  extract: (staging: string) => Promise<EntryMeta[]>,
+): Promise<RestoreResult> {
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
   let createdDest: string | undefined;
   try {
@@ -69,7 +84,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
     dest = await realpath(o.dest);
     staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => { throw ioError(err, dest, 'write into'); });
-    const staged = await extract(o, only, staging);
+    const staged = await extract(staging);
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);

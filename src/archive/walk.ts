@@ -180,7 +180,7 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         yield* walk(abs, path);
       } else if (st.isFile()) {
         reach();
-        yield { ...base, type: EntryType.File, open: fileContent(abs, st) };
+        yield { ...base, type: EntryType.File, open: fileContent(abs, st), stat: st };
       } else if (st.isSymbolicLink()) {
         let target: string;
         try {

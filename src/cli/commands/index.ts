@@ -12,6 +12,9 @@ import { register as doctor } from './doctor.js';
 import { register as drive } from './drive.js';
 import { register as push } from './push.js';
 import { register as pull } from './pull.js';
+import { register as repo } from './repo.js';
+import { register as backup } from './backup.js';
+import { register as snapshots } from './snapshots.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -26,4 +29,7 @@ export const commands: Array<(program: Command) => void> = [
   push,
   pull,
   drive,
+  repo,
+  backup,
+  snapshots,
 ];

@@ -1,0 +1,74 @@
+// The files cache (backupctl-repository(5) "FILES CACHE"): per backed-up directory, each file's
+// size, mtime, ctime and inode at the last backup and its chunk ids, so that an unchanged file is
+// not read again. Only a shortcut: an entry is used only if every chunk it names is in the
+// repository's index, and a missing or damaged cache just means files are read (and, their
+// chunks being in the index already, nothing is stored twice).
+import { createHash } from 'node:crypto';
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { configDir } from '../config.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+
+interface Cached {
+  size: string;
+  mtimeNs: string;
+  ctimeNs: string;
+  ino: string;
+  /** Chunk ids, hex, concatenated. */
+  chunks: string;
+}
+
+export interface FileState {
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  ino: bigint;
+}
+
+export function filesCachePath(repoId: string, source: string): string {
+  const key = createHash('sha256').update(source).digest('hex').slice(0, 16);
+  return join(configDir(), 'repositories', `${repoId}.files`, `${key}.json`);
+}
+
+export class FilesCache {
+  private readonly next: Record<string, Cached> = {};
+
+  private constructor(
+    private readonly path: string,
+    private readonly prev: Record<string, Cached>,
+  ) {}
+
+  static async load(repoId: string, source: string): Promise<FilesCache> {
+    const path = filesCachePath(repoId, source);
+    let prev: Record<string, Cached> = {};
+    try {
+      const j = JSON.parse(await readFile(path, 'utf8')) as { source?: string; files?: Record<string, Cached> };
+      if (j?.source === source && j.files && typeof j.files === 'object') prev = j.files;
+    } catch {
+      /* none yet, or damaged: every file is read */
+    }
+    return new FilesCache(path, prev);
+  }
+
+  /** The chunk ids recorded for `path` if it is exactly as it was then, else null. */
+  lookup(path: string, st: FileState): Buffer[] | null {
+    const c = Object.hasOwn(this.prev, path) ? this.prev[path]! : null;
+    if (!c || c.size !== String(st.size) || c.mtimeNs !== String(st.mtimeNs) || c.ctimeNs !== String(st.ctimeNs) || c.ino !== String(st.ino)) return null;
+    const ids: Buffer[] = [];
+    for (let o = 0; o < c.chunks.length; o += 64) ids.push(Buffer.from(c.chunks.slice(o, o + 64), 'hex'));
+    return ids;
+  }
+
+  record(path: string, st: FileState, chunks: readonly Buffer[]): void {
+    this.next[path] = { size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), ino: String(st.ino), chunks: chunks.map((c) => c.toString('hex')).join('') };
+  }
+
+  /** Replace the cache with what this backup saw (once its snapshot is written). */
+  async save(source: string): Promise<void> {
+    await writeFileAtomic(this.path, JSON.stringify({ source, files: this.next }), 0o600);
+  }
+
+  static async remove(repoId: string, source: string): Promise<void> {
+    await unlink(filesCachePath(repoId, source)).catch(() => {});
+  }
+}

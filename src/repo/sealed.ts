@@ -1,0 +1,120 @@
+// Every repository file but the marker and the locks is an archive-format envelope: the header
+// with its key slots and MAC (archive/header.ts), then the STREAM segments (archive/stream.ts).
+// Only the plaintext inside differs. A repository file is therefore opened exactly as an archive
+// is, by whoever holds the slot's key, and `inspect` reads its header without one.
+import { randomBytes, type KeyObject } from 'node:crypto';
+import { corruptError, noKeyError } from '../errors.js';
+import { confirmFileKey, encodeHeader, headerLengthFromPreamble, parseHeader, type ParsedHeader } from '../archive/header.js';
+import { PREAMBLE_LEN } from '../archive/format.js';
+import { openSegment, payloadKey, sealSegment, segmentKey, segmentLayout } from '../archive/stream.js';
+import type { Identity, Recipient } from '../keys/types.js';
+
+/** Plaintext bytes per segment in repository files: a chunk read by range decrypts little more than itself. */
+export const REPO_SEGMENT = 64 << 10;
+
+/** The file `plain` seals to: header (slots for `recipients`) and segments, as pieces to write. */
+export function seal(plain: Uint8Array, recipients: readonly Recipient[]): Buffer[] {
+  if (plain.length === 0) throw new Error('a sealed repository file is never empty');
+  const fileKey = randomBytes(32);
+  const nonce = randomBytes(16);
+  const slots = recipients.map((r) => r.wrap(fileKey));
+  const created = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+  const out = [encodeHeader({ created, segmentSize: REPO_SEGMENT, nonce, slots }, fileKey)];
+  const key = segmentKey(payloadKey(fileKey, nonce));
+  fileKey.fill(0);
+  const count = Math.ceil(plain.length / REPO_SEGMENT);
+  for (let i = 0; i < count; i++) out.push(...sealSegment(key, i, i === count - 1, plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT)));
+  return out;
+}
+
+/** Reads `length` bytes at `offset` of the sealed file (fewer only at its end). */
+export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
+
+/** A sealed file being read: its header first, then any plaintext range once unlocked. */
+export class SealedFile {
+  private key: KeyObject | null = null;
+  private layout!: ReturnType<typeof segmentLayout>;
+  /** The segment decrypted last: consecutive chunks of one pack mostly share one. */
+  private cached: { index: number; plain: Buffer } | null = null;
+
+  private constructor(
+    readonly name: string,
+    readonly header: ParsedHeader,
+    readonly size: number,
+    private readonly readAt: ReadAt,
+  ) {}
+
+  /** Parse the header of a file of `size` bytes (nothing authenticated yet). */
+  static async open(name: string, size: number, readAt: ReadAt): Promise<SealedFile> {
+    const pre = await readAt(0, PREAMBLE_LEN);
+    let header: ParsedHeader;
+    try {
+      const len = headerLengthFromPreamble(pre);
+      header = parseHeader(await readAt(0, len));
+    } catch (err) {
+      throw corruptError(`${name}: ${(err as Error).message}`, { file: name });
+    }
+    return new SealedFile(name, header, size, readAt);
+  }
+
+  /** A file already read whole. */
+  static fromBytes(name: string, bytes: Buffer): Promise<SealedFile> {
+    return SealedFile.open(name, bytes.length, async (o, l) => bytes.subarray(o, o + l));
+  }
+
+  /** Unlock with `identity`; the header MAC must confirm the key (else the file was altered). */
+  async unlock(identity: Identity): Promise<void> {
+    const fileKey = await identity.unwrap(this.header.slots);
+    if (!fileKey) throw noKeyError(`${this.name}: none of its key slots opens with the ${identity.description}`);
+    try {
+      confirmFileKey(this.header, fileKey);
+    } catch {
+      throw corruptError(`${this.name}: its header failed authentication (modified or damaged)`, { file: this.name });
+    }
+    this.key = segmentKey(payloadKey(fileKey, this.header.nonce));
+    fileKey.fill(0);
+    try {
+      this.layout = segmentLayout(this.size - this.header.headerLength, this.header.segmentSize);
+    } catch (err) {
+      throw corruptError(`${this.name}: ${(err as Error).message}`, { file: this.name });
+    }
+  }
+
+  get plainSize(): number {
+    return this.layout.plainSize;
+  }
+
+  private async segment(i: number): Promise<Buffer> {
+    if (this.cached?.index === i) return this.cached.plain;
+    const sealedSize = this.layout.sealedSize;
+    const sealed = await this.readAt(this.header.headerLength + i * sealedSize, sealedSize);
+    let plain: Buffer;
+    try {
+      plain = Buffer.concat(openSegment(this.key!, i, i === this.layout.count - 1, sealed));
+    } catch (err) {
+      throw corruptError(`${this.name}: ${(err as Error).message}`, { file: this.name });
+    }
+    this.cached = { index: i, plain };
+    return plain;
+  }
+
+  /** Plaintext bytes [offset, offset+length), every segment they touch authenticated. */
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (offset < 0 || length < 0 || offset + length > this.plainSize) throw corruptError(`${this.name}: a reference points beyond its end`, { file: this.name });
+    const seg = this.header.segmentSize;
+    const parts: Buffer[] = [];
+    for (let pos = offset; pos < offset + length; ) {
+      const i = Math.floor(pos / seg);
+      const plain = await this.segment(i);
+      const from = pos - i * seg;
+      const to = Math.min(plain.length, offset + length - i * seg);
+      parts.push(plain.subarray(from, to));
+      pos += to - from;
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  async readAll(): Promise<Buffer> {
+    return this.read(0, this.plainSize);
+  }
+}

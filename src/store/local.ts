@@ -1,0 +1,126 @@
+// A store on a local directory (a USB disk, a NAS mount). Writes go to a temporary name beside
+// the target, are synced, then renamed (or hard-linked, for an exclusive write) into place, and
+// the directory is synced: a file either is there whole or not at all, even after kill -9 or a
+// power cut. Temporary names start with '.', so a listing never shows a half-written file.
+import { closeSync, constants, fsyncSync, linkSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { lstat, mkdir, readFile, readdir, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { corruptError, ioError } from '../errors.js';
+import { syncDir, tempNameFor } from '../util/fsutil.js';
+import type { Store, StoredFile } from './store.js';
+
+export class LocalStore implements Store {
+  constructor(readonly root: string) {}
+
+  get name(): string {
+    return this.root;
+  }
+
+  private abs(path: string): string {
+    return join(this.root, ...path.split('/'));
+  }
+
+  private async walk(dir: string, temps: boolean): Promise<StoredFile[]> {
+    const out: StoredFile[] = [];
+    const visit = async (rel: string) => {
+      let names: string[];
+      try {
+        names = await readdir(this.abs(rel));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw ioError(err, this.abs(rel), 'list');
+      }
+      for (const name of names.sort()) {
+        const path = `${rel}/${name}`;
+        const st = await lstat(this.abs(path)).catch(() => null);
+        if (!st) continue; // removed meanwhile (a concurrent prune)
+        if (st.isDirectory()) await visit(path);
+        else if (st.isFile() && name.startsWith('.') === temps) out.push({ path, size: st.size, mtimeMs: st.mtimeMs });
+      }
+    };
+    await visit(dir);
+    return out;
+  }
+
+  list(dir: string): Promise<StoredFile[]> {
+    return this.walk(dir, false);
+  }
+
+  leftovers(dir: string): Promise<StoredFile[]> {
+    return this.walk(dir, true);
+  }
+
+  async read(path: string): Promise<Buffer> {
+    try {
+      return await readFile(this.abs(path));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw corruptError(`${path} is missing from the repository ${this.root}`, { missing: path });
+      throw ioError(err, this.abs(path), 'read');
+    }
+  }
+
+  async readRange(path: string, offset: number, length: number): Promise<Buffer> {
+    let fd: number;
+    try {
+      fd = openSync(this.abs(path), constants.O_RDONLY);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw corruptError(`${path} is missing from the repository ${this.root}`, { missing: path });
+      throw ioError(err, this.abs(path), 'open');
+    }
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      let got = 0;
+      while (got < length) {
+        const n = readSync(fd, buf, got, length - got, offset + got);
+        if (n === 0) break;
+        got += n;
+      }
+      return buf.subarray(0, got);
+    } catch (err) {
+      throw ioError(err, this.abs(path), 'read');
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  async write(path: string, data: Uint8Array[], opts: { exclusive?: boolean } = {}): Promise<void> {
+    const target = this.abs(path);
+    const dir = dirname(target);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw ioError(err, dir, 'create directory');
+    }
+    const tmp = tempNameFor(target);
+    try {
+      const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      try {
+        for (const d of data) for (let off = 0; off < d.length; ) off += writeSync(fd, d, off, d.length - off);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      if (opts.exclusive) {
+        linkSync(tmp, target); // fails with EEXIST, never replaces
+        unlinkSync(tmp);
+      } else renameSync(tmp, target);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err;
+      throw ioError(err, target, 'write');
+    }
+    await syncDir(dir);
+  }
+
+  async delete(path: string): Promise<void> {
+    try {
+      await unlink(this.abs(path));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(err, this.abs(path), 'delete');
+    }
+  }
+
+  async exists(path: string): Promise<boolean> {
+    return lstat(this.abs(path)).then((s) => s.isFile(), () => false);
+  }
+}
