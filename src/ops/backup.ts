@@ -75,6 +75,7 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
         if (cached && cached.every((id) => writer.has(id))) {
           t.chunks = cached;
           t.size = Number(st.size);
+          cache.record(e.path, st, cached);
         } else {
           let content;
           try {

@@ -11,30 +11,46 @@ export const MIN_CHUNK = 16 << 10;
 export const AVG_CHUNK = 64 << 10;
 export const MAX_CHUNK = 256 << 10;
 
+/** The gear table and the same shifted left by one, for two bytes per step (cutPoint). */
+export interface Gear {
+  g: Int32Array;
+  g2: Int32Array;
+}
+
+export function gearTable(bytes: Uint8Array): Gear {
+  const g = new Int32Array(256);
+  for (let i = 0; i < 256; i++) g[i] = (bytes[4 * i]! << 24) | (bytes[4 * i + 1]! << 16) | (bytes[4 * i + 2]! << 8) | bytes[4 * i + 3]!;
+  return { g, g2: g.map((x) => x << 1) };
+}
+
 /**
  * The length of the chunk that starts at `start` in `data[start, end)`; `end - start` must be at
  * least MAX_CHUNK unless the data ends at `end`. Bit k of the gear hash depends on the last k+1
- * bytes, so the masks test high bits: 18 of them before the average size (rarely cut), 14 after
- * (soon cut), which narrows the spread of sizes around the average.
+ * bytes, so the masks test high bits: 17 of them before the average size (rarely cut), 13 after
+ * (soon cut), which narrows the spread of sizes around the average. The hash takes two bytes per
+ * step (FastCDC 2020's "rolling two bytes"): h = (h << 2) + (G[a] << 1) + G[b], the same value as
+ * two one-byte steps, tested at every second byte only (hence one mask bit fewer); measured here
+ * about twice the speed of one byte per step.
  */
-export function cutPoint(gear: Int32Array, data: Uint8Array, start: number, end: number): number {
+export function cutPoint(gear: Gear, data: Uint8Array, start: number, end: number): number {
   const n = end - start;
   if (n <= MIN_CHUNK) return n;
-  const maskS = 0xffffc000 | 0;
-  const maskL = 0xfffc0000 | 0;
-  const g = gear;
+  const maskS = 0xffff8000 | 0;
+  const maskL = 0xfff80000 | 0;
+  const g = gear.g;
+  const g2 = gear.g2;
   const d = data;
   const mid = start + Math.min(AVG_CHUNK, n);
   const lim = start + Math.min(MAX_CHUNK, n);
   let h = 0;
   let i = start + MIN_CHUNK;
-  for (; i < mid; i++) {
-    h = ((h << 1) + g[d[i]!]!) | 0;
-    if ((h & maskS) === 0) return i - start + 1;
+  for (; i + 1 < mid; i += 2) {
+    h = ((h << 2) + g2[d[i]!]! + g[d[i + 1]!]!) | 0;
+    if ((h & maskS) === 0) return i - start + 2;
   }
-  for (; i < lim; i++) {
-    h = ((h << 1) + g[d[i]!]!) | 0;
-    if ((h & maskL) === 0) return i - start + 1;
+  for (; i + 1 < lim; i += 2) {
+    h = ((h << 2) + g2[d[i]!]! + g[d[i + 1]!]!) | 0;
+    if ((h & maskL) === 0) return i - start + 2;
   }
   return lim - start;
 }
@@ -48,7 +64,7 @@ const BLOCK = 4 << 20;
  * Cut everything `read` gives into chunks, calling `each` with every chunk in order (a view into
  * a reused buffer: copy what is kept). One buffer of BLOCK + MAX_CHUNK bytes per stream.
  */
-export async function chunkStream(gear: Int32Array, read: Reader, each: (chunk: Buffer) => void | Promise<void>, buf = Buffer.allocUnsafe(BLOCK + MAX_CHUNK)): Promise<void> {
+export async function chunkStream(gear: Gear, read: Reader, each: (chunk: Buffer) => void | Promise<void>, buf = Buffer.allocUnsafe(BLOCK + MAX_CHUNK)): Promise<void> {
   let have = 0;
   let eof = false;
   while (!eof) {

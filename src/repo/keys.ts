@@ -13,6 +13,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { publicKeyOf, unwrapX25519, wrapX25519, type X25519KeyPair } from '../keys/x25519.js';
 import type { Identity, Recipient } from '../keys/types.js';
+import { gearTable, type Gear } from './chunker.js';
 
 /** Slot types: a pack (read key), an index file and a snapshot file (both the dedup key's X25519 pair). */
 export const PACK_SLOT = 'repo-pack';
@@ -35,13 +36,12 @@ const derive = (dedupKey: Uint8Array, what: string, n: number) => hkdf(sha256, d
 
 /** Everything the dedup key keys, derived once per run. */
 export class DedupKeys {
-  readonly gear: Int32Array;
+  readonly gear: Gear;
   private readonly idKey: KeyObject;
   readonly indexPair: X25519KeyPair;
 
   constructor(dedupKey: Uint8Array) {
-    const g = derive(dedupKey, 'gear', 1024);
-    this.gear = new Int32Array(g.buffer, g.byteOffset, 256);
+    this.gear = gearTable(derive(dedupKey, 'gear', 1024));
     const id = derive(dedupKey, 'chunk id', 32);
     this.idKey = createSecretKey(id);
     id.fill(0);
