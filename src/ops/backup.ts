@@ -51,7 +51,10 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
   try {
     const index = await RepoIndex.load(store, dedup);
     const cache = await FilesCache.load(keys.id, source);
+    // Trees go to packs of their own (restic's rule): a damaged data pack then costs the files
+    // that use it, never the listing of a snapshot, and reading trees reads no content.
     const writer = new PackWriter(store, packRecipient(keys.readPublic), dedup, index);
+    const treeWriter = new PackWriter(store, packRecipient(keys.readPublic), dedup, index);
     const r = { entries: 0, files: 0, bytes: 0, bytesRead: 0, newChunks: 0, skipped: 0, changed: 0 };
     const tree: Buffer[] = [];
     const buf = Buffer.allocUnsafe((4 << 20) + MAX_CHUNK);
@@ -59,8 +62,9 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     /** Store `chunk` unless the repository has it; its id either way. */
     const put = async (chunk: Buffer, type: BlobType, compressible: boolean): Promise<Buffer> => {
       const id = dedup.chunkId(chunk);
-      if (!writer.has(id)) {
-        await writer.add(id, type, chunk, compressible);
+      const w = type === BlobType.Tree ? treeWriter : writer;
+      if (!w.has(id)) {
+        await w.add(id, type, chunk, compressible);
         r.newChunks++;
       }
       return id;
@@ -120,10 +124,11 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       treeIds.push((await put(chunk, BlobType.Tree, true)).toString('hex'));
     }, buf);
     await writer.flush();
+    await treeWriter.flush();
     o.signal?.throwIfAborted();
 
-    const before = writer.storedBytes;
-    const snapshot = await writeSnapshot(store, dedup, {
+    const before = writer.storedBytes + treeWriter.storedBytes;
+    const [snapshot, snapshotBytes] = await writeSnapshot(store, dedup, {
       time: new Date().toISOString(),
       host: hostname(),
       source,
@@ -131,12 +136,8 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       stats: { entries: r.entries, files: r.files, bytes: r.bytes, newChunks: r.newChunks, storedBytes: before },
     });
     await cache.save(source);
-    return { snapshot, ...r, storedBytes: before + (await snapshotSize(store, snapshot.id)), packs: writer.packs };
+    return { snapshot, ...r, storedBytes: before + snapshotBytes, packs: writer.packs + treeWriter.packs };
   } finally {
     await lock.release();
   }
-}
-
-async function snapshotSize(store: Store, id: string): Promise<number> {
-  return (await store.list('snapshots')).find((f) => f.path === `snapshots/${id}`)?.size ?? 0;
 }

@@ -124,6 +124,10 @@ export class RepoIndex {
     return this.byId.size;
   }
 
+  locations(): IterableIterator<Location> {
+    return this.byId.values();
+  }
+
   /** Every pack some index file names. */
   packs(): Set<string> {
     const s = new Set<string>();

@@ -23,12 +23,13 @@ export interface Snapshot {
 
 const MAGIC = 'backupctl-snapshot 1\n';
 
-export async function writeSnapshot(store: Store, dedup: DedupKeys, s: Omit<Snapshot, 'id'>): Promise<Snapshot> {
+/** Write a new snapshot file (never replacing one); the snapshot and the bytes it took. */
+export async function writeSnapshot(store: Store, dedup: DedupKeys, s: Omit<Snapshot, 'id'>): Promise<[Snapshot, number]> {
   const id = randomBytes(8).toString('hex');
   const snap = { id, ...s };
-  const plain = Buffer.from(MAGIC + JSON.stringify(snap), 'utf8');
-  await store.write(`snapshots/${id}`, seal(plain, [dedup.recipient(SNAPSHOT_SLOT)]), { exclusive: true });
-  return snap;
+  const sealed = seal(Buffer.from(MAGIC + JSON.stringify(snap), 'utf8'), [dedup.recipient(SNAPSHOT_SLOT)]);
+  await store.write(`snapshots/${id}`, sealed, { exclusive: true });
+  return [snap, sealed.reduce((a, b) => a + b.length, 0)];
 }
 
 function parse(plain: Buffer, name: string): Snapshot {

@@ -15,6 +15,7 @@ import { register as pull } from './pull.js';
 import { register as repo } from './repo.js';
 import { register as backup } from './backup.js';
 import { register as snapshots } from './snapshots.js';
+import { register as prune } from './prune.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -32,4 +33,5 @@ export const commands: Array<(program: Command) => void> = [
   repo,
   backup,
   snapshots,
+  prune,
 ];
