@@ -77,7 +77,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
     }
     const indexed = reader.index.packs();
     const orphans = [...reader.packSizes.keys()].filter((p) => !indexed.has(p));
-    const leftovers = [...(await store.leftovers('data')), ...(await store.leftovers('index')), ...(await store.leftovers('snapshots'))];
+    const leftovers = (await Promise.all(['data', 'index', 'snapshots', 'locks'].map((d) => store.leftovers(d)))).flat();
     const res: PruneResult = {
       packsDeleted: drop.length + orphans.length, packsRepacked: repack.length, packsKept: keep.length,
       bytesFreed: [...drop, ...orphans, ...repack].reduce((a, p) => a + sizeOf(p), 0), bytesWritten: 0, leftoversRemoved: leftovers.length,
@@ -103,7 +103,8 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
     // (3) The index files read at the start; (4) then the packs nothing names any more.
     for (const name of reader.index.files.keys()) await store.delete(`index/${name}`);
     for (const pack of [...drop, ...repack, ...orphans]) await store.delete(packPath(pack));
-    // (5) Temporary files of killed writes (no other run holds a lock: none is being written).
+    // (5) Temporary files of killed writes: no other run holds a lock, so none is being written
+    // (a lock being taken this instant fails to appear, and its run stops with an error).
     for (const f of leftovers) await store.delete(f.path);
     return res;
   } finally {

@@ -30,6 +30,8 @@ export interface VerifyRepoResult {
   affected: Affected[];
   /** Packs no index names (a killed backup's leftovers; prune removes them). */
   unindexed: number;
+  /** Chunks stored in more than one pack (prune keeps one). */
+  duplicates: number;
 }
 
 export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[], readData: boolean, signal?: AbortSignal, onProgress?: (p: { bytes: number; entries: number }) => void): Promise<VerifyRepoResult> {
@@ -116,6 +118,6 @@ export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[]
   const unindexed = [...reader.packSizes.keys()].filter((p) => !indexed.has(p)).length;
   return {
     snapshots: snapshots.length, files, chunks, packsRead, bytesRead,
-    damaged: [...damaged].map(([pack, p]) => ({ pack, problem: p })), affected, unindexed,
+    damaged: [...damaged].map(([pack, p]) => ({ pack, problem: p })), affected, unindexed, duplicates: reader.index.duplicates,
   };
 }

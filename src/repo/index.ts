@@ -114,10 +114,14 @@ export class RepoIndex {
     return this.byId.get(id.toString('latin1'));
   }
 
+  /** Chunks indexed more than once (two backups at once stored the same new chunk): prune drops the copies. */
+  duplicates = 0;
+
   add(pack: string, e: BlobEntry): void {
-    // The first location seen wins; a duplicate (two concurrent backups) is as good as any.
+    // The first location seen wins; a duplicate is as good as any.
     const k = e.id.toString('latin1');
     if (!this.byId.has(k)) this.byId.set(k, { ...e, pack });
+    else this.duplicates++;
   }
 
   get size(): number {

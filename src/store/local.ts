@@ -9,6 +9,17 @@ import { corruptError, ioError } from '../errors.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
 import type { Store, StoredFile } from './store.js';
 
+/**
+ * Test only: BACKUPCTL_TEST_KILL_AT_WRITE=N kills the process (SIGKILL, as kill -9) at its N-th
+ * write, after the temporary file is written and synced and before it is moved into place: the
+ * repository tests stop a run at every step this way, deterministically.
+ */
+let writes = 0;
+function killPoint(): void {
+  const at = Number(process.env.BACKUPCTL_TEST_KILL_AT_WRITE);
+  if (Number.isInteger(at) && at > 0 && ++writes === at) process.kill(process.pid, 'SIGKILL');
+}
+
 export class LocalStore implements Store {
   constructor(readonly root: string) {}
 
@@ -100,6 +111,7 @@ export class LocalStore implements Store {
       } finally {
         closeSync(fd);
       }
+      killPoint();
       if (opts.exclusive) {
         linkSync(tmp, target); // fails with EEXIST, never replaces
         unlinkSync(tmp);
