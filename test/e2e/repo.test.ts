@@ -12,6 +12,13 @@ import { DedupKeys } from '../../src/repo/keys.js';
 import { SealedFile } from '../../src/repo/sealed.js';
 import { unwrapX25519 } from '../../src/keys/x25519.js';
 import { b64decode } from '../../src/util/base64.js';
+import { LocalStore } from '../../src/store/local.js';
+import { BlobType, RepoIndex } from '../../src/repo/index.js';
+import { PackWriter } from '../../src/repo/pack.js';
+import { packRecipient } from '../../src/repo/keys.js';
+import { encodeEntry } from '../../src/repo/tree.js';
+import { writeSnapshot } from '../../src/repo/snapshot.js';
+import { EntryType } from '../../src/archive/format.js';
 
 let home: string;
 let configDir: string;
@@ -180,5 +187,44 @@ describe('repository: init, nightly backups, restore', () => {
       expect(r.stderr).not.toMatch(STACK_TRACE);
     }
     expect(await readdir(home)).not.toContain('x');
+  });
+
+  it('inspect says what every repository file is, without a key', async () => {
+    const kinds = new Map<string, string>();
+    for (const p of (await repoFiles(repo)).keys()) {
+      if (kinds.has(p.split('/')[0]!)) continue; // one of each kind
+      const j = await ok<{ repository: string; authenticated?: boolean }>(['inspect', join(repo, p)], { configDir });
+      kinds.set(p.split('/')[0]!, j.repository.split(' (')[0]!);
+    }
+    expect(Object.fromEntries(kinds)).toEqual({ 'backupctl-repository': 'marker', keys: 'keys file', data: 'pack', index: 'index file', snapshots: 'snapshot file' });
+  });
+
+  it('a hostile snapshot (written with the machine keys, as a thief of them could) is refused by restore, nothing written', async () => {
+    // Everything an attacker holding this machine's keys can do: pack a chunk and a tree, and
+    // seal a snapshot, with the repository's own writer.
+    const store = new LocalStore(repo);
+    const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
+    const held = JSON.parse(await readFile(join(configDir, 'repositories', `${id}.json`), 'utf8'));
+    const dedup = new DedupKeys(b64decode(held.dedupKey));
+    const w = new PackWriter(store, packRecipient(b64decode(held.readPublic)), dedup, await RepoIndex.load(store, dedup));
+    const evil = Buffer.from('escaped\n');
+    const cid = dedup.chunkId(evil);
+    await w.add(cid, BlobType.Data, evil, false);
+    const tree = Buffer.concat([
+      encodeEntry({ type: EntryType.File, path: 'fine.txt', mode: 0o644, mtimeNs: 0n, size: evil.length, target: '', chunks: [cid] }),
+      encodeEntry({ type: EntryType.File, path: '../escape.txt', mode: 0o644, mtimeNs: 0n, size: evil.length, target: '', chunks: [cid] }),
+    ]);
+    const tid = dedup.chunkId(tree);
+    await w.add(tid, BlobType.Tree, tree, true);
+    await w.flush();
+    const [snap] = await writeSnapshot(store, dedup, { time: new Date().toISOString(), host: 'attacker', source: '/x', tree: [tid.toString('hex')], stats: { entries: 2, files: 2, bytes: 16, newChunks: 2, storedBytes: 0 } });
+    const parent = join(home, 'hostile');
+    const dest = join(parent, 'dest');
+    const r = await runCli(['restore', '--repo', repo, snap.id, '-d', dest], withCode());
+    expect(r.exitCode).toBe(5);
+    expect(r.stderr).toMatch(/refusing to restore entry "\.\.\/escape\.txt"/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+    expect(await exists(parent)).toBe(false);
+    expect(await exists(join(home, 'escape.txt'))).toBe(false);
   });
 });

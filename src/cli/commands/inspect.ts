@@ -14,6 +14,9 @@ import type { ParsedHeader } from '../../archive/header.js';
 import { action, emitJson } from '../run.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
+import { plainRepositoryFile, sealedRepositoryFile } from '../../repo/inspect.js';
+import { usageError } from '../../errors.js';
+import { termSafe } from '../../util/terminal-text.js';
 
 /** Slots with their public metadata, marked by whether the local config knows their recipient. */
 export async function describeSlots(slots: readonly Slot[]) {
@@ -84,11 +87,24 @@ export function register(program: Command): void {
         else process.stdout.write(formatCrypt15Inspection(legacy));
         return;
       }
+      const plain = await plainRepositoryFile(file); // a repository's marker or lock: plain JSON
+      if (plain) {
+        if (ctx.json) emitJson({ ok: true, file, repository: plain.kind, content: plain.content });
+        else process.stdout.write(`backupctl repository ${plain.kind}: ${file}\n${JSON.stringify(plain.content, null, 2)}\n`);
+        return;
+      }
       const archive = await ArchiveFile.open(file);
       try {
         const size = (await stat(file)).size;
         const env = envelope(file, size, archive.header);
         const slots = await describeSlots(archive.header.slots);
+        const repository = await sealedRepositoryFile(file, archive.header.slots);
+        if (repository && opts.list) throw usageError(`${file} is a repository ${repository.replace(/ \(.*/, '')}: list a snapshot with backupctl restore --repo or backupctl snapshots --repo`);
+        if (repository) {
+          if (ctx.json) return emitJson({ ok: true, ...env, repository, authenticated: false, slots });
+          process.stdout.write(`backupctl repository ${repository}: ${file} (header NOT authenticated: no key was used)\n  created:  ${env.created}\n  payload:  ${env.payloadSize} bytes in ${env.segments} segments of ${env.segmentSize} bytes\n  slots:    ${slots.map((s) => `${termSafe(s.type)} "${termSafe(s.label)}"`).join(', ')}\n`);
+          return;
+        }
         if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
         if (ctx.json) {
           const result = { ok: true, ...env, authenticated: !!opts.list, slots };
