@@ -1,7 +1,7 @@
 // `backupctl backup DIR --repo REPO`: add one snapshot (needs no secret and no device: cron-safe).
 import type { Command } from 'commander';
 import { Exit } from '../../errors.js';
-import { walkDirectory } from '../../archive/walk.js';
+import { checkSourceDir, walkDirectory } from '../../archive/walk.js';
 import { openStore } from '../../repo/repository.js';
 import { machineKeysFor } from '../../ops/repository.js';
 import { backup } from '../../ops/backup.js';
@@ -17,6 +17,7 @@ export function register(program: Command): void {
     .requiredOption('--repo <repo>', 'the repository (see: backupctl repo init)')
     .action(
       action(async (ctx, dir: string, opts: { repo: string }) => {
+        checkSourceDir(dir); // before the repository is locked or read
         const store = openStore(opts.repo);
         const keys = await machineKeysFor(store);
         const warnings: string[] = [];

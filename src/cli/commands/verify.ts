@@ -3,12 +3,11 @@ import type { Command } from 'commander';
 import { ArchiveFile } from '../../archive/reader.js';
 import { checkComparisonDir, compareWithDirectory, verifyArchive } from '../../archive/verify.js';
 import { readIndex } from '../../archive/records.js';
-import { Exit } from '../../errors.js';
+import { Exit, usageError } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { describeSlots } from './inspect.js';
-import { usageError } from '../../errors.js';
 import { verifyRepositoryCommand } from '../repo-verify.js';
 
 export function register(program: Command): void {
