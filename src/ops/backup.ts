@@ -123,8 +123,8 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     }, async (chunk) => {
       treeIds.push((await put(chunk, BlobType.Tree, true)).toString('hex'));
     }, buf);
-    await writer.flush();
-    await treeWriter.flush();
+    await writer.finish();
+    await treeWriter.finish();
     o.signal?.throwIfAborted();
 
     const before = writer.storedBytes + treeWriter.storedBytes;

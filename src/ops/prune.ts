@@ -95,7 +95,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
         await writer.add(e.id, e.type, plain, e.type === BlobType.Tree || e.codec !== 0);
       }
     }
-    await writer.flush();
+    await writer.finish();
     res.bytesWritten += writer.storedBytes;
     signal?.throwIfAborted();
     // (2) One index of the packs kept as they are.

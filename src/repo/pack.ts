@@ -12,6 +12,8 @@ import { decoder } from '../archive/records.js';
 import type { Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { seal, SealedFile } from './sealed.js';
+import { MAX_CHUNK } from './chunker.js';
+import { freeBuffers } from '../archive/stream.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, encodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import type { DedupKeys } from './keys.js';
 
@@ -38,7 +40,7 @@ export const packIdOf = (path: string) => path.slice(path.lastIndexOf('/') + 1);
 
 const hasZstd = typeof zlib.zstdCompressSync === 'function';
 
-/** A chunk as stored: compressed when that saves an eighth or more, else as it is. */
+/** A chunk as stored: compressed when that saves an eighth or more, else as it is (not copied). */
 export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec; data: Buffer } {
   if (compressible && plain.length >= 256) {
     const c = hasZstd
@@ -46,16 +48,22 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
       : zlib.deflateRawSync(plain, { level: 6 });
     if (c.length <= plain.length - (plain.length >> 3)) return { codec: hasZstd ? Codec.Zstd : Codec.Deflate, data: c };
   }
-  return { codec: Codec.Stored, data: Buffer.from(plain) };
+  return { codec: Codec.Stored, data: plain };
 }
 
-/** Gathers new blobs and writes a pack (and its index file) whenever PACK_TARGET is reached. */
+/**
+ * Gathers new blobs into one buffer per pack and writes a pack (and then its index file)
+ * whenever the target is reached. One pack is written (sealed, synced) while the next one
+ * fills: the chunking never waits for the disk unless the disk is slower than it.
+ */
 export class PackWriter {
-  private blobs: Buffer[] = [];
+  private buf: Buffer;
   private entries: BlobEntry[] = [];
   private size = 0;
-  /** Ids waiting in the open pack: a chunk met twice in one run is stored once. */
+  /** Ids in the open pack and in the one being written: a chunk met twice in a run is stored once. */
   private pending = new Set<string>();
+  private writing: Promise<void> = Promise.resolve();
+  private failure: unknown = null;
   packs = 0;
   storedBytes = 0;
 
@@ -65,46 +73,73 @@ export class PackWriter {
     private readonly dedup: DedupKeys,
     private readonly index: RepoIndex,
     private readonly target = packTarget(),
-  ) {}
+  ) {
+    // Room for the blobs, their list and the padding (Padmé adds at most 12%).
+    this.buf = Buffer.allocUnsafe(Math.ceil((target + MAX_CHUNK) * 1.13) + (64 << 10));
+  }
 
   has(id: Buffer): boolean {
     const k = id.toString('latin1');
     return this.index.has(k) || this.pending.has(k);
   }
 
-  /** Store a blob of `type`; `id` is its chunk id, `plain` its plaintext. Returns the bytes it added. */
-  async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<number> {
+  /** Store a blob of `type`; `id` is its chunk id, `plain` its plaintext (copied). */
+  async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<void> {
+    if (this.failure) throw this.failure;
     const { codec, data } = encodeBlob(plain, compressible);
     this.entries.push({ id, offset: this.size, length: data.length, rawLength: plain.length, type, codec });
     this.pending.add(id.toString('latin1'));
-    this.blobs.push(data);
+    data.copy(this.buf, this.size);
     this.size += data.length;
     if (this.size >= this.target) await this.flush();
-    return data.length;
   }
 
-  /** Write the open pack, then its index file; the index in memory learns it last. */
+  /** Close the open pack: its write starts once the previous pack's has finished. */
   async flush(): Promise<void> {
+    await this.writing;
+    if (this.failure) throw this.failure;
     if (this.entries.length === 0) return;
-    const id = randomBytes(16).toString('hex');
-    const list = encodeBlobEntries(this.entries);
+    const entries = this.entries;
+    const list = encodeBlobEntries(entries);
     const used = this.size + list.length + PACK_FOOTER_LEN;
     const footer = Buffer.alloc(PACK_FOOTER_LEN);
     PACK_MAGIC.copy(footer, 0);
-    footer.writeUInt32BE(this.entries.length, 8);
+    footer.writeUInt32BE(entries.length, 8);
     footer.writeUInt32BE(this.size, 12);
-    const plain = Buffer.concat([...this.blobs, list, Buffer.alloc(padme(used) - used), footer]);
-    this.blobs = [];
+    // Completed in place when it fits (it always does but for packs of thousands of tiny chunks).
+    const total = padme(used);
+    const plain = total <= this.buf.length ? this.buf.subarray(0, total) : Buffer.concat([this.buf.subarray(0, this.size), Buffer.alloc(total - this.size)]);
+    list.copy(plain, this.size);
+    plain.fill(0, this.size + list.length, total - PACK_FOOTER_LEN);
+    footer.copy(plain, total - PACK_FOOTER_LEN);
+    this.entries = [];
+    this.size = 0;
+    // write() seals `plain` before its first await: the buffer is free for the next pack on return.
+    this.writing = this.write(plain, entries).catch((err: unknown) => {
+      this.failure = err;
+    });
+  }
+
+  /** Seal and write a pack, then its index file; the index in memory learns it last. */
+  private async write(plain: Buffer, entries: BlobEntry[]): Promise<void> {
+    const id = randomBytes(16).toString('hex');
     const sealed = seal(plain, [this.readKey]);
     await this.store.write(packPath(id), sealed);
     this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
-    const entries = this.entries;
-    this.entries = [];
-    this.size = 0;
+    freeBuffers(sealed);
     this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries }]);
-    for (const e of entries) this.index.add(id, e);
-    this.pending.clear();
+    for (const e of entries) {
+      this.index.add(id, e);
+      this.pending.delete(e.id.toString('latin1'));
+    }
     this.packs++;
+  }
+
+  /** Everything added is written and indexed. */
+  async finish(): Promise<void> {
+    await this.flush();
+    await this.writing;
+    if (this.failure) throw this.failure;
   }
 }
 

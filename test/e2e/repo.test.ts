@@ -216,7 +216,7 @@ describe('repository: init, nightly backups, restore', () => {
     ]);
     const tid = dedup.chunkId(tree);
     await w.add(tid, BlobType.Tree, tree, true);
-    await w.flush();
+    await w.finish();
     const [snap] = await writeSnapshot(store, dedup, { time: new Date().toISOString(), host: 'attacker', source: '/x', tree: [tid.toString('hex')], stats: { entries: 2, files: 2, bytes: 16, newChunks: 2, storedBytes: 0 } });
     const parent = join(home, 'hostile');
     const dest = join(parent, 'dest');
