@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { BackupctlError, Exit } from '../errors.js';
 import type { Store } from '../store/store.js';
+import { pidAlive } from '../util/fsutil.js';
 
 export type LockKind = 'shared' | 'exclusive';
 
@@ -20,17 +21,8 @@ interface LockFile {
 const REFRESH_MS = 5 * 60_000;
 const STALE_MS = 30 * 60_000;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 export function isStale(l: LockFile, now = Date.now()): boolean {
-  if (l.host === hostname() && !alive(l.pid)) return true;
+  if (l.host === hostname() && !pidAlive(l.pid)) return true;
   return now - Date.parse(l.time) > STALE_MS;
 }
 

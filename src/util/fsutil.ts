@@ -43,7 +43,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   }
 }
 
-function pidAlive(pid: number): boolean {
+/** Is process `pid` (on this host) still running? */
+export function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
