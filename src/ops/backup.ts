@@ -135,7 +135,8 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       tree: treeIds,
       stats: { entries: r.entries, files: r.files, bytes: r.bytes, newChunks: r.newChunks, storedBytes: before },
     });
-    await cache.save(source);
+    // The snapshot is committed: a cache that cannot be saved only means more reading next time.
+    await cache.save(source).catch((err: unknown) => o.onWarning?.(`the files cache was not saved (the next backup reads every file again): ${(err as Error).message}`));
     return { snapshot, ...r, storedBytes: before + snapshotBytes, packs: writer.packs + treeWriter.packs };
   } finally {
     await lock.release();

@@ -4,7 +4,7 @@
 // repository's index, and a missing or damaged cache just means files are read (and, their
 // chunks being in the index already, nothing is stored twice).
 import { createHash } from 'node:crypto';
-import { readFile, unlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { configDir } from '../config.js';
 import { writeFileAtomic } from '../util/fsutil.js';
@@ -66,9 +66,5 @@ export class FilesCache {
   /** Replace the cache with what this backup saw (once its snapshot is written). */
   async save(source: string): Promise<void> {
     await writeFileAtomic(this.path, JSON.stringify({ source, files: this.next }), 0o600);
-  }
-
-  static async remove(repoId: string, source: string): Promise<void> {
-    await unlink(filesCachePath(repoId, source)).catch(() => {});
   }
 }

@@ -91,4 +91,3 @@ export function newRepoKeys(): RepoKeys {
   return { id: randomBytes(16).toString('hex'), readSecret: new Uint8Array(readSecret), readPublic: publicKeyOf(readSecret), dedupKey: new Uint8Array(randomBytes(32)) };
 }
 
-export const publicOf = publicKeyOf;

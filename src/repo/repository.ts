@@ -11,7 +11,8 @@ import type { ParsedHeader } from '../archive/header.js';
 import type { Identity, Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { LocalStore } from '../store/local.js';
-import { publicOf, type MachineKeys, type RepoKeys } from './keys.js';
+import { publicKeyOf } from '../keys/x25519.js';
+import type { MachineKeys, RepoKeys } from './keys.js';
 import { seal, SealedFile } from './sealed.js';
 
 export const MARKER = 'backupctl-repository';
@@ -111,5 +112,5 @@ export async function unlockKeys(store: Store, id: string, unlock: (h: ParsedHea
   const j = JSON.parse(text.slice(KEYS_MAGIC.length)) as { repository: string; readSecret: string; dedupKey: string };
   if (j.repository !== id) throw corruptError(`${store.name}/${KEYS_FILE} belongs to another repository than its marker says`);
   const readSecret = b64decode(j.readSecret);
-  return { id, readSecret, readPublic: publicOf(readSecret), dedupKey: b64decode(j.dedupKey) };
+  return { id, readSecret, readPublic: publicKeyOf(readSecret), dedupKey: b64decode(j.dedupKey) };
 }
