@@ -2,6 +2,7 @@
 // safety (archive/restore.ts): every path checked first, everything staged inside DIR and
 // authenticated (segments, and every chunk against its keyed id) before the commit moves it in.
 import { dirname, join } from 'node:path';
+import { corruptError } from '../errors.js';
 import { Codec, EntryType } from '../archive/format.js';
 import type { EntryMeta } from '../archive/entries.js';
 import { PathGuard } from '../archive/paths.js';
@@ -44,12 +45,15 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
         if (e.type === EntryType.File) {
           await dir(dirname(target));
           await writer.open(target, false);
+          let size = 0;
           for (const id of e.chunks) {
             o.signal?.throwIfAborted();
             const chunk = await o.reader.chunk(id, e.path);
-            bytes += chunk.length;
+            size += chunk.length;
             await writer.write(chunk);
           }
+          if (size !== e.size) throw corruptError(`${e.path}: its chunks hold ${size} bytes, the snapshot records ${e.size}`);
+          bytes += size;
           await writer.close(safeMode(e.mode), secs(e.mtimeNs), null, e.path);
         }
         staged.push({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: Buffer.alloc(32), flags: 0 });

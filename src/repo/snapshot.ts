@@ -42,7 +42,12 @@ function parse(plain: Buffer, name: string): Snapshot {
   } catch {
     throw bad();
   }
-  if (typeof j?.time !== 'string' || !Array.isArray(j.tree) || !j.tree.every((t) => typeof t === 'string' && /^[0-9a-f]{64}$/.test(t))) throw bad();
+  const counts = ['entries', 'files', 'bytes', 'newChunks', 'storedBytes'] as const;
+  if (
+    typeof j?.time !== 'string' || Number.isNaN(Date.parse(j.time)) || typeof j.host !== 'string' || typeof j.source !== 'string' ||
+    !Array.isArray(j.tree) || !j.tree.every((t) => typeof t === 'string' && /^[0-9a-f]{64}$/.test(t)) ||
+    typeof j.stats !== 'object' || j.stats === null || !counts.every((k) => Number.isSafeInteger(j.stats[k]) && j.stats[k] >= 0)
+  ) throw bad();
   // The name is what the storage shows; the file must agree (a renamed file is not trusted).
   if (`snapshots/${j.id}` !== name) throw bad();
   return j;
