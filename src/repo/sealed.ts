@@ -90,7 +90,8 @@ export class SealedFile {
     const sealed = await this.readAt(this.header.headerLength + i * sealedSize, sealedSize);
     let plain: Buffer;
     try {
-      plain = Buffer.concat(openSegment(this.key!, i, i === this.layout.count - 1, sealed));
+      const pieces = openSegment(this.key!, i, i === this.layout.count - 1, sealed);
+      plain = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces); // one piece per 64 KiB segment: no copy
     } catch (err) {
       throw corruptError(`${this.name}: ${(err as Error).message}`, { file: this.name });
     }
