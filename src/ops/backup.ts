@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { EntryType } from '../archive/format.js';
 import { SkipEntry, type SourceEntry } from '../archive/pack.js';
 import type { Store } from '../store/store.js';
-import { chunkStream, MAX_CHUNK } from '../repo/chunker.js';
+import { chunkBuffer, chunkStream } from '../repo/chunker.js';
 import { FilesCache } from '../repo/files-cache.js';
 import { BlobType, RepoIndex } from '../repo/index.js';
 import { DedupKeys, packRecipient, type MachineKeys } from '../repo/keys.js';
@@ -57,7 +57,7 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     const treeWriter = new PackWriter(store, packRecipient(keys.readPublic), dedup, index);
     const r = { entries: 0, files: 0, bytes: 0, bytesRead: 0, newChunks: 0, skipped: 0, changed: 0 };
     const tree: Buffer[] = [];
-    const buf = Buffer.allocUnsafe((4 << 20) + MAX_CHUNK);
+    const buf = chunkBuffer();
 
     /** Store `chunk` unless the repository has it; its id either way. */
     const put = async (chunk: Buffer, type: BlobType, compressible: boolean): Promise<Buffer> => {
@@ -91,7 +91,8 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
             continue;
           }
           try {
-            await chunkStream(dedup.gear, (dst) => content.read(dst), async (chunk) => {
+            // Media (stored as is) in fixed pieces, everything else content-defined (chunker.ts).
+            await chunkStream(content.compressible ? dedup.gear : null, (dst) => content.read(dst), async (chunk) => {
               t.chunks.push(await put(chunk, BlobType.Data, content.compressible));
               t.size += chunk.length;
             }, buf);

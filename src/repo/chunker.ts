@@ -55,16 +55,31 @@ export function cutPoint(gear: Gear, data: Uint8Array, start: number, end: numbe
   return lim - start;
 }
 
+/**
+ * Chunks of content stored as is (media: JPEG, MP4, Opus...): fixed 1 MiB pieces. Such files
+ * never change once written, so content-defined cuts would buy nothing (a renamed or copied
+ * photo still has the same pieces) and cost the chunker's time on most of an export's bytes;
+ * fixed lengths also say nothing about the dedup key.
+ */
+export const FIXED_CHUNK = 1 << 20;
+/** The largest chunk either way. */
+export const LARGEST_CHUNK = Math.max(MAX_CHUNK, FIXED_CHUNK);
+
 /** Reads into the buffer given; returns the bytes read (fewer than asked only at the end). */
 export type Reader = (dst: Buffer) => number | Promise<number>;
 
 const BLOCK = 4 << 20;
 
+/** A buffer for chunkStream: reused from one stream to the next. */
+export const chunkBuffer = () => Buffer.allocUnsafe(BLOCK + LARGEST_CHUNK);
+
 /**
- * Cut everything `read` gives into chunks, calling `each` with every chunk in order (a view into
- * a reused buffer: copy what is kept). One buffer of BLOCK + MAX_CHUNK bytes per stream.
+ * Cut everything `read` gives into chunks, content-defined (`gear`) or, with `gear` null, in
+ * FIXED_CHUNK pieces, calling `each` with every chunk in order (a view into `buf`, which is
+ * reused: copy what is kept).
  */
-export async function chunkStream(gear: Gear, read: Reader, each: (chunk: Buffer) => void | Promise<void>, buf = Buffer.allocUnsafe(BLOCK + MAX_CHUNK)): Promise<void> {
+export async function chunkStream(gear: Gear | null, read: Reader, each: (chunk: Buffer) => void | Promise<void>, buf = chunkBuffer()): Promise<void> {
+  const largest = gear ? MAX_CHUNK : FIXED_CHUNK;
   let have = 0;
   let eof = false;
   while (!eof) {
@@ -73,8 +88,8 @@ export async function chunkStream(gear: Gear, read: Reader, each: (chunk: Buffer
     have += got;
     eof = got < want;
     let pos = 0;
-    while (have - pos >= MAX_CHUNK || (eof && pos < have)) {
-      const len = cutPoint(gear, buf, pos, have);
+    while (have - pos >= largest || (eof && pos < have)) {
+      const len = gear ? cutPoint(gear, buf, pos, have) : Math.min(FIXED_CHUNK, have - pos);
       await each(buf.subarray(pos, pos + len));
       pos += len;
     }

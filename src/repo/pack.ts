@@ -12,7 +12,7 @@ import { decoder } from '../archive/records.js';
 import type { Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { seal, SealedFile } from './sealed.js';
-import { MAX_CHUNK } from './chunker.js';
+import { LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, encodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import type { DedupKeys } from './keys.js';
@@ -75,7 +75,7 @@ export class PackWriter {
     private readonly target = packTarget(),
   ) {
     // Room for the blobs, their list and the padding (Padmé adds at most 12%).
-    this.buf = Buffer.allocUnsafe(Math.ceil((target + MAX_CHUNK) * 1.13) + (64 << 10));
+    this.buf = Buffer.allocUnsafe(Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10));
   }
 
   has(id: Buffer): boolean {

@@ -2,7 +2,7 @@
 // states it (a plain reimplementation, a byte pair per step), and its behaviour on edits.
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { AVG_CHUNK, MAX_CHUNK, MIN_CHUNK, chunkStream, cutPoint, gearTable } from '../../src/repo/chunker.js';
+import { AVG_CHUNK, FIXED_CHUNK, MAX_CHUNK, MIN_CHUNK, chunkStream, cutPoint, gearTable } from '../../src/repo/chunker.js';
 import { padme } from '../../src/repo/pack.js';
 
 const G = gearTable(randomBytes(1024));
@@ -21,10 +21,10 @@ function documentedCut(d: Uint8Array, start: number, end: number): number {
   return limit;
 }
 
-async function chunks(data: Buffer): Promise<Buffer[]> {
+async function chunks(data: Buffer, gear: typeof G | null = G): Promise<Buffer[]> {
   const out: Buffer[] = [];
   let at = 0;
-  await chunkStream(G, (dst) => {
+  await chunkStream(gear, (dst) => {
     const n = data.copy(dst, 0, at);
     at += n;
     return n;
@@ -63,6 +63,11 @@ describe('repository chunker', () => {
     const inserted = await chunks(Buffer.concat([base.subarray(0, 1 << 20), Buffer.from('twelve bytes'), base.subarray(1 << 20)]));
     expect(same(a, inserted)).toBeGreaterThanOrEqual(a.length - 2);
     expect(await chunks(Buffer.alloc(0))).toEqual([]);
+  });
+
+  it('cuts media (no gear) into fixed 1 MiB pieces', async () => {
+    const d = randomBytes((5 << 20) / 2);
+    expect((await chunks(d, null)).map((c) => c.length)).toEqual([FIXED_CHUNK, FIXED_CHUNK, FIXED_CHUNK / 2]);
   });
 
   it('pads with Padmé: never shorter, at most 12% longer', () => {
