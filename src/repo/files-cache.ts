@@ -9,14 +9,11 @@ import { join } from 'node:path';
 import { configDir } from '../config.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 
-interface Cached {
-  size: string;
-  mtimeNs: string;
-  ctimeNs: string;
-  ino: string;
-  /** Chunk ids, hex, concatenated. */
-  chunks: string;
-}
+/**
+ * One file as cached: "size mtimeNs ctimeNs ino " then its chunk ids in hex, concatenated. One
+ * string per file, not an object of five: 100,000 files are one string each in memory.
+ */
+type Cached = string;
 
 export interface FileState {
   size: bigint;
@@ -24,6 +21,8 @@ export interface FileState {
   ctimeNs: bigint;
   ino: bigint;
 }
+
+const stateKey = (st: FileState) => `${st.size} ${st.mtimeNs} ${st.ctimeNs} ${st.ino} `;
 
 export function filesCachePath(repoId: string, source: string): string {
   const key = createHash('sha256').update(source).digest('hex').slice(0, 16);
@@ -42,8 +41,8 @@ export class FilesCache {
     const path = filesCachePath(repoId, source);
     let prev: Record<string, Cached> = {};
     try {
-      const j = JSON.parse(await readFile(path, 'utf8')) as { source?: string; files?: Record<string, Cached> };
-      if (j?.source === source && j.files && typeof j.files === 'object') prev = j.files;
+      const j = JSON.parse(await readFile(path, 'utf8')) as { version?: number; source?: string; files?: Record<string, Cached> };
+      if (j?.version === 2 && j.source === source && j.files && typeof j.files === 'object') prev = j.files;
     } catch {
       /* none yet, or damaged: every file is read */
     }
@@ -53,18 +52,21 @@ export class FilesCache {
   /** The chunk ids recorded for `path` if it is exactly as it was then, else null. */
   lookup(path: string, st: FileState): Buffer[] | null {
     const c = Object.hasOwn(this.prev, path) ? this.prev[path]! : null;
-    if (!c || c.size !== String(st.size) || c.mtimeNs !== String(st.mtimeNs) || c.ctimeNs !== String(st.ctimeNs) || c.ino !== String(st.ino)) return null;
+    const head = stateKey(st);
+    if (typeof c !== 'string' || !c.startsWith(head)) return null;
+    const hex = c.slice(head.length);
+    if (hex.length % 64 !== 0 || !/^[0-9a-f]*$/.test(hex)) return null;
     const ids: Buffer[] = [];
-    for (let o = 0; o < c.chunks.length; o += 64) ids.push(Buffer.from(c.chunks.slice(o, o + 64), 'hex'));
+    for (let o = 0; o < hex.length; o += 64) ids.push(Buffer.from(hex.slice(o, o + 64), 'hex'));
     return ids;
   }
 
   record(path: string, st: FileState, chunks: readonly Buffer[]): void {
-    this.next[path] = { size: String(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), ino: String(st.ino), chunks: chunks.map((c) => c.toString('hex')).join('') };
+    this.next[path] = stateKey(st) + chunks.map((c) => c.toString('hex')).join('');
   }
 
   /** Replace the cache with what this backup saw (once its snapshot is written). */
   async save(source: string): Promise<void> {
-    await writeFileAtomic(this.path, JSON.stringify({ source, files: this.next }), 0o600);
+    await writeFileAtomic(this.path, JSON.stringify({ version: 2, source, files: this.next }), 0o600);
   }
 }

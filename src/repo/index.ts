@@ -99,37 +99,69 @@ export interface Location extends BlobEntry {
   pack: string;
 }
 
-/** Chunk id → location, from every index file of the repository. */
+/**
+ * Chunk id → location, from every index file of the repository. Kept as columns of numbers
+ * beside one map from id to row, not an object per chunk: a backup of 100,000 small files
+ * holds 100,000 of them.
+ */
 export class RepoIndex {
-  private readonly byId = new Map<string, Location>();
+  private readonly row = new Map<string, number>();
+  private readonly packNames: string[] = [];
+  private readonly packNumber = new Map<string, number>();
+  private readonly pack: number[] = [];
+  private readonly offset: number[] = [];
+  private readonly length: number[] = [];
+  private readonly rawLength: number[] = [];
+  /** type << 8 | codec */
+  private readonly kind: number[] = [];
   /** The index files read, by name, with the packs each one names. */
   readonly files = new Map<string, string[]>();
+  /** Chunks indexed more than once (two backups at once stored the same new chunk): prune drops the copies. */
+  duplicates = 0;
 
   /** Keys are the 32 id bytes as a latin1 string (half the memory of hex). */
   has(key: string): boolean {
-    return this.byId.has(key);
+    return this.row.has(key);
+  }
+
+  private at(key: string, r: number): Location {
+    return {
+      id: Buffer.from(key, 'latin1'), pack: this.packNames[this.pack[r]!]!, offset: this.offset[r]!, length: this.length[r]!,
+      rawLength: this.rawLength[r]!, type: (this.kind[r]! >> 8) as BlobType, codec: (this.kind[r]! & 0xff) as Codec,
+    };
   }
 
   get(id: Buffer): Location | undefined {
-    return this.byId.get(id.toString('latin1'));
+    const key = id.toString('latin1');
+    const r = this.row.get(key);
+    return r === undefined ? undefined : this.at(key, r);
   }
-
-  /** Chunks indexed more than once (two backups at once stored the same new chunk): prune drops the copies. */
-  duplicates = 0;
 
   add(pack: string, e: BlobEntry): void {
     // The first location seen wins; a duplicate is as good as any.
     const k = e.id.toString('latin1');
-    if (!this.byId.has(k)) this.byId.set(k, { ...e, pack });
-    else this.duplicates++;
+    if (this.row.has(k)) {
+      this.duplicates++;
+      return;
+    }
+    let p = this.packNumber.get(pack);
+    if (p === undefined) {
+      p = this.packNames.push(pack) - 1;
+      this.packNumber.set(pack, p);
+    }
+    this.row.set(k, this.pack.push(p) - 1);
+    this.offset.push(e.offset);
+    this.length.push(e.length);
+    this.rawLength.push(e.rawLength);
+    this.kind.push((e.type << 8) | e.codec);
   }
 
   get size(): number {
-    return this.byId.size;
+    return this.row.size;
   }
 
-  locations(): IterableIterator<Location> {
-    return this.byId.values();
+  *locations(): Generator<Location> {
+    for (const [key, r] of this.row) yield this.at(key, r);
   }
 
   /** Every pack some index file names. */
