@@ -6,7 +6,8 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { EntryType } from '../archive/format.js';
-import { SkipEntry, type SourceEntry } from '../archive/pack.js';
+import { SkipEntry } from '../archive/pack.js';
+import { walkDirectory } from '../archive/walk.js';
 import type { Store } from '../store/store.js';
 import { chunkBuffer, chunkStream } from '../repo/chunker.js';
 import { FilesCache } from '../repo/files-cache.js';
@@ -22,7 +23,8 @@ export interface BackupOptions {
   keys: MachineKeys;
   /** The directory, as given (recorded as an absolute path). */
   dir: string;
-  entries: AsyncIterable<SourceEntry>;
+  /** Counts what the walk skips (special files, unreadable names), warned about on the way. */
+  skipped: { count: number };
   signal?: AbortSignal;
   onWarning?: (m: string) => void;
   onProgress?: (p: { bytes: number; entries: number; path: string }) => void;
@@ -70,7 +72,11 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       return id;
     };
 
-    for await (const e of o.entries) {
+    // Only files the cache does not vouch for are read, so only those are read ahead (a cold
+    // page cache on a night with nothing changed must not be filled with the whole export).
+    const warn = (m: string) => o.onWarning?.(m);
+    const entries = walkDirectory(o.dir, warn, o.skipped, (p, st) => !cache.unchanged(p, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }));
+    for await (const e of entries) {
       o.signal?.throwIfAborted();
       const t: TreeEntry = { type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: 0, target: e.target ?? '', chunks: [] };
       if (e.type === EntryType.File) {

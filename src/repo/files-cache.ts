@@ -49,6 +49,11 @@ export class FilesCache {
     return new FilesCache(path, prev);
   }
 
+  /** Is `path` as it was at the last backup? (whether its content will be read at all) */
+  unchanged(path: string, st: FileState): boolean {
+    return Object.hasOwn(this.prev, path) && typeof this.prev[path] === 'string' && this.prev[path]!.startsWith(stateKey(st));
+  }
+
   /** The chunk ids recorded for `path` if it is exactly as it was then, else null. */
   lookup(path: string, st: FileState): Buffer[] | null {
     const c = Object.hasOwn(this.prev, path) ? this.prev[path]! : null;

@@ -1,7 +1,7 @@
 // `backupctl backup DIR --repo REPO`: add one snapshot (needs no secret and no device: cron-safe).
 import type { Command } from 'commander';
 import { Exit } from '../../errors.js';
-import { checkSourceDir, walkDirectory } from '../../archive/walk.js';
+import { checkSourceDir } from '../../archive/walk.js';
 import { openStore } from '../../repo/repository.js';
 import { machineKeysFor } from '../../ops/repository.js';
 import { backup } from '../../ops/backup.js';
@@ -29,7 +29,7 @@ export function register(program: Command): void {
         const progress = await startProgress('backup');
         const t0 = Date.now();
         try {
-          const res = await backup({ store, keys, dir, entries: walkDirectory(dir, onWarning, skipped), signal: ctx.signal, onWarning, onProgress: (p) => progress.update(p) });
+          const res = await backup({ store, keys, dir, skipped, signal: ctx.signal, onWarning, onProgress: (p) => progress.update(p) });
           progress.stop();
           const seconds = (Date.now() - t0) / 1000;
           const skippedTotal = skipped.count + res.skipped;
