@@ -120,6 +120,25 @@ describe('repository: kill -9, concurrency, damage', () => {
     expect(stored).toBeLessThan(4 * 50_000 * 1.13 + 60_000);
   });
 
+  it('Ctrl-C during a backup: exit 130, the repository consistent, its lock gone', async () => {
+    const repo = await newRepo('interrupted');
+    const src = join(home, 'src-interrupted');
+    await makeSource(src, 40, 250_000); // 10 MB in 96 KiB packs: over a hundred writes
+    const child = startCli(['backup', src, '--repo', repo], env());
+    for (let i = 0; i < 400 && ![...(await repoFiles(repo)).keys()].some((p) => p.startsWith('data/') && !p.split('/').at(-1)!.startsWith('.')); i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    child.kill('SIGINT');
+    const r = await child;
+    expect(r.exitCode).toBe(130);
+    expect(String(r.stderr)).toMatch(/interrupted/);
+    expect(String(r.stderr)).not.toMatch(STACK_TRACE);
+    const v = await verify(repo);
+    expect(v.exitCode).toBe(0);
+    expect(v.j.snapshots).toBe(0);
+    expect(await readdir(join(repo, 'locks'))).toEqual([]);
+  });
+
   it('two backups at once into one repository both succeed and both restore', async () => {
     const repo = await newRepo('concurrent');
     const a = join(home, 'src-a');
