@@ -1,30 +1,28 @@
 // `backupctl restore --repo REPO SNAPSHOT|latest -d DIR`: the repository side of `restore`.
-import { openStore } from '../repo/repository.js';
 import { RepoReader } from '../repo/reader.js';
 import { listSnapshots, pickSnapshot } from '../repo/snapshot.js';
-import { openRepositoryKeys } from '../ops/repository.js';
 import { restoreSnapshot } from '../ops/restore-snapshot.js';
 import { termSafe } from '../util/terminal-text.js';
 import type { RunContext } from './run.js';
 import { emitJson, info } from './run.js';
 import { startProgress } from './progress.js';
-import { unlock, type UnlockOptions } from './unlock.js';
+import type { UnlockOptions } from './unlock.js';
+import { withRepositoryKeys } from './repo-open.js';
 
 export async function restoreFromRepository(ctx: RunContext, which: string, opts: UnlockOptions & { repo: string; dir: string; only?: string[]; force?: boolean }): Promise<void> {
-  const store = openStore(opts.repo);
-  const keys = await openRepositoryKeys(store, (h) => unlock(h, opts, ctx.signal));
-  const progress = await startProgress('restore');
-  const t0 = Date.now();
-  try {
-    const reader = await RepoReader.open(store, keys);
-    const snapshot = pickSnapshot(await listSnapshots(store, reader.dedup), which);
-    const res = await restoreSnapshot({ reader, snapshot, dest: opts.dir, only: opts.only, force: opts.force, signal: ctx.signal, onProgress: (p) => progress.update(p) });
-    progress.stop();
-    const seconds = (Date.now() - t0) / 1000;
-    if (ctx.json) emitJson({ ok: true, dir: opts.dir, snapshot: snapshot.id, ...res, seconds });
-    else info(`Restored snapshot ${snapshot.id} (${res.entries} entries, ${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB) into ${termSafe(opts.dir)} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
-  } finally {
-    progress.stop();
-    keys.readSecret.fill(0);
-  }
+  return withRepositoryKeys(ctx, opts, async (store, keys) => {
+    const progress = await startProgress('restore');
+    const t0 = Date.now();
+    try {
+      const reader = await RepoReader.open(store, keys);
+      const snapshot = pickSnapshot(await listSnapshots(store, reader.dedup), which);
+      const res = await restoreSnapshot({ reader, snapshot, dest: opts.dir, only: opts.only, force: opts.force, signal: ctx.signal, onProgress: (p) => progress.update(p) });
+      progress.stop();
+      const seconds = (Date.now() - t0) / 1000;
+      if (ctx.json) emitJson({ ok: true, dir: opts.dir, snapshot: snapshot.id, ...res, seconds });
+      else info(`Restored snapshot ${snapshot.id} (${res.entries} entries, ${res.files} files, ${(res.bytes / 1e6).toFixed(1)} MB) into ${termSafe(opts.dir)} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
+    } finally {
+      progress.stop();
+    }
+  });
 }

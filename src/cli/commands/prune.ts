@@ -3,7 +3,8 @@ import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
 import { openStore } from '../../repo/repository.js';
 import { forget, prune, type PruneResult } from '../../ops/prune.js';
-import { listingKeys, openRepositoryKeys } from '../../ops/repository.js';
+import { listingKeys } from '../../ops/repository.js';
+import { withRepositoryKeys } from '../repo-open.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info, type RunContext } from '../run.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
@@ -13,15 +14,8 @@ const count = (v: string) => {
   return Number(v);
 };
 
-async function runPrune(ctx: RunContext, repo: string, opts: UnlockOptions, dryRun: boolean): Promise<PruneResult> {
-  const store = openStore(repo);
-  const keys = await openRepositoryKeys(store, (h) => unlock(h, opts, ctx.signal));
-  try {
-    return await prune(store, keys, dryRun, ctx.signal);
-  } finally {
-    keys.readSecret.fill(0);
-  }
-}
+const runPrune = (ctx: RunContext, repo: string, opts: UnlockOptions, dryRun: boolean): Promise<PruneResult> =>
+  withRepositoryKeys(ctx, { ...opts, repo }, (store, keys) => prune(store, keys, dryRun, ctx.signal));
 
 const describePrune = (r: PruneResult, dryRun: boolean) =>
   `${dryRun ? 'Would delete' : 'Deleted'} ${r.packsDeleted} pack(s) and repack ${r.packsRepacked}, keeping ${r.packsKept}: ${(r.bytesFreed / 1e6).toFixed(2)} MB freed, ${(r.bytesWritten / 1e6).toFixed(2)} MB written${r.leftoversRemoved ? `, ${r.leftoversRemoved} leftover(s) of interrupted runs removed` : ''}`;
