@@ -80,6 +80,7 @@ export const noMachineKeys = (store: Store) =>
 /** Create the repository: marker last, so a half-made one is never taken for a repository. */
 export async function initRepository(store: Store, keys: RepoKeys, recipients: readonly Recipient[]): Promise<void> {
   if (await store.exists(MARKER)) throw new BackupctlError(Exit.io, `${store.name} is already a backupctl repository`);
+  if (!(await store.isEmpty())) throw new BackupctlError(Exit.io, `${store.name} is not empty: a new repository goes into an empty or new directory`);
   const payload = { repository: keys.id, readSecret: b64encode(keys.readSecret), dedupKey: b64encode(keys.dedupKey) };
   const plain = Buffer.from(KEYS_MAGIC + JSON.stringify(payload), 'utf8');
   await store.write(KEYS_FILE, seal(plain, recipients));

@@ -139,6 +139,15 @@ export class LocalStore implements Store {
     }
   }
 
+  async isEmpty(): Promise<boolean> {
+    try {
+      return (await readdir(this.root)).length === 0;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return true;
+      throw ioError(err, this.root, 'read');
+    }
+  }
+
   async exists(path: string): Promise<boolean> {
     return lstat(this.abs(path)).then((s) => s.isFile(), () => false);
   }

@@ -31,6 +31,8 @@ export interface Store {
   write(path: string, data: Uint8Array[], opts?: { exclusive?: boolean }): Promise<void>;
   /** Delete a file; one that is already gone is not an error. */
   delete(path: string): Promise<void>;
-  /** Does the store hold the repository marker? (cheap check before anything else) */
+  /** Is `path` there as a complete file? (the repository marker, before anything else) */
   exists(path: string): Promise<boolean>;
+  /** Does the store hold nothing at all (a new repository goes only where nothing is)? */
+  isEmpty(): Promise<boolean>;
 }

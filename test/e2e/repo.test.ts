@@ -60,6 +60,11 @@ describe('repository: init, nightly backups, restore', () => {
     const again = await runCli(['repo', 'init', repo], { configDir });
     expect(again.exitCode).toBe(6);
     expect(again.stderr).toMatch(/already a backupctl repository/);
+    // Never into a directory that holds something else (the export, a home directory).
+    const full = await runCli(['repo', 'init', join(home, 'export')], { configDir });
+    expect(full.exitCode).toBe(6);
+    expect(full.stderr).toMatch(/is not empty/);
+    expect(await exists(join(home, 'export', 'keys'))).toBe(false);
   });
 
   it('the first backup stores the export once; a night with nothing changed reads and stores almost nothing', async () => {
