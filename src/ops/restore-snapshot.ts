@@ -2,7 +2,7 @@
 // safety (archive/restore.ts): every path checked first, everything staged inside DIR and
 // authenticated (segments, and every chunk against its keyed id) before the commit moves it in.
 import { dirname, join } from 'node:path';
-import { corruptError } from '../errors.js';
+import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec, EntryType } from '../archive/format.js';
 import type { EntryMeta } from '../archive/entries.js';
 import { PathGuard } from '../archive/paths.js';
@@ -17,18 +17,21 @@ export interface RestoreSnapshotOptions {
   dest: string;
   only?: string[];
   force?: boolean;
+  /** Restore what is intact and name what is lost (a damaged or missing pack) instead of failing. */
+  salvage?: boolean;
   signal?: AbortSignal;
   onProgress?: (p: { bytes: number; entries: number }) => void;
 }
 
-export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreResult> {
+export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreResult & { lost: string[] }> {
+  const lost: string[] = [];
   const only = normaliseOnly(o.only);
   const tree = await o.reader.tree(o.snapshot);
   const guard = new PathGuard();
   for (const e of tree) guard.add(e.path, e.type);
   const wanted = tree.filter((e) => selects(only, e.path) || isAncestorOfSelection(only, e.path));
 
-  return stageAndCommit(o, only, async (staging) => {
+  const res = await stageAndCommit(o, only, async (staging) => {
     const writer = new StagingWriter();
     const made = new Set<string>([staging]);
     const dir = async (d: string) => {
@@ -46,13 +49,21 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
           await dir(dirname(target));
           await writer.open(target, false);
           let size = 0;
-          for (const id of e.chunks) {
-            o.signal?.throwIfAborted();
-            const chunk = await o.reader.chunk(id, e.path);
-            size += chunk.length;
-            await writer.write(chunk);
+          try {
+            for (const id of e.chunks) {
+              o.signal?.throwIfAborted();
+              const chunk = await o.reader.chunk(id, e.path);
+              size += chunk.length;
+              await writer.write(chunk);
+            }
+            if (size !== e.size) throw corruptError(`${e.path}: its chunks hold ${size} bytes, the snapshot records ${e.size}`);
+          } catch (err) {
+            // Salvage: the file stays in staging (removed with it) and out of the commit.
+            if (!o.salvage || !(err instanceof BackupctlError) || err.code !== Exit.corrupt) throw err;
+            await writer.close(0o600, secs(e.mtimeNs), null, e.path);
+            lost.push(e.path);
+            continue;
           }
-          if (size !== e.size) throw corruptError(`${e.path}: its chunks hold ${size} bytes, the snapshot records ${e.size}`);
           bytes += size;
           await writer.close(safeMode(e.mode), secs(e.mtimeNs), null, e.path);
         }
@@ -66,4 +77,5 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     }
     return staged;
   });
+  return { ...res, lost };
 }
