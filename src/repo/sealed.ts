@@ -84,35 +84,42 @@ export class SealedFile {
     return this.layout.plainSize;
   }
 
-  private async segment(i: number): Promise<Buffer> {
-    if (this.cached?.index === i) return this.cached.plain;
-    const sealedSize = this.layout.sealedSize;
-    const sealed = await this.readAt(this.header.headerLength + i * sealedSize, sealedSize);
-    let plain: Buffer;
+  /** Authenticate and decrypt segment `i` from its sealed bytes. */
+  private open(i: number, sealed: Buffer): Buffer {
+    let pieces: Buffer[];
     try {
-      const pieces = openSegment(this.key!, i, i === this.layout.count - 1, sealed);
-      plain = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces); // one piece per 64 KiB segment: no copy
+      pieces = openSegment(this.key!, i, i === this.layout.count - 1, sealed);
     } catch (err) {
       throw corruptError(`${this.name}: ${(err as Error).message}`, { file: this.name });
     }
-    this.cached = { index: i, plain };
-    return plain;
+    return pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces); // one piece per 64 KiB segment: no copy
   }
 
-  /** Plaintext bytes [offset, offset+length), every segment they touch authenticated. */
+  /**
+   * Plaintext bytes [offset, offset+length), every segment they touch authenticated. The sealed
+   * segments are fetched with one read (one range request on a remote store), but the first when
+   * it is the one decrypted last.
+   */
   async read(offset: number, length: number): Promise<Buffer> {
     if (offset < 0 || length < 0 || offset + length > this.plainSize) throw corruptError(`${this.name}: a reference points beyond its end`, { file: this.name });
+    if (length === 0) return Buffer.alloc(0);
     const seg = this.header.segmentSize;
-    const parts: Buffer[] = [];
-    for (let pos = offset; pos < offset + length; ) {
-      const i = Math.floor(pos / seg);
-      const plain = await this.segment(i);
-      const from = pos - i * seg;
-      const to = Math.min(plain.length, offset + length - i * seg);
-      parts.push(plain.subarray(from, to));
-      pos += to - from;
+    const sealedSize = this.layout.sealedSize;
+    let first = Math.floor(offset / seg);
+    const last = Math.floor((offset + length - 1) / seg);
+    const plains: Buffer[] = [];
+    if (this.cached?.index === first) {
+      plains.push(this.cached.plain);
+      first++;
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (first <= last) {
+      const sealed = await this.readAt(this.header.headerLength + first * sealedSize, (last - first + 1) * sealedSize);
+      for (let i = first; i <= last; i++) plains.push(this.open(i, sealed.subarray((i - first) * sealedSize, (i - first + 1) * sealedSize)));
+      this.cached = { index: last, plain: plains[plains.length - 1]! };
+    }
+    const start = offset - Math.floor(offset / seg) * seg;
+    const whole = plains.length === 1 ? plains[0]! : Buffer.concat(plains);
+    return whole.subarray(start, start + length);
   }
 
   async readAll(): Promise<Buffer> {
