@@ -126,6 +126,18 @@ describe('repository: init, nightly backups, restore', () => {
     expect(got).toEqual(want);
   });
 
+  it('export writes a snapshot as a single-file archive that restores and verifies as any other', async () => {
+    const file = join(home, 'latest.bctl');
+    const j = await ok<{ snapshot: string; files: number }>(['export', '--repo', repo, 'latest', '-o', file], withCode());
+    expect(j.snapshot).toBe([...expected.keys()].at(-1));
+    await ok(['verify', file], withCode());
+    const out = join(home, 'from-export');
+    await ok(['restore', file, '-d', out], withCode());
+    expect(await snapshot(out)).toEqual([...expected.values()].at(-1));
+    const again = await runCli(['export', '--repo', repo, 'latest', '-o', file], withCode());
+    expect(again.exitCode).toBe(6); // never replaced without --force
+  });
+
   it('what the backup machine holds opens no pack; a restore needs the code', async () => {
     const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
     const held = JSON.parse(await readFile(join(configDir, 'repositories', `${id}.json`), 'utf8'));

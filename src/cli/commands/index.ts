@@ -16,6 +16,7 @@ import { register as repo } from './repo.js';
 import { register as backup } from './backup.js';
 import { register as snapshots } from './snapshots.js';
 import { register as prune } from './prune.js';
+import { register as exportSnapshot } from './export.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -34,4 +35,5 @@ export const commands: Array<(program: Command) => void> = [
   backup,
   snapshots,
   prune,
+  exportSnapshot,
 ];
