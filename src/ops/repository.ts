@@ -4,7 +4,7 @@ import type { ParsedHeader } from '../archive/header.js';
 import type { Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { newRepoKeys, type MachineKeys, type RepoKeys } from '../repo/keys.js';
-import { initRepository, loadMachineKeys, noMachineKeys, repositoryId, saveMachineKeys, unlockKeys } from '../repo/repository.js';
+import { initRepository, loadMachineKeys, noMachineKeys, repositoryId, saveMachineKeys, unlockKeys, writeKeys } from '../repo/repository.js';
 
 /** A new repository in `store`, its keys sealed to `recipients`; this machine keeps what backup needs. */
 export async function createRepository(store: Store, recipients: readonly Recipient[]): Promise<string> {
@@ -47,4 +47,19 @@ export async function listingKeys(store: Store, unlock: Unlocker): Promise<Machi
   const keys = await openRepositoryKeys(store, unlock);
   keys.readSecret.fill(0);
   return keys;
+}
+
+/**
+ * Seal the keys file to `recipients` instead (one unlock with a current one). The keys
+ * themselves stay: a recipient removed now cannot open the keys file from here on, but one who
+ * kept a copy of the old keys file (or of a pack and that copy) still reads what it opens.
+ */
+export async function resealRepository(store: Store, unlock: Unlocker, recipients: readonly Recipient[]): Promise<void> {
+  const keys = await openRepositoryKeys(store, unlock);
+  try {
+    await writeKeys(store, keys, recipients);
+  } finally {
+    keys.readSecret.fill(0);
+    keys.dedupKey.fill(0);
+  }
 }

@@ -77,14 +77,22 @@ export async function loadMachineKeys(id: string): Promise<MachineKeys | null> {
 export const noMachineKeys = (store: Store) =>
   noKeyError(`this machine holds no key for the repository ${store.name}: run \`backupctl repo unlock ${store.name}\` once (with a recovery code or security key)`);
 
+/** (Re)write the keys file sealed to `recipients`, atomically: it opens with the old ones or the new. */
+export async function writeKeys(store: Store, keys: RepoKeys, recipients: readonly Recipient[]): Promise<void> {
+  const payload = { repository: keys.id, readSecret: b64encode(keys.readSecret), dedupKey: b64encode(keys.dedupKey) };
+  const plain = Buffer.from(KEYS_MAGIC + JSON.stringify(payload), 'utf8');
+  try {
+    await store.write(KEYS_FILE, seal(plain, recipients));
+  } finally {
+    plain.fill(0);
+  }
+}
+
 /** Create the repository: marker last, so a half-made one is never taken for a repository. */
 export async function initRepository(store: Store, keys: RepoKeys, recipients: readonly Recipient[]): Promise<void> {
   if (await store.exists(MARKER)) throw new BackupctlError(Exit.io, `${store.name} is already a backupctl repository`);
   if (!(await store.isEmpty())) throw new BackupctlError(Exit.io, `${store.name} is not empty: a new repository goes into an empty or new directory`);
-  const payload = { repository: keys.id, readSecret: b64encode(keys.readSecret), dedupKey: b64encode(keys.dedupKey) };
-  const plain = Buffer.from(KEYS_MAGIC + JSON.stringify(payload), 'utf8');
-  await store.write(KEYS_FILE, seal(plain, recipients));
-  plain.fill(0);
+  await writeKeys(store, keys, recipients);
   const marker: Marker = { format: MARKER, version: 1, id: keys.id, created: new Date().toISOString() };
   try {
     await store.write(MARKER, [Buffer.from(JSON.stringify(marker, null, 2) + '\n')], { exclusive: true });

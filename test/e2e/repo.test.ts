@@ -244,4 +244,19 @@ describe('repository: init, nightly backups, restore', () => {
     expect(await exists(parent)).toBe(false);
     expect(await exists(join(home, 'escape.txt'))).toBe(false);
   });
+
+  it('repo rotate seals the keys to other recipients: the removed code stops opening it, backups go on without a secret', async () => {
+    const other = await newRecoveryCode(join(home, 'b-config'), join(home, 'b-code.txt'), 'code B');
+    await ok(['repo', 'rotate', repo, '--no-config', '--recipients-file', join(home, 'b-config', 'config.json')], withCode());
+    const first = [...expected.keys()][0]!;
+    const refused = await runCli(['restore', '--repo', repo, first, '-d', join(home, 'rot-a')], withCode());
+    expect(refused.exitCode).toBe(4);
+    const out = join(home, 'rot-b');
+    await ok(['restore', '--repo', repo, first, '-d', out], { configDir, env: { BACKUPCTL_RECOVERY_CODE: other.code } });
+    expect(await snapshot(out)).toEqual(expected.get(first));
+    const j = await backupJson(src, repo, { configDir }); // the machine's keys did not change
+    expect(j.newChunks).toBe(0);
+    const header = (await SealedFile.fromBytes('keys', await readFile(join(repo, 'keys')))).header;
+    expect(header.slots.map((x) => x.label)).toEqual(['code B']);
+  });
 });

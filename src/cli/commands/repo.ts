@@ -2,7 +2,7 @@
 // (backupctl-repository(5)), and let this machine back up into one made elsewhere.
 import type { Command } from 'commander';
 import { openStore } from '../../repo/repository.js';
-import { adoptRepository, createRepository } from '../../ops/repository.js';
+import { adoptRepository, createRepository, resealRepository } from '../../ops/repository.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info } from '../run.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
@@ -36,6 +36,24 @@ export function register(program: Command): void {
       const id = await adoptRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal));
       if (ctx.json) emitJson({ ok: true, repository: dir, id });
       else info(`This machine can now back up into ${termSafe(dir)} (id ${id}) without a secret`);
+    }),
+  );
+  addUnlockOptions(
+    addRecipientOptions(
+      repo
+        .command('rotate')
+        .description("seal REPO's keys to the recipients now in the config (and --recipients-file): add or remove who can open it")
+        .argument('<repo>', 'the repository directory'),
+    ),
+  ).action(
+    action(async (ctx, dir: string, opts: RecipientOptions & UnlockOptions) => {
+      const recipients = await resolveRecipients(opts);
+      await resealRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal), recipients);
+      if (ctx.json) emitJson({ ok: true, repository: dir, recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })) });
+      else {
+        info(`The keys of ${termSafe(dir)} now open with: ${recipients.map(describeRecipient).map(termSafe).join(', ')}`);
+        info('A recipient removed now cannot open them from here on; one who kept a copy of the old keys file can still read every snapshot, old and new (the keys themselves are unchanged)');
+      }
     }),
   );
 }
