@@ -63,6 +63,8 @@ export interface SourceEntry {
   target?: string;
   /** Files only. May throw SkipEntry (vanished, unreadable) before yielding anything. */
   open?: () => Promise<OpenedContent>;
+  /** Files only, as listed: what a repository's files cache compares (src/repo/files-cache.ts). */
+  stat?: { size: bigint; ino: bigint; ctimeNs: bigint };
 }
 
 /** Thrown by a source to skip an entry with a warning (exit 3 at the end). */

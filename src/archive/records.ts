@@ -96,7 +96,7 @@ function freeFrame(frame: Buffer): void {
   freeBuffers([frame.byteOffset === 0 && frame.buffer.byteLength === FRAME_CHUNK ? Buffer.from(frame.buffer) : frame]);
 }
 
-function decoder(codec: Codec, path: string): (frame: Buffer) => Buffer {
+export function decoder(codec: Codec, path: string): (frame: Buffer) => Buffer {
   if (codec === Codec.Stored) return (f) => f;
   const options = { maxOutputLength: MAX_FRAME, chunkSize: FRAME_CHUNK };
   return (f) => {

@@ -31,13 +31,28 @@ export interface RestoreResult {
   replaced: number;
 }
 
-const selects = (only: string[] | undefined, path: string) =>
+export const selects = (only: string[] | undefined, path: string) =>
   !only || only.some((o) => path === o || path.startsWith(o + '/'));
-const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
+export const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
-  const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+  const only = normaliseOnly(o.only);
+  return stageAndCommit(o, only, (staging, precheck) => extract(o, only, staging, precheck));
+}
+
+export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+
+/**
+ * The restore frame shared by archives and repository snapshots (ops/restore-snapshot.ts): make
+ * DEST, stage the selection into a private directory inside it with `extract` (which returns the
+ * staged entries), then commit them; on any failure DEST is left as it was.
+ */
+export async function stageAndCommit(
+  o: { dest: string; force?: boolean; signal?: AbortSignal },
+  only: string[] | undefined,
+  extract: (staging: string, precheck: (selection: readonly EntryMeta[]) => void) => Promise<EntryMeta[]>,
+): Promise<RestoreResult> {
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
   let createdDest: string | undefined;
   try {
@@ -53,7 +68,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     dest = await realpath(o.dest);
     recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
     staging = await mkdtemp(stagingPrefix(dest)).catch((err) => { throw ioError(err, dest, 'write into'); });
-    const staged = await extract(o, only, staging, (sel) => checkConflicts(sel, dest, !!o.force));
+    const staged = await extract(staging, (sel) => checkConflicts(sel, dest, !!o.force));
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);

@@ -101,7 +101,13 @@ export function checkSourceDir(root: string): void {
  * devices) and unreadable directories are reported through `warn` and skipped. Depth first,
  * names in byte order, one lstat per name.
  */
-export async function* walkDirectory(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
+export async function* walkDirectory(
+  root: string,
+  warn: (msg: string) => void,
+  skipped: { count: number },
+  /** Which regular files (relative path, as listed) will be read: only those are prefetched. Default: all. */
+  willRead: (path: string, st: BigIntStats) => boolean = () => true,
+): AsyncGenerator<SourceEntry> {
   checkSourceDir(root);
   const skip = (message: string) => {
     skipped.count++;
@@ -135,6 +141,8 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
       }
     });
     const stats: Array<BigIntStats | Error | undefined> = [];
+    /** Names whose file went to the prefetcher: only those are counted off in `reached`. */
+    const sent: boolean[] = [];
     let statted = 0;
     // Stops after a directory: the files inside it come next in the walk, so the prefetcher is
     // sent regular files in exactly the order the walk reaches them (its count of `reached`).
@@ -148,7 +156,10 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
           try {
             const st = lstatSync(abs, { bigint: true });
             stats[statted] = st;
-            if (st.isFile()) files.push(abs);
+            if (st.isFile() && willRead(rel ? `${rel}/${name}` : name, st)) {
+              files.push(abs);
+              sent[statted] = true;
+            }
             dir = st.isDirectory();
           } catch (err) {
             stats[statted] = err as Error;
@@ -179,8 +190,8 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         yield { ...base, type: EntryType.Dir };
         yield* walk(abs, path);
       } else if (st.isFile()) {
-        reach();
-        yield { ...base, type: EntryType.File, open: fileContent(abs, st) };
+        if (sent[i]) reach();
+        yield { ...base, type: EntryType.File, open: fileContent(abs, st), stat: st };
       } else if (st.isSymbolicLink()) {
         let target: string;
         try {

@@ -13,6 +13,11 @@ import { register as drive } from './drive.js';
 import { register as push } from './push.js';
 import { register as pull } from './pull.js';
 import { register as completion } from './completion.js';
+import { register as repo } from './repo.js';
+import { register as backup } from './backup.js';
+import { register as snapshots } from './snapshots.js';
+import { register as prune } from './prune.js';
+import { register as exportSnapshot } from './export.js';
 
 export const commands: Array<(program: Command) => void> = [
   create,
@@ -28,4 +33,9 @@ export const commands: Array<(program: Command) => void> = [
   pull,
   drive,
   completion,
+  repo,
+  backup,
+  snapshots,
+  prune,
+  exportSnapshot,
 ];

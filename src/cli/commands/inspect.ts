@@ -15,6 +15,8 @@ import { action, emitJson, print, type RunContext } from '../run.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
+import { plainRepositoryFile, sealedRepositoryFile } from '../../repo/inspect.js';
+import { usageError } from '../../errors.js';
 
 /** Slots with their public metadata, marked by whether the local config knows their recipient. */
 export async function describeSlots(slots: readonly Slot[]) {
@@ -96,11 +98,29 @@ async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { li
     else print(...formatCrypt15Inspection(legacy)); // its strings come from the file
     return;
   }
+  const plain = await plainRepositoryFile(file); // a repository's marker or lock: plain JSON
+  if (plain) {
+    if (ctx.json) emitJson({ ok: true, file, repository: plain.kind, content: plain.content });
+    else print(`backupctl repository ${plain.kind}: ${file}`, ...JSON.stringify(plain.content, null, 2).split('\n'));
+    return;
+  }
   const archive = await ArchiveFile.open(file);
   try {
     const size = (await stat(file)).size;
     const env = envelope(file, size, archive.header);
     const slots = await describeSlots(archive.header.slots);
+    const repository = await sealedRepositoryFile(file, archive.header.slots);
+    if (repository && opts.list) throw usageError(`${file} is a repository ${repository.replace(/ \(.*/, '')}: list a snapshot with backupctl restore --repo or backupctl snapshots --repo`);
+    if (repository) {
+      if (ctx.json) return emitJson({ ok: true, ...env, repository, authenticated: false, slots });
+      print(
+        `backupctl repository ${repository}: ${file} (header NOT authenticated: no key was used)`,
+        `  created:  ${env.created}`,
+        `  payload:  ${env.payloadSize} bytes in ${env.segments} segments of ${env.segmentSize} bytes`,
+        `  slots:    ${slots.map((s) => `${s.type} "${s.label}"`).join(', ')}`,
+      );
+      return;
+    }
     if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
     if (ctx.json) {
       const result = { ok: true, ...env, authenticated: !!opts.list, slots };

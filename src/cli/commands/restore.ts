@@ -7,6 +7,7 @@ import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { count } from '../../util/plural.js';
+import { restoreFromRepository } from '../repo-restore.js';
 
 /** Open FILE, or standard input for '-' (refused when stdin is a terminal). */
 export async function openArchive(file: string): Promise<ArchiveFile | ArchiveStream> {
@@ -20,12 +21,14 @@ export function register(program: Command): void {
     program
       .command('restore')
       .description('restore an archive into DIR (created if missing); nothing is moved into DIR until everything read has been authenticated')
-      .argument('<file>', "the archive ('-' for standard input)")
+      .argument('<file>', "the archive ('-' for standard input); with --repo, the snapshot (an id, a prefix of one, or 'latest')")
+      .option('--repo <repo>', 'restore a snapshot of this repository (backupctl-repository(5))')
       .requiredOption('-d, --dir <dir>', 'where to restore')
       .option('--only <path...>', 'restore only these paths (and everything under them)')
       .option('--force', 'replace existing files, links and empty directories in DIR, never a non-empty directory (the originals are kept until the restore has succeeded)'),
   ).action(
-    action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean }) => {
+    action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean; repo?: string }) => {
+      if (opts.repo !== undefined) return restoreFromRepository(ctx, file, { ...opts, repo: opts.repo });
       const archive = await openArchive(file);
       const progress = await startProgress('restore');
       const t0 = Date.now();

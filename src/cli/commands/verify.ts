@@ -3,22 +3,27 @@ import type { Command } from 'commander';
 import { ArchiveFile } from '../../archive/reader.js';
 import { checkComparisonDir, compareWithDirectory, verifyArchive } from '../../archive/verify.js';
 import { readIndex } from '../../archive/records.js';
-import { Exit } from '../../errors.js';
+import { Exit, usageError } from '../../errors.js';
 import { action, emitJson, info, print } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { describeSlots } from './inspect.js';
 import { count } from '../../util/plural.js';
+import { verifyRepositoryCommand } from '../repo-verify.js';
 
 export function register(program: Command): void {
   addUnlockOptions(
     program
       .command('verify')
       .description('authenticate every segment, the index and every file hash; with --against, compare with a directory')
-      .argument('<file>', 'the archive')
-      .option('--against <dir>', 'also compare the entries with this directory'),
+      .argument('[file]', 'the archive; with --repo, the snapshot to verify (default: all)')
+      .option('--against <dir>', 'also compare the entries with this directory')
+      .option('--repo <repo>', 'verify a repository (backupctl-repository(5)): every snapshot has all its data')
+      .option('--read-data', 'with --repo: also read and authenticate every pack'),
   ).action(
-    action(async (ctx, file: string, opts: UnlockOptions & { against?: string }) => {
+    action(async (ctx, file: string | undefined, opts: UnlockOptions & { against?: string; repo?: string; readData?: boolean }) => {
+      if (opts.repo !== undefined) return verifyRepositoryCommand(ctx, file, { ...opts, repo: opts.repo });
+      if (file === undefined) throw usageError("missing required argument 'file'");
       if (opts.against) await checkComparisonDir(opts.against); // before the unlock and the full pass
       const archive = await ArchiveFile.open(file);
       const progress = await startProgress('verify');

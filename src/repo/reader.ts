@@ -1,0 +1,58 @@
+// Reading a repository with the read key: chunks by id (from whichever pack the index names,
+// opened once each), and snapshot trees.
+import { corruptError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import { RepoIndex, type Location } from './index.js';
+import { DedupKeys, packIdentity, type RepoKeys } from './keys.js';
+import { PackReader, packIdOf } from './pack.js';
+import type { Snapshot } from './snapshot.js';
+import { decodeTree, type TreeEntry } from './tree.js';
+
+export class RepoReader {
+  private readonly open = new Map<string, Promise<PackReader>>();
+
+  private constructor(
+    readonly store: Store,
+    readonly keys: RepoKeys,
+    readonly dedup: DedupKeys,
+    readonly index: RepoIndex,
+    /** Pack id → size, from one listing of data/. */
+    readonly packSizes: Map<string, number>,
+  ) {}
+
+  static async open(store: Store, keys: RepoKeys): Promise<RepoReader> {
+    const dedup = new DedupKeys(keys.dedupKey);
+    const index = await RepoIndex.load(store, dedup);
+    const sizes = new Map((await store.list('data')).map((f) => [packIdOf(f.path), f.size] as const));
+    return new RepoReader(store, keys, dedup, index, sizes);
+  }
+
+  /** Where chunk `id` is; a corrupt error naming `what` when no index or no pack has it. */
+  locate(id: Buffer, what: string): Location {
+    const loc = this.index.get(id);
+    if (!loc) throw corruptError(`${what}: chunk ${id.toString('hex').slice(0, 16)} is in no index (the repository lost data)`, { chunk: id.toString('hex') });
+    if (!this.packSizes.has(loc.pack)) throw corruptError(`${what}: pack ${loc.pack} is missing`, { pack: loc.pack });
+    return loc;
+  }
+
+  pack(id: string): Promise<PackReader> {
+    let p = this.open.get(id);
+    if (!p) {
+      p = PackReader.open(this.store, id, this.packSizes.get(id)!, packIdentity(this.keys));
+      this.open.set(id, p);
+    }
+    return p;
+  }
+
+  /** The plaintext of chunk `id` (authenticated: its pack's segments and its keyed id). */
+  async chunk(id: Buffer, what: string): Promise<Buffer> {
+    const loc = this.locate(id, what);
+    return (await this.pack(loc.pack)).blob(loc, this.dedup);
+  }
+
+  async tree(s: Snapshot): Promise<TreeEntry[]> {
+    const parts: Buffer[] = [];
+    for (const hex of s.tree) parts.push(await this.chunk(Buffer.from(hex, 'hex'), `the tree of snapshot ${s.id}`));
+    return decodeTree(Buffer.concat(parts));
+  }
+}

@@ -1,0 +1,38 @@
+// The storage a repository lives on, as small as restic's and rclone's backends: list a folder,
+// read a file or a range of it, write a file whole and atomically, delete one. The repository
+// (src/repo) never knows whether it writes to a directory or (issue 14) to Google Drive.
+
+export interface StoredFile {
+  /** Path relative to the store's root, '/'-separated (e.g. "data/3f/3f9a..."). */
+  path: string;
+  size: number;
+  /** Last modification, ms since the epoch (to age temporary leftovers). */
+  mtimeMs: number;
+}
+
+export interface Store {
+  /** What to call the store in messages (a directory path, later drive:NAME). */
+  readonly name: string;
+  /**
+   * The complete files under `dir` (recursively), never a file still being written. Temporary
+   * leftovers of writes that were killed are listed apart by `leftovers`.
+   */
+  list(dir: string): Promise<StoredFile[]>;
+  /** Temporary files of writes that never finished (to be removed by prune). */
+  leftovers(dir: string): Promise<StoredFile[]>;
+  /** A whole file; a missing one is an exit-5 "missing" error naming it. */
+  read(path: string): Promise<Buffer>;
+  /** `length` bytes from `offset`; fewer only at the end of the file. */
+  readRange(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * Write `data` as `path`, all or nothing: readers see either no file or the whole of it, also
+   * after a crash. `exclusive`: fail with EEXIST instead of replacing an existing file.
+   */
+  write(path: string, data: Uint8Array[], opts?: { exclusive?: boolean }): Promise<void>;
+  /** Delete a file; one that is already gone is not an error. */
+  delete(path: string): Promise<void>;
+  /** Is `path` there as a complete file? (the repository marker, before anything else) */
+  exists(path: string): Promise<boolean>;
+  /** Does the store hold nothing at all (a new repository goes only where nothing is)? */
+  isEmpty(): Promise<boolean>;
+}

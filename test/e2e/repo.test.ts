@@ -1,0 +1,262 @@
+// The snapshot repository on a local directory (backupctl-repository(5)), end to end through the
+// built CLI: nightly backups that store only what changed, restored byte-identical; no secret for
+// backup; the files cache is disposable; a fresh machine restores with a recovery code and then
+// goes on backing up.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendFile, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
+import { backupJson, ok, repoBytes, repoFiles } from '../support/repo.js';
+import { DedupKeys } from '../../src/repo/keys.js';
+import { SealedFile } from '../../src/repo/sealed.js';
+import { unwrapX25519 } from '../../src/keys/x25519.js';
+import { b64decode } from '../../src/util/base64.js';
+import { LocalStore } from '../../src/store/local.js';
+import { BlobType, RepoIndex } from '../../src/repo/index.js';
+import { PackWriter } from '../../src/repo/pack.js';
+import { packRecipient } from '../../src/repo/keys.js';
+import { encodeEntry } from '../../src/repo/tree.js';
+import { writeSnapshot } from '../../src/repo/snapshot.js';
+import { EntryType } from '../../src/archive/format.js';
+
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let rc: RecoveryCode;
+let src: string;
+let repo: string;
+const withCode = () => ({ configDir, env: { BACKUPCTL_RECOVERY_CODE: rc.code } });
+
+/** A chat log of about `n` bytes: lines of text, as an export's _chat.txt. */
+function chatText(n: number, seed: number): string {
+  const words = 'ok yes no see you tomorrow at the station thanks haha photo sent lunch running late call me'.split(' ');
+  let s = '';
+  for (let i = seed; s.length < n; i++) s += `[${i}] ${['Alice', 'Bob', 'Zoë'][i % 3]}: ${Array.from({ length: 3 + (i % 7) }, (_, k) => words[(i * 7 + k * 5) % words.length]).join(' ')}\n`;
+  return s;
+}
+
+/** Snapshot id → the tree it must restore to. */
+const expected = new Map<string, Awaited<ReturnType<typeof snapshot>>>();
+
+beforeAll(async () => {
+  ({ home, configDir, cleanup } = await makeHome('backupctl-repo-'));
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
+  src = join(home, 'export');
+  await makeExportTree(src);
+  await writeFile(join(src, 'big-chat.txt'), chatText(2_000_000, 0));
+  repo = join(home, 'repo');
+});
+afterAll(() => cleanup());
+
+describe('repository: init, nightly backups, restore', () => {
+  it('repo init needs no secret and leaves this machine only what backup needs', async () => {
+    const j = await ok<{ id: string }>(['repo', 'init', repo], { configDir });
+    expect(j.id).toMatch(/^[0-9a-f]{32}$/);
+    const files = [...(await repoFiles(repo)).keys()].sort();
+    expect(files).toEqual(['backupctl-repository', 'keys']);
+    const held = JSON.parse(await readFile(join(configDir, 'repositories', `${j.id}.json`), 'utf8'));
+    expect(Object.keys(held).sort()).toEqual(['dedupKey', 'readPublic', 'repository']);
+    const again = await runCli(['repo', 'init', repo], { configDir });
+    expect(again.exitCode).toBe(6);
+    expect(again.stderr).toMatch(/already a backupctl repository/);
+    // Never into a directory that holds something else (the export, a home directory).
+    const full = await runCli(['repo', 'init', join(home, 'export')], { configDir });
+    expect(full.exitCode).toBe(6);
+    expect(full.stderr).toMatch(/is not empty/);
+    expect(await exists(join(home, 'export', 'keys'))).toBe(false);
+  });
+
+  it('the first backup stores the export once; a night with nothing changed reads and stores almost nothing', async () => {
+    const first = await backupJson(src, repo, { configDir });
+    expected.set(first.snapshot, await snapshot(src));
+    expect(first.bytesRead).toBe(first.bytes);
+    expect(first.newChunks).toBeGreaterThan(20);
+    expect(await repoBytes(repo)).toBeLessThan(first.bytes * 1.15 + 100_000); // Padmé: at most 12%
+    const before = await repoBytes(repo);
+    const night = await backupJson(src, repo, { configDir });
+    expected.set(night.snapshot, await snapshot(src));
+    expect(night.bytesRead).toBe(0); // the files cache: nothing read
+    expect(night.newChunks).toBe(0);
+    expect(await repoBytes(repo) - before).toBe(night.storedBytes);
+    expect(night.storedBytes).toBeLessThan(2_000); // the snapshot file alone
+  });
+
+  it('a renamed photo costs no chunk; an appended chat log costs about one', async () => {
+    const photo = 'Media/WhatsApp Images/IMG-20240312-WA0006.jpg';
+    await rename(join(src, photo), join(src, 'Media/WhatsApp Images/Sent/moved.jpg'));
+    const added = chatText(20_000, 999_999);
+    await appendFile(join(src, 'big-chat.txt'), added);
+    const before = await repoBytes(repo);
+    const j = await backupJson(src, repo, { configDir });
+    expected.set(j.snapshot, await snapshot(src));
+    // The log's last chunk and the appended bytes (1 to 3 chunks), plus the changed tree chunk(s).
+    expect(j.newChunks).toBeLessThanOrEqual(5);
+    // Only the two files whose path or content changed were read.
+    expect(j.bytesRead).toBe((await stat(join(src, 'big-chat.txt'))).size + (await stat(join(src, 'Media/WhatsApp Images/Sent/moved.jpg'))).size);
+    const stored = (await repoBytes(repo)) - before;
+    expect(stored).toBe(j.storedBytes);
+    // Text compresses: well under the new bytes plus one largest chunk, though padded.
+    expect(stored).toBeLessThan(Buffer.byteLength(added) + 256 * 1024);
+  });
+
+  it('a new photo is stored; every snapshot restores byte-identical', async () => {
+    await writeFile(join(src, 'Media/WhatsApp Images/IMG-20240314-WA0020.jpg'), randomBytes(300_000));
+    const before = await repoBytes(repo);
+    const j = await backupJson(src, repo, { configDir });
+    expected.set(j.snapshot, await snapshot(src));
+    expect((await repoBytes(repo)) - before).toBeGreaterThan(300_000);
+    expect((await repoBytes(repo)) - before).toBeLessThan(300_000 * 1.13 + 20_000);
+
+    const list = await ok<{ snapshots: Array<{ id: string }> }>(['snapshots', '--repo', repo], { configDir });
+    expect(list.snapshots.map((s) => s.id)).toEqual([...expected.keys()]);
+    for (const [id, tree] of expected) {
+      const out = join(home, `restore-${id}`);
+      await ok(['restore', '--repo', repo, id.slice(0, 8), '-d', out], withCode());
+      expect(await snapshot(out)).toEqual(tree);
+    }
+  });
+
+  it('restore --only restores a part; latest is the newest snapshot', async () => {
+    const out = join(home, 'only');
+    await ok(['restore', '--repo', repo, 'latest', '-d', out, '--only', 'Media/WhatsApp Voice Notes'], withCode());
+    const got = await snapshot(out);
+    const all = [...expected.values()].at(-1)!;
+    const want = Object.fromEntries(Object.entries(all).filter(([p]) => p === 'Media' || p.startsWith('Media/WhatsApp Voice Notes')));
+    expect(got).toEqual(want);
+  });
+
+  it('export writes a snapshot as a single-file archive that restores and verifies as any other', async () => {
+    const file = join(home, 'latest.bctl');
+    const j = await ok<{ snapshot: string; files: number }>(['export', '--repo', repo, 'latest', '-o', file], withCode());
+    expect(j.snapshot).toBe([...expected.keys()].at(-1));
+    await ok(['verify', file], withCode());
+    const out = join(home, 'from-export');
+    await ok(['restore', file, '-d', out], withCode());
+    expect(await snapshot(out)).toEqual([...expected.values()].at(-1));
+    const again = await runCli(['export', '--repo', repo, 'latest', '-o', file], withCode());
+    expect(again.exitCode).toBe(6); // never replaced without --force
+  });
+
+  it('what the backup machine holds opens no pack; a restore needs the code', async () => {
+    const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
+    const held = JSON.parse(await readFile(join(configDir, 'repositories', `${id}.json`), 'utf8'));
+    const dedup = new DedupKeys(b64decode(held.dedupKey));
+    const packs = [...(await repoFiles(repo)).keys()].filter((p) => p.startsWith('data/'));
+    expect(packs.length).toBeGreaterThan(0);
+    for (const p of packs) {
+      const header = (await SealedFile.fromBytes(p, await readFile(join(repo, p)))).header;
+      expect(header.slots.map((s) => s.type)).toEqual(['repo-pack']);
+      // Neither the dedup key's pair nor anything else the machine holds is the read key.
+      for (const type of ['repo-pack', 'repo-index', 'repo-snapshot']) expect(unwrapX25519(type, dedup.indexPair, header.slots[0]!)).toBeNull();
+    }
+    const out = join(home, 'nokey');
+    const none = await runCli(['restore', '--repo', repo, 'latest', '-d', out], { configDir });
+    expect(none.exitCode).toBe(2);
+    expect(none.stderr).toMatch(/no recovery code given/);
+    const other = await newRecoveryCode(join(home, 'other-config'), join(home, 'other-code.txt'));
+    const wrong = await runCli(['restore', '--repo', repo, 'latest', '-d', out], { configDir, env: { BACKUPCTL_RECOVERY_CODE: other.code } });
+    expect(wrong.exitCode).toBe(4);
+    for (const r of [none, wrong]) expect(r.stderr).not.toMatch(STACK_TRACE);
+    expect(await exists(out)).toBe(false);
+  });
+
+  it('a deleted files cache: the next backup reads every file again and stores nothing twice', async () => {
+    const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
+    const cacheDir = join(configDir, 'repositories', `${id}.files`);
+    expect((await readdir(cacheDir)).length).toBe(1);
+    await rm(cacheDir, { recursive: true });
+    const before = await repoBytes(repo);
+    const j = await backupJson(src, repo, { configDir });
+    expected.set(j.snapshot, await snapshot(src));
+    expect(j.bytesRead).toBe(j.bytes);
+    expect(j.newChunks).toBe(0);
+    expect((await repoBytes(repo)) - before).toBeLessThan(2_000);
+  });
+
+  it('a fresh machine with only the repository and the recovery code lists, restores, then backs up', async () => {
+    const fresh = join(home, 'fresh-config');
+    const o = { configDir: fresh, env: { BACKUPCTL_RECOVERY_CODE: rc.code } };
+    const list = await ok<{ snapshots: Array<{ id: string }> }>(['snapshots', '--repo', repo], o);
+    expect(list.snapshots.length).toBe(expected.size);
+    const out = join(home, 'fresh-restore');
+    await ok(['restore', '--repo', repo, 'latest', '-d', out], o);
+    expect(await snapshot(out)).toEqual([...expected.values()].at(-1));
+    const denied = await runCli(['backup', out, '--repo', repo], { configDir: fresh });
+    expect(denied.exitCode).toBe(4);
+    await ok(['repo', 'unlock', repo], o);
+    await writeFile(join(out, 'new-note.txt'), 'written on the new machine\n');
+    const j = await backupJson(out, repo, { configDir: fresh }); // no code from here on
+    expect(j.newChunks).toBeLessThanOrEqual(3); // the new file and the tree: the rest dedups
+    const back = join(home, 'fresh-back');
+    await ok(['restore', '--repo', repo, j.snapshot, '-d', back], withCode());
+    expect(await snapshot(back)).toEqual(await snapshot(out));
+  });
+
+  it('bad input ends in one line and a documented code', async () => {
+    const notRepo = await runCli(['backup', src, '--repo', join(home, 'export')], { configDir });
+    expect(notRepo.exitCode).toBe(6);
+    expect(notRepo.stderr).toMatch(/is not a backupctl repository/);
+    const noSnap = await runCli(['restore', '--repo', repo, 'ffffffff', '-d', join(home, 'x')], withCode());
+    expect(noSnap.exitCode).toBe(2);
+    for (const r of [notRepo, noSnap]) {
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).not.toMatch(STACK_TRACE);
+    }
+    expect(await readdir(home)).not.toContain('x');
+  });
+
+  it('inspect says what every repository file is, without a key', async () => {
+    const kinds = new Map<string, string>();
+    for (const p of (await repoFiles(repo)).keys()) {
+      if (kinds.has(p.split('/')[0]!)) continue; // one of each kind
+      const j = await ok<{ repository: string; authenticated?: boolean }>(['inspect', join(repo, p)], { configDir });
+      kinds.set(p.split('/')[0]!, j.repository.split(' (')[0]!);
+    }
+    expect(Object.fromEntries(kinds)).toEqual({ 'backupctl-repository': 'marker', keys: 'keys file', data: 'pack', index: 'index file', snapshots: 'snapshot file' });
+  });
+
+  it('a hostile snapshot (written with the machine keys, as a thief of them could) is refused by restore, nothing written', async () => {
+    // Everything an attacker holding this machine's keys can do: pack a chunk and a tree, and
+    // seal a snapshot, with the repository's own writer.
+    const store = new LocalStore(repo);
+    const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
+    const held = JSON.parse(await readFile(join(configDir, 'repositories', `${id}.json`), 'utf8'));
+    const dedup = new DedupKeys(b64decode(held.dedupKey));
+    const w = new PackWriter(store, packRecipient(b64decode(held.readPublic)), dedup, await RepoIndex.load(store, dedup));
+    const evil = Buffer.from('escaped\n');
+    const cid = dedup.chunkId(evil);
+    await w.add(cid, BlobType.Data, evil, false);
+    const tree = Buffer.concat([
+      encodeEntry({ type: EntryType.File, path: 'fine.txt', mode: 0o644, mtimeNs: 0n, size: evil.length, target: '', chunks: [cid] }),
+      encodeEntry({ type: EntryType.File, path: '../escape.txt', mode: 0o644, mtimeNs: 0n, size: evil.length, target: '', chunks: [cid] }),
+    ]);
+    const tid = dedup.chunkId(tree);
+    await w.add(tid, BlobType.Tree, tree, true);
+    await w.finish();
+    const [snap] = await writeSnapshot(store, dedup, { time: new Date().toISOString(), host: 'attacker', source: '/x', tree: [tid.toString('hex')], stats: { entries: 2, files: 2, bytes: 16, newChunks: 2, storedBytes: 0 } });
+    const parent = join(home, 'hostile');
+    const dest = join(parent, 'dest');
+    const r = await runCli(['restore', '--repo', repo, snap.id, '-d', dest], withCode());
+    expect(r.exitCode).toBe(5);
+    expect(r.stderr).toMatch(/refusing to restore entry "\.\.\/escape\.txt"/);
+    expect(r.stderr).not.toMatch(STACK_TRACE);
+    expect(await exists(parent)).toBe(false);
+    expect(await exists(join(home, 'escape.txt'))).toBe(false);
+  });
+
+  it('repo rotate seals the keys to other recipients: the removed code stops opening it, backups go on without a secret', async () => {
+    const other = await newRecoveryCode(join(home, 'b-config'), join(home, 'b-code.txt'), 'code B');
+    await ok(['repo', 'rotate', repo, '--no-config', '--recipients-file', join(home, 'b-config', 'config.json')], withCode());
+    const first = [...expected.keys()][0]!;
+    const refused = await runCli(['restore', '--repo', repo, first, '-d', join(home, 'rot-a')], withCode());
+    expect(refused.exitCode).toBe(4);
+    const out = join(home, 'rot-b');
+    await ok(['restore', '--repo', repo, first, '-d', out], { configDir, env: { BACKUPCTL_RECOVERY_CODE: other.code } });
+    expect(await snapshot(out)).toEqual(expected.get(first));
+    const j = await backupJson(src, repo, { configDir }); // the machine's keys did not change
+    expect(j.newChunks).toBe(0);
+    const header = (await SealedFile.fromBytes('keys', await readFile(join(repo, 'keys')))).header;
+    expect(header.slots.map((x) => x.label)).toEqual(['code B']);
+  });
+});
