@@ -86,7 +86,6 @@ describe('a restore of 20,000 files killed during its commit, then the same comm
 
   for (const [name, point, placed] of [
     ['after the journal is written to its temporary name (nothing in DEST yet)', () => 'journal', () => 0],
-    ['among the directories', () => 'step-3', () => 3],
     ['half-way through the files', () => `step-${midFile()}`, () => midFile()],
   ] as const) {
     it(`killed ${name}`, async () => {
@@ -148,7 +147,6 @@ describe('--force over existing files, killed during the commit: no original is 
 
   for (const [name, point] of [
     ['half-way through the files', () => `step-${dirs + 10_000}`],
-    ['among the symlinks', () => `step-${dirs + files + 3}`],
   ] as const) {
     it(`killed ${name}: the next restore puts every original back under its name; the same command then finishes`, async () => {
       const { dest, before, mine } = await destWithOriginals(`force-${point()}`);
