@@ -6,15 +6,18 @@
 // attacker who can write to DEST swapping a checked directory for a link during the commit:
 // see backupctl(1) "RESTORE SAFETY".
 import { chmodSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
-import { lstat, mkdir, mkdtemp, realpath } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, mkdtemp, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
+import { makeDirs, refusesEntries } from '../util/make-dirs.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
+import { probeFolding, type Folding } from './name-folding.js';
 import { PathGuard } from './paths.js';
-import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry, sameHead } from './records.js';
 import { ArchiveFile, type ArchiveStream } from './reader.js';
 import { StagingWriter } from './staging.js';
+import { utimeArg } from './times.js';
 
 export interface RestoreOptions {
   archive: ArchiveFile | ArchiveStream;
@@ -37,7 +40,7 @@ const selects = (only: string[] | undefined, path: string) =>
 const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
 
-const secs = (ns: bigint) => Number(ns) / 1e9;
+const secs = utimeArg;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 const safeMode = (mode: number) => mode & 0o1777;
 
@@ -56,20 +59,18 @@ function removeTree(dir: string): void {
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
-  let createdDest: string | undefined;
-  try {
-    createdDest = await mkdir(o.dest, { recursive: true });
-  } catch (err) {
-    throw ioError(err, o.dest, 'create directory');
-  }
+  const createdDest = makeDirs(o.dest);
   let dest: string;
   let staging: string | null = null;
   try {
     const st = await lstat(o.dest).catch((err) => { throw ioError(err, o.dest, 'read'); });
     if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
     dest = await realpath(o.dest);
-    staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => { throw ioError(err, dest, 'write into'); });
-    const staged = await extract(o, only, staging);
+    staging = await mkdtemp(join(dest, '.backupctl-restore-')).catch((err) => {
+      throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? refusesEntries(dest) : ioError(err, dest, 'write into');
+    });
+    const folding = probeStaging(staging);
+    const staged = await extract(o, only, staging, folding);
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
@@ -85,37 +86,54 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
   }
 }
 
-/** Every path of the index, checked before anything is written (the guard's map freed after). */
-function checkPaths(index: readonly IndexEntry[]): void {
-  const guard = new PathGuard();
-  for (const e of index) guard.add(e.path, e.type);
+/** How DEST's file system compares names, asked in the (empty) staging directory. */
+function probeStaging(staging: string): Folding {
+  try {
+    return probeFolding(staging);
+  } catch (err) {
+    throw ioError(err, staging, 'write into');
+  }
 }
 
-/** Read the selection into staging; returns the staged entries in archive order. */
-async function extract(o: RestoreOptions, only: string[] | undefined, staging: string): Promise<EntryMeta[]> {
+/** Every entry of the index, checked before anything is written (the guard's map freed after). */
+function checkEntries(index: readonly IndexEntry[], folding: Folding): void {
+  const guard = new PathGuard(folding);
+  for (const e of index) guard.add(e.path, e.type, e.target);
+}
+
+const mismatch = (path: string) => corruptError(`the index does not match the payload at ${JSON.stringify(path)}`);
+
+/**
+ * Read the selection into staging; returns the staged entries in archive order. Names reach the
+ * staging thread only once checked: from a file, each record's head must equal its (checked)
+ * index entry before any of its content is used, and the index's name is the one staged; from a
+ * pipe, each head is checked as it comes.
+ */
+async function extract(o: RestoreOptions, only: string[] | undefined, staging: string, folding: Folding): Promise<EntryMeta[]> {
   const staged: EntryMeta[] = [];
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
 
   // Staged files are written behind the reading, on their own thread (see StagingWriter).
-  const writer = new StagingWriter();
+  const writer = new StagingWriter(staging);
   const settle = () => writer.finish();
-  const madeDirs = new Set<string>([staging]);
+  // Paths relative to the staging directory ('' is the directory itself).
+  const madeDirs = new Set<string>(['']);
   const stagedDir = async (dir: string) => {
     if (madeDirs.has(dir)) return; // one mkdir per directory, not one per file
     await writer.mkdir(dir);
     madeDirs.add(dir);
   };
 
+  /** `head`: checked (the index entry it equals, or guarded as it came). */
   const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
-    const target = join(staging, head.path);
-    if (keep && head.type === EntryType.Dir) await stagedDir(target);
+    if (keep && head.type === EntryType.Dir) await stagedDir(head.path);
     if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
-    await stagedDir(dirname(target));
+    await stagedDir(head.path.slice(0, Math.max(0, head.path.lastIndexOf('/'))));
     // Hashing goes to whichever thread has the time: on two cores, either one doing it all was
     // the slower of the two. The staging thread checks the tail's hash when it closes the file.
     const stagingHashes = writer.keepsUp();
-    await writer.open(target, stagingHashes);
+    await writer.open(head.path, stagingHashes);
     const meta = await reader.content(
       head,
       async (chunk) => {
@@ -134,7 +152,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     if (a instanceof ArchiveFile) {
       // A file: read and check the whole index before writing anything.
       const index = await readIndex(a);
-      checkPaths(index);
+      checkEntries(index, folding);
       const sel = index.filter((e) => wanted(e.path));
       const full = sel.length === index.length;
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
@@ -145,8 +163,8 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         reader.src.position = run.offset;
         for (const e of run.entries) {
           const rec = await reader.next();
-          if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
-          if (!sameEntry(await extractRecord(reader, rec.head, true), e)) throw corruptError(`the index does not match the payload at ${e.path}`);
+          if (rec.kind !== 'entry' || rec.offset !== e.offset || !sameHead(rec.head, e)) throw mismatch(e.path);
+          if (!sameEntry(await extractRecord(reader, e, true), e)) throw mismatch(e.path);
           staged.push(e); // the index's own entry: no second copy of every entry
           o.onProgress?.({ bytes, entries: staged.length });
         }
@@ -159,7 +177,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const expected = new ExpectedIndex();
-    const guard = new PathGuard();
+    const guard = new PathGuard(folding);
     for (;;) {
       const rec = await reader.next();
       if (rec.kind === 'index') {
@@ -167,7 +185,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         await settle();
         return staged;
       }
-      guard.add(rec.head.path, rec.head.type);
+      guard.add(rec.head.path, rec.head.type, rec.head.target);
       const keep = wanted(rec.head.path);
       const meta = await extractRecord(reader, rec.head, keep);
       expected.add(meta, rec.offset, src.position - rec.offset);
