@@ -10,6 +10,7 @@ import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readS
 import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
+import { FOLD_ALL, collidingNames } from './name-folding.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 
@@ -99,7 +100,8 @@ export function checkSourceDir(root: string): void {
 /**
  * Walk `root`; entry paths are relative with '/' separators. Special files (sockets, FIFOs,
  * devices) and unreadable directories are reported through `warn` and skipped. Depth first,
- * names in byte order, one lstat per name.
+ * names in byte order, one lstat per name. Names that only differ in case or Unicode
+ * normalisation are all kept, with one warning at the end (name-folding.ts).
  */
 export async function* walkDirectory(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
   checkSourceDir(root);
@@ -115,6 +117,21 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
   const reach = () => {
     Atomics.add(reached, 0, 1);
     Atomics.notify(reached, 0);
+  };
+
+  const folded = { count: 0, first: '' };
+  const noteFolded = (rel: string, names: Array<string | null>) => {
+    const pairs = collidingNames(names.filter((n): n is string => n !== null), FOLD_ALL);
+    if (pairs.length === 0) return;
+    if (folded.count === 0) {
+      const [a, b] = pairs[0]!.map((n) => (rel ? `${rel}/${n}` : n)) as [string, string];
+      // Two normal forms of one name look the same: show them with their code points.
+      const show = a.normalize('NFC') === b.normalize('NFC')
+        ? (n: string) => JSON.stringify(n).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+        : (n: string) => JSON.stringify(n);
+      folded.first = `${show(a)} and ${show(b)}`;
+    }
+    folded.count += pairs.length;
   };
 
   function* walk(absDir: string, rel: string): Generator<SourceEntry> {
@@ -134,6 +151,7 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         return null;
       }
     });
+    noteFolded(rel, names);
     const stats: Array<BigIntStats | Error | undefined> = [];
     let statted = 0;
     // Stops after a directory: the files inside it come next in the walk, so the prefetcher is
@@ -197,6 +215,10 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
   }
   try {
     yield* walk(root, '');
+    if (folded.count) {
+      warn(`${folded.count} name${folded.count > 1 ? 's differ' : ' differs'} from another in the same directory only in case or Unicode normalisation (first: ${folded.first}): ` +
+        'all are archived and restore here, but a file system that ignores case or normalisation (macOS, Windows) cannot hold both, and restore refuses the archive there');
+    }
   } finally {
     await prefetcher.terminate();
   }
