@@ -46,3 +46,13 @@ export function utimeArg(mtimeNs: bigint): string {
   }
   return String(best);
 }
+
+/** The format's mtime is a signed 64-bit count of nanoseconds: 1677-09-21 to 2262-04-11. */
+const MAX_NS = 2n ** 63n - 1n;
+const MIN_NS = -(2n ** 63n);
+/** `ns` within what the format holds, and whether it had to be clamped. */
+export function storableTime(ns: bigint): { ns: bigint; clamped: boolean } {
+  if (ns > MAX_NS) return { ns: MAX_NS, clamped: true };
+  if (ns < MIN_NS) return { ns: MIN_NS, clamped: true };
+  return { ns, clamped: false };
+}

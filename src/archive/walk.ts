@@ -11,6 +11,7 @@ import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
 import { FOLD_ALL, collidingNames } from './name-folding.js';
+import { storableTime } from './times.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 
@@ -101,7 +102,8 @@ export function checkSourceDir(root: string): void {
  * Walk `root`; entry paths are relative with '/' separators. Special files (sockets, FIFOs,
  * devices) and unreadable directories are reported through `warn` and skipped. Depth first,
  * names in byte order, one lstat per name. Names that only differ in case or Unicode
- * normalisation are all kept, with one warning at the end (name-folding.ts).
+ * normalisation are all kept, and times beyond what the format holds clamped, each with one
+ * warning at the end.
  */
 export async function* walkDirectory(root: string, warn: (msg: string) => void, skipped: { count: number }): AsyncGenerator<SourceEntry> {
   checkSourceDir(root);
@@ -120,6 +122,7 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
   };
 
   const folded = { count: 0, first: '' };
+  const clamped = { count: 0, first: '' };
   const noteFolded = (rel: string, names: Array<string | null>) => {
     const pairs = collidingNames(names.filter((n): n is string => n !== null), FOLD_ALL);
     if (pairs.length === 0) return;
@@ -192,7 +195,9 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         skip(`skipped ${abs}: ${(st as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(st, abs, 'read').message}`);
         continue;
       }
-      const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs };
+      const time = storableTime(st.mtimeNs);
+      if (time.clamped && clamped.count++ === 0) clamped.first = JSON.stringify(path);
+      const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: time.ns };
       if (st.isDirectory()) {
         yield { ...base, type: EntryType.Dir };
         yield* walk(abs, path);
@@ -218,6 +223,9 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
     if (folded.count) {
       warn(`${folded.count} name${folded.count > 1 ? 's differ' : ' differs'} from another in the same directory only in case or Unicode normalisation (first: ${folded.first}): ` +
         'all are archived and restore here, but a file system that ignores case or normalisation (macOS, Windows) cannot hold both, and restore refuses the archive there');
+    }
+    if (clamped.count) {
+      warn(`${clamped.count} entr${clamped.count > 1 ? 'ies have' : 'y has'} a modification time outside 1677-09-21..2262-04-11, what the format holds (first: ${clamped.first}): stored as the nearest of those`);
     }
   } finally {
     await prefetcher.terminate();

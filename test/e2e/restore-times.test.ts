@@ -113,4 +113,24 @@ describe('modification times', () => {
     expect(r.exitCode, r.stderr).toBe(0);
     for (const p of paths) expect((await lstat(join(dest, p), { bigint: true })).mtimeNs, p).toBe(before.get(p));
   });
+
+  it('a time beyond 2262 (what ext4 can hold, the format cannot): create stores the latest it can, with one warning, exit 0', async () => {
+    const src = join(home, 'far');
+    await mkdir(src);
+    await writeFile(join(src, 'f'), 'far\n');
+    await utimes(join(src, 'f'), '10413792000', '10413792000'); // 2300-01-01
+    expect((await lstat(join(src, 'f'), { bigint: true })).mtimeNs).toBe(10_413_792_000_000_000_000n);
+    const file = join(home, 'far.bkp');
+    const c = await runCli(['create', src, '-o', file], { configDir });
+    expect(c.exitCode, c.stderr).toBe(0); // it used to be exit 1, internal error (out of range)
+    expect(c.stderr.split('\n').filter((l) => l.includes('warning'))).toEqual([
+      'backupctl: warning: 1 entry has a modification time outside 1677-09-21..2262-04-11, what the format holds (first: "f"): stored as the nearest of those',
+    ]);
+    const dest = join(home, 'dest-far');
+    const r = await runCli(['restore', file, '-d', dest, '--recovery-code-file', rc.file], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+    const max = 2n ** 63n - 1n;
+    const got = (await lstat(join(dest, 'f'), { bigint: true })).mtimeNs;
+    expect(got > max ? got - max : max - got).toBeLessThanOrEqual(precision(max));
+  });
 });
