@@ -9,23 +9,20 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
-import { parseHeader } from '../../src/archive/header.js';
-import { openStream, payloadKey, SegmentSealer, segmentKey } from '../../src/archive/stream.js';
 import { MemorySink } from '../../src/archive/output.js';
 import { decodeFooter, decodeIndex } from '../../src/archive/entries.js';
 import { EntryType, FOOTER_LEN } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
 import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
+import { openPayload, sealPayload } from '../support/forge.js';
 
 let home: string;
 let configDir: string;
 let cleanup: () => Promise<void>;
 let rc: RecoveryCode;
 
-const FILE_KEY = new Uint8Array(32).fill(3);
-const NONCE = new Uint8Array(16).fill(5);
-const SEG = 1 << 20;
+const FORGE = { fileKey: new Uint8Array(32).fill(3), nonce: new Uint8Array(16).fill(5), segmentSize: 1 << 20 };
 const BIG = 17 << 20;
 
 beforeAll(async () => {
@@ -60,14 +57,10 @@ async function craft(name: string, o: { indexPath: string; recordPath?: string; 
   }
   const sink = new MemorySink();
   await writeArchive({
-    recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'hostile'))], entries: entries(), sink, segmentSize: SEG,
-    fixed: { fileKey: FILE_KEY, nonce: NONCE, created: '2026-12-01T12:00:00Z' },
+    recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'hostile'))], entries: entries(), sink, segmentSize: FORGE.segmentSize,
+    fixed: { fileKey: FORGE.fileKey, nonce: FORGE.nonce, created: '2026-12-01T12:00:00Z' },
   });
-  const archive = sink.bytes;
-  const h = parseHeader(archive);
-  const parts: Buffer[] = [];
-  for await (const p of openStream(segmentKey(payloadKey(FILE_KEY, NONCE)), SEG, [archive.subarray(h.headerLength)])) parts.push(p);
-  const plain = Buffer.concat(parts);
+  const { header, plain } = await openPayload(sink.bytes, FORGE);
   const footer = decodeFooter(plain.subarray(plain.length - FOOTER_LEN), plain.length);
   const index = await decodeIndex(plain.subarray(footer.indexOffset + 1, footer.indexOffset + footer.indexLength), footer.entryCount);
   const big = index[1]!;
@@ -86,11 +79,7 @@ async function craft(name: string, o: { indexPath: string; recordPath?: string; 
     const firstLen = 16 + 1 + 2 + Buffer.byteLength(first.path) + 4 + 8 + 1 + 2 + 41;
     plain[footer.indexOffset + 1 + firstLen + 16] = o.indexType;
   }
-  const resealed = new MemorySink();
-  const sealer = new SegmentSealer(resealed.segments(payloadKey(FILE_KEY, NONCE), SEG), SEG);
-  await sealer.write(plain);
-  await sealer.finish();
-  await writeFile(file, Buffer.concat([archive.subarray(0, h.headerLength), resealed.bytes]));
+  await writeFile(file, await sealPayload(header, plain, FORGE));
   return file;
 }
 
