@@ -6,7 +6,6 @@
 // the main thread checked (defence in depth).
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { resolve, sep } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { finished } from '../util/backlog.js';
 import type { StagingBatch, StagingReply, StagingResult } from './staging.js';
@@ -23,11 +22,16 @@ class Mismatch extends Error {}
 /** A path that does not resolve inside the staging directory. */
 class Outside extends Error {}
 
-/** `rel` inside the staging directory, resolved lexically: the tree holds only what this thread made (no links). */
+/**
+ * `rel` inside the staging directory. Relative, not empty and without a ".." component, it cannot
+ * resolve outside (the tree holds only what this thread made: no links). Checked by hand:
+ * path.resolve took 5 to 14 us a path (0.5 to 1.4 s of this thread for 100,000 files; this: 0.2 us).
+ */
 function inside(rel: string): string {
-  const abs = resolve(root, rel);
-  if (!abs.startsWith(root + sep)) throw new Outside(rel);
-  return abs;
+  if (rel === '' || rel[0] === '/' || rel.includes('\0') || rel === '..' || rel.startsWith('../') || rel.endsWith('/..') || rel.includes('/../')) {
+    throw new Outside(rel);
+  }
+  return `${root}/${rel}`;
 }
 
 function run(b: StagingBatch): void {

@@ -25,6 +25,8 @@ describe('the staging thread refuses paths outside its directory', () => {
     ['x/../../y', 'x/../../y'],
     ['an absolute path', '/tmp/backupctl-staging-outside-abs'],
     ['.. alone', '..'],
+    ['a/.. (back to the directory itself)', 'a/..'],
+    ['the directory itself', ''],
   ] as const) {
     for (const op of ['open', 'mkdir'] as const) {
       it(`${op} ${what}`, async () => {
