@@ -40,6 +40,7 @@ const selects = (only: string[] | undefined, path: string) =>
 const isAncestorOfSelection = (only: string[] | undefined, path: string) =>
   !!only && only.some((o) => o.startsWith(path + '/'));
 
+/** A recorded time as utimes takes it, exactly as the platform allows (times.ts); commit() sets times with it too. */
 const secs = utimeArg;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 const safeMode = (mode: number) => mode & 0o1777;
