@@ -12,7 +12,7 @@ import { BackupctlError, Exit, corruptError, ioError, usageError } from '../erro
 import { makeDirs, refusesEntries } from '../util/make-dirs.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
-import { probeFolding, type Folding } from './name-folding.js';
+import { NO_FOLDING, probeFolding, type Folding } from './name-folding.js';
 import { PathGuard } from './paths.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry, sameHead } from './records.js';
 import { ArchiveFile, type ArchiveStream } from './reader.js';
@@ -59,6 +59,10 @@ function removeTree(dir: string): void {
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = o.only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
+  // From a file, the whole index is read and checked before anything is created, DEST included
+  // (names that only the target's file system would take for one are checked once it is probed).
+  const index = o.archive instanceof ArchiveFile ? await readIndex(o.archive) : null;
+  if (index) checkEntries(index, NO_FOLDING);
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
   const createdDest = makeDirs(o.dest);
   let dest: string;
@@ -71,7 +75,8 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
       throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? refusesEntries(dest) : ioError(err, dest, 'write into');
     });
     const folding = probeStaging(staging);
-    const staged = await extract(o, only, staging, folding);
+    if (index && (folding.case || folding.unicode)) checkEntries(index, folding);
+    const staged = await extract(o, only, staging, folding, index);
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
@@ -106,11 +111,11 @@ const mismatch = (path: string) => corruptError(`the index does not match the pa
 
 /**
  * Read the selection into staging; returns the staged entries in archive order. Names reach the
- * staging thread only once checked: from a file, each record's head must equal its (checked)
- * index entry before any of its content is used, and the index's name is the one staged; from a
- * pipe, each head is checked as it comes.
+ * staging thread only once checked: from a file (`index`: its index, already checked), each
+ * record's head must equal its index entry before any of its content is used, and the index's
+ * name is the one staged; from a pipe, each head is checked as it comes.
  */
-async function extract(o: RestoreOptions, only: string[] | undefined, staging: string, folding: Folding): Promise<EntryMeta[]> {
+async function extract(o: RestoreOptions, only: string[] | undefined, staging: string, folding: Folding, index: IndexEntry[] | null): Promise<EntryMeta[]> {
   const staged: EntryMeta[] = [];
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
@@ -150,10 +155,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
 
   try {
     const a = o.archive;
-    if (a instanceof ArchiveFile) {
-      // A file: read and check the whole index before writing anything.
-      const index = await readIndex(a);
-      checkEntries(index, folding);
+    if (a instanceof ArchiveFile && index) {
       const sel = index.filter((e) => wanted(e.path));
       const full = sel.length === index.length;
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full

@@ -6,7 +6,7 @@
 // The big file's content (17 MiB) is far more than the staging thread takes in before the record
 // is complete, so a check made only after the content was streamed would come too late.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
 import { MemorySink } from '../../src/archive/output.js';
@@ -154,6 +154,22 @@ describe('a record whose head differs from its index entry is refused before any
     // From a pipe, the index is only met at the end: the stream's own entries are checked then.
     const why = { file: INDEX_MISMATCH, stdin: /the index does not match the entries in the payload/ };
     await expectRefused(file, why);
+  });
+
+  it('from a file, an unsafe name in the index itself is refused before DEST or a staging directory is made', async () => {
+    const file = await craft('index-dotdot', { indexPath: '../../.ssh/authorized_keys' });
+    const parent = join(home, 'parent-index-dotdot');
+    const used = join(parent, 'used');
+    await mkdir(used, { recursive: true });
+    const before = await lstat(used, { bigint: true });
+    for (const dest of [join(parent, 'fresh', 'dest'), used]) {
+      const r = await runCli(['restore', file, '-d', dest, '--recovery-code-file', rc.file], { configDir });
+      expect(r.exitCode, r.stderr).toBe(5);
+      expect(r.stderr).toMatch(/^backupctl: refusing to restore entry "\.\.\/\.\.\/\.ssh\/authorized_keys": it climbs out of the target directory\n$/);
+    }
+    expect(await readdir(parent)).toEqual(['used']);
+    expect(await readdir(used)).toEqual([]);
+    expect((await lstat(used, { bigint: true })).mtimeNs).toBe(before.mtimeNs); // not even a staging directory came and went
   });
 
   it('verify refuses each as well', async () => {
