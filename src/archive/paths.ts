@@ -37,23 +37,22 @@ export function checkTarget(path: string, type: EntryType, target: string): void
  */
 export class PathGuard {
   private readonly key: (path: string) => string;
+  private readonly collision: string;
   private seen = new Map<string, EntryType>();
   /** Paths that some entry needs to be a directory (its ancestors), in whatever order they come. */
   private ancestors = new Set<string>();
 
-  constructor(private readonly folding: Folding = NO_FOLDING) {
+  constructor(folding: Folding = NO_FOLDING) {
     this.key = foldKey(folding);
+    const ignores = [folding.case && 'case', folding.unicode && 'Unicode normalisation'].filter(Boolean).join(' and ');
+    this.collision = `it collides with another entry${ignores ? ` (the same name on this file system, which ignores ${ignores})` : ''}`;
   }
 
   add(path: string, type: EntryType, target: string): void {
     checkPath(path);
     checkTarget(path, type, target);
     const key = this.key(path);
-    if (this.seen.has(key)) {
-      const what = this.folding.case || this.folding.unicode ? ' (the same name on this file system, which ignores ' +
-        [this.folding.case && 'case', this.folding.unicode && 'Unicode normalisation'].filter(Boolean).join(' and ') + ')' : '';
-      throw refusal(path, `it collides with another entry${what}`);
-    }
+    if (this.seen.has(key)) throw refusal(path, this.collision);
     const parts = key.split('/');
     for (let i = 1; i < parts.length; i++) {
       const parent = this.seen.get(parts.slice(0, i).join('/'));
