@@ -69,6 +69,13 @@ describe('a destination where nothing can be created', () => {
     expectOneLine(await restoreInto('/sys/backupctl-test'), /^backupctl: cannot create directory \/sys\/backupctl-test: (operation not permitted|permission denied|read-only file system)\n$/);
   });
 
+  it("-d '' is a usage error (it would resolve to the current directory)", async () => {
+    const r = await runCli(['restore', archive, '-d', '', '--recovery-code-file', rc.file], { configDir, cwd: home });
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(r.stderr).toBe('backupctl: --dir needs a directory\n');
+    expect(await exists(join(home, 'sub'))).toBe(false);
+  });
+
   it('-d a path under a regular file', async () => {
     expectOneLine(await restoreInto(join(archive, 'x')), /^backupctl: .*a\.bkp is not a directory\n$/);
   });

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { ArchiveFile, ArchiveStream } from '../../archive/reader.js';
 import { restoreArchive } from '../../archive/restore.js';
-import { BackupctlError, Exit } from '../../errors.js';
+import { BackupctlError, Exit, usageError } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
@@ -25,6 +25,7 @@ export function register(program: Command): void {
       .option('--force', 'replace existing files in DIR (the originals are kept until the restore has succeeded)'),
   ).action(
     action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean }) => {
+      if (opts.dir === '') throw usageError('--dir needs a directory'); // '' would resolve to the current one
       const archive = await openArchive(file);
       const progress = await startProgress('restore');
       const t0 = Date.now();
