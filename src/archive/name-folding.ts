@@ -67,3 +67,33 @@ export function collidingNames(names: readonly string[], f: Folding): Array<[str
   }
   return pairs;
 }
+
+/**
+ * Over a walk, the names that differ from a sibling only in case or normal form (which macOS or
+ * Windows would merge): counted, and the first pair kept, for one warning at the end.
+ */
+export class FoldedNames {
+  private count = 0;
+  private first = '';
+
+  /** The names of the directory at `rel` ('' for the top); null for names that are skipped. */
+  note(rel: string, names: ReadonlyArray<string | null>): void {
+    const pairs = collidingNames(names.filter((n): n is string => n !== null), FOLD_ALL);
+    if (pairs.length === 0) return;
+    if (this.count === 0) {
+      const [a, b] = pairs[0]!.map((n) => (rel ? `${rel}/${n}` : n)) as [string, string];
+      // Two normal forms of one name look the same: show them with their code points.
+      const show = a.normalize('NFC') === b.normalize('NFC')
+        ? (n: string) => JSON.stringify(n).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+        : (n: string) => JSON.stringify(n);
+      this.first = `${show(a)} and ${show(b)}`;
+    }
+    this.count += pairs.length;
+  }
+
+  warning(): string | null {
+    if (this.count === 0) return null;
+    return `${this.count} name${this.count > 1 ? 's differ' : ' differs'} from another in the same directory only in case or Unicode normalisation (first: ${this.first}): ` +
+      'all are archived and restore here, but a file system that ignores case or normalisation (macOS, Windows) cannot hold both, and restore refuses the archive there';
+  }
+}

@@ -10,7 +10,7 @@ import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readS
 import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
-import { FOLD_ALL, collidingNames } from './name-folding.js';
+import { FoldedNames } from './name-folding.js';
 import { storableTime } from './times.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
@@ -121,21 +121,8 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
     Atomics.notify(reached, 0);
   };
 
-  const folded = { count: 0, first: '' };
+  const folded = new FoldedNames();
   const clamped = { count: 0, first: '' };
-  const noteFolded = (rel: string, names: Array<string | null>) => {
-    const pairs = collidingNames(names.filter((n): n is string => n !== null), FOLD_ALL);
-    if (pairs.length === 0) return;
-    if (folded.count === 0) {
-      const [a, b] = pairs[0]!.map((n) => (rel ? `${rel}/${n}` : n)) as [string, string];
-      // Two normal forms of one name look the same: show them with their code points.
-      const show = a.normalize('NFC') === b.normalize('NFC')
-        ? (n: string) => JSON.stringify(n).replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
-        : (n: string) => JSON.stringify(n);
-      folded.first = `${show(a)} and ${show(b)}`;
-    }
-    folded.count += pairs.length;
-  };
 
   function* walk(absDir: string, rel: string): Generator<SourceEntry> {
     let raw: Buffer[];
@@ -154,7 +141,7 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
         return null;
       }
     });
-    noteFolded(rel, names);
+    folded.note(rel, names);
     const stats: Array<BigIntStats | Error | undefined> = [];
     let statted = 0;
     // Stops after a directory: the files inside it come next in the walk, so the prefetcher is
@@ -220,10 +207,8 @@ export async function* walkDirectory(root: string, warn: (msg: string) => void, 
   }
   try {
     yield* walk(root, '');
-    if (folded.count) {
-      warn(`${folded.count} name${folded.count > 1 ? 's differ' : ' differs'} from another in the same directory only in case or Unicode normalisation (first: ${folded.first}): ` +
-        'all are archived and restore here, but a file system that ignores case or normalisation (macOS, Windows) cannot hold both, and restore refuses the archive there');
-    }
+    const foldWarning = folded.warning();
+    if (foldWarning) warn(foldWarning);
     if (clamped.count) {
       warn(`${clamped.count} entr${clamped.count > 1 ? 'ies have' : 'y has'} a modification time outside 1677-09-21..2262-04-11, what the format holds (first: ${clamped.first}): stored as the nearest of those`);
     }

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FOLD_ALL, NO_FOLDING, collidingNames, probeFolding, type Folding } from '../../src/archive/name-folding.js';
+import { FOLD_ALL, FoldedNames, NO_FOLDING, collidingNames, probeFolding, type Folding } from '../../src/archive/name-folding.js';
 import { PathGuard } from '../../src/archive/paths.js';
 import { EntryType } from '../../src/archive/format.js';
 
@@ -59,6 +59,21 @@ describe('collidingNames (what create warns about)', () => {
   it('pairs each later name with the first of its group', () => {
     expect(collidingNames(['A.txt', 'B', 'a.txt', NFC, NFD, 'b', 'c'], FOLD_ALL)).toEqual([['A.txt', 'a.txt'], [NFC, NFD], ['B', 'b']]);
     expect(collidingNames(['A.txt', 'a.txt', NFC, NFD], NO_FOLDING)).toEqual([]);
+  });
+});
+
+describe('FoldedNames (the one warning of a walk)', () => {
+  it('none, one, then several, named by the first pair with its directory', () => {
+    const f = new FoldedNames();
+    f.note('', ['a', 'b', null]);
+    expect(f.warning()).toBeNull();
+    f.note('Media', ['X.jpg', null, 'x.jpg']);
+    expect(f.warning()).toMatch(/^1 name differs from another in the same directory only in case or Unicode normalisation \(first: "Media\/X\.jpg" and "Media\/x\.jpg"\): /);
+    f.note('', [NFD, NFC]);
+    expect(f.warning()).toMatch(/^2 names differ .*\(first: "Media\/X\.jpg" and "Media\/x\.jpg"\)/);
+    const g = new FoldedNames();
+    g.note('d', [NFD, NFC]);
+    expect(g.warning()).toContain('(first: "d/Cafe\\u0301.txt" and "d/Caf\\u00e9.txt")');
   });
 });
 
