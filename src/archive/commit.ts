@@ -2,6 +2,7 @@
 // directory into DEST, each with an atomic no-clobber step, through directories reached without
 // following links (dir-handles.ts). A journal written before the first step (commit-journal.ts)
 // lets a later restore undo a commit that was killed; a failure undoes it at once, the same way.
+import { utimeArg } from './times.js';
 import {
   chmodSync, closeSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, opendirSync, readSync,
   readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync, type Stats,
@@ -14,7 +15,8 @@ import { DirHandles, splitPath } from './dir-handles.js';
 import { EntryType } from './format.js';
 import type { EntryMeta } from './entries.js';
 
-export const secs = (ns: bigint) => Number(ns) / 1e9;
+/** A recorded time as utimes takes it, exactly as the platform allows (times.ts). */
+export const secs = utimeArg;
 /** Restored modes keep permissions and the sticky bit, never setuid/setgid. */
 export const safeMode = (mode: number) => mode & 0o1777;
 

@@ -175,12 +175,14 @@ export class RecordReader {
   }
 }
 
+/** Same head (everything before the content), as recorded in the index and as met in the stream? */
+export function sameHead(a: Omit<EntryMeta, 'size' | 'sha256' | 'flags'>, b: Omit<EntryMeta, 'size' | 'sha256' | 'flags'>): boolean {
+  return a.type === b.type && a.path === b.path && a.mode === b.mode && a.mtimeNs === b.mtimeNs && a.codec === b.codec && a.target === b.target;
+}
+
 /** Same entry, as recorded in the index and as met in the stream? */
 export function sameEntry(a: EntryMeta, b: EntryMeta): boolean {
-  return (
-    a.type === b.type && a.path === b.path && a.mode === b.mode && a.mtimeNs === b.mtimeNs && a.codec === b.codec &&
-    a.target === b.target && a.size === b.size && a.sha256.equals(b.sha256) && a.flags === b.flags
-  );
+  return sameHead(a, b) && a.size === b.size && a.sha256.equals(b.sha256) && a.flags === b.flags;
 }
 
 /**

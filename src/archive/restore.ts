@@ -4,14 +4,15 @@
 // symlinks created last, so no link (stored or pre-existing) is ever followed. Any failure or
 // interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
 // backupctl(1) "RESTORE SAFETY").
-import { lstat, mkdir, mkdtemp, realpath } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, mkdtemp, realpath } from 'node:fs/promises';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
+import { makeDirs, refusesEntries } from '../util/make-dirs.js';
 import { checkConflicts, commit, recoverAbandoned, removeStaging, removeTree, safeMode, secs, stagingPrefix } from './commit.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
+import { NO_FOLDING, probeFolding, type Folding } from './name-folding.js';
 import { PathGuard } from './paths.js';
-import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry } from './records.js';
+import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry, sameHead } from './records.js';
 import { ArchiveFile, type ArchiveStream } from './reader.js';
 import { StagingWriter } from './staging.js';
 
@@ -21,7 +22,8 @@ export interface RestoreOptions {
   only?: string[];
   force?: boolean;
   signal?: AbortSignal;
-  onProgress?: (p: { bytes: number; entries: number }) => void;
+  /** `total`: the bytes of the selected files, when the index comes first (a file, not a pipe). */
+  onProgress?: (p: { bytes: number; entries: number; total?: number }) => void;
 }
 
 export interface RestoreResult {
@@ -38,7 +40,15 @@ export const isAncestorOfSelection = (only: string[] | undefined, path: string) 
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = normaliseOnly(o.only);
-  return stageAndCommit(o, only, (staging, precheck) => extract(o, only, staging, precheck));
+  // From a file, the whole index is read and checked before anything is created, DEST included
+  // (names that only the target's file system would take for one are checked once it is probed).
+  const index = o.archive instanceof ArchiveFile ? await readIndex(o.archive) : null;
+  if (index) checkEntries(index, NO_FOLDING);
+  return stageAndCommit(o, only, (staging, precheck) => {
+    const folding = probeStaging(staging);
+    if (index && (folding.case || folding.unicode)) checkEntries(index, folding);
+    return extract(o, only, staging, precheck, folding, index);
+  });
 }
 
 export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
@@ -54,12 +64,7 @@ export async function stageAndCommit(
   extract: (staging: string, precheck: (selection: readonly EntryMeta[]) => void) => Promise<EntryMeta[]>,
 ): Promise<RestoreResult> {
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
-  let createdDest: string | undefined;
-  try {
-    createdDest = await mkdir(o.dest, { recursive: true });
-  } catch (err) {
-    throw ioError(err, o.dest, 'create directory');
-  }
+  const createdDest = makeDirs(o.dest);
   let dest: string;
   let staging: string | null = null;
   try {
@@ -67,7 +72,9 @@ export async function stageAndCommit(
     if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
     dest = await realpath(o.dest);
     recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
-    staging = await mkdtemp(stagingPrefix(dest)).catch((err) => { throw ioError(err, dest, 'write into'); });
+    staging = await mkdtemp(stagingPrefix(dest)).catch((err) => {
+      throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? refusesEntries(dest) : ioError(err, dest, 'write into');
+    });
     const staged = await extract(staging, (sel) => checkConflicts(sel, dest, !!o.force));
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
@@ -84,40 +91,62 @@ export async function stageAndCommit(
   }
 }
 
-/** Every path of the index, checked before anything is written (the guard's map freed after). */
-function checkPaths(index: readonly IndexEntry[]): void {
-  const guard = new PathGuard();
-  for (const e of index) guard.add(e.path, e.type);
+/** How DEST's file system compares names, asked in the (empty) staging directory. */
+function probeStaging(staging: string): Folding {
+  try {
+    return probeFolding(staging);
+  } catch (err) {
+    throw ioError(err, staging, 'write into');
+  }
 }
 
+/** Every entry of the index, checked before anything is written (the guard's map freed after). */
+function checkEntries(index: readonly IndexEntry[], folding: Folding): void {
+  const guard = new PathGuard(folding);
+  for (const e of index) guard.add(e.path, e.type, e.target);
+}
+
+const mismatch = (path: string) => corruptError(`the index does not match the payload at ${JSON.stringify(path)}`);
+
 /**
- * Read the selection into staging; returns the staged entries in archive order. From a file,
- * `precheck` is given the selection before any content is read.
+ * Read the selection into staging; returns the staged entries in archive order. Names reach the
+ * staging thread only once checked: from a file (`index`: its index, already checked), each
+ * record's head must equal its index entry before any of its content is used, and the index's
+ * name is the one staged, and `precheck` is given the selection before any content is read;
+ * from a pipe, each head is checked as it comes.
  */
-async function extract(o: RestoreOptions, only: string[] | undefined, staging: string, precheck: (sel: readonly EntryMeta[]) => void): Promise<EntryMeta[]> {
+async function extract(
+  o: RestoreOptions,
+  only: string[] | undefined,
+  staging: string,
+  precheck: (sel: readonly EntryMeta[]) => void,
+  folding: Folding,
+  index: IndexEntry[] | null,
+): Promise<EntryMeta[]> {
   const staged: EntryMeta[] = [];
   let bytes = 0;
   const wanted = (p: string) => selects(only, p) || isAncestorOfSelection(only, p);
 
   // Staged files are written behind the reading, on their own thread (see StagingWriter).
-  const writer = new StagingWriter();
+  const writer = new StagingWriter(staging);
   const settle = () => writer.finish();
-  const madeDirs = new Set<string>([staging]);
+  // Paths relative to the staging directory ('' is the directory itself).
+  const madeDirs = new Set<string>(['']);
   const stagedDir = async (dir: string) => {
     if (madeDirs.has(dir)) return; // one mkdir per directory, not one per file
     await writer.mkdir(dir);
     madeDirs.add(dir);
   };
 
+  /** `head`: checked (the index entry it equals, or guarded as it came). */
   const extractRecord = async (reader: RecordReader, head: Parameters<RecordReader['content']>[0], keep: boolean) => {
-    const target = join(staging, head.path);
-    if (keep && head.type === EntryType.Dir) await stagedDir(target);
+    if (keep && head.type === EntryType.Dir) await stagedDir(head.path);
     if (!keep || head.type !== EntryType.File) return reader.content(head, () => {});
-    await stagedDir(dirname(target));
+    await stagedDir(head.path.slice(0, Math.max(0, head.path.lastIndexOf('/'))));
     // Hashing goes to whichever thread has the time: on two cores, either one doing it all was
     // the slower of the two. The staging thread checks the tail's hash when it closes the file.
     const stagingHashes = writer.keepsUp();
-    await writer.open(target, stagingHashes);
+    await writer.open(head.path, stagingHashes);
     const meta = await reader.content(
       head,
       async (chunk) => {
@@ -133,12 +162,10 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
 
   try {
     const a = o.archive;
-    if (a instanceof ArchiveFile) {
-      // A file: read and check the whole index before writing anything.
-      const index = await readIndex(a);
-      checkPaths(index);
+    if (a instanceof ArchiveFile && index) {
       const sel = index.filter((e) => wanted(e.path));
       precheck(sel);
+      const total = sel.reduce((n, e) => n + (e.type === EntryType.File ? Number(e.size) : 0), 0);
       const full = sel.length === index.length;
       const runs: Array<{ entries: IndexEntry[]; offset: number; length: number }> = full
         ? [{ entries: index, offset: 0, length: index.length ? index[index.length - 1]!.offset + index[index.length - 1]!.length : 0 }]
@@ -148,10 +175,10 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         reader.src.position = run.offset;
         for (const e of run.entries) {
           const rec = await reader.next();
-          if (rec.kind !== 'entry' || rec.offset !== e.offset) throw corruptError(`the index does not match the payload at ${e.path}`);
-          if (!sameEntry(await extractRecord(reader, rec.head, true), e)) throw corruptError(`the index does not match the payload at ${e.path}`);
+          if (rec.kind !== 'entry' || rec.offset !== e.offset || !sameHead(rec.head, e)) throw mismatch(e.path);
+          if (!sameEntry(await extractRecord(reader, e, true), e)) throw mismatch(e.path);
           staged.push(e); // the index's own entry: no second copy of every entry
-          o.onProgress?.({ bytes, entries: staged.length });
+          o.onProgress?.({ bytes, entries: staged.length, total });
         }
       }
       await settle();
@@ -162,7 +189,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const expected = new ExpectedIndex();
-    const guard = new PathGuard();
+    const guard = new PathGuard(folding);
     for (;;) {
       const rec = await reader.next();
       if (rec.kind === 'index') {
@@ -170,7 +197,7 @@ async function extract(o: RestoreOptions, only: string[] | undefined, staging: s
         await settle();
         return staged;
       }
-      guard.add(rec.head.path, rec.head.type);
+      guard.add(rec.head.path, rec.head.type, rec.head.target);
       const keep = wanted(rec.head.path);
       const meta = await extractRecord(reader, rec.head, keep);
       expected.add(meta, rec.offset, src.position - rec.offset);

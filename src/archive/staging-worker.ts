@@ -2,13 +2,15 @@
 // writes their content, in the order the main thread sends them, with synchronous system calls
 // (one thread, so no two file creations contend for the same directory's lock). It hashes the
 // files it is asked to as it writes them, and checks them against the archive's hash at close.
+// Paths come relative to the staging directory; one that resolves outside it is refused, whatever
+// the main thread checked (defence in depth).
 import { createHash, type Hash } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { finished } from '../util/backlog.js';
 import type { StagingBatch, StagingReply, StagingResult } from './staging.js';
 
-const { written } = workerData as { written: Int32Array };
+const { written, root } = workerData as { written: Int32Array; root: string };
 let fd: number | null = null;
 let hash: Hash | null = null;
 let pos = 0;
@@ -17,6 +19,20 @@ let failed = false;
 
 /** A file's content does not hash to what the archive says. */
 class Mismatch extends Error {}
+/** A path that does not resolve inside the staging directory. */
+class Outside extends Error {}
+
+/**
+ * `rel` inside the staging directory. Relative, not empty and without a ".." component, it cannot
+ * resolve outside (the tree holds only what this thread made: no links). Checked by hand:
+ * path.resolve took 5 to 14 us a path (0.5 to 1.4 s of this thread for 100,000 files; this: 0.2 us).
+ */
+function inside(rel: string): string {
+  if (rel === '' || rel[0] === '/' || rel.includes('\0') || rel === '..' || rel.startsWith('../') || rel.endsWith('/..') || rel.includes('/../')) {
+    throw new Outside(rel);
+  }
+  return `${root}/${rel}`;
+}
 
 function run(b: StagingBatch): void {
   const data = new Uint8Array(b.data);
@@ -31,11 +47,11 @@ function run(b: StagingBatch): void {
         pos += n;
       }
     } else if (op.t === 'dir') {
-      path = op.path;
-      mkdirSync(op.path, { recursive: true, mode: 0o700 });
+      path = inside(op.path);
+      mkdirSync(path, { recursive: true, mode: 0o700 });
     } else if (op.t === 'open') {
-      path = op.path;
-      fd = openSync(op.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      path = inside(op.path);
+      fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
       hash = op.hash ? createHash('sha256') : null;
       pos = 0;
     } else {
@@ -59,6 +75,7 @@ parentPort!.on('message', (b: StagingBatch) => {
     failed = true;
     if (fd !== null) closeSync(fd);
     if (err instanceof Mismatch) reply({ t: 'mismatch', name: err.message });
+    else if (err instanceof Outside) reply({ t: 'outside', name: err.message });
     else reply({ t: 'error', code: (err as NodeJS.ErrnoException).code, message: (err as Error).message, path });
   }
 });

@@ -2,25 +2,31 @@
 // main thread decrypts and parses while this one creates, writes and hashes files. Content is
 // copied into batch buffers that travel to the thread and back (transferred, not copied again).
 import { Worker } from 'node:worker_threads';
-import { ioError } from '../errors.js';
+import { corruptError, ioError } from '../errors.js';
 import { Backlog } from '../util/backlog.js';
 import { hashMismatch } from './records.js';
 
 /**
  * An operation: make a directory, create a file (and hash its content if `hash`), its next
  * `number` bytes of content, close it (after checking that a hashed content's SHA-256 is
- * `sha256`; `name` is the entry's path for the error).
+ * `sha256`; `name` is the entry's path for the error). Paths are relative to the staging
+ * directory, and the thread refuses any that would resolve outside it. Times are seconds as a
+ * numeric string (see times.ts).
  */
 export type StagingOp =
   | { t: 'dir'; path: string }
   | { t: 'open'; path: string; hash: boolean }
   | number
-  | { t: 'close'; mode: number; mtime: number; sha256: Uint8Array | null; name: string };
+  | { t: 'close'; mode: number; mtime: string; sha256: Uint8Array | null; name: string };
 export interface StagingBatch {
   ops: StagingOp[];
   data: ArrayBuffer;
 }
-export type StagingResult = { t: 'done' } | { t: 'error'; code?: string; message: string; path: string } | { t: 'mismatch'; name: string };
+export type StagingResult =
+  | { t: 'done' }
+  | { t: 'error'; code?: string; message: string; path: string }
+  | { t: 'mismatch'; name: string }
+  | { t: 'outside'; name: string };
 export type StagingReply = { data: ArrayBuffer } & StagingResult;
 
 /** Bytes of content per batch, and batches in flight before the main thread waits. */
@@ -31,7 +37,7 @@ const MAX_OPS = 256;
 
 export class StagingWriter {
   private readonly backlog = new Backlog(); // batches
-  private readonly worker = new Worker(new URL('./staging-worker.js', import.meta.url), { workerData: { written: this.backlog.done } });
+  private readonly worker: Worker;
   private spare: ArrayBuffer[] = [];
   private data: Buffer = Buffer.from(new ArrayBuffer(BATCH));
   private fill = 0;
@@ -40,7 +46,9 @@ export class StagingWriter {
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
 
-  constructor() {
+  /** `root`: the staging directory, the only place the thread creates anything in. */
+  constructor(root: string) {
+    this.worker = new Worker(new URL('./staging-worker.js', import.meta.url), { workerData: { written: this.backlog.done, root } });
     const settle = () => {
       const w = this.wake;
       this.wake = null;
@@ -51,6 +59,7 @@ export class StagingWriter {
       this.spare.push(m.data);
       if (m.t === 'error') this.failure ??= ioError(Object.assign(new Error(m.message), { code: m.code }), m.path, 'write');
       if (m.t === 'mismatch') this.failure ??= hashMismatch(m.name);
+      if (m.t === 'outside') this.failure ??= corruptError(`refusing to stage ${JSON.stringify(m.name)}: it resolves outside the staging directory`);
       settle();
     });
     this.worker.on('error', (err) => {
@@ -102,8 +111,8 @@ export class StagingWriter {
   keepsUp(): boolean {
     return this.backlog.keepsUp();
   }
-  /** Close the open file after setting its mode and its times (seconds); if it was hashed there, its content must hash to `sha256`. */
-  close(mode: number, mtime: number, sha256: Uint8Array | null, name: string): Promise<void> {
+  /** Close the open file after setting its mode and its times; if it was hashed there, its content must hash to `sha256`. */
+  close(mode: number, mtime: string, sha256: Uint8Array | null, name: string): Promise<void> {
     // A copy of its own: a view into Node's buffer pool would be sent with the whole pool.
     return this.op({ t: 'close', mode, mtime, sha256: sha256 && new Uint8Array(sha256), name });
   }

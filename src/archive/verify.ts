@@ -67,7 +67,9 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const expected = new ExpectedIndex();
-    const guard = new PathGuard(); // an archive that restore would refuse does not verify either
+    // An archive that restore would refuse does not verify either (restore also refuses names
+    // that the target's file system takes for one: that depends on the target, not the archive).
+    const guard = new PathGuard();
     const count = (chunk: Buffer) => void (res.bytes += chunk.length);
     for (;;) {
       signal?.throwIfAborted();
@@ -77,7 +79,7 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
         onProgress?.({ bytes: a.plainSize, entries: res.entries });
         return withIndex ? { ...res, index: await readIndex(a) } : res;
       }
-      guard.add(rec.head.path, rec.head.type);
+      guard.add(rec.head.path, rec.head.type, rec.head.target);
       const meta = await reader.content(rec.head, count);
       expected.add(meta, rec.offset, src.position - rec.offset);
       res.entries++;

@@ -10,6 +10,8 @@ import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readS
 import { extname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
+import { FoldedNames } from './name-folding.js';
+import { storableTime } from './times.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 
@@ -99,7 +101,9 @@ export function checkSourceDir(root: string): void {
 /**
  * Walk `root`; entry paths are relative with '/' separators. Special files (sockets, FIFOs,
  * devices) and unreadable directories are reported through `warn` and skipped. Depth first,
- * names in byte order, one lstat per name.
+ * names in byte order, one lstat per name. Names that only differ in case or Unicode
+ * normalisation are all kept, and times beyond what the format holds clamped, each with one
+ * warning at the end.
  */
 export async function* walkDirectory(
   root: string,
@@ -123,6 +127,9 @@ export async function* walkDirectory(
     Atomics.notify(reached, 0);
   };
 
+  const folded = new FoldedNames();
+  const clamped = { count: 0, first: '' };
+
   function* walk(absDir: string, rel: string): Generator<SourceEntry> {
     let raw: Buffer[];
     try {
@@ -140,6 +147,7 @@ export async function* walkDirectory(
         return null;
       }
     });
+    folded.note(rel, names);
     const stats: Array<BigIntStats | Error | undefined> = [];
     /** Names whose file went to the prefetcher: only those are counted off in `reached`. */
     const sent: boolean[] = [];
@@ -185,7 +193,9 @@ export async function* walkDirectory(
         skip(`skipped ${abs}: ${(st as NodeJS.ErrnoException).code === 'ENOENT' ? 'it vanished' : ioError(st, abs, 'read').message}`);
         continue;
       }
-      const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: st.mtimeNs };
+      const time = storableTime(st.mtimeNs);
+      if (time.clamped && clamped.count++ === 0) clamped.first = JSON.stringify(path);
+      const base = { path, mode: Number(st.mode & 0o7777n), mtimeNs: time.ns };
       if (st.isDirectory()) {
         yield { ...base, type: EntryType.Dir };
         yield* walk(abs, path);
@@ -208,6 +218,11 @@ export async function* walkDirectory(
   }
   try {
     yield* walk(root, '');
+    const foldWarning = folded.warning();
+    if (foldWarning) warn(foldWarning);
+    if (clamped.count) {
+      warn(`${clamped.count} entr${clamped.count > 1 ? 'ies have' : 'y has'} a modification time outside 1677-09-21..2262-04-11, what the format holds (first: ${clamped.first}): stored as the nearest of those`);
+    }
   } finally {
     await prefetcher.terminate();
   }

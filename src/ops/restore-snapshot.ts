@@ -1,11 +1,11 @@
 // `restore --repo REPO SNAPSHOT -d DIR`: a snapshot restored with exactly an archive restore's
 // safety (archive/restore.ts): every path checked first, everything staged inside DIR and
 // authenticated (segments, and every chunk against its keyed id) before the commit moves it in.
-import { dirname, join } from 'node:path';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec, EntryType } from '../archive/format.js';
 import type { EntryMeta } from '../archive/entries.js';
 import { PathGuard } from '../archive/paths.js';
+import { probeFolding, type Folding } from '../archive/name-folding.js';
 import { StagingWriter } from '../archive/staging.js';
 import { isAncestorOfSelection, normaliseOnly, selects, stageAndCommit, type RestoreResult } from '../archive/restore.js';
 import { safeMode, secs } from '../archive/commit.js';
@@ -28,13 +28,20 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   const lost: string[] = [];
   const only = normaliseOnly(o.only);
   const tree = await o.reader.tree(o.snapshot);
-  const guard = new PathGuard();
-  for (const e of tree) guard.add(e.path, e.type);
+  const checkNames = (folding?: Folding) => {
+    const guard = new PathGuard(folding);
+    for (const e of tree) guard.add(e.path, e.type, e.target);
+  };
+  checkNames();
   const wanted = tree.filter((e) => selects(only, e.path) || isAncestorOfSelection(only, e.path));
 
   const res = await stageAndCommit(o, only, async (staging) => {
-    const writer = new StagingWriter();
-    const made = new Set<string>([staging]);
+    // As for archives: names the target's file system would take for one are refused only there.
+    const folding = probeFolding(staging);
+    if (folding.case || folding.unicode) checkNames(folding);
+    // Paths relative to the staging directory ('' is the directory itself), as StagingWriter takes them.
+    const writer = new StagingWriter(staging);
+    const made = new Set<string>(['']);
     const dir = async (d: string) => {
       if (made.has(d)) return;
       await writer.mkdir(d);
@@ -44,11 +51,10 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     let bytes = 0;
     try {
       for (const e of wanted) {
-        const target = join(staging, e.path);
-        if (e.type === EntryType.Dir) await dir(target);
+        if (e.type === EntryType.Dir) await dir(e.path);
         if (e.type === EntryType.File) {
-          await dir(dirname(target));
-          await writer.open(target, false);
+          await dir(e.path.slice(0, Math.max(0, e.path.lastIndexOf('/'))));
+          await writer.open(e.path, false);
           let size = 0;
           try {
             for (const id of e.chunks) {

@@ -6,14 +6,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archive/pack.js';
-import { parseHeader } from '../../src/archive/header.js';
-import { openStream, payloadKey, SegmentSealer, segmentKey } from '../../src/archive/stream.js';
 import { MemorySink } from '../../src/archive/output.js';
 import { decodeFooter } from '../../src/archive/entries.js';
 import { EntryType, FOOTER_LEN } from '../../src/archive/format.js';
 import { recipientFromEntry } from '../../src/config.js';
 import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, type RecoveryCode } from '../support/cli.js';
+import { openPayload, sealPayload } from '../support/forge.js';
 
 let home: string;
 let configDir: string;
@@ -36,13 +35,7 @@ async function* entries(): AsyncGenerator<SourceEntry> {
   }
 }
 
-async function sealed(plain: Buffer): Promise<Buffer> {
-  const sink = new MemorySink();
-  const s = new SegmentSealer(sink.segments(payloadKey(FILE_KEY, NONCE), SEG), SEG);
-  await s.write(plain);
-  await s.finish();
-  return sink.bytes;
-}
+const FORGE = { fileKey: FILE_KEY, nonce: NONCE, segmentSize: SEG };
 
 beforeAll(async () => {
   ({ home, configDir, cleanup } = await makeHome('backupctl-core-index-'));
@@ -52,11 +45,7 @@ beforeAll(async () => {
     recipients: [recipientFromEntry(recoveryRecipientEntry(rc.code, 'index test'))], entries: entries(), sink, segmentSize: SEG,
     fixed: { fileKey: FILE_KEY, nonce: NONCE, created: '2026-11-22T12:00:00Z' },
   });
-  const archive = sink.bytes;
-  const h = parseHeader(archive);
-  const plainParts: Buffer[] = [];
-  for await (const p of openStream(segmentKey(payloadKey(FILE_KEY, NONCE)), SEG, [archive.subarray(h.headerLength)])) plainParts.push(p);
-  const plain = Buffer.concat(plainParts);
+  const { header, plain } = await openPayload(sink.bytes, FORGE);
   const footer = decodeFooter(plain.subarray(plain.length - FOOTER_LEN), plain.length);
   // First index record: 'I' | offset(8) length(8) | type(1) pathLen(2) path | mode(4) ... → flip the mode.
   const rec = footer.indexOffset + 1 + 16;
@@ -64,17 +53,17 @@ beforeAll(async () => {
   expect(plain[modeAt]).toBe(0o644 & 0xff);
   plain[modeAt] = 0o600 & 0xff;
   forged = join(home, 'forged.bkp');
-  await writeFile(forged, Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+  await writeFile(forged, await sealPayload(header, plain, FORGE));
   // Control: sealing the untouched plaintext again gives a good archive (so only the edit matters).
   plain[modeAt] = 0o644 & 0xff;
-  await writeFile(join(home, 'control.bkp'), Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+  await writeFile(join(home, 'control.bkp'), await sealPayload(header, plain, FORGE));
   // One byte of file-05.bin's content (its frame: length 1000, then 1000 bytes of 5) changed,
   // its tail and index entry left alone.
   const frame = plain.indexOf(Buffer.concat([Buffer.from([0, 0, 0x03, 0xe8]), Buffer.alloc(1000, 5)]));
   expect(frame).toBeGreaterThan(0);
   plain[frame + 4 + 500] ^= 1;
   forgedContent = join(home, 'forged-content.bkp');
-  await writeFile(forgedContent, Buffer.concat([archive.subarray(0, h.headerLength), await sealed(plain)]));
+  await writeFile(forgedContent, await sealPayload(header, plain, FORGE));
 });
 afterAll(() => cleanup());
 

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { ArchiveFile, ArchiveStream } from '../../archive/reader.js';
 import { restoreArchive } from '../../archive/restore.js';
-import { BackupctlError, Exit } from '../../errors.js';
+import { BackupctlError, Exit, usageError } from '../../errors.js';
 import { action, emitJson, info } from '../run.js';
 import { startProgress } from '../progress.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
@@ -28,6 +28,7 @@ export function register(program: Command): void {
       .option('--force', 'replace existing files, links and empty directories in DIR, never a non-empty directory (the originals are kept until the restore has succeeded)'),
   ).action(
     action(async (ctx, file: string, opts: UnlockOptions & { dir: string; only?: string[]; force?: boolean; repo?: string }) => {
+      if (opts.dir === '') throw usageError('--dir needs a directory'); // '' would resolve to the current one
       if (opts.repo !== undefined) return restoreFromRepository(ctx, file, { ...opts, repo: opts.repo });
       const archive = await openArchive(file);
       const progress = await startProgress('restore');
