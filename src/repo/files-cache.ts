@@ -5,8 +5,8 @@
 // chunks being in the index already, nothing is stored twice).
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { configDir } from '../config.js';
+import { dirname, join, relative } from 'node:path';
+import { configDir, ensureConfigDir } from '../config.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 
 /**
@@ -72,6 +72,7 @@ export class FilesCache {
 
   /** Replace the cache with what this backup saw (once its snapshot is written). */
   async save(source: string): Promise<void> {
+    await ensureConfigDir(relative(configDir(), dirname(this.path)));
     await writeFileAtomic(this.path, JSON.stringify({ version: 2, source, files: this.next }), 0o600);
   }
 }

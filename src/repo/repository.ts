@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, noKeyError, usageError } from '../errors.js';
-import { configDir } from '../config.js';
+import { configDir, ensureConfigDir } from '../config.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 import { b64decode, b64encode } from '../util/base64.js';
 import type { ParsedHeader } from '../archive/header.js';
@@ -52,6 +52,7 @@ const machineKeyPath = (id: string) => join(configDir(), 'repositories', `${id}.
 /** Keep the keys a backup needs in the config directory (0600; nothing that reads a pack). */
 export async function saveMachineKeys(k: MachineKeys): Promise<void> {
   const j = { repository: k.id, readPublic: b64encode(k.readPublic), dedupKey: b64encode(k.dedupKey) };
+  await ensureConfigDir('repositories'); // writeFileAtomic makes no directory: the config's are checked
   await writeFileAtomic(machineKeyPath(k.id), JSON.stringify(j, null, 2) + '\n', 0o600);
 }
 

@@ -103,10 +103,10 @@ describe('shell completion', () => {
   };
 
   it('bash: commands, aliases, subcommands, options, option values and files', async () => {
-    expect(await complete('re')).toEqual(['recovery-code', 'restore']);
+    expect(await complete('re')).toEqual(['recovery-code', 'repo', 'restore']);
     expect(await complete('l')).toEqual(['list', 'ls']);
     expect(await complete('key', '')).toEqual(['enroll', 'list', 'remove', 'test']);
-    expect(await complete('restore', '--re')).toEqual(['--recovery-code-file']);
+    expect(await complete('restore', '--re')).toEqual(['--recovery-code-file', '--repo']);
     expect(await complete('list', '--j')).toEqual(['--json']);
     expect(await complete('key', 'enroll', '--l')).toEqual(['--label']);
     expect(await complete('completion', '')).toEqual(['bash', 'fish', 'zsh']);
