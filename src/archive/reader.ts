@@ -19,17 +19,24 @@ export async function unlockHeader(header: ParsedHeader, identities: Identity[])
   throw noKeyError(`no slot of this archive opens with the ${identities.map((i) => i.description).join(' or ') || 'given keys'}`);
 }
 
+/** A payload's key and its sealed bytes, for a reader that opens segments one by one itself. */
+export interface SealedPayload {
+  key: KeyObject;
+  bytes: AsyncIterable<Uint8Array>;
+}
+
 /** An archive whose header has been read; the payload is reachable once a key is attached. */
 export interface Archive {
   header: ParsedHeader;
   /** Sequential plaintext of the whole payload, segment by segment. */
   plaintext(): AsyncIterable<Buffer>;
+  sealedPayload(): SealedPayload;
   close(): Promise<void>;
 }
 
 export class ArchiveFile implements Archive {
   private key: KeyObject | null = null;
-  private layout!: ReturnType<typeof segmentLayout>;
+  private geometry: ReturnType<typeof segmentLayout> | null = null;
   private constructor(
     private readonly fh: FileHandle,
     readonly path: string,
@@ -56,7 +63,27 @@ export class ArchiveFile implements Archive {
   /** Derive the payload key; `fileKey` must already have verified the header MAC. */
   attachKey(fileKey: Uint8Array): void {
     this.key = segmentKey(payloadKey(fileKey, this.header.nonce));
-    this.layout = segmentLayout(this.size - this.header.headerLength, this.header.segmentSize);
+  }
+
+  /** The segment geometry the file's length implies; computed on first use, so that a damaged length fails there and salvage (which needs none) can still read the file. */
+  private get layout(): ReturnType<typeof segmentLayout> {
+    return (this.geometry ??= segmentLayout(this.size - this.header.headerLength, this.header.segmentSize));
+  }
+
+  /** The payload key and the sealed payload bytes in order (salvage.ts opens them itself). */
+  sealedPayload(): SealedPayload {
+    const { fh, size, path } = this;
+    const start = this.header.headerLength;
+    async function* bytes() {
+      for (let at = start; at < size; ) {
+        const buf = Buffer.allocUnsafe(Math.min(1 << 20, size - at));
+        const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+        if (bytesRead === 0) throw corruptError(`${path} shrank while being read`);
+        at += bytesRead;
+        yield buf.subarray(0, bytesRead);
+      }
+    }
+    return { key: this.key!, bytes: bytes() };
   }
 
   get segmentCount(): number {
@@ -196,6 +223,11 @@ export class ArchiveStream implements Archive {
 
   plaintext(): AsyncIterable<Buffer> {
     return openStream(this.key!, this.header.segmentSize, this.rest);
+  }
+
+  /** The payload key and the sealed bytes as they arrive (instead of plaintext(), not as well). */
+  sealedPayload(): SealedPayload {
+    return { key: this.key!, bytes: this.rest };
   }
 
   async close(): Promise<void> {

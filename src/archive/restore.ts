@@ -15,12 +15,17 @@ import { PathGuard } from './paths.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex, sameEntry, sameHead } from './records.js';
 import { ArchiveFile, type ArchiveStream } from './reader.js';
 import { StagingWriter } from './staging.js';
+import type { DamageReport } from './damage.js';
+import { explainDamage } from './salvage.js';
+import { salvageIntoStaging } from './salvage-restore.js';
 
 export interface RestoreOptions {
   archive: ArchiveFile | ArchiveStream;
   dest: string;
   only?: string[];
   force?: boolean;
+  /** Restore every entry that is intact and report the others (salvage-restore.ts). */
+  salvage?: boolean;
   signal?: AbortSignal;
   /** `total`: the bytes of the selected files, when the index comes first (a file, not a pipe). */
   onProgress?: (p: { bytes: number; entries: number; total?: number }) => void;
@@ -31,6 +36,8 @@ export interface RestoreResult {
   files: number;
   bytes: number;
   replaced: number;
+  /** With `salvage`: what is damaged and which entries are lost. */
+  damage?: DamageReport;
 }
 
 export const selects = (only: string[] | undefined, path: string) =>
@@ -40,15 +47,40 @@ export const isAncestorOfSelection = (only: string[] | undefined, path: string) 
 
 export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> {
   const only = normaliseOnly(o.only);
-  // From a file, the whole index is read and checked before anything is created, DEST included
-  // (names that only the target's file system would take for one are checked once it is probed).
-  const index = o.archive instanceof ArchiveFile ? await readIndex(o.archive) : null;
-  if (index) checkEntries(index, NO_FOLDING);
-  return stageAndCommit(o, only, (staging, precheck) => {
-    const folding = probeStaging(staging);
-    if (index && (folding.case || folding.unicode)) checkEntries(index, folding);
-    return extract(o, only, staging, precheck, folding, index);
+  if (o.salvage) return salvageRestore(o, only);
+  try {
+    // From a file, the whole index is read and checked before anything is created, DEST included
+    // (names that only the target's file system would take for one are checked once it is probed).
+    const index = o.archive instanceof ArchiveFile ? await readIndex(o.archive) : null;
+    if (index) checkEntries(index, NO_FOLDING);
+    return await stageAndCommit(o, only, (staging, precheck) => {
+      const folding = probeStaging(staging);
+      if (index && (folding.case || folding.unicode)) checkEntries(index, folding);
+      return extract(o, only, staging, precheck, folding, index);
+    });
+  } catch (err) {
+    throw await explainRefusal(o.archive, err);
+  }
+}
+
+/**
+ * restore --salvage (salvage-restore.ts) in the same frame: the entries are known, and their
+ * conflicts checked, once the walk is over. A pattern whose entries are all lost is reported
+ * with them, not as one that matches nothing.
+ */
+async function salvageRestore(o: RestoreOptions, only: string[] | undefined): Promise<RestoreResult> {
+  const patterns = only && [...only];
+  let damage: DamageReport | undefined;
+  const res = await stageAndCommit(o, patterns, async (staging, precheck) => {
+    const sel = { keep: (p: string) => selects(only, p) || isAncestorOfSelection(only, p), chosen: (p: string) => selects(only, p) };
+    const { staged, report } = await salvageIntoStaging(o.archive, sel, staging, probeStaging(staging), o.signal, o.onProgress);
+    precheck(staged);
+    damage = report;
+    const lost = (p: string) => report.lost.some((l) => l.path !== null && selects([p], l.path));
+    if (patterns) patterns.splice(0, patterns.length, ...patterns.filter((p) => !lost(p)));
+    return staged;
   });
+  return { ...res, damage };
 }
 
 export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
@@ -89,6 +121,20 @@ export async function stageAndCommit(
   } finally {
     if (staging) removeStaging(staging);
   }
+}
+
+/**
+ * A normal restore that meets damage still refuses, but names what is damaged and lost and how
+ * much --salvage would recover (a stream cannot be read again to count).
+ */
+async function explainRefusal(a: ArchiveFile | ArchiveStream, err: unknown): Promise<unknown> {
+  if (a instanceof ArchiveFile) {
+    return explainDamage(a, err, (r) => `; nothing was restored; restore --salvage would recover the ${r.intact} intact entr${r.intact === 1 ? 'y' : 'ies'}`);
+  }
+  if (err instanceof BackupctlError && err.code === Exit.corrupt && err.detail?.segment !== undefined) {
+    return new BackupctlError(Exit.corrupt, `${err.message}; nothing was restored; restore --salvage recovers every intact entry`, err.detail);
+  }
+  return err;
 }
 
 /** How DEST's file system compares names, asked in the (empty) staging directory. */

@@ -1,14 +1,15 @@
 // verify: authenticate every segment, parse every record, check every content hash and the
-// index against the stream. On damage, survey all segments and name the affected files.
+// index against the stream. On damage, a salvage walk (salvage.ts) names every entry it costs.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { constants } from 'node:fs';
 import { access, lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackupctlError, Exit, corruptError, ioError } from '../errors.js';
+import { ioError } from '../errors.js';
 import { EntryType } from './format.js';
 import type { IndexEntry } from './entries.js';
 import { ExpectedIndex, RecordReader, StreamSource, checkIndexAndTail, readIndex } from './records.js';
+import { explainDamage } from './salvage.js';
 import { PathGuard } from './paths.js';
 import type { ArchiveFile } from './reader.js';
 
@@ -18,37 +19,6 @@ export interface VerifyResult {
   bytes: number;
   segments: number;
   changedWhileRead: string[];
-}
-
-/** Map damaged segments to the entries whose records overlap them. */
-function affected(index: IndexEntry[], bad: number[], segmentSize: number): string[] {
-  return index
-    .filter((e) => bad.some((s) => e.offset < (s + 1) * segmentSize && e.offset + e.length > s * segmentSize))
-    .map((e) => e.path);
-}
-
-async function survey(a: ArchiveFile, first: Error): Promise<never> {
-  const bad: number[] = [];
-  for (let i = 0; i < a.segmentCount; i++) await a.checkSegment(i).catch(() => bad.push(i));
-  if (bad.length === 0) throw first; // every segment authenticates: the damage is structural
-  let index: IndexEntry[] | null = null;
-  try {
-    index = await readIndex(a);
-  } catch {
-    /* the index itself is damaged */
-  }
-  const files = index ? affected(index, bad, a.header.segmentSize) : [];
-  const list = files.length > 5 ? `${files.slice(0, 5).join(', ')} and ${files.length - 5} more` : files.join(', ');
-  const what = index
-    ? files.length
-      ? `affected: ${list}`
-      : 'no file is affected (only the index, padding or footer)'
-    : 'the index is damaged too, so the affected files cannot be named';
-  throw corruptError(`${bad.length} of ${a.segmentCount} payload segments are damaged (segment${bad.length === 1 ? '' : 's'} ${bad.slice(0, 10).join(', ')}${bad.length > 10 ? ', ...' : ''}); ${what}`, {
-    damagedSegments: bad,
-    affectedFiles: files,
-    indexReadable: index !== null,
-  });
 }
 
 /**
@@ -62,8 +32,9 @@ type Progress = (p: { bytes: number; entries: number }) => void;
 export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signal?: AbortSignal, withIndex?: true): Promise<VerifyResult & { index: IndexEntry[] }>;
 export async function verifyArchive(a: ArchiveFile, onProgress: Progress | undefined, signal: AbortSignal | undefined, withIndex: false): Promise<VerifyResult>;
 export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signal?: AbortSignal, withIndex = true): Promise<VerifyResult & { index?: IndexEntry[] }> {
-  const res: VerifyResult = { entries: 0, files: 0, bytes: 0, segments: a.segmentCount, changedWhileRead: [] };
+  const res: VerifyResult = { entries: 0, files: 0, bytes: 0, segments: 0, changedWhileRead: [] };
   try {
+    res.segments = a.segmentCount;
     const src = new StreamSource(a.plaintext());
     const reader = new RecordReader(src);
     const expected = new ExpectedIndex();
@@ -88,8 +59,8 @@ export async function verifyArchive(a: ArchiveFile, onProgress?: Progress, signa
       onProgress?.({ bytes: src.position, entries: res.entries });
     }
   } catch (err) {
-    if (err instanceof BackupctlError && err.code === Exit.corrupt && err.detail?.segment !== undefined) await survey(a, err);
-    throw err;
+    // Damage (not authenticated data that breaks the format): name every entry it costs.
+    throw await explainDamage(a, err);
   }
 }
 
