@@ -4,7 +4,7 @@
 import { corruptError, type BackupctlError } from '../errors.js';
 import { termSafe } from '../util/terminal-text.js';
 import { FOOTER_LEN, TAG_LEN } from './format.js';
-import { padme, type EntryMeta, type IndexEntry } from './entries.js';
+import { TAIL_LEN, encodeHead, padme, type EntryMeta, type IndexEntry } from './entries.js';
 import type { PayloadEnd } from './segment-survey.js';
 
 export interface LostEntry {
@@ -52,6 +52,8 @@ interface ReportInput {
   indexComplete: boolean;
   /** Records from a proven boundary cut by damage (their heads were read). */
   cut: ReadonlyArray<{ path: string; offset: number }>;
+  /** Where the records end (the index marker), when the walk reached it. */
+  recordsEnd: number | null;
 }
 
 const sealedBytes = (plain: number, seg: number) => plain + Math.ceil(plain / seg) * TAG_LEN;
@@ -70,11 +72,13 @@ export function damageReport(i: ReportInput): DamageReport {
     let plain = i.plainTotal;
     const exact = plain !== null;
     if (plain === null) {
-      // Lower bound: more plaintext than is present, past the last record found an index
-      // marker and a footer, and a Padmé length (backupctl-format(5)).
+      // Lower bound: more plaintext than is present; past the last record found, the index
+      // marker, an index record for every entry found (its head, position and tail) and the
+      // footer; and a Padmé length (backupctl-format(5)).
       const present = Math.max(0, i.end.bytes - i.end.segments * TAG_LEN);
       const lastEnd = i.found.reduce((m, f) => Math.max(m, f.offset + f.length), 0);
-      plain = padme(Math.max(present + 1, lastEnd + 1 + FOOTER_LEN));
+      const indexBytes = i.found.reduce((n, f) => n + 16 + encodeHead(f.meta).length + TAIL_LEN, 1);
+      plain = padme(Math.max(present + 1, lastEnd + indexBytes + FOOTER_LEN));
     }
     const total = Math.ceil(plain / seg);
     truncated = { totalBytes: i.headerLength + sealedBytes(plain, seg), missingSegments: total - missingFrom, exact };
@@ -112,7 +116,7 @@ export function damageReport(i: ReportInput): DamageReport {
     // Without the whole index, records that lay wholly in damaged or missing segments have no name.
     const regions: Array<[number, number]> = [...i.damaged];
     if (missingFrom !== null && truncated) regions.push([missingFrom, missingFrom + truncated.missingSegments - 1]);
-    for (const [a, b] of regions) lost.push({ path: null, size: null, segments: [a, b], why: why(a, b) });
+    for (const [a, b] of regions) if (i.recordsEnd === null || a * seg < i.recordsEnd) lost.push({ path: null, size: null, segments: [a, b], why: why(a, b) });
   }
   lost.sort((x, y) => x.segments[0] - y.segments[0]);
   return {

@@ -3,7 +3,7 @@
 // under a neutral name and moved to its path in the staging directory only once the walk is over
 // and it is among the entries found; the commit into DEST is then a normal restore's.
 import { mkdirSync, renameSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ioError } from '../errors.js';
 import { EntryType } from './format.js';
 import type { EntryMeta } from './entries.js';
@@ -72,15 +72,27 @@ export async function salvageIntoStaging(
     throw err;
   }
   const staged: EntryMeta[] = [];
+  // A directory whose record is lost is still made for the entries in it: private (0700), now.
+  const dirs = new Set<string>();
+  const withParents = (path: string) => {
+    const parts = path.split('/');
+    for (let k = 1; k < parts.length; k++) {
+      const p = parts.slice(0, k).join('/');
+      if (dirs.has(p)) continue;
+      dirs.add(p);
+      mkdirSync(join(staging, p), { mode: 0o700 });
+      staged.push({ type: EntryType.Dir, path: p, mode: 0o700, mtimeNs: BigInt(Date.now()) * 1_000_000n, codec: 0, target: '', size: 0n, sha256: Buffer.alloc(32), flags: 0 });
+    }
+  };
   for (const f of result.found) {
     if (!sel.keep(f.meta.path)) continue;
     const target = join(staging, f.meta.path);
     try {
-      if (f.meta.type === EntryType.Dir) mkdirSync(target, { recursive: true, mode: 0o700 });
-      else if (f.meta.type === EntryType.File) {
-        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
-        renameSync(join(staging, parts, String(f.seq)), target);
-      }
+      withParents(f.meta.path);
+      if (f.meta.type === EntryType.Dir) {
+        if (!dirs.has(f.meta.path)) mkdirSync(target, { mode: 0o700 });
+        dirs.add(f.meta.path);
+      } else if (f.meta.type === EntryType.File) renameSync(join(staging, parts, String(f.seq)), target);
     } catch (err) {
       throw ioError(err, target, 'write');
     }

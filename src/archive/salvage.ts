@@ -182,6 +182,8 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
   let streamIndex: IndexEntry[] = [];
   let indexEnd: number | null = known ? known.footer.indexOffset + known.footer.indexLength : null;
   let seq = 0;
+  /** Where the walk met the index marker from a proven boundary: no record lies after it. */
+  let indexMarker: number | null = null;
   /** Offsets of records found by scanning, to check against an index met later. */
   const scanned = new Set<number>();
 
@@ -231,6 +233,7 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
 
   /** The index, met at `at` by a walk from a proven boundary, then the padding and the footer. */
   async function indexRegion(src: StreamSource, at: number): Promise<void> {
+    indexMarker = at;
     if (known) {
       if (at !== known.footer.indexOffset) throw corruptError('the footer does not point at the index');
     } else {
@@ -395,7 +398,7 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
     found: kept,
     report: damageReport({
       segmentSize: seg, headerLength: o.headerLength, end, damaged: runs.damaged, plainTotal,
-      found: kept, index: complete ?? streamIndex, indexComplete: complete !== null, cut,
+      found: kept, index: complete ?? streamIndex, indexComplete: complete !== null, cut, recordsEnd: indexMarker,
     }),
   };
 }
