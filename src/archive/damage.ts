@@ -10,6 +10,8 @@ import type { PayloadEnd } from './segment-survey.js';
 export interface LostEntry {
   /** null: records in these segments whose names are lost with the index. */
   path: string | null;
+  /** For path null: how many entries, when the footer tells. */
+  count?: number;
   /** Content bytes, when the index tells. */
   size: number | null;
   /** First and last segment the record lies in (as far as known). */
@@ -52,8 +54,10 @@ interface ReportInput {
   indexComplete: boolean;
   /** Records from a proven boundary cut by damage (their heads were read). */
   cut: ReadonlyArray<{ path: string; offset: number }>;
-  /** Where the records end (the index marker), when the walk reached it. */
+  /** Where the records end (the index marker), when known. */
   recordsEnd: number | null;
+  /** The number of entries, when the footer tells. */
+  entries: number | null;
 }
 
 const sealedBytes = (plain: number, seg: number) => plain + Math.ceil(plain / seg) * TAG_LEN;
@@ -113,10 +117,17 @@ export function damageReport(i: ReportInput): DamageReport {
     lost.push({ path: c.path, size: null, segments: [first, last], why: why(first, last) });
   }
   if (!i.indexComplete) {
-    // Without the whole index, records that lay wholly in damaged or missing segments have no name.
+    // Without the whole index, records that lay wholly in damaged or missing segments have no
+    // name; the footer, if it survives, still tells how many they are.
     const regions: Array<[number, number]> = [...i.damaged];
     if (missingFrom !== null && truncated) regions.push([missingFrom, missingFrom + truncated.missingSegments - 1]);
-    for (const [a, b] of regions) if (i.recordsEnd === null || a * seg < i.recordsEnd) lost.push({ path: null, size: null, segments: [a, b], why: why(a, b) });
+    const before = regions.filter(([a]) => i.recordsEnd === null || a * seg < i.recordsEnd);
+    const unnamed = i.entries === null ? null : i.entries - i.found.length - lost.length;
+    if (unnamed === null) for (const [a, b] of before) lost.push({ path: null, size: null, segments: [a, b], why: why(a, b) });
+    else if (unnamed > 0 && before.length) {
+      const [a, b] = [before[0]![0], before[before.length - 1]![1]];
+      lost.push({ path: null, count: unnamed, size: null, segments: [a, b], why: why(a, b) });
+    }
   }
   lost.sort((x, y) => x.segments[0] - y.segments[0]);
   return {
@@ -125,7 +136,7 @@ export function damageReport(i: ReportInput): DamageReport {
     damaged: i.damaged,
     appended: i.end.appended,
     indexReadable: i.indexComplete,
-    entries: i.indexComplete ? i.index.length : null,
+    entries: i.entries ?? (i.indexComplete ? i.index.length : null),
     intact: i.found.length,
     lost,
   };
@@ -152,11 +163,11 @@ export function describeDamage(r: DamageReport): string {
 /** The lost entries by name ("affected: a, b and 3 more"), and how many are intact. */
 export function describeLoss(r: DamageReport): string {
   const named = r.lost.filter((l) => l.path !== null).map((l) => termSafe(l.path!));
-  const unnamed = r.lost.some((l) => l.path === null);
+  const unnamed = r.lost.filter((l) => l.path === null);
+  const count = unnamed.reduce((n, l) => n + (l.count ?? 0), 0);
+  const others = !unnamed.length ? '' : count ? `${count} entr${count === 1 ? 'y' : 'ies'} whose names were in the damaged part of the index` : 'entries whose names were in the damaged or missing part of the index';
   const list = named.length > 5 ? `${named.slice(0, 5).join(', ')} and ${named.length - 5} more` : named.join(', ');
-  const affected = named.length
-    ? `affected: ${list}${unnamed ? ', and entries whose names were in the damaged index' : ''}`
-    : unnamed ? 'the index is damaged too: entries in the damaged segments cannot be named' : 'no entry is affected (only the index, padding or footer)';
+  const affected = named.length ? `affected: ${list}${others ? `, and ${others}` : ''}` : others ? `affected: ${others}` : 'no entry is affected (only the index, padding or footer)';
   const intact = r.entries !== null ? `${r.intact} of ${r.entries} entries intact` : `${r.intact} entries intact`;
   return `${affected}; ${intact}`;
 }
@@ -170,7 +181,7 @@ export function damageJson(r: DamageReport) {
     truncated: r.truncated,
     appendedBytes: r.appended,
     intact: r.intact,
-    entries: r.entries,
+    archiveEntries: r.entries,
     lost: r.lost,
   };
 }

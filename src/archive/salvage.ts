@@ -12,8 +12,8 @@
 // An index met at the end of the walk (a stream) is checked against every record found.
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
-import { Codec, EntryType, FOOTER_LEN, MAX_PATH_BYTES, REC_ENTRY } from './format.js';
-import { BufferSource, decodeFooter, padme, readHead, readTail, type EntryMeta, type Footer, type IndexEntry } from './entries.js';
+import { Codec, EntryType, FOOTER_LEN, MAX_PATH_BYTES, REC_ENTRY, TAG_LEN } from './format.js';
+import { BufferSource, decodeFooter, padme, readHead, readTail, type ByteSource, type EntryMeta, type Footer, type IndexEntry } from './entries.js';
 import { PathGuard, checkPath } from './paths.js';
 import type { Folding } from './name-folding.js';
 import { RecordReader, StreamSource, readIndex, sameEntry } from './records.js';
@@ -49,8 +49,11 @@ export interface SalvageInput {
   /** The archive's bytes before the payload, for the byte counts in the report. */
   headerLength: number;
   sealed: AsyncIterable<Uint8Array>;
-  /** The index and footer, when they could be read and authenticated beforehand (a file). */
-  index?: { entries: IndexEntry[]; footer: Footer } | null;
+  /**
+   * What a file's footer and index told beforehand: the footer, and the index entries that
+   * could be read (`complete`: all of them).
+   */
+  index?: { footer: Footer; entries: IndexEntry[]; complete: boolean } | null;
   sink: SalvageSink;
   signal?: AbortSignal;
   /** How the restore target compares names (name-folding.ts), for the path rules. */
@@ -84,6 +87,10 @@ class Runs {
   private readonly it: AsyncIterator<SegmentState>;
   /** Damaged segments, as inclusive ranges. */
   readonly damaged: Array<[number, number]> = [];
+  /** The last FOOTER_LEN plaintext bytes of the last intact segment met (copied: pieces are freed once read). */
+  tail = Buffer.alloc(0);
+  /** That segment's index. */
+  tailSegment = -1;
 
   constructor(feed: AsyncIterable<SegmentState>, private readonly end: PayloadEnd) {
     this.it = feed[Symbol.asyncIterator]();
@@ -101,6 +108,10 @@ class Runs {
       const last = this.damaged[this.damaged.length - 1];
       if (last && last[1] === r.value.index - 1) last[1]++;
       else this.damaged.push([r.value.index, r.value.index]);
+    } else {
+      this.tail = Buffer.concat([this.tail, ...r.value.plain.slice(-2)]).subarray(-FOOTER_LEN);
+      this.tail = Buffer.from(this.tail);
+      this.tailSegment = r.value.index;
     }
     return r.value;
   }
@@ -177,13 +188,16 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
   const found: FoundEntry[] = [];
   /** Records from a proven boundary that damage cut: their heads are authenticated. */
   const cut: Array<{ path: string; offset: number }> = [];
-  let known = o.index ?? null;
-  /** The index read from the stream: as far as it goes, and whether it is all there. */
+  /** The whole index, known beforehand: it says where every record starts. */
+  const known = o.index?.complete ? o.index : null;
+  let footer = o.index?.footer ?? null;
+  /** Index entries read from the stream, as far as it goes; `indexProven`: all of it, confirmed. */
   let streamIndex: IndexEntry[] = [];
-  let indexEnd: number | null = known ? known.footer.indexOffset + known.footer.indexLength : null;
+  let indexProven = false;
+  let indexEnd: number | null = footer ? footer.indexOffset + footer.indexLength : null;
   let seq = 0;
-  /** Where the walk met the index marker from a proven boundary: no record lies after it. */
-  let indexMarker: number | null = null;
+  /** Where the records end (the index marker), once known: no record lies after it. */
+  let indexMarker: number | null = footer?.indexOffset ?? null;
   /** Offsets of records found by scanning, to check against an index met later. */
   const scanned = new Set<number>();
 
@@ -231,34 +245,57 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
     return true;
   }
 
-  /** The index, met at `at` by a walk from a proven boundary, then the padding and the footer. */
-  async function indexRegion(src: StreamSource, at: number): Promise<void> {
-    indexMarker = at;
+  /**
+   * The index met at `at` at the end of a chain of records, then the padding and the footer.
+   * After a candidate (not `proven`) it counts only if the footer confirms it; false if not.
+   */
+  async function indexRegion(src: StreamSource, at: number, proven: boolean): Promise<boolean> {
     if (known) {
       if (at !== known.footer.indexOffset) throw corruptError('the footer does not point at the index');
-    } else {
+      while (await src.next());
+      return true;
+    }
+    let recordsEnd: number | null = null;
+    try {
       // The index lists the records in order, the last one ending at the index: that is how its
-      // end is known without the footer.
-      let last = at === 0;
-      while (!last) {
-        const pos = await src.read(16);
-        const head = await readHead(src);
-        const tail = await readTail(src);
-        const e: IndexEntry = { ...head, ...tail, offset: Number(pos.readBigUInt64BE(0)), length: Number(pos.readBigUInt64BE(8)) };
+      // end is known without the footer. What is read is kept for naming entries even if damage
+      // cuts it short.
+      streamIndex = [];
+      for (let last = at === 0; !last; ) {
+        const e = await readIndexRecord(src);
         const prev = streamIndex[streamIndex.length - 1];
         if (e.offset + e.length > at || (prev && e.offset < prev.offset + prev.length)) throw corruptError('the index is inconsistent');
         streamIndex.push(e);
         last = e.offset + e.length === at;
       }
-      indexEnd = src.position;
+      recordsEnd = src.position;
+      // Padding and footer: only the last FOOTER_LEN bytes are kept.
+      let tail = Buffer.alloc(0);
+      for (let b = await src.next(); b; b = await src.next()) tail = Buffer.concat([tail, b]).subarray(-FOOTER_LEN);
+      const f = decodeFooter(Buffer.from(tail), src.position);
+      if (f.indexOffset !== at || f.indexLength !== recordsEnd - at || f.entryCount !== streamIndex.length) throw corruptError('the footer does not match the index');
+      footer = f;
+    } catch (err) {
+      if (err instanceof Hole) {
+        // Damage after the index (padding, footer): reached from a proven boundary, the index
+        // read whole stands without the footer.
+        if (proven) {
+          indexMarker = at;
+          if (recordsEnd !== null) {
+            indexEnd = recordsEnd;
+            indexProven = true;
+          }
+        }
+        throw err;
+      }
+      if (proven) throw err;
+      streamIndex = [];
+      return false;
     }
-    // Padding and footer: only the last FOOTER_LEN bytes are kept.
-    let tail = Buffer.alloc(0);
-    for (let b = await src.next(); b; b = await src.next()) tail = Buffer.concat([tail, b]).subarray(-FOOTER_LEN);
-    const f = decodeFooter(Buffer.from(tail), src.position);
-    if (f.indexOffset !== at || f.indexLength !== indexEnd! - at || (!known && f.entryCount !== streamIndex.length)) {
-      throw corruptError('the footer does not match the index');
-    }
+    indexEnd = recordsEnd;
+    indexMarker = at;
+    indexProven = true;
+    return true;
   }
 
   /**
@@ -277,11 +314,7 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
         if (proven || err instanceof Hole) throw err;
         return src;
       }
-      if (rec.kind === 'index') {
-        if (!proven) return src; // an 'I' after a candidate proves nothing
-        await indexRegion(src, rec.offset);
-        return null;
-      }
+      if (rec.kind === 'index') return (await indexRegion(src, rec.offset, proven)) ? null : src;
       if (!(await record(reader, rec.head, rec.offset, proven))) return src;
     }
   }
@@ -382,7 +415,17 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
 
   // An index read from the stream is authenticated: records found by scanning that it does not
   // list as they are were not records, and those from proven boundaries must agree with it.
-  const complete = known?.entries ?? (indexEnd !== null ? streamIndex : null);
+  // The footer, if the walk did not get to it but the final segment authenticated.
+  if (!footer && end.kind === 'final' && runs.tailSegment === end.segments - 1) {
+    try {
+      footer = decodeFooter(runs.tail, end.bytes - end.appended - end.segments * TAG_LEN);
+      indexMarker ??= footer.indexOffset;
+      indexEnd ??= footer.indexOffset + footer.indexLength;
+    } catch {
+      /* not a footer: it is damaged */
+    }
+  }
+  const complete = known?.entries ?? (indexProven ? streamIndex : null);
   let kept = found;
   if (complete && !known) {
     const byOffset = new Map(complete.map((e) => [e.offset, e]));
@@ -398,9 +441,92 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
     found: kept,
     report: damageReport({
       segmentSize: seg, headerLength: o.headerLength, end, damaged: runs.damaged, plainTotal,
-      found: kept, index: complete ?? streamIndex, indexComplete: complete !== null, cut, recordsEnd: indexMarker,
+      found: kept, index: complete ?? [...(o.index?.entries ?? []), ...streamIndex], indexComplete: complete !== null, cut,
+      recordsEnd: indexMarker, entries: footer?.entryCount ?? null,
     }),
   };
+}
+
+const isCorrupt = (err: unknown) => err instanceof BackupctlError && err.code === Exit.corrupt;
+
+/** One index record: offset(8) length(8) head tail (backupctl-format(5) "Index"). */
+async function readIndexRecord(src: ByteSource): Promise<IndexEntry> {
+  const pos = await src.read(16);
+  const head = await readHead(src);
+  const tail = await readTail(src);
+  return { ...head, ...tail, offset: Number(pos.readBigUInt64BE(0)), length: Number(pos.readBigUInt64BE(8)) };
+}
+
+/**
+ * Index records from the start of `b` to its very end, in order, the last one ending at the
+ * index marker `at`; null if `b` is not exactly such a run of records.
+ */
+async function indexRun(b: Buffer, at: number): Promise<IndexEntry[] | null> {
+  const src = new BufferSource(b);
+  const out: IndexEntry[] = [];
+  try {
+    while (!src.done) {
+      const e = await readIndexRecord(src);
+      const prev = out[out.length - 1];
+      if (e.offset + e.length > at || (prev && e.offset < prev.offset + prev.length)) return null;
+      out.push(e);
+    }
+  } catch {
+    return null;
+  }
+  const last = out[out.length - 1];
+  return last && last.offset + last.length === at ? out : null;
+}
+
+/**
+ * What a file's footer and index tell, as far as their segments authenticate: the footer gives
+ * the index's place and length, so the index records after damage to it are found by trying each
+ * position after the damage for a run of records that ends exactly at the index's end.
+ */
+async function indexOfFile(a: ArchiveFile): Promise<SalvageInput['index']> {
+  let footer: Footer;
+  try {
+    footer = await a.footer();
+  } catch (err) {
+    if (!isCorrupt(err)) throw err;
+    return null;
+  }
+  try {
+    return { footer, entries: await readIndex(a), complete: true };
+  } catch (err) {
+    if (!isCorrupt(err)) throw err;
+  }
+  const seg = a.header.segmentSize;
+  const at = footer.indexOffset;
+  const end = at + footer.indexLength;
+  const intact: boolean[] = [];
+  for (let s = Math.floor(at / seg); s <= Math.floor((end - 1) / seg); s++) intact[s] = await a.checkSegment(s).then(() => true, () => false);
+  const entries: IndexEntry[] = [];
+  // From the marker to the first damaged segment.
+  let s = Math.floor(at / seg);
+  while (intact[s]) s++;
+  if (s > Math.floor(at / seg)) {
+    const head = new BufferSource((await a.readRange(at, Math.min(end, s * seg) - at)).subarray(1));
+    try {
+      while (!head.done) entries.push(await readIndexRecord(head));
+    } catch {
+      /* the last record runs into the damage */
+    }
+  }
+  // After the last damaged segment to the end of the index.
+  let t = Math.floor((end - 1) / seg);
+  while (intact[t]) t--;
+  if (t < Math.floor((end - 1) / seg)) {
+    const tail = await a.readRange((t + 1) * seg, end - (t + 1) * seg);
+    for (let p = 0; p < tail.length; p++) {
+      const run = await indexRun(tail.subarray(p), at);
+      if (run) {
+        entries.push(...run);
+        break;
+      }
+    }
+  }
+  return { footer, entries, complete: entries.length === footer.entryCount };
 }
 
 /**
@@ -408,14 +534,7 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
  * say where every record starts); a stream's index can only be met at the end.
  */
 export async function salvageArchive(a: ArchiveFile | ArchiveStream, sink: SalvageSink = NO_SINK, signal?: AbortSignal, folding?: Folding): Promise<SalvageResult> {
-  let index: SalvageInput['index'] = null;
-  if (a instanceof ArchiveFile) {
-    try {
-      index = { footer: await a.footer(), entries: await readIndex(a) };
-    } catch (err) {
-      if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) throw err;
-    }
-  }
+  const index = a instanceof ArchiveFile ? await indexOfFile(a) : null;
   const { key, bytes } = a.sealedPayload();
   return salvage({ key, segmentSize: a.header.segmentSize, headerLength: a.header.headerLength, sealed: bytes, index, sink, signal, folding });
 }
@@ -426,7 +545,7 @@ export async function salvageArchive(a: ArchiveFile | ArchiveStream, sink: Salva
  * (authenticated data that breaks the format, or something else went wrong).
  */
 export async function explainDamage(a: ArchiveFile, err: unknown, then: (r: DamageReport) => string = () => ''): Promise<unknown> {
-  if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) return err;
+  if (!isCorrupt(err)) return err;
   try {
     const { report } = await salvageArchive(a);
     return isDamaged(report) ? damageError(report, then(report)) : err;

@@ -49,7 +49,7 @@ export function register(program: Command): void {
         if (ctx.json) emitJson({ ok: lost.length === 0, dir: opts.dir, ...counts, seconds, ...(damage ? { damaged: isDamaged(damage), ...damageJson(damage) } : {}) });
         else {
           for (const l of lost) {
-            const what = l.path === null ? `entries in segments ${l.segments[0]}..${l.segments[1]} (names unknown)` : `${termSafe(l.path)}${l.size === null ? '' : ` (${l.size} bytes)`}`;
+            const what = l.path === null ? `${l.count ?? 'the'} entries in segments ${l.segments[0]}..${l.segments[1]} (names unknown)` : `${termSafe(l.path)}${l.size === null ? '' : ` (${l.size} bytes)`}`;
             info(`lost: ${what}: ${l.why}`);
           }
           info(`Restored ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}, ${(res.bytes / 1e6).toFixed(1)} MB) into ${opts.dir} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
