@@ -529,6 +529,19 @@ async function indexOfFile(a: ArchiveFile): Promise<SalvageInput['index']> {
   return { footer, entries, complete: entries.length === footer.entryCount };
 }
 
+/** Do the footer and every segment the index lies in authenticate, so that it can be read as is? */
+export async function indexIntact(a: ArchiveFile): Promise<boolean> {
+  try {
+    const f = await a.footer();
+    const seg = a.header.segmentSize;
+    for (let s = Math.floor(f.indexOffset / seg); s <= Math.floor((f.indexOffset + f.indexLength - 1) / seg); s++) await a.checkSegment(s);
+    return true;
+  } catch (err) {
+    if (!isCorrupt(err)) throw err;
+    return false;
+  }
+}
+
 /**
  * Salvage an unlocked archive: a file's index and footer are used when they authenticate (they
  * say where every record starts); a stream's index can only be met at the end.

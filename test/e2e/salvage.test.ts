@@ -226,3 +226,27 @@ describe('restore --salvage: the index, the footer, the padding', () => {
     expect(j.lost).toEqual([]);
   });
 });
+
+describe('inspect --list on a damaged archive', () => {
+  it.each([
+    ['truncated at 50%', () => good.subarray(0, Math.floor(good.length * 0.5)), () => Math.floor((Math.floor(good.length * 0.5) - L.headerLength) / SEALED), (): number[] => []],
+    ['the index damaged', () => flip(good, fileOffset(L.indexOffset + 20)), () => L.segments, () => [segOf(L.indexOffset + 20)]],
+  ] as const)('%s: lists exactly the intact entries, then says what is lost (exit 5)', async (name, make, present, damaged) => {
+    const file = join(home, `inspect-${name.replace(/\W+/g, '-')}.bkp`);
+    await writeFile(file, make());
+    const intact = intactEntries(new Set(damaged()), present());
+    const [human, json] = await Promise.all([
+      runCli(['inspect', '--list', file, ...code()], { configDir }),
+      runCli(['inspect', '--list', '--json', file, ...code()], { configDir }),
+    ]);
+    expect(human.exitCode, human.stderr).toBe(5);
+    expect(human.stderr).toMatch(/^backupctl: [^\n]*entries intact; listed the entries that are intact\n$/);
+    const listed = human.stdout.split('\n').flatMap((l) => /^ {4}[-dl][rwx-]{9} +\d+ \S+ \S+ (.*?)(?: -> .*)?$/.exec(l)?.slice(1) ?? []);
+    expect(listed.sort()).toEqual(intact.map((e) => e.path).sort());
+    expect(json.exitCode).toBe(5);
+    const j = onlyJson<{ ok: boolean; entries: Array<{ path: string; sha256?: string }>; error: { kind: string } }>(json);
+    expect(j.ok).toBe(false);
+    expect(j.error.kind).toBe('corrupt');
+    expect(j.entries.map((e) => e.path).sort()).toEqual(intact.map((e) => e.path).sort());
+  });
+});

@@ -11,7 +11,10 @@ import { indexBatches, readIndex } from '../../archive/records.js';
 import { EntryType, TAG_LEN } from '../../archive/format.js';
 import type { IndexEntry } from '../../archive/entries.js';
 import type { ParsedHeader } from '../../archive/header.js';
-import { action, emitJson, print, type RunContext } from '../run.js';
+import { Exit, exitName, type ExitCode } from '../../errors.js';
+import { damageError, damageJson, isDamaged } from '../../archive/damage.js';
+import { indexIntact, salvageArchive } from '../../archive/salvage.js';
+import { action, emitJson, print, reportFailure, type RunContext } from '../run.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 import { formatCrypt15Inspection, inspectCrypt15 } from '../../legacy/inspect.js';
@@ -91,7 +94,7 @@ export function register(program: Command): void {
   ).action(action((ctx, file: string, opts: UnlockOptions) => inspect(ctx, file, { ...opts, list: true })));
 }
 
-async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { list?: boolean }): Promise<void> {
+async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { list?: boolean }): Promise<ExitCode | void> {
   const legacy = await inspectCrypt15(file); // a WhatsApp 64-digit-key backup: its header, no key
   if (legacy) {
     if (ctx.json) emitJson({ ok: true, ...legacy });
@@ -122,9 +125,22 @@ async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { li
       return;
     }
     if (opts.list) archive.attachKey(await unlock(archive.header, opts, ctx.signal));
+    // A damaged footer or index: list the entries a salvage walk proves intact, and end with
+    // the account of what is damaged and lost (exit 5).
+    const walked = opts.list && !(await indexIntact(archive)) ? await salvageArchive(archive) : null;
+    const damage = walked && isDamaged(walked.report) ? walked : null;
+    const intact: IndexEntry[] = damage ? damage.found.map((f) => ({ ...f.meta, offset: f.offset, length: f.length })) : [];
+    const damageMessage = damage ? damageError(damage.report, '; listed the entries that are intact').message : '';
     if (ctx.json) {
       const result = { ok: true, ...env, authenticated: !!opts.list, slots };
       if (!opts.list) return emitJson(result);
+      if (damage) {
+        const error = { exitCode: Exit.corrupt, kind: exitName[Exit.corrupt], message: damageMessage };
+        const failed = { ...result, ok: false, damage: damageJson(damage.report), error };
+        await writeLines(JSON.stringify(failed).slice(0, -1) + ',"entries":[', [intact], (e, i) => (i ? ',' : '') + JSON.stringify(entryJson(e)), ']}');
+        process.stderr.write(JSON.stringify({ type: 'error', ...error }) + '\n');
+        return Exit.corrupt;
+      }
       // The whole index is read first (one JSON object, even when it turns out damaged),
       // then the same object emitJson would print is written in pieces: one string of
       // 100,000 entries would be tens of MB.
@@ -148,13 +164,21 @@ async function inspect(ctx: RunContext, file: string, opts: UnlockOptions & { li
       print(...head);
       return;
     }
-    // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
-    // grow with the entries (a damaged index stops the listing where the damage is).
     // Labels, parameters, paths and link targets are the archive's: each line is made
     // terminal-safe whole, so none can break out of its line (backupctl(1) OUTPUT).
+    const line = (e: IndexEntry) =>
+      termSafe(`    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}`) + '\n';
+    if (damage) {
+      const total = damage.report.entries;
+      head.push(`  entries (${intact.length} intact${total !== null ? ` of ${total}` : ''}):`);
+      await writeLines(head.map(termSafe).join('\n') + '\n', [intact], line, '');
+      reportFailure(Exit.corrupt, damageMessage, false);
+      return Exit.corrupt;
+    }
+    // Listed as the index is decrypted, like tar -t: no entry is kept, so memory does not
+    // grow with the entries.
     head.push(`  entries (${(await archive.footer()).entryCount}):`);
-    await writeLines(head.map(termSafe).join('\n') + '\n', indexBatches(archive), (e) =>
-      termSafe(`    ${modeString(e)} ${String(e.size).padStart(12)} ${isoTime(e).slice(0, 19).replace('T', ' ')} ${e.path}${e.type === EntryType.Symlink ? ` -> ${e.target}` : ''}`) + '\n', '');
+    await writeLines(head.map(termSafe).join('\n') + '\n', indexBatches(archive), line, '');
   } finally {
     await archive.close();
   }
