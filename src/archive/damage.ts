@@ -63,6 +63,8 @@ interface ReportInput {
 const sealedBytes = (plain: number, seg: number) => plain + Math.ceil(plain / seg) * TAG_LEN;
 const plural = (n: number, one: string, many: string) => (n === 1 ? one : many);
 
+const segmentsWord = (ranges: ReadonlyArray<[number, number]>) => (ranges.length === 1 && ranges[0]![0] === ranges[0]![1] ? 'segment' : 'segments');
+
 export function segmentRanges(ranges: ReadonlyArray<[number, number]>): string {
   const shown = ranges.slice(0, 10).map(([a, b]) => (a === b ? `${a}` : `${a}..${b}`));
   return shown.join(', ') + (ranges.length > 10 ? ', ...' : '');
@@ -90,7 +92,7 @@ export function damageReport(i: ReportInput): DamageReport {
   const why = (first: number, last: number): string => {
     const parts: string[] = [];
     const hit = i.damaged.filter(([a, b]) => a <= last && b >= first).map(([a, b]): [number, number] => [Math.max(a, first), Math.min(b, last)]);
-    if (hit.length) parts.push(`${plural(hit.length === 1 && hit[0]![0] === hit[0]![1] ? 1 : 2, 'segment', 'segments')} ${segmentRanges(hit)} damaged`);
+    if (hit.length) parts.push(`${segmentsWord(hit)} ${segmentRanges(hit)} damaged`);
     if (missingFrom !== null && last >= missingFrom) parts.push(`segment${last > missingFrom ? 's' : ''} ${missingFrom}${last > missingFrom ? `..${last}` : ''} missing (truncated)`);
     return parts.join(', ') || 'its record could not be proven intact';
   };
@@ -152,10 +154,7 @@ export function describeDamage(r: DamageReport): string {
       ? `truncated: ${r.bytes} of ${t.totalBytes} bytes present (the last ${k} ${plural(k, 'segment is', 'segments are')} missing)`
       : `truncated: ${r.bytes} of at least ${t.totalBytes} bytes present (at least the last ${k} ${plural(k, 'segment is', 'segments are')} missing)`);
   }
-  if (r.damaged.length) {
-    const one = r.damaged.length === 1 && r.damaged[0]![0] === r.damaged[0]![1];
-    parts.push(`${one ? 'segment' : 'segments'} ${segmentRanges(r.damaged)} damaged`);
-  }
+  if (r.damaged.length) parts.push(`${segmentsWord(r.damaged)} ${segmentRanges(r.damaged)} damaged`);
   if (r.appended) parts.push(`${r.appended} bytes after the final segment`);
   return parts.join('; ');
 }

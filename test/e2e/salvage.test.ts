@@ -250,3 +250,30 @@ describe('inspect --list on a damaged archive', () => {
     expect(j.entries.map((e) => e.path).sort()).toEqual(intact.map((e) => e.path).sort());
   });
 });
+
+describe('restore --salvage: nothing lost, and --only', () => {
+  it('an intact archive comes back whole, exit 0, with no word of damage', async () => {
+    const dest = join(home, 'intact');
+    const r = await runCli(['restore', '--salvage', join(home, 'good.bkp'), '-d', dest, ...code()], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).not.toMatch(/warning|lost|damaged/);
+    expect(await snapshot(dest)).toEqual(source);
+  });
+
+  it('with --only, only the selection is restored and only its losses count', async () => {
+    const video = L.index.find((e) => e.path.endsWith('.mp4'))!;
+    const s = segOf(video.offset + Math.floor(video.length / 2));
+    const file = join(home, 'only.bkp');
+    await writeFile(file, flip(good, segStart(s) + 77));
+    const [lost, fine] = await Promise.all([
+      runCli(['restore', '--json', '--salvage', file, '-d', join(home, 'only-video'), '--only', 'Media/WhatsApp Video', ...code()], { configDir }),
+      runCli(['restore', '--json', '--salvage', file, '-d', join(home, 'only-chat'), '--only', '_chat.txt', ...code()], { configDir }),
+    ]);
+    expect(lost.exitCode, lost.stderr).toBe(10);
+    expect(onlyJson<SalvageJson>(lost).lost.map((l) => l.path)).toEqual([video.path]);
+    expect(Object.keys(await snapshot(join(home, 'only-video'))).sort()).toEqual(['Media', 'Media/WhatsApp Video']);
+    expect(fine.exitCode, fine.stderr).toBe(0);
+    expect(onlyJson<SalvageJson>(fine).lost).toEqual([]);
+    expect(await snapshot(join(home, 'only-chat'))).toEqual({ '_chat.txt': source['_chat.txt'] });
+  });
+});
