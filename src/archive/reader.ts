@@ -5,7 +5,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { corruptError, ioError, noKeyError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
 import { ByteQueue } from '../util/bytequeue.js';
-import { FOOTER_LEN, PREAMBLE_LEN } from './format.js';
+import { FOOTER_LEN, PREAMBLE_LEN, TAG_LEN } from './format.js';
 import { headerLengthFromPreamble, looksLikeArchive, parseHeader, readHeaderFrom, confirmFileKey, type ParsedHeader } from './header.js';
 import { decodeFooter, type Footer } from './entries.js';
 import { freeBuffers, openSegment, openStream, payloadKey, segmentKey, segmentLayout } from './stream.js';
@@ -70,13 +70,17 @@ export class ArchiveFile implements Archive {
     return (this.geometry ??= segmentLayout(this.size - this.header.headerLength, this.header.segmentSize));
   }
 
-  /** The payload key and the sealed payload bytes in order (salvage.ts opens them itself). */
+  /**
+   * The payload key and the sealed payload bytes in order (salvage.ts opens them itself), read a
+   * sealed segment at a time, so that each can be freed as soon as it is opened.
+   */
   sealedPayload(): SealedPayload {
     const { fh, size, path } = this;
     const start = this.header.headerLength;
+    const sealedSize = this.header.segmentSize + TAG_LEN;
     async function* bytes() {
       for (let at = start; at < size; ) {
-        const buf = Buffer.allocUnsafe(Math.min(1 << 20, size - at));
+        const buf = Buffer.allocUnsafe(Math.min(sealedSize, size - at));
         const { bytesRead } = await fh.read(buf, 0, buf.length, at);
         if (bytesRead === 0) throw corruptError(`${path} shrank while being read`);
         at += bytesRead;

@@ -7,7 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { ByteQueue } from '../util/bytequeue.js';
 import { TAG_LEN } from './format.js';
 import { padme } from './entries.js';
-import { openSegment } from './stream.js';
+import { freeBuffers, openSegment } from './stream.js';
 
 /** One segment of the payload: its plaintext pieces when it authenticated, else null (damaged). */
 export interface SegmentState {
@@ -74,6 +74,7 @@ export async function* surveySegments(key: KeyObject, segmentSize: number, seale
         }
       }
       end.segments++;
+      freeBuffers([sealed]); // opened: only the plaintext is needed now
       yield { index: index++, plain };
       if (finalSeen) break;
     }
@@ -102,5 +103,6 @@ export async function* surveySegments(key: KeyObject, segmentSize: number, seale
     end.kind = 'damaged';
     end.firstMissing = null;
   }
+  freeBuffers([sealed]);
   yield { index, plain };
 }
