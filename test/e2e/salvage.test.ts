@@ -175,6 +175,12 @@ describe('restore --salvage: damaged segments', () => {
     const segs = [2, 40, 41, Math.floor(L.segments / 3), Math.floor((2 * L.segments) / 3)];
     const j = await check('flip-several', flip(good, ...segs.map((s) => segStart(s) + 9)), segs, { stdin: true });
     expect(j.damagedSegments).toEqual(segs);
+    // From a pipe, which cannot be read twice, a normal restore still points to --salvage.
+    const dest = join(home, 'normal-stdin');
+    const r = await runCli(['restore', '-', '-d', dest, ...code()], { configDir, inputFile: join(home, 'flip-several.bkp') });
+    expect(r.exitCode).toBe(5);
+    expect(r.stderr).toMatch(/^backupctl: payload segment 2 failed authentication [^\n]*; nothing was restored; restore --salvage recovers every intact entry\n$/);
+    expect(await exists(dest)).toBe(false);
   }, 120_000);
 });
 
