@@ -5,11 +5,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ArchiveFile, unlockHeader } from '../../src/archive/reader.js';
-import { readIndex } from '../../src/archive/records.js';
 import { TAG_LEN } from '../../src/archive/format.js';
 import type { IndexEntry } from '../../src/archive/entries.js';
-import { recoveryIdentity } from '../../src/keys/recovery-code.js';
+import { mapArchive } from '../support/archive-map.js';
 import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
 
 const SEG = 4096; // small segments, so the payload has hundreds of them
@@ -40,23 +38,17 @@ beforeAll(async () => {
   const r = await runCli(['create', join(home, 'export'), '-o', path, '--segment-size', String(SEG)], { configDir });
   expect(r.exitCode, r.stderr).toBe(0);
   good = await readFile(path);
-  const a = await ArchiveFile.open(path);
-  try {
-    a.attachKey(await unlockHeader(a.header, [recoveryIdentity(rc.code)]));
-    const footer = await a.footer();
-    layout = {
-      headerLength: a.header.headerLength,
-      jsonStart: 14,
-      macStart: a.header.headerLength - 32,
-      segments: a.segmentCount,
-      sealed: SEG + TAG_LEN,
-      index: await readIndex(a),
-      indexOffset: footer.indexOffset,
-      plainSize: a.plainSize,
-    };
-  } finally {
-    await a.close();
-  }
+  const m = await mapArchive(path, rc.code);
+  layout = {
+    headerLength: m.headerLength,
+    jsonStart: 14,
+    macStart: m.headerLength - 32,
+    segments: m.segments,
+    sealed: SEG + TAG_LEN,
+    index: m.index,
+    indexOffset: m.footer.indexOffset,
+    plainSize: m.plainSize,
+  };
   expect(layout.segments).toBeGreaterThan(100);
 });
 afterAll(() => cleanup());

@@ -11,10 +11,9 @@ import { chunkedContent, writeArchive, type SourceEntry } from '../../src/archiv
 import { MemorySink } from '../../src/archive/output.js';
 import { Codec, EntryType, REC_ENTRY, TAG_LEN } from '../../src/archive/format.js';
 import { encodeHead, encodeTail, type EntryMeta, type IndexEntry } from '../../src/archive/entries.js';
-import { ArchiveFile, unlockHeader } from '../../src/archive/reader.js';
-import { readIndex } from '../../src/archive/records.js';
 import { recipientFromEntry } from '../../src/config.js';
-import { recoveryIdentity, recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
+import { recoveryRecipientEntry } from '../../src/keys/recovery-code.js';
+import { mapArchive } from '../support/archive-map.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
 
 const SEG = 4096;
@@ -42,13 +41,8 @@ async function craft(specs: Spec[]): Promise<{ bytes: Buffer; index: IndexEntry[
   const bytes = Buffer.from(sink.bytes);
   const file = join(home, `tmp-${Math.random().toString(36).slice(2)}.bkp`);
   await writeFile(file, bytes);
-  const a = await ArchiveFile.open(file);
-  try {
-    a.attachKey(await unlockHeader(a.header, [recoveryIdentity(rc.code)]));
-    return { bytes, index: await readIndex(a), headerLength: a.header.headerLength };
-  } finally {
-    await a.close();
-  }
+  const { index, headerLength } = await mapArchive(file, rc.code);
+  return { bytes, index, headerLength };
 }
 
 /** A complete, well-formed entry record for a stored file, as a writer would emit it. */
@@ -91,7 +85,7 @@ describe('restore --salvage: hostile archives', () => {
     // Two archives of the same paths and sizes, so that B's segments sit where A's would.
     const paths = Array.from({ length: 60 }, (_, i) => `chat/media-${String(i).padStart(2, '0')}.bin`);
     const sizes = paths.map((_, i) => 300 + ((i * 389) % 3000));
-    const mk = () => [{ path: 'chat', dir: true as const }, ...paths.map((p, i) => ({ path: p, data: randomBytes(sizes[i]!) }))];
+    const mk = (): Spec[] => [{ path: 'chat', dir: true }, ...paths.map((p, i) => ({ path: p, data: randomBytes(sizes[i]!) }))];
     const specA = mk();
     const specB = mk();
     const A = await craft(specA);

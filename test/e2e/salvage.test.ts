@@ -8,11 +8,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { ArchiveFile, unlockHeader } from '../../src/archive/reader.js';
-import { readIndex } from '../../src/archive/records.js';
 import { TAG_LEN } from '../../src/archive/format.js';
 import type { IndexEntry } from '../../src/archive/entries.js';
-import { recoveryIdentity } from '../../src/keys/recovery-code.js';
+import { mapArchive } from '../support/archive-map.js';
 import {
   STACK_TRACE, exists, exportTreeSpec, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, writeTree,
   type RecoveryCode, type SnapEntry, type TreeSpec,
@@ -56,14 +54,8 @@ beforeAll(async () => {
   const r = await runCli(['create', join(home, 'export'), '-o', path, '--segment-size', String(SEG)], { configDir });
   expect(r.exitCode, r.stderr).toBe(0);
   good = await readFile(path);
-  const a = await ArchiveFile.open(path);
-  try {
-    a.attachKey(await unlockHeader(a.header, [recoveryIdentity(rc.code)]));
-    const f = await a.footer();
-    L = { headerLength: a.header.headerLength, segments: a.segmentCount, index: await readIndex(a), indexOffset: f.indexOffset, indexEnd: f.indexOffset + f.indexLength, plainSize: a.plainSize };
-  } finally {
-    await a.close();
-  }
+  const m = await mapArchive(path, rc.code);
+  L = { ...m, indexOffset: m.footer.indexOffset, indexEnd: m.footer.indexOffset + m.footer.indexLength };
   expect(L.index.length).toBeGreaterThan(300);
   expect(L.index.filter((e) => e.length > SEG).length).toBeGreaterThan(3);
 }, 60_000);
