@@ -411,8 +411,6 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
     }
   }
 
-  // An index read from the stream is authenticated: records found by scanning that it does not
-  // list as they are were not records, and those from proven boundaries must agree with it.
   // The footer, if the walk did not get to it but the final segment authenticated.
   if (!footer && end.kind === 'final' && runs.tailSegment === end.segments - 1) {
     try {
@@ -424,6 +422,8 @@ export async function salvage(o: SalvageInput): Promise<SalvageResult> {
     }
   }
   const complete = known?.entries ?? (indexProven ? streamIndex : null);
+  // An index read from the stream is authenticated: records found by scanning that it does not
+  // list as they are were not records, and those from proven boundaries must agree with it.
   let kept = found;
   if (complete && !known) {
     const byOffset = new Map(complete.map((e) => [e.offset, e]));
