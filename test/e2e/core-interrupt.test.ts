@@ -118,17 +118,18 @@ describe('two creates to the same output at once', () => {
 });
 
 describe('interrupted restore leaves DIR as it was', () => {
-  for (const [signal, how] of [['SIGINT', 'file'], ['SIGTERM', 'stdin']] as const) {
-    it(`${signal} mid-way (${how}): exit 130; a DIR with content is unchanged, a new DIR is gone`, async () => {
-      const used = join(home, `rint-used-${signal}`);
+  // --salvage stages content under other names and moves it at the end: the same promise.
+  for (const [signal, how, salvage] of [['SIGINT', 'file', []], ['SIGTERM', 'stdin', []], ['SIGINT', 'file', ['--salvage']], ['SIGTERM', 'stdin', ['--salvage']]] as const) {
+    it(`${signal} mid-way (${how}${salvage.length ? ', --salvage' : ''}): exit 130; a DIR with content is unchanged, a new DIR is gone`, async () => {
+      const used = join(home, `rint-used-${signal}${salvage.length ? '-salvage' : ''}`);
       await mkdir(join(used, 'Media'), { recursive: true });
       await writeFile(join(used, 'Media', 'mine.txt'), 'mine\n');
       const before = await snapshot(used);
-      const fresh = join(home, `rint-new-${signal}`);
+      const fresh = join(home, `rint-new-${signal}${salvage.length ? '-salvage' : ''}`);
       for (const dest of [used, fresh]) {
         const p = how === 'file'
-          ? startCli(['restore', bigArchive, '-d', dest, ...code()], { configDir })
-          : startCli(['restore', '-', '-d', dest, ...code()], { configDir, inputFile: bigArchive });
+          ? startCli(['restore', ...salvage, bigArchive, '-d', dest, ...code()], { configDir })
+          : startCli(['restore', ...salvage, '-', '-d', dest, ...code()], { configDir, inputFile: bigArchive });
         await waitFor(stagingOf(dest, 50), 'the restore to be well under way');
         p.kill(signal);
         const r = await p;
