@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { ArchiveFile, ArchiveStream } from '../../archive/reader.js';
 import { restoreArchive } from '../../archive/restore.js';
-import { describeDamage, damageJson, isDamaged } from '../../archive/damage.js';
+import { describeDamage, describeLoss, damageJson, isDamaged } from '../../archive/damage.js';
 import { BackupctlError, Exit, usageError } from '../../errors.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info, warn } from '../run.js';
@@ -53,7 +53,7 @@ export function register(program: Command): void {
             info(`lost: ${what}: ${l.why}`);
           }
           info(`Restored ${count(res.entries, 'entry', 'entries')} (${count(res.files, 'file')}, ${(res.bytes / 1e6).toFixed(1)} MB) into ${opts.dir} in ${seconds.toFixed(1)} s${res.replaced ? `; replaced ${res.replaced} existing` : ''}`);
-          if (damage && isDamaged(damage)) warn(`${describeDamage(damage)}; ${lost.length ? `${lost.length} lost (listed above)` : 'no entry was lost'}`);
+          if (damage && isDamaged(damage)) warn(`${describeDamage(damage)}; ${describeLoss(damage)}`);
         }
         return lost.length ? Exit.salvaged : Exit.ok;
       } finally {
