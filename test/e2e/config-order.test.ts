@@ -37,8 +37,15 @@ async function failsCleanly(args: string[], code: number, line: RegExp) {
   const arch = await readFile(archive);
   const r = await cli(args);
   expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(code);
-  expect(r.stderr).toMatch(new RegExp(`^backupctl: ${line.source}`));
-  expect(r.stderr.split('\n').filter((l) => l.startsWith('backupctl: ')), r.stderr).toHaveLength(1);
+  if (args.includes('--json')) {
+    // With --json, stderr holds only JSON lines: the failure is one {type:error} line there.
+    const errors = r.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l)).filter((o) => o.type === 'error');
+    expect(errors, r.stderr).toHaveLength(1);
+    expect(errors[0].message).toMatch(line);
+  } else {
+    expect(r.stderr).toMatch(new RegExp(`^backupctl: ${line.source}`));
+    expect(r.stderr.split('\n').filter((l) => l.startsWith('backupctl: ')), r.stderr).toHaveLength(1);
+  }
   expect(r.stderr).not.toMatch(STACK_TRACE);
   expect(r.stderr).not.toMatch(CODE_RE);
   expect(r.stdout).not.toMatch(CODE_RE);
