@@ -64,7 +64,7 @@ describe('the recovery-code prompt at a terminal', () => {
     });
     expect(r.screens[0]).toMatch(PROMPT_LINE);
     expect(r.screens[1]).toMatch(/^\? Recovery code: /m);
-    expect(r.screens[1]).toMatch(/group 3 \([0-9A-Z]{5}\) has a typo/);
+    expect(r.screens[1]).toMatch(/group 3 has a typo$/m);
     expect(r.exitCode, r.final).toBe(0);
   });
 });
