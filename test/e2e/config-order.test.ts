@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { execa } from 'execa';
 import { join } from 'node:path';
-import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, startCli, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, consentUrl, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, startCli, type RecoveryCode } from '../support/cli.js';
 import { DriveFake } from '../support/drive-fake/server.js';
 import { HOST_TAG, startTicks } from '../../src/util/owner.js';
 
@@ -144,15 +144,7 @@ describe('drive login', () => {
       const before = (await readdir(configDir)).sort();
       const env = { BACKUPCTL_DRIVE_ROOT_URL: fake.rootUrl, BACKUPCTL_DRIVE_TOKEN_URL: fake.tokenUrl, BACKUPCTL_DRIVE_AUTH_URL: fake.authUrl, BACKUPCTL_BROWSER: '' };
       const child = startCli(['drive', 'login', '--client-secret-file', secret], { configDir, env, timeoutMs: 60_000 });
-      let err = '';
-      const url = await new Promise<string>((resolve, reject) => {
-        child.stderr!.on('data', (d: Buffer) => {
-          err += d.toString();
-          const m = /^(http:\/\/127\.0\.0\.1:\d+\/auth\?\S+)$/m.exec(err);
-          if (m) resolve(m[1]!);
-        });
-        void child.then(() => reject(new Error(`login exited before printing the URL: ${err}`)));
-      });
+      const { url } = await consentUrl(child);
       const u = new URL(url);
       const redirect = new URL(u.searchParams.get('redirect_uri')!);
       redirect.searchParams.set('error', 'access_denied');

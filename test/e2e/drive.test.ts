@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 import { DriveFake, type Fault } from '../support/drive-fake/server.js';
 import { archiveLikeBytes } from '../support/drive-fake/archive-bytes.js';
-import { BIN, REPO, STACK_TRACE, makeHome, newRecoveryCode, onlyJson, runCli, runCliBytes, snapshot, startCli, type RecoveryCode } from '../support/cli.js';
+import { BIN, REPO, STACK_TRACE, consentUrl, makeHome, newRecoveryCode, onlyJson, runCli, runCliBytes, snapshot, startCli, type RecoveryCode } from '../support/cli.js';
 
 const MiB = 1024 * 1024;
 let fake: DriveFake;
@@ -550,16 +550,8 @@ describe('OAuth login', () => {
   /** Run `drive login` with no browser to open: it prints the consent URL, which `visit` then handles. */
   async function loginWithoutBrowser(visit: (consentUrl: string) => Promise<void>) {
     const child = startCli(['drive', 'login'], { configDir: oauthConfig, env: { ...loginEnv(), BACKUPCTL_BROWSER: '' }, timeoutMs: 60_000 });
-    let err = '';
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        const m = /^(http:\/\/127\.0\.0\.1:\d+\/auth\?\S+)$/m.exec(err);
-        if (m) resolve(m[1]!);
-      });
-      void child.then(() => reject(new Error(`login exited before printing the URL: ${err}`)));
-    });
-    expect(err).toMatch(/Open this address in a browser/);
+    const { url, printed } = await consentUrl(child);
+    expect(printed).toMatch(/Open this address in a browser/);
     await visit(url);
     const r = await child;
     return { exitCode: r.exitCode, stderr: String(r.stderr) };

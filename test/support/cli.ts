@@ -71,6 +71,22 @@ export function startCli(args: string[], o: CliOptions) {
   return execa(process.execPath, [BIN, ...args], runOptions(o));
 }
 
+/**
+ * The consent URL a `drive login` started with no browser prints on stderr, and what it had
+ * printed up to there; rejects if it exits first.
+ */
+export function consentUrl(child: ReturnType<typeof startCli>): Promise<{ url: string; printed: string }> {
+  let err = '';
+  return new Promise((resolve, reject) => {
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      const m = /^(http:\/\/127\.0\.0\.1:\d+\/auth\?\S+)$/m.exec(err);
+      if (m) resolve({ url: m[1]!, printed: err });
+    });
+    void child.then(() => reject(new Error(`login exited before printing the URL: ${err}`)));
+  });
+}
+
 /** Run the CLI to completion: {exitCode, stdout, stderr} as text. */
 export async function runCli(args: string[], o: CliOptions): Promise<CliResult> {
   const r = await startCli(args, o);
