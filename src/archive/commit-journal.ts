@@ -9,6 +9,7 @@
 import { closeSync, constants, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { BackupctlError, Exit } from '../errors.js';
+import { syncDirSync } from '../util/fsutil.js';
 import { EntryType } from './format.js';
 
 /** What was at a step's path when the commit was planned. */
@@ -44,19 +45,6 @@ const COMMITTED = 'committed';
 /** Where --force moves originals, as .replaced/STEP. */
 export const REPLACED = '.replaced';
 
-/** fsync a file or directory by path (best effort where a file system refuses it for directories). */
-export function syncPath(path: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, constants.O_RDONLY);
-    fsyncSync(fd);
-  } catch {
-    /* some file systems do not allow fsync on directories */
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
-
 function writeSynced(path: string, text: string): void {
   const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
   try {
@@ -79,8 +67,8 @@ export function writeJournal(staging: string, dest: string, j: Journal): void {
   writeSynced(tmp, JSON.stringify({ v: 1, destTimes: j.destTimes, steps }));
   testKillPoint('journal');
   renameSync(tmp, join(staging, JOURNAL));
-  syncPath(staging);
-  syncPath(dest);
+  syncDirSync(staging);
+  syncDirSync(dest);
 }
 
 /** The journal of the staging directory, or null when the commit never started. */
@@ -107,7 +95,7 @@ export function readJournal(staging: string): Journal | null {
 /** Every step is done: the restore is complete (synced before anything is removed). */
 export function markCommitted(staging: string): void {
   writeSynced(join(staging, COMMITTED), '');
-  syncPath(staging);
+  syncDirSync(staging);
   testKillPoint('committed');
 }
 

@@ -1,7 +1,7 @@
 // Small file-system helpers shared by every module that writes: temporary names and their
 // leftovers, atomic replace, publishing a new file without replacing one, the output directory.
 import { link, lstat, open, readdir, rename, stat, unlink } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, ioError } from '../errors.js';
@@ -83,6 +83,19 @@ export async function publishNew(tmp: string, dest: string): Promise<void> {
     return;
   }
   await unlink(tmp);
+}
+
+/** syncDir for synchronous callers (restore's commit journal runs without yielding). */
+export function syncDirSync(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, constants.O_RDONLY);
+    fsyncSync(fd);
+  } catch {
+    /* some file systems do not allow fsync on directories */
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 /** fsync a directory so a rename in it survives a crash. Best effort on platforms that refuse. */
