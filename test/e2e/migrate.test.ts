@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { storedZip, writeCrypt14, writeCrypt15, writeMultiFileCrypt15 } from '../support/crypt15-writer.js';
 import { BIN, runCli, startCli } from '../support/cli.js';
+import { probeCrypt15 } from '../../src/legacy/crypt15.js';
+import { backupEncryptionKey } from '../../src/legacy/legacy-key.js';
 
 const INTEROP = resolve(import.meta.dirname, '../../../shared/interop/whatsapp-crypt15');
 const SAMPLE_HEX = '6730a595a1484d0c39c101dc0ac82ec5e401bb6f0e1b8ee2dc104a6b3687f017';
@@ -226,6 +228,24 @@ describe('a WhatsApp backup folder', () => {
   it('refuses a wrong key before writing anything (exit 4)', async () => {
     const wrong = join(home, 'wrong.key');
     await writeFile(wrong, randomBytes(32).toString('hex'), { mode: 0o600 });
+    const before = await readdir(home);
+    const r = await cli(['migrate-from-64-digit-key', f.root, '-o', join(home, 'wrong.bkp'), '--key-file', wrong]);
+    expect(r.exitCode).toBe(4);
+    expect(r.stderr).toBe(`backupctl: this key does not open any of the 4 .crypt15 backups in ${f.root}\n`);
+    await expectNothingWritten(home, before);
+  });
+
+  it('a wrong key whose first block happens to look like zlib in one file is still "none of the 4" (exit 4)', async () => {
+    // About one random key in 2,000 passes the first-block probe of a file; find one that does.
+    const files = f.legacy.filter((p) => p.endsWith('.crypt15')).map((p) => join(f.root, p));
+    let wrongKey: Buffer;
+    for (;;) {
+      wrongKey = randomBytes(32);
+      const passes = await Promise.all(files.map((p) => probeCrypt15(p, backupEncryptionKey(wrongKey))));
+      if (passes.some(Boolean)) break;
+    }
+    const wrong = join(home, 'lucky-wrong.key');
+    await writeFile(wrong, wrongKey.toString('hex'), { mode: 0o600 });
     const before = await readdir(home);
     const r = await cli(['migrate-from-64-digit-key', f.root, '-o', join(home, 'wrong.bkp'), '--key-file', wrong]);
     expect(r.exitCode).toBe(4);
