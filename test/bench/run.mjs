@@ -1,27 +1,24 @@
 #!/usr/bin/env node
-// `npm run bench` (issue 3): times backupctl create / restore / verify against what people would
-// otherwise run (`tar | age`, `age -d | tar -x`), side by side and alternating, on a generated
-// export; reports median speed ratios with min and max (machines are noisy: only ratios taken in
-// one run mean something), MB/s, peak RSS, startup time, and index memory per entry.
+// `npm run bench` (issues 3 and 13): times backupctl create / restore / verify against what people
+// would otherwise run (`tar | age`, `age -d | tar -x`), side by side and alternating, on a
+// generated export; reports median speed ratios with min and max (machines are noisy: only ratios
+// taken in one run mean something), MB/s, peak RSS, startup time, and index memory per entry; then
+// the nightly repository scenario beside restic and borg (test/bench/nightly.mjs).
 //
 //   node test/bench/run.mjs [--size 1G[,4G]] [--runs 5] [--json FILE] [--entries 100000]
-//                           [--startup-runs 10] [--data DIR] [--keep] [--no-install]
+//                           [--startup-runs 10] [--nightly 1G] [--nights 30] [--tools LIST]
+//                           [--data DIR] [--keep] [--no-install]
 //
 // Everything it writes goes under --data (default bench-data/, git-ignored) and is removed at the
 // end unless --keep (then a generated export is also reused by the next run).
-import { spawn, spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, rmSync, rmdirSync } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { generateExport, parseSize } from '../../fixtures/generate-export.mjs';
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const BIN = path.join(ROOT, 'bin/backupctl.js');
-const TIME = '/usr/bin/time';
+import { parseSize } from '../../fixtures/generate-export.mjs';
+import { ROOT, MB, backupctl, compareTrees, createBench, digestTree, fmtMB, fmtS, have, median, node, q, table } from './lib.mjs';
+import { benchNightly, nightlyOptions, printNightly } from './nightly.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -30,6 +27,7 @@ const { values: opt } = parseArgs({
     json: { type: 'string' },
     entries: { type: 'string', default: '100000' },
     'startup-runs': { type: 'string', default: '10' },
+    ...nightlyOptions,
     data: { type: 'string', default: path.join(ROOT, 'bench-data') },
     keep: { type: 'boolean', default: false },
     'no-install': { type: 'boolean', default: false },
@@ -39,134 +37,35 @@ const { values: opt } = parseArgs({
 if (opt.help) {
   process.stdout.write(
     'usage: node test/bench/run.mjs [--size 1G[,4G]] [--runs N] [--json FILE] [--entries N]\n' +
-    '                               [--startup-runs N] [--data DIR] [--keep] [--no-install]\n' +
+    '                               [--startup-runs N] [--nightly SIZE] [--nights N] [--tools LIST]\n' +
+    '                               [--data DIR] [--keep] [--no-install]\n' +
     '  --size          export size(s) to measure, K/M/G = powers of 1000 (default 1G)\n' +
     '  --runs          timed runs of each operation, alternating with the baselines (default 5)\n' +
-    '  --entries       tiny files for the memory-per-index-entry measurement (0 = skip; default 100000)\n' +
+    '  --entries       tiny files for the memory-per-index-entry measurement and the nightly\n' +
+    '                  scenario\'s peak RSS (0 = skip both; default 100000)\n' +
+    '  --nightly       export size for the nightly repository scenario (0 = skip; default 1G)\n' +
+    '  --nights        nights of changes after the first backup (default 30)\n' +
+    '  --tools         tools in the nightly scenario (default backupctl,restic,borg)\n' +
     '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
-    '  --no-install    do not apt-get install age / time when they are missing\n',
+    '  --no-install    do not apt-get install age / time / restic / borgbackup when they are missing\n',
   );
   process.exit(0);
 }
 
 const RUNS = Math.max(1, Number(opt.runs));
-const DATA = path.resolve(opt.data);
-const MB = 1e6;
-const skipped = [];
-/** How this run's measurement differs from the usual one (printed with the results). */
-const notes = new Set();
-/** What this run created under DATA, removed at the end (DATA may hold other things). */
-const created = new Set();
-const scratch = (name) => {
-  const p = path.join(DATA, name);
-  created.add(p);
-  return p;
-};
+const bench = createBench({ data: opt.data, keep: opt.keep, noInstall: opt['no-install'] });
+const { scratch, skipped, notes, sh } = bench;
 
-// ---------------------------------------------------------------------------------------------
-// Tools: age (the baseline) and GNU time (peak RSS of a process) are Debian packages.
-
-const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-function ensurePackage(pkg, check) {
-  if (check()) return true;
-  if (opt['no-install'] || process.getuid?.() !== 0 || !have('apt-get')) return false;
-  process.stderr.write(`bench: installing ${pkg} with apt-get\n`);
-  if (spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' }).status !== 0) {
-    spawnSync('apt-get', ['update', '-q'], { stdio: 'ignore' });
-    spawnSync('apt-get', ['install', '-y', '-q', pkg], { stdio: 'ignore' });
-  }
-  return check();
-}
-const hasAge = ensurePackage('age', () => have('age') && have('age-keygen'));
-const hasTime = ensurePackage('time', () => existsSync(TIME));
+// age (the baseline) is a Debian package.
+const hasAge = bench.ensurePackage('age', () => have('age') && have('age-keygen'));
 if (!hasAge) {
   skipped.push('age');
   process.stderr.write('\n*** bench: `age` is not installed: THE tar|age AND age -d|tar COMPARISONS ARE SKIPPED ***\n\n');
-}
-if (!hasTime) {
-  skipped.push('rss');
-  process.stderr.write('*** bench: GNU time (/usr/bin/time) is missing: peak RSS is NOT measured ***\n');
-}
-if (!existsSync(path.join(ROOT, 'dist/cli/main.js'))) {
-  process.stderr.write('bench: dist/ is missing: run `npm run build` first (npm run bench does)\n');
-  process.exit(2);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Running and timing. Each command runs under GNU time when present, which reports the peak RSS
-// (getrusage ru_maxrss) of exactly that process; pipelines time each stage.
-
-const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
-let rssSeq = 0;
-
-/** Runs a shell script; returns wall seconds and the peak RSS (bytes) of the stages marked with T(). */
-async function sh(build, env = {}) {
-  const rssFiles = [];
-  const T = () => {
-    if (!hasTime) return '';
-    const f = scratch(`rss-${++rssSeq}`);
-    rssFiles.push(f);
-    return `${TIME} -f %M -o ${q(f)} `;
-  };
-  const script = `set -eo pipefail; ${build(T)}`;
-  const t0 = process.hrtime.bigint();
-  const { code, stderr } = await new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
-    let err = '';
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (c) => resolve({ code: c, stderr: err }));
-  });
-  const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (code !== 0) throw new Error(`command failed (exit ${code}): ${script}\n${stderr.trim()}`);
-  let rss = null;
-  for (const f of rssFiles) {
-    const kb = Number((await readFile(f, 'utf8')).trim().split('\n').pop()) * 1024;
-    await rm(f);
-    rss = Math.max(rss ?? 0, kb);
-  }
-  return { secs, rss };
-}
-
-const node = q(process.execPath);
-const backupctl = (T, args) => `${T()}${node} ${q(BIN)} ${args}`;
-
-// ---------------------------------------------------------------------------------------------
-// Comparing trees: the round trip must give back every file byte for byte, and every folder.
-
-async function digestTree(root) {
-  const out = new Map();
-  async function walk(dir, rel) {
-    for (const d of await readdir(dir, { withFileTypes: true })) {
-      const r = rel ? `${rel}/${d.name}` : d.name;
-      const p = path.join(dir, d.name);
-      if (d.isDirectory()) {
-        out.set(r + '/', 'dir');
-        await walk(p, r);
-      } else {
-        const h = createHash('sha256');
-        for await (const chunk of createReadStream(p, { highWaterMark: 1 << 20 })) h.update(chunk);
-        out.set(r, h.digest('hex'));
-      }
-    }
-  }
-  await walk(root, '');
-  return out;
-}
-function compareTrees(a, b) {
-  const diff = [];
-  for (const [k, v] of a) if (b.get(k) !== v) diff.push(b.has(k) ? `differs: ${k}` : `missing: ${k}`);
-  for (const k of b.keys()) if (!a.has(k)) diff.push(`extra: ${k}`);
-  return diff;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Statistics.
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 function summary(samples, bytes) {
   const secs = samples.map((s) => s.secs);
   const rss = samples.map((s) => s.rss).filter((r) => r !== null);
@@ -187,40 +86,18 @@ function ratio(ops, op, base, target) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Setup: a config with one recovery code (the unlock every restore and verify uses), an age key.
+// Setup: a config with one recovery code, an age key.
 
 async function setup() {
-  await mkdir(DATA, { recursive: true });
-  const config = scratch('config');
-  await rm(config, { recursive: true, force: true });
-  await mkdir(config, { recursive: true, mode: 0o700 });
-  const env = { BACKUPCTL_CONFIG_DIR: config };
-  const code = path.join(config, 'recovery-code');
-  await sh((T) => backupctl(T, `recovery-code new --label bench --output ${q(code)}`), env);
+  const cfg = await bench.setupConfig();
   let ageKey = null;
   let ageRecipient = null;
   if (hasAge) {
-    ageKey = path.join(config, 'age-key.txt');
+    ageKey = path.join(cfg.config, 'age-key.txt');
     spawnSync('age-keygen', ['-o', ageKey], { stdio: 'ignore' });
     ageRecipient = spawnSync('age-keygen', ['-y', ageKey], { encoding: 'utf8' }).stdout.trim();
   }
-  return { env, unlock: `--recovery-code-file ${q(code)}`, ageKey, ageRecipient };
-}
-
-/** Generates (or, after --keep, reuses) the export for one profile/size. */
-async function ensureExport(name, params) {
-  const dir = scratch(name);
-  const stampFile = scratch(`${name}.json`);
-  const want = JSON.stringify(params);
-  if (existsSync(stampFile)) {
-    const s = JSON.parse(await readFile(stampFile, 'utf8'));
-    if (JSON.stringify(s.params) === want) return { dir, ...s.result };
-  }
-  await rm(dir, { recursive: true, force: true });
-  process.stderr.write(`bench: generating ${name} ...\n`);
-  const result = await generateExport({ ...params, out: dir });
-  await writeFile(stampFile, JSON.stringify({ params, result }));
-  return { dir, ...result };
+  return { ...cfg, ageKey, ageRecipient };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -228,7 +105,7 @@ async function ensureExport(name, params) {
 // side always gets the warmer cache or the quieter moment).
 
 async function benchSize(ctx, sizeText) {
-  const ex = await ensureExport(`export-${sizeText}`, { profile: 'bench', size: sizeText });
+  const ex = await bench.ensureExport(`export-${sizeText}`, { profile: 'bench', size: sizeText });
   const work = scratch(`work-${sizeText}`);
   await rm(work, { recursive: true, force: true });
   await mkdir(work);
@@ -338,7 +215,7 @@ async function benchStartup(ctx) {
 // sample export (27 files), divided by the difference in entries.
 
 async function benchEntries(ctx, count) {
-  const many = await ensureExport(`entries-${count}`, { profile: 'entries', count });
+  const many = await bench.ensureExport(`entries-${count}`, { profile: 'entries', count });
   const few = { dir: path.join(ROOT, 'fixtures/sample-export'), files: 27 };
   const work = scratch('work-entries');
   const result = { entries: many.files };
@@ -351,7 +228,7 @@ async function benchEntries(ctx, count) {
     result[label] = { files: ex.files, create: { secs: c.secs, peakRss: c.rss }, restore: { secs: r.secs, peakRss: r.rss } };
   }
   await rm(work, { recursive: true, force: true });
-  if (hasTime) {
+  if (bench.hasTime) {
     const d = many.files - few.files;
     result.bytesPerEntry = {
       create: Math.round((result.many.create.peakRss - result.few.create.peakRss) / d),
@@ -364,12 +241,6 @@ async function benchEntries(ctx, count) {
 // ---------------------------------------------------------------------------------------------
 // Output.
 
-const fmtS = (s) => (s < 1 ? `${(s * 1000).toFixed(0)} ms` : `${s.toFixed(2)} s`);
-const fmtMB = (b) => (b === null ? '-' : `${(b / MB).toFixed(0)} MB`);
-function table(rows) {
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
-  return rows.map((r) => r.map((c, i) => (i === 0 ? String(c).padEnd(w[i]) : String(c).padStart(w[i]))).join('  ')).join('\n') + '\n';
-}
 function printSize(r) {
   process.stdout.write(
     `\nexport ${fmtMB(r.bytes)} (${r.files} files), archive ${fmtMB(r.archiveBytes)}, ${RUNS} runs; round trip: ` +
@@ -432,30 +303,15 @@ async function main() {
     startup,
     entries,
   };
+  let nightly = null;
+  if (opt.nightly !== '0') {
+    nightly = await benchNightly(bench, ctx, { size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
+    printNightly(nightly);
+  }
+  report.nightly = nightly;
   for (const n of notes) process.stdout.write(`note: ${n}\n`);
   if (opt.json) await writeFile(opt.json, JSON.stringify(report, null, 2) + '\n');
-  return results.every((r) => r.roundTrip?.identical) ? 0 : 1;
+  return results.every((r) => r.roundTrip?.identical) && (nightly?.identical ?? true) ? 0 : 1;
 }
 
-function cleanup() {
-  if (opt.keep) return;
-  for (const p of created) rmSync(p, { recursive: true, force: true });
-  try {
-    rmdirSync(DATA); // only if now empty
-  } catch {}
-}
-process.on('SIGINT', () => {
-  cleanup();
-  process.exit(130);
-});
-main().then(
-  (code) => {
-    cleanup();
-    process.exit(code);
-  },
-  (err) => {
-    cleanup();
-    process.stderr.write(`bench: ${err.message}\n`);
-    process.exit(1);
-  },
-);
+bench.run(main, 'bench');
