@@ -8,7 +8,7 @@
 // a nothing-changed backup of N tiny files (the `entries` profile). Targets are the issue's.
 //
 // run.mjs runs it after its own scenarios; run alone:
-//   node test/bench/nightly.mjs [--nightly 1G] [--nights 30] [--entries 100000]
+//   node test/bench/nightly.mjs [--size 1G] [--nights 30] [--entries 100000]
 //                               [--tools backupctl,restic,borg] [--json FILE] [--data DIR] [--keep] [--no-install]
 import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -223,7 +223,7 @@ export function printNightly(r) {
   row('  stored', (t) => `${fmtBytes(t.nights[0].stored)} (${(t.nights[0].stored / r.newBytes[0]).toFixed(2)}x new)`, 'night-stored');
   row('  peak RSS', (t) => fmtMB(t.nights[0].peakRss));
   if (r.nights > 1) {
-    row(`nights 2-${r.nights}: median`, (t) => fmtS(median(rest(t).map((m) => m.secs))));
+    row(r.nights > 2 ? `nights 2-${r.nights}: median` : 'night 2', (t) => fmtS(median(rest(t).map((m) => m.secs))));
     row('  max', (t) => fmtS(Math.max(...rest(t).map((m) => m.secs))));
     row('  stored, median', (t) => fmtBytes(median(rest(t).map((m) => m.stored))));
     row(`night ${r.nights}: peak RSS`, (t) => fmtMB(t.nights.at(-1).peakRss), 'history-rss');
@@ -256,6 +256,7 @@ async function main() {
   const { values: opt } = parseArgs({
     options: {
       ...nightlyOptions,
+      size: { type: 'string' }, // the same as --nightly, as run alone
       entries: { type: 'string', default: '100000' },
       json: { type: 'string' },
       data: { type: 'string', default: path.join(ROOT, 'bench-data') },
@@ -265,7 +266,7 @@ async function main() {
   });
   const bench = createBench({ data: opt.data, keep: opt.keep, noInstall: opt['no-install'] });
   bench.run(async () => {
-    const r = await benchNightly(bench, await bench.setupConfig(), { size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
+    const r = await benchNightly(bench, await bench.setupConfig(), { size: opt.size ?? opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
     printNightly(r);
     if (opt.json) await writeFile(opt.json, JSON.stringify({ skipped: bench.skipped, nightly: r }, null, 2) + '\n');
     return r.identical ? 0 : 1;
