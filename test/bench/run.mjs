@@ -18,7 +18,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../../fixtures/generate-export.mjs';
 import { ROOT, MB, backupctl, compareTrees, createBench, digestTree, fmtMB, fmtS, have, median, node, q, table } from './lib.mjs';
-import { benchNightly, nightlyOptions, printNightly } from './nightly.mjs';
+import { benchNightly, nightlyOptions, nightlyParams, printNightly } from './nightly.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -262,6 +262,7 @@ function printSize(r) {
 async function main() {
   const sizes = opt.size.split(',').map((s) => s.trim()).filter(Boolean);
   sizes.forEach(parseSize); // reject a bad size before generating anything
+  const nightlyRun = opt.nightly === '0' ? null : nightlyParams({ size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
   const cpu = os.cpus();
   process.stdout.write(
     `backupctl bench: node ${process.version}, ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${RUNS} runs` +
@@ -304,8 +305,8 @@ async function main() {
     entries,
   };
   let nightly = null;
-  if (opt.nightly !== '0') {
-    nightly = await benchNightly(bench, ctx, { size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
+  if (nightlyRun) {
+    nightly = await benchNightly(bench, ctx, nightlyRun);
     printNightly(nightly);
   }
   report.nightly = nightly;
