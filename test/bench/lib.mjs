@@ -59,7 +59,7 @@ export function createBench({ data, keep = false, noInstall = false }) {
   // ru_maxrss) of exactly that process; pipelines time each stage.
   let rssSeq = 0;
   /** Runs a shell script; returns wall seconds and the peak RSS (bytes) of the stages marked with T(). */
-  async function sh(build, env = {}, { cwd } = {}) {
+  async function sh(build, env = {}) {
     const rssFiles = [];
     const T = () => {
       if (!hasTime) return '';
@@ -70,7 +70,7 @@ export function createBench({ data, keep = false, noInstall = false }) {
     const script = `set -eo pipefail; ${build(T)}`;
     const t0 = process.hrtime.bigint();
     const { code, stderr } = await new Promise((resolve, reject) => {
-      const child = spawn('bash', ['-c', script], { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+      const child = spawn('bash', ['-c', script], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
       let err = '';
       child.stderr.on('data', (d) => (err += d));
       child.on('error', reject);
