@@ -60,4 +60,4 @@ export async function resolveRecipients(o: RecipientOptions): Promise<ResolvedRe
   return out;
 }
 
-export const describeRecipient = (r: ResolvedRecipient) => `${r.type} "${r.label}" (${r.fingerprint})`;
+export const describeRecipient = (r: { type: string; label: string; fingerprint: string }) => `${r.type} "${r.label}" (${r.fingerprint})`;

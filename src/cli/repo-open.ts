@@ -2,7 +2,7 @@
 // recovery code or a security key, as for an archive), then `use` with every key, which are
 // zeroed after it, whatever happens.
 import { openStore } from '../repo/repository.js';
-import type { RepoKeys } from '../repo/keys.js';
+import { forgetKeys, type RepoKeys } from '../repo/keys.js';
 import type { Store } from '../store/store.js';
 import { openRepositoryKeys } from '../ops/repository.js';
 import type { RunContext } from './run.js';
@@ -14,7 +14,6 @@ export async function withRepositoryKeys<T>(ctx: RunContext, opts: UnlockOptions
   try {
     return await use(store, keys);
   } finally {
-    keys.readSecret.fill(0);
-    keys.dedupKey.fill(0);
+    forgetKeys(keys);
   }
 }

@@ -13,6 +13,7 @@ import { chunkBuffer, chunkStream } from '../repo/chunker.js';
 import { FilesCache } from '../repo/files-cache.js';
 import { BlobType, RepoIndex } from '../repo/index.js';
 import { DedupKeys, packRecipient, type MachineKeys } from '../repo/keys.js';
+import { backupReadKey } from './repository.js';
 import { lockRepository } from '../repo/lock.js';
 import { PackWriter } from '../repo/pack.js';
 import { writeSnapshot, type Snapshot } from '../repo/snapshot.js';
@@ -51,12 +52,14 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
   const dedup = new DedupKeys(keys.dedupKey);
   const lock = await lockRepository(store, 'shared', 'backup');
   try {
+    // Chosen under the lock: a rotate (exclusive) cannot renew the read key while this run seals to it.
+    const readKey = packRecipient(await backupReadKey(store, keys, o.onWarning));
     const index = await RepoIndex.load(store, dedup);
     const cache = await FilesCache.load(keys.id, source);
     // Trees go to packs of their own (restic's rule): a damaged data pack then costs the files
     // that use it, never the listing of a snapshot, and reading trees reads no content.
-    const writer = new PackWriter(store, packRecipient(keys.readPublic), dedup, index);
-    const treeWriter = new PackWriter(store, packRecipient(keys.readPublic), dedup, index);
+    const writer = new PackWriter(store, readKey, dedup, index);
+    const treeWriter = new PackWriter(store, readKey, dedup, index);
     const r = { entries: 0, files: 0, bytes: 0, bytesRead: 0, newChunks: 0, skipped: 0, changed: 0 };
     const tree: Buffer[] = [];
     const buf = chunkBuffer();

@@ -9,6 +9,7 @@
 import { BlobType, RepoIndex, writeIndexFile, type BlobEntry, type PackEntries } from '../repo/index.js';
 import { packRecipient } from '../repo/keys.js';
 import { lockRepository } from '../repo/lock.js';
+import { publishedReadKey } from '../repo/read-key.js';
 import { PackWriter, packPath } from '../repo/pack.js';
 import { applyPolicy, type KeepPolicy } from '../repo/policy.js';
 import { RepoReader } from '../repo/reader.js';
@@ -48,6 +49,8 @@ const REPACK_DEAD_SHARE = 0.2;
 export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signal?: AbortSignal): Promise<PruneResult> {
   const lock = await lockRepository(store, 'exclusive', 'prune');
   try {
+    // Repacked chunks go to the published read key, as a backup's would (checked against the keys unlocked).
+    const readKey = packRecipient((await publishedReadKey(store, keys)).readPublic);
     const reader = await RepoReader.open(store, keys);
     const used = new Set<string>();
     for (const s of await listSnapshots(store, reader.dedup)) {
@@ -86,7 +89,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
 
     // (1) Live chunks of repacked packs into new packs (each followed by its index file).
     const fresh = new RepoIndex();
-    const writer = new PackWriter(store, packRecipient(keys.readPublic), reader.dedup, fresh);
+    const writer = new PackWriter(store, readKey, reader.dedup, fresh);
     for (const pack of repack) {
       for (const e of live.get(pack)!) {
         signal?.throwIfAborted();

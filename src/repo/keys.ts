@@ -2,7 +2,9 @@
 // the CSPRNG:
 //   - the read key, an X25519 key pair: packs (content and trees) are sealed to its public half.
 //     Its secret half exists only inside the `keys` file, sealed to the config's recipients
-//     (recovery codes, security keys), so only an unlock reads old backups;
+//     (recovery codes, security keys), so only an unlock reads old backups. `repo rotate
+//     --new-read-key` makes a new one (the next generation): packs written afterwards are sealed
+//     to it, and the keys file keeps the retired secrets for the packs written before;
 //   - the dedup key, 32 bytes, held by every machine that backs up: it keys the chunker's gear
 //     table and the chunk ids, and opens the index and the snapshot list.
 // The backup machine holds the dedup key and the read key's public half: it can add snapshots
@@ -23,13 +25,17 @@ export const SNAPSHOT_SLOT = 'repo-snapshot';
 /** What a backup machine holds (in its config directory, mode 0600). */
 export interface MachineKeys {
   id: string;
+  /** The public half of the read key new packs are sealed to, and its generation (0 at init). */
   readPublic: Uint8Array;
+  generation: number;
   dedupKey: Uint8Array;
 }
 
-/** What an unlock of the `keys` file gives: the machine's keys and the read secret. */
+/** What an unlock of the `keys` file gives: the machine's keys and every read secret. */
 export interface RepoKeys extends MachineKeys {
   readSecret: Uint8Array;
+  /** The read secrets of generations 0 .. generation-1 (they open the packs written before each rotation). */
+  retiredReadSecrets: Uint8Array[];
 }
 
 const derive = (dedupKey: Uint8Array, what: string, n: number) => hkdf(sha256, dedupKey, new Uint8Array(0), utf8ToBytes(`backupctl/v1 repository ${what}`), n);
@@ -60,34 +66,69 @@ export class DedupKeys {
   }
 
   identity(type: typeof INDEX_SLOT | typeof SNAPSHOT_SLOT): Identity {
-    return slotIdentity(type, this.indexPair, `repository ${type === INDEX_SLOT ? 'index' : 'snapshot'} key`);
+    return slotIdentity(type, [this.indexPair], `repository ${type === INDEX_SLOT ? 'index' : 'snapshot'} key`);
   }
 }
 
-function slotIdentity(type: string, pair: X25519KeyPair, description: string): Identity {
+function slotIdentity(type: string, pairs: readonly X25519KeyPair[], description: string): Identity {
   return {
     description,
     async unwrap(slots) {
       for (const s of slots) {
-        const k = unwrapX25519(type, pair, s);
-        if (k) return k;
+        for (const pair of pairs) {
+          const k = unwrapX25519(type, pair, s);
+          if (k) return k;
+        }
       }
       return null;
     },
   };
 }
 
+/**
+ * The MAC of the published read key (read-key.ts), under a key derived from the dedup key: every
+ * backup machine can check it, the storage cannot forge it.
+ */
+export function readKeyMac(dedupKey: Uint8Array, text: string): Buffer {
+  const key = derive(dedupKey, 'read key MAC', 32);
+  try {
+    return createHmac('sha256', key).update(text, 'utf8').digest();
+  } finally {
+    key.fill(0);
+  }
+}
+
 export function packRecipient(readPublic: Uint8Array): Recipient {
   return { type: PACK_SLOT, label: PACK_SLOT, wrap: (k) => wrapX25519(PACK_SLOT, PACK_SLOT, readPublic, k) };
 }
 
+/** Opens a pack sealed to any generation of the read key, the current one tried first. */
 export function packIdentity(keys: RepoKeys): Identity {
-  return slotIdentity(PACK_SLOT, { secretKey: keys.readSecret, publicKey: keys.readPublic }, 'repository read key');
+  const pairs = [{ secretKey: keys.readSecret, publicKey: keys.readPublic }, ...keys.retiredReadSecrets.toReversed().map((s) => ({ secretKey: s, publicKey: publicKeyOf(s) }))];
+  return slotIdentity(PACK_SLOT, pairs, 'repository read key');
 }
+
+const newReadSecret = () => new Uint8Array(randomBytes(32));
 
 /** New repository keys from the CSPRNG. */
 export function newRepoKeys(): RepoKeys {
-  const readSecret = randomBytes(32);
-  return { id: randomBytes(16).toString('hex'), readSecret: new Uint8Array(readSecret), readPublic: publicKeyOf(readSecret), dedupKey: new Uint8Array(randomBytes(32)) };
+  const readSecret = newReadSecret();
+  return { id: randomBytes(16).toString('hex'), readSecret, readPublic: publicKeyOf(readSecret), generation: 0, retiredReadSecrets: [], dedupKey: new Uint8Array(randomBytes(32)) };
+}
+
+/**
+ * The next generation: a new read key from the CSPRNG, the current one retired (kept to read
+ * the packs sealed to it). The dedup key stays: a new one would store every chunk again.
+ */
+export function withNewReadKey(k: RepoKeys): RepoKeys {
+  const readSecret = newReadSecret();
+  return { ...k, readSecret, readPublic: publicKeyOf(readSecret), generation: k.generation + 1, retiredReadSecrets: [...k.retiredReadSecrets, new Uint8Array(k.readSecret)], dedupKey: new Uint8Array(k.dedupKey) };
+}
+
+/** Zero every secret of `k` (the public half and the id are not secret). */
+export function forgetKeys(k: RepoKeys): void {
+  k.readSecret.fill(0);
+  for (const s of k.retiredReadSecrets) s.fill(0);
+  k.dedupKey.fill(0);
 }
 

@@ -1,6 +1,7 @@
 // Reading a repository with the read key: chunks by id (from whichever pack the index names,
 // opened once each), and snapshot trees.
 import { corruptError } from '../errors.js';
+import type { Identity } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { RepoIndex, type Location } from './index.js';
 import { DedupKeys, packIdentity, type RepoKeys } from './keys.js';
@@ -10,6 +11,8 @@ import { decodeTree, type TreeEntry } from './tree.js';
 
 export class RepoReader {
   private readonly open = new Map<string, Promise<PackReader>>();
+  /** Every generation of the read key (a pack is sealed to the one current when it was written). */
+  private readonly identity: Identity;
 
   private constructor(
     readonly store: Store,
@@ -18,7 +21,9 @@ export class RepoReader {
     readonly index: RepoIndex,
     /** Pack id → size, from one listing of data/. */
     readonly packSizes: Map<string, number>,
-  ) {}
+  ) {
+    this.identity = packIdentity(keys);
+  }
 
   static async open(store: Store, keys: RepoKeys): Promise<RepoReader> {
     const dedup = new DedupKeys(keys.dedupKey);
@@ -38,7 +43,7 @@ export class RepoReader {
   pack(id: string): Promise<PackReader> {
     let p = this.open.get(id);
     if (!p) {
-      p = PackReader.open(this.store, id, this.packSizes.get(id)!, packIdentity(this.keys));
+      p = PackReader.open(this.store, id, this.packSizes.get(id)!, this.identity);
       this.open.set(id, p);
     }
     return p;

@@ -51,7 +51,7 @@ const machineKeyPath = (id: string) => join(configDir(), 'repositories', `${id}.
 
 /** Keep the keys a backup needs in the config directory (0600; nothing that reads a pack). */
 export async function saveMachineKeys(k: MachineKeys): Promise<void> {
-  const j = { repository: k.id, readPublic: b64encode(k.readPublic), dedupKey: b64encode(k.dedupKey) };
+  const j = { repository: k.id, readPublic: b64encode(k.readPublic), generation: k.generation, dedupKey: b64encode(k.dedupKey) };
   await ensureConfigDir('repositories'); // writeFileAtomic makes no directory: the config's are checked
   await writeFileAtomic(machineKeyPath(k.id), JSON.stringify(j, null, 2) + '\n', 0o600);
 }
@@ -66,9 +66,10 @@ export async function loadMachineKeys(id: string): Promise<MachineKeys | null> {
     throw ioError(err, machineKeyPath(id), 'read');
   }
   try {
-    const j = JSON.parse(text) as { repository: string; readPublic: string; dedupKey: string };
-    const k = { id: j.repository, readPublic: b64decode(j.readPublic), dedupKey: b64decode(j.dedupKey) };
-    if (k.id !== id || k.readPublic.length !== 32 || k.dedupKey.length !== 32) throw new Error('bad');
+    const j = JSON.parse(text) as { repository: string; readPublic: string; generation?: number; dedupKey: string };
+    // A file written before read keys had generations holds generation 0.
+    const k = { id: j.repository, readPublic: b64decode(j.readPublic), generation: j.generation ?? 0, dedupKey: b64decode(j.dedupKey) };
+    if (k.id !== id || k.readPublic.length !== 32 || k.dedupKey.length !== 32 || !Number.isSafeInteger(k.generation) || k.generation < 0) throw new Error('bad');
     return k;
   } catch {
     throw new BackupctlError(Exit.io, `${machineKeyPath(id)} is damaged; delete it and run: backupctl repo unlock REPO`);
@@ -78,12 +79,13 @@ export async function loadMachineKeys(id: string): Promise<MachineKeys | null> {
 export const noMachineKeys = (store: Store) =>
   noKeyError(`this machine holds no key for the repository ${store.name}: run \`backupctl repo unlock ${store.name}\` once (with a recovery code or security key)`);
 
-/** (Re)write the keys file sealed to `recipients`, atomically: it opens with the old ones or the new. */
-export async function writeKeys(store: Store, keys: RepoKeys, recipients: readonly Recipient[]): Promise<void> {
-  const payload = { repository: keys.id, readSecret: b64encode(keys.readSecret), dedupKey: b64encode(keys.dedupKey) };
+/** The keys file's bytes, sealed to `recipients` (retired read secrets only once there are any). */
+export function sealKeys(keys: RepoKeys, recipients: readonly Recipient[]): Buffer[] {
+  const retired = keys.retiredReadSecrets.length ? { retiredReadSecrets: keys.retiredReadSecrets.map(b64encode) } : {};
+  const payload = { repository: keys.id, readSecret: b64encode(keys.readSecret), dedupKey: b64encode(keys.dedupKey), ...retired };
   const plain = Buffer.from(KEYS_MAGIC + JSON.stringify(payload), 'utf8');
   try {
-    await store.write(KEYS_FILE, seal(plain, recipients));
+    return seal(plain, recipients);
   } finally {
     plain.fill(0);
   }
@@ -93,7 +95,7 @@ export async function writeKeys(store: Store, keys: RepoKeys, recipients: readon
 export async function initRepository(store: Store, keys: RepoKeys, recipients: readonly Recipient[]): Promise<void> {
   if (await store.exists(MARKER)) throw new BackupctlError(Exit.io, `${store.name} is already a backupctl repository`);
   if (!(await store.isEmpty())) throw new BackupctlError(Exit.io, `${store.name} is not empty: a new repository goes into an empty or new directory`);
-  await writeKeys(store, keys, recipients);
+  await store.write(KEYS_FILE, sealKeys(keys, recipients));
   const marker: Marker = { format: MARKER, version: 1, id: keys.id, created: new Date().toISOString() };
   try {
     await store.write(MARKER, [Buffer.from(JSON.stringify(marker, null, 2) + '\n')], { exclusive: true });
@@ -110,7 +112,12 @@ export async function keysFile(store: Store): Promise<SealedFile> {
 
 /** Open the keys file with a file key `unlock` got from one of its slots (a code, a security key). */
 export async function unlockKeys(store: Store, id: string, unlock: (h: ParsedHeader) => Promise<Uint8Array>): Promise<RepoKeys> {
-  const file = await keysFile(store);
+  return unlockKeysFile(store, id, await store.read(KEYS_FILE), unlock);
+}
+
+/** unlockKeys of the keys file's `bytes` as read (rotate compares them with the file under its lock). */
+export async function unlockKeysFile(store: Store, id: string, bytes: Buffer, unlock: (h: ParsedHeader) => Promise<Uint8Array>): Promise<RepoKeys> {
+  const file = await SealedFile.fromBytes(KEYS_FILE, bytes);
   const fileKey = await unlock(file.header);
   const identity: Identity = { description: 'unlocked key', unwrap: async () => new Uint8Array(fileKey) };
   await file.unlock(identity);
@@ -119,8 +126,10 @@ export async function unlockKeys(store: Store, id: string, unlock: (h: ParsedHea
   const text = plain.toString('utf8');
   plain.fill(0);
   if (!text.startsWith(KEYS_MAGIC)) throw corruptError(`${store.name}/${KEYS_FILE} is not a keys file`);
-  const j = JSON.parse(text.slice(KEYS_MAGIC.length)) as { repository: string; readSecret: string; dedupKey: string };
+  const j = JSON.parse(text.slice(KEYS_MAGIC.length)) as { repository: string; readSecret: string; dedupKey: string; retiredReadSecrets?: string[] };
   if (j.repository !== id) throw corruptError(`${store.name}/${KEYS_FILE} belongs to another repository than its marker says`);
+  if (j.retiredReadSecrets !== undefined && !Array.isArray(j.retiredReadSecrets)) throw corruptError(`${store.name}/${KEYS_FILE} is not a keys file`);
   const readSecret = b64decode(j.readSecret);
-  return { id, readSecret, readPublic: publicKeyOf(readSecret), dedupKey: b64decode(j.dedupKey) };
+  const retiredReadSecrets = (j.retiredReadSecrets ?? []).map((r) => b64decode(r));
+  return { id, readSecret, readPublic: publicKeyOf(readSecret), generation: retiredReadSecrets.length, retiredReadSecrets, dedupKey: b64decode(j.dedupKey) };
 }

@@ -2,7 +2,7 @@
 // (backupctl-repository(5)), and let this machine back up into one made elsewhere.
 import type { Command } from 'commander';
 import { openStore } from '../../repo/repository.js';
-import { adoptRepository, createRepository, resealRepository } from '../../ops/repository.js';
+import { adoptRepository, createRepository, rotateRepository, type RotateResult } from '../../ops/repository.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info } from '../run.js';
 import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
@@ -43,17 +43,41 @@ export function register(program: Command): void {
       repo
         .command('rotate')
         .description("seal REPO's keys to the recipients now in the config (and --recipients-file): add or remove who can open it")
-        .argument('<repo>', 'the repository directory'),
+        .argument('<repo>', 'the repository directory')
+        .option('--new-read-key', 'also seal the data written from now on to a new read key, which no copy of the keys file made before opens'),
     ),
   ).action(
-    action(async (ctx, dir: string, opts: RecipientOptions & UnlockOptions) => {
+    action(async (ctx, dir: string, opts: RecipientOptions & UnlockOptions & { newReadKey?: boolean }) => {
       const recipients = await resolveRecipients(opts);
-      await resealRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal), recipients);
-      if (ctx.json) emitJson({ ok: true, repository: dir, recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })) });
-      else {
-        info(`The keys of ${termSafe(dir)} now open with: ${recipients.map(describeRecipient).map(termSafe).join(', ')}`);
-        info('A recipient removed now cannot open them from here on; one who kept a copy of the old keys file can still read every snapshot, old and new (the keys themselves are unchanged)');
-      }
+      const res = await rotateRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal), recipients, !!opts.newReadKey);
+      if (ctx.json) {
+        const { removed, added, generation, renewed, finished } = res;
+        emitJson({ ok: true, repository: dir, recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })), removed, added, readKey: { generation, renewed, finished } });
+      } else for (const line of rotateReport(dir, recipients.map(describeRecipient), res)) info(line); // info makes each line terminal-safe
     }),
   );
+}
+
+/** What a repository rotate changed, and exactly what it protects and what it cannot. */
+function rotateReport(dir: string, now: string[], r: RotateResult): string[] {
+  const out = [`The keys of ${dir} now open with: ${now.join(', ')}`];
+  if (r.removed.length) out.push(`No longer with: ${r.removed.map(describeRecipient).join(', ')}`);
+  if (r.added.length) out.push(`Added: ${r.added.map(describeRecipient).join(', ')}`);
+  if (!r.renewed && !r.finished) {
+    if (r.removed.length === 0) return [...out, 'The read key is unchanged (--new-read-key makes a new one for the data written from now on)'];
+    return [
+      ...out,
+      `What removing protects: the keys file in ${dir} no longer opens with what was removed`,
+      `What it cannot: the read key is unchanged, so a copy of the keys file made before now still opens every snapshot, old and new; to keep such a copy out of the snapshots written from now on, run: backupctl repo rotate ${dir} --new-read-key`,
+    ];
+  }
+  const older = r.generation === 1 ? 'the earlier one' : `the ${r.generation} earlier ones`;
+  return [
+    ...out,
+    `${r.finished ? 'Finished an interrupted rotation: new' : 'New'} data is sealed to a new read key (generation ${r.generation}); the keys file keeps ${older}, so every snapshot still restores. Other backup machines switch to it at their next backup, and say so`,
+    'What this protects: a copy of the keys file made before now (a removed recipient may have one) reads no data stored from now on',
+    'What it cannot: that copy still opens every snapshot written before now, and the chunks that newer snapshots share with them (files and parts of the file list that did not change). ' +
+      'Its dedup key, kept so that nothing is stored twice, still shows whoever can read the repository the list of snapshots (times, hosts, directories, sizes) and which chunks are equal, and confirms a guessed chunk; ' +
+      'whoever can also write to the repository can add or forget snapshots and publish a read key of their own: take away their access to the storage too',
+  ];
 }
