@@ -7,7 +7,7 @@ import type { Recipient } from '../keys/types.js';
 import { slotFingerprint } from '../keys/x25519.js';
 import type { Store } from '../store/store.js';
 import { BackupctlError, Exit } from '../errors.js';
-import { forgetKeys, newRepoKeys, withNewReadKey, type MachineKeys, type RepoKeys } from '../repo/keys.js';
+import { forgetKeys, newRepoKeys, signPublicOf, withNewReadKey, type MachineKeys, type RepoKeys } from '../repo/keys.js';
 import { lockRepository } from '../repo/lock.js';
 import { READ_KEY_FILE, encodeReadKey, publishedReadKey, sealingKey } from '../repo/read-key.js';
 import { SealedFile } from '../repo/sealed.js';
@@ -18,7 +18,7 @@ export async function createRepository(store: Store, recipients: readonly Recipi
   const keys = newRepoKeys();
   try {
     await initRepository(store, keys, recipients);
-    await saveMachineKeys(keys);
+    await saveMachineKeys({ ...keys, signPublic: signPublicOf(keys.readSecret) });
     return keys.id;
   } finally {
     forgetKeys(keys);
@@ -37,8 +37,8 @@ export async function adoptRepository(store: Store, unlock: Unlocker): Promise<s
   const keys = await openRepositoryKeys(store, unlock);
   try {
     // The published read key, as every other machine seals to it (checked against the secrets).
-    const { readPublic, generation } = await publishedReadKey(store, keys);
-    await saveMachineKeys({ id: keys.id, readPublic, generation, dedupKey: keys.dedupKey });
+    const { readPublic, signPublic, generation } = await publishedReadKey(store, keys);
+    await saveMachineKeys({ id: keys.id, readPublic, signPublic, generation, dedupKey: keys.dedupKey });
     return keys.id;
   } finally {
     forgetKeys(keys);
@@ -60,8 +60,8 @@ export async function machineKeysFor(store: Store): Promise<MachineKeys> {
 export async function backupReadKey(store: Store, held: MachineKeys, onWarning?: (m: string) => void): Promise<Uint8Array> {
   const k = await sealingKey(store, held);
   if (k.switched) {
-    onWarning?.(`the read key of ${store.name} was renewed (generation ${k.generation}, ${k.time}): this machine seals new data to it from now on`);
-    await saveMachineKeys({ ...held, readPublic: k.readPublic, generation: k.generation }).catch((err: unknown) =>
+    onWarning?.(`the read key of ${store.name} was renewed (generation ${k.generation}, signed by the one this machine held): this machine seals new data to it from now on`);
+    await saveMachineKeys({ ...held, readPublic: k.readPublic, signPublic: k.signPublic, generation: k.generation }).catch((err: unknown) =>
       onWarning?.(`the renewed read key was not saved on this machine (the next backup takes it again): ${(err as Error).message}`),
     );
   }
@@ -126,7 +126,7 @@ export async function rotateRepository(store: Store, unlock: Unlocker, recipient
       const before = (await SealedFile.fromBytes(KEYS_FILE, bytes)).header.slots.map((s) => ({ type: s.type, label: s.label, fingerprint: slotFingerprint(s) }));
       const sealed = sealKeys(next, recipients);
       const publish = next.generation > published.generation;
-      const readKey = publish ? encodeReadKey(id, next.dedupKey, { generation: next.generation, readPublic: next.readPublic, time: new Date().toISOString() }) : null;
+      const readKey = publish ? encodeReadKey(id, [...next.retiredReadSecrets, next.readSecret]) : null;
       await store.write(KEYS_FILE, sealed);
       if (readKey) await store.write(READ_KEY_FILE, [readKey]);
       const holders = recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint }));

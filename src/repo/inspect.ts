@@ -16,7 +16,7 @@ const SEALED: Record<string, string> = {
 
 const PLAIN: Record<string, string> = {
   [MARKER]: 'marker (format, version, id; no secret)',
-  [READ_KEY_FILE]: 'published read key (the public key new packs are sealed to, its generation and a MAC with the dedup key; no secret)',
+  [READ_KEY_FILE]: 'published read key (each read key generation after the first: the public key packs are sealed to and a signing key, signed by the generation before; no secret)',
 };
 
 const plainJson = (path: string) => readFile(path, 'utf8').then((t) => JSON.parse(t) as unknown, () => null);

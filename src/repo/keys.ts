@@ -15,6 +15,7 @@ import { sha256 } from '@noble/hashes/sha2.js';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { publicKeyOf, unwrapX25519, wrapX25519, type X25519KeyPair } from '../keys/x25519.js';
 import type { Identity, Recipient } from '../keys/types.js';
+import { signingPublicKey } from '../keys/ed25519.js';
 import { gearTable, type Gear } from './chunker.js';
 
 /** Slot types: a pack (read key), an index file and a snapshot file (both the dedup key's X25519 pair). */
@@ -28,6 +29,8 @@ export interface MachineKeys {
   /** The public half of the read key new packs are sealed to, and its generation (0 at init). */
   readPublic: Uint8Array;
   generation: number;
+  /** That generation's signing public key, which checks the next one (absent in files older than it). */
+  signPublic?: Uint8Array;
   dedupKey: Uint8Array;
 }
 
@@ -86,15 +89,19 @@ function slotIdentity(type: string, pairs: readonly X25519KeyPair[], description
 }
 
 /**
- * The MAC of the published read key (read-key.ts), under a key derived from the dedup key: every
- * backup machine can check it, the storage cannot forge it.
+ * The Ed25519 seed a read key's generation signs the next generation's public keys with
+ * (read-key.ts): derived from its read secret, so only an unlock of the keys file can sign, and
+ * a backup machine, which holds the public half, can check.
  */
-export function readKeyMac(dedupKey: Uint8Array, text: string): Buffer {
-  const key = derive(dedupKey, 'read key MAC', 32);
+export const signingSeed = (readSecret: Uint8Array) => hkdf(sha256, readSecret, new Uint8Array(0), utf8ToBytes('backupctl/v1 repository read key signing'), 32);
+
+/** The signing public key of the generation whose read secret is `readSecret`. */
+export function signPublicOf(readSecret: Uint8Array): Uint8Array {
+  const seed = signingSeed(readSecret);
   try {
-    return createHmac('sha256', key).update(text, 'utf8').digest();
+    return signingPublicKey(seed);
   } finally {
-    key.fill(0);
+    seed.fill(0);
   }
 }
 

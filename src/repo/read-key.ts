@@ -1,117 +1,136 @@
-// The published read key (backupctl-repository(5) "THE PUBLISHED READ KEY"): a small plain file,
-// `read-key`, naming the generation and public half of the read key that new packs are sealed to,
-// MAC'd with a key derived from the dedup key. `repo rotate --new-read-key` writes it; every
-// backup machine reads it under its lock and switches to a newer generation by itself (no secret,
-// no touch), and refuses a file that fails its MAC, goes back to an older generation or is gone
-// once a machine has seen one: it never seals new data to a retired key without saying so.
+// The published read key (backupctl-repository(5) KEYS, "The published read key"): a small plain
+// file, `read-key`, listing every read key generation after the first, each one's public halves
+// signed with the signing key of the generation before it (derived from that generation's read
+// secret). `repo rotate --new-read-key` writes it; every backup machine reads it under its lock,
+// follows the signatures from the generation it holds, and switches to the newest by itself (no
+// secret, no touch). A thief of a backup machine holds no signing secret, so cannot forge one.
+// A file that fails its signatures, goes back to an older generation, or is gone once a machine
+// holds a later one, is refused: no machine seals new data to a retired key without saying so.
 import { timingSafeEqual } from 'node:crypto';
-import { BackupctlError, corruptError } from '../errors.js';
+import { BackupctlError, corruptError, noKeyError } from '../errors.js';
 import { b64decode, b64encode } from '../util/base64.js';
 import type { Store } from '../store/store.js';
 import { publicKeyOf } from '../keys/x25519.js';
-import { readKeyMac, type MachineKeys, type RepoKeys } from './keys.js';
+import { signMessage, verifySignature } from '../keys/ed25519.js';
+import { signPublicOf, signingSeed, type MachineKeys, type RepoKeys } from './keys.js';
 
 export const READ_KEY_FILE = 'read-key';
 const FORMAT = 'backupctl-repository-read-key';
 
+/** A read key generation: the public half packs are sealed to, and the key that signs the next one. */
 export interface PublishedKey {
   generation: number;
   readPublic: Uint8Array;
-  /** When the rotation that made it ran (ISO 8601). */
-  time: string;
+  signPublic: Uint8Array;
 }
 
-interface ReadKeyJson {
-  format: typeof FORMAT;
-  version: 1;
-  repository: string;
-  generation: number;
-  readPublic: string;
-  time: string;
-  mac: string;
+interface Link extends PublishedKey {
+  /** By the signing key of generation - 1, over linkMessage. */
+  signature: Uint8Array;
 }
 
-/** What the MAC covers: every field but the MAC, one per line. */
-const macText = (id: string, k: PublishedKey) => `${FORMAT} 1\n${id}\n${k.generation}\n${b64encode(k.readPublic)}\n${k.time}\n`;
+const linkMessage = (id: string, l: PublishedKey) => Buffer.from(`${FORMAT} 1\n${id}\n${l.generation}\n${b64encode(l.readPublic)}\n${b64encode(l.signPublic)}\n`, 'utf8');
 
-/** The file's bytes: built before anything is written, so that a rotate fails before it changes the repository. */
-export function encodeReadKey(id: string, dedupKey: Uint8Array, k: PublishedKey): Buffer {
-  const j: ReadKeyJson = { format: FORMAT, version: 1, repository: id, generation: k.generation, readPublic: b64encode(k.readPublic), time: k.time, mac: b64encode(readKeyMac(dedupKey, macText(id, k))) };
-  return Buffer.from(JSON.stringify(j, null, 2) + '\n');
+const generationOf = (secret: Uint8Array, generation: number): PublishedKey => ({ generation, readPublic: publicKeyOf(secret), signPublic: signPublicOf(secret) });
+
+/** The file for the read secrets `secrets` (generation 0 first), each generation signed by the one before it. */
+export function encodeReadKey(id: string, secrets: readonly Uint8Array[]): Buffer {
+  const keys = [];
+  for (let g = 1; g < secrets.length; g++) {
+    const l = generationOf(secrets[g]!, g);
+    const seed = signingSeed(secrets[g - 1]!);
+    const signature = signMessage(seed, linkMessage(id, l));
+    seed.fill(0);
+    keys.push({ generation: g, readPublic: b64encode(l.readPublic), signPublic: b64encode(l.signPublic), signature: b64encode(signature) });
+  }
+  return Buffer.from(JSON.stringify({ format: FORMAT, version: 1, repository: id, generation: secrets.length - 1, keys }, null, 2) + '\n');
 }
 
-/** The published read key, authenticated with the dedup key; null when none was ever published (generation 0). */
-export async function readPublishedKey(store: Store, id: string, dedupKey: Uint8Array): Promise<PublishedKey | null> {
+/** The generations the file lists (1 .. N, well-formed, signatures not checked yet); [] when there is no file. */
+async function readChain(store: Store, id: string): Promise<Link[]> {
   let bytes: Buffer;
   try {
     bytes = await store.read(READ_KEY_FILE);
   } catch (err) {
-    if ((err as { detail?: { missing?: string } }).detail?.missing === READ_KEY_FILE) return null;
+    if ((err as { detail?: { missing?: string } }).detail?.missing === READ_KEY_FILE) return [];
     throw err;
   }
   const where = `${store.name}/${READ_KEY_FILE}`;
-  let k: PublishedKey;
-  let mac: Uint8Array;
   try {
-    const j = JSON.parse(bytes.toString('utf8')) as ReadKeyJson;
-    if (j?.format !== FORMAT || j.version !== 1 || typeof j.time !== 'string' || !Number.isSafeInteger(j.generation) || j.generation < 1) throw new Error('bad');
-    if (j.repository !== id) throw corruptError(`${where} belongs to another repository than its marker says`);
-    k = { generation: j.generation, readPublic: b64decode(j.readPublic), time: j.time };
-    mac = b64decode(j.mac);
-    if (k.readPublic.length !== 32) throw new Error('bad');
+    const j = JSON.parse(bytes.toString('utf8')) as { format: string; version: number; repository: string; generation: number; keys: Array<Record<string, unknown>> };
+    if (j?.format !== FORMAT || j.version !== 1 || !Array.isArray(j.keys) || j.keys.length < 1 || j.generation !== j.keys.length) throw new Error('bad');
+    if (j.repository !== id) throw corruptError(`${where} belongs to another repository than its marker says`, { file: READ_KEY_FILE });
+    return j.keys.map((k, i) => {
+      const l = { generation: k.generation as number, readPublic: b64decode(k.readPublic as string), signPublic: b64decode(k.signPublic as string), signature: b64decode(k.signature as string) };
+      if (l.generation !== i + 1 || l.readPublic.length !== 32 || l.signPublic.length !== 32 || l.signature.length !== 64) throw new Error('bad');
+      return l;
+    });
   } catch (err) {
     if (err instanceof BackupctlError) throw err;
     throw corruptError(`${where} is not a valid read-key file`, { file: READ_KEY_FILE });
   }
-  const want = readKeyMac(dedupKey, macText(id, k));
-  if (mac.length !== want.length || !timingSafeEqual(mac, want)) {
-    throw corruptError(`${where} failed authentication with the dedup key (modified, or not made by backupctl repo rotate): refusing to use the read key it names`, { file: READ_KEY_FILE });
-  }
-  return k;
 }
 
+/** Check every generation after `from` against the signing key of the one before it; the first that fails, or null. */
+function firstForged(id: string, chain: readonly Link[], from: { generation: number; signPublic: Uint8Array }): number | null {
+  let signer = from.signPublic;
+  for (const l of chain.slice(from.generation)) {
+    if (!verifySignature(signer, linkMessage(id, l), l.signature)) return l.generation;
+    signer = l.signPublic;
+  }
+  return null;
+}
+
+const same = (a: PublishedKey, b: { readPublic: Uint8Array; signPublic?: Uint8Array }) =>
+  timingSafeEqual(a.readPublic, b.readPublic) && (!b.signPublic || timingSafeEqual(a.signPublic, b.signPublic));
+
 /**
- * The read key a machine holding `held` seals new packs to: the published one when it is newer
- * (`switched` set: the caller records it and says so), the held one when it is the same. A
- * published generation older than the held one, or none once the machine holds generation 1 or
- * later, is refused: an old copy put back, or a rotate killed between its two writes.
+ * The read key a machine holding `held` seals new packs to: the newest published one when its
+ * signatures check from the generation held (`switched` set: the caller records it and says so),
+ * the held one when that is still the newest.
  */
-export async function sealingKey(store: Store, held: MachineKeys): Promise<PublishedKey & { switched: boolean }> {
-  const published = await readPublishedKey(store, held.id, held.dedupKey);
-  const gen = published?.generation ?? 0;
+export async function sealingKey(store: Store, held: MachineKeys): Promise<{ generation: number; readPublic: Uint8Array; signPublic?: Uint8Array; switched: boolean }> {
+  const chain = await readChain(store, held.id);
   const where = `${store.name}/${READ_KEY_FILE}`;
-  if (gen < held.generation) {
-    const what = published ? `publishes read key generation ${gen}` : 'is missing';
+  if (chain.length < held.generation) {
+    const what = chain.length ? `lists read key generations up to ${chain.length} only` : 'is missing';
     throw corruptError(
       `${where} ${what}, but this machine already seals to generation ${held.generation} (an old copy put back, or a \`backupctl repo rotate\` killed before it finished: run it again): refusing to seal new data to a retired read key`,
       { file: READ_KEY_FILE },
     );
   }
-  if (gen > held.generation) return { ...published!, switched: true };
-  if (published && !timingSafeEqual(published.readPublic, held.readPublic)) {
-    throw corruptError(`${where} names another read key for generation ${gen} than this machine holds: run \`backupctl repo unlock ${store.name}\` to take the repository's keys again; refusing to back up`, { file: READ_KEY_FILE });
+  if (held.generation > 0 && !same(chain[held.generation - 1]!, held)) {
+    throw corruptError(`${where} names another read key for generation ${held.generation} than this machine holds (forged or replaced): refusing to back up; \`backupctl repo unlock ${store.name}\` takes the repository's keys again`, { file: READ_KEY_FILE });
   }
-  return { generation: gen, readPublic: held.readPublic, time: published?.time ?? '', switched: false };
+  if (chain.length === held.generation) return { ...held, switched: false };
+  if (!held.signPublic) {
+    throw noKeyError(`the read key of ${store.name} was renewed (generation ${chain.length}), but this machine's keys predate signed read keys: run \`backupctl repo unlock ${store.name}\` once to take the new one`);
+  }
+  const forged = firstForged(held.id, chain, { generation: held.generation, signPublic: held.signPublic });
+  if (forged !== null) {
+    throw corruptError(`${where}: read key generation ${forged} is not signed by generation ${forged - 1} (forged or damaged): refusing to seal new data to it`, { file: READ_KEY_FILE });
+  }
+  return { ...chain.at(-1)!, switched: true };
 }
 
 /**
  * The published read key checked against the secrets an unlock gave (`repo unlock`, rotate,
- * prune): a machine must never seal to a key whose secret the keys file does not keep.
+ * prune): every generation it lists must be the one whose secret the keys file keeps, so that
+ * nothing is ever sealed to a key the repository cannot open.
  */
 export async function publishedReadKey(store: Store, keys: RepoKeys): Promise<PublishedKey> {
-  const published = await readPublishedKey(store, keys.id, keys.dedupKey);
-  const generation = published?.generation ?? 0;
+  const chain = await readChain(store, keys.id);
   const where = `${store.name}/${READ_KEY_FILE}`;
-  const secret = generation === keys.generation ? keys.readSecret : keys.retiredReadSecrets[generation];
-  if (!secret) {
+  if (chain.length > keys.generation) {
     throw corruptError(
-      `${where} publishes read key generation ${generation}, but the keys file holds generations 0 to ${keys.generation} only (it changed since it was unlocked: run this again; or an older copy of it was put back)`,
+      `${where} lists read key generations up to ${chain.length}, but the keys file holds generations 0 to ${keys.generation} only (it changed since it was unlocked: run this again; or an older copy of it was put back)`,
       { file: READ_KEY_FILE },
     );
   }
-  const readPublic = publicKeyOf(secret);
-  if (published && !timingSafeEqual(published.readPublic, readPublic)) {
-    throw corruptError(`${where} names a read key for generation ${generation} whose secret is not in the keys file: refusing to seal to it`, { file: READ_KEY_FILE });
+  const secrets = [...keys.retiredReadSecrets, keys.readSecret];
+  const bad = chain.find((l) => !same(l, generationOf(secrets[l.generation]!, l.generation)));
+  if (bad || firstForged(keys.id, chain, generationOf(secrets[0]!, 0)) !== null) {
+    throw corruptError(`${where}: read key generation ${bad?.generation ?? 'of its list'} is not the one whose secret is in the keys file (forged or damaged): refusing to seal to it`, { file: READ_KEY_FILE });
   }
-  return { generation, readPublic, time: published?.time ?? '' };
+  return generationOf(secrets[chain.length]!, chain.length);
 }

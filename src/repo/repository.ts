@@ -51,7 +51,8 @@ const machineKeyPath = (id: string) => join(configDir(), 'repositories', `${id}.
 
 /** Keep the keys a backup needs in the config directory (0600; nothing that reads a pack). */
 export async function saveMachineKeys(k: MachineKeys): Promise<void> {
-  const j = { repository: k.id, readPublic: b64encode(k.readPublic), generation: k.generation, dedupKey: b64encode(k.dedupKey) };
+  const sign = k.signPublic ? { signPublic: b64encode(k.signPublic) } : {};
+  const j = { repository: k.id, readPublic: b64encode(k.readPublic), generation: k.generation, ...sign, dedupKey: b64encode(k.dedupKey) };
   await ensureConfigDir('repositories'); // writeFileAtomic makes no directory: the config's are checked
   await writeFileAtomic(machineKeyPath(k.id), JSON.stringify(j, null, 2) + '\n', 0o600);
 }
@@ -66,10 +67,11 @@ export async function loadMachineKeys(id: string): Promise<MachineKeys | null> {
     throw ioError(err, machineKeyPath(id), 'read');
   }
   try {
-    const j = JSON.parse(text) as { repository: string; readPublic: string; generation?: number; dedupKey: string };
-    // A file written before read keys had generations holds generation 0.
-    const k = { id: j.repository, readPublic: b64decode(j.readPublic), generation: j.generation ?? 0, dedupKey: b64decode(j.dedupKey) };
-    if (k.id !== id || k.readPublic.length !== 32 || k.dedupKey.length !== 32 || !Number.isSafeInteger(k.generation) || k.generation < 0) throw new Error('bad');
+    const j = JSON.parse(text) as { repository: string; readPublic: string; generation?: number; signPublic?: string; dedupKey: string };
+    // A file written before read keys had generations holds generation 0 and no signing key.
+    const signPublic = j.signPublic === undefined ? undefined : b64decode(j.signPublic);
+    const k = { id: j.repository, readPublic: b64decode(j.readPublic), generation: j.generation ?? 0, signPublic, dedupKey: b64decode(j.dedupKey) };
+    if (k.id !== id || k.readPublic.length !== 32 || k.dedupKey.length !== 32 || !Number.isSafeInteger(k.generation) || k.generation < 0 || (signPublic && signPublic.length !== 32)) throw new Error('bad');
     return k;
   } catch {
     throw new BackupctlError(Exit.io, `${machineKeyPath(id)} is damaged; delete it and run: backupctl repo unlock REPO`);

@@ -18,6 +18,7 @@ import { recoveryIdentity } from '../../src/keys/recovery-code.js';
 import { confirmFileKey, type ParsedHeader } from '../../src/archive/header.js';
 import { publicKeyOf } from '../../src/keys/x25519.js';
 import { b64encode } from '../../src/util/base64.js';
+import { encodeReadKey } from '../../src/repo/read-key.js';
 
 let home: string;
 let cleanup: () => Promise<void>;
@@ -84,7 +85,7 @@ describe('repo rotate --new-read-key', () => {
     expected.set(second, await snapshot(src));
     const held = JSON.parse(await readFile(join(cfgC, 'repositories', `${id}.json`), 'utf8'));
     const published = JSON.parse(await readFile(join(repo, 'read-key'), 'utf8'));
-    expect({ generation: held.generation, readPublic: held.readPublic }).toEqual({ generation: 1, readPublic: published.readPublic });
+    expect({ generation: held.generation, readPublic: held.readPublic, signPublic: held.signPublic }).toEqual({ generation: 1, readPublic: published.keys[0].readPublic, signPublic: published.keys[0].signPublic });
 
     // Through the library: the old read secret opens no pack written after the rotation, the current keys open each.
     const store = new LocalStore(repo);
@@ -150,14 +151,22 @@ describe('repo rotate --new-read-key', () => {
     await appendFile(join(src, '_chat.txt'), '[2002] Bob: not stored\n');
     // An older copy put back: the storage (or a holder of the dedup key) replays generation 1.
     await writeFile(join(repo, 'read-key'), gen1);
-    await refused(/publishes read key generation 1, but this machine already seals to generation 2 .*refusing to seal new data to a retired read key/);
+    await refused(/lists read key generations up to 1 only, but this machine already seals to generation 2 .*refusing to seal new data to a retired read key/);
     await rm(join(repo, 'read-key'));
     await refused(/read-key is missing, but this machine already seals to generation 2/);
-    // The storage swaps in a key of its own: the MAC (keyed by the dedup key) does not match.
+    // The storage, or a thief of a backup machine (who holds the dedup key but no read secret), swaps in a key of its own.
     const forged = JSON.parse(gen2.toString());
-    forged.readPublic = b64encode(publicKeyOf(randomBytes(32)));
+    forged.keys[1].readPublic = b64encode(publicKeyOf(randomBytes(32)));
     await writeFile(join(repo, 'read-key'), JSON.stringify(forged));
-    await refused(/failed authentication with the dedup key/);
+    await refused(/names another read key for generation 2 than this machine holds/);
+    forged.generation = 3;
+    forged.keys = [...JSON.parse(gen2.toString()).keys, { ...forged.keys[1], generation: 3 }];
+    await writeFile(join(repo, 'read-key'), JSON.stringify(forged));
+    await refused(/read key generation 3 is not signed by generation 2/);
+    // The removed holder signs generations of their own from their generation 0 secret: a machine past generation 0 does not follow.
+    const oldKeys = await keysWith(join(home, 'holder'), codeB);
+    await writeFile(join(repo, 'read-key'), encodeReadKey(oldKeys.id, [oldKeys.readSecret, randomBytes(32), randomBytes(32), randomBytes(32)]));
+    await refused(/names another read key for generation 2 than this machine holds/);
     await writeFile(join(repo, 'read-key'), gen2);
     const v = await runCli(['--json', 'verify', '--repo', repo, '--read-data'], withCode(cfgA, codeA)); // packs of generations 0, 1 and 2
     expect(v.exitCode, v.stdout).toBe(0);

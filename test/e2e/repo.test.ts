@@ -56,7 +56,7 @@ describe('repository: init, nightly backups, restore', () => {
     const files = [...(await repoFiles(repo)).keys()].sort();
     expect(files).toEqual(['backupctl-repository', 'keys']);
     const held = JSON.parse(await readFile(join(configDir, 'repositories', `${j.id}.json`), 'utf8'));
-    expect(Object.keys(held).sort()).toEqual(['dedupKey', 'generation', 'readPublic', 'repository']);
+    expect(Object.keys(held).sort()).toEqual(['dedupKey', 'generation', 'readPublic', 'repository', 'signPublic']);
     const again = await runCli(['repo', 'init', repo], { configDir });
     expect(again.exitCode).toBe(6);
     expect(again.stderr).toMatch(/already a backupctl repository/);
