@@ -73,7 +73,7 @@ describe('repo rotate --new-read-key', () => {
     expect(r.stderr).toContain(`No longer with: recovery "code B" (${codeB.fingerprint})`);
     expect(r.stderr).toMatch(/new read key \(generation 1\); the keys file keeps the earlier one, so every snapshot still restores/);
     expect(r.stderr).toMatch(/a copy of the keys file made before now .* reads no data stored from now on/);
-    expect(r.stderr).toMatch(/that copy still opens every snapshot written before now.*Its dedup key.*list of snapshots.*which chunks are equal.*publish a read key of their own/);
+    expect(r.stderr).toMatch(/that copy still opens every snapshot written before now.*Its dedup key.*list of snapshots.*which chunks are equal.*a key of their own/);
 
     // Machine C backs up after the rotation without a secret: it switches, and says so.
     await writeFile(join(src, 'Media', 'IMG-2.jpg'), randomBytes(50_000));

@@ -78,6 +78,6 @@ function rotateReport(dir: string, now: string[], r: RotateResult): string[] {
     'What this protects: a copy of the keys file made before now (a removed recipient may have one) reads no data stored from now on',
     'What it cannot: that copy still opens every snapshot written before now, and the chunks that newer snapshots share with them (files and parts of the file list that did not change). ' +
       'Its dedup key, kept so that nothing is stored twice, still shows whoever can read the repository the list of snapshots (times, hosts, directories, sizes) and which chunks are equal, and confirms a guessed chunk; ' +
-      'whoever can also write to the repository can add or forget snapshots and publish a read key of their own: take away their access to the storage too',
+      'whoever can also write to the repository can add or forget snapshots, and mislead a machine that has not backed up since into sealing to a key of their own: take away their access to the storage too',
   ];
 }
