@@ -1,6 +1,6 @@
 // What a repository file is, told without any key (`backupctl inspect FILE`): the marker, the
-// published read key and lock files by their names and JSON, sealed files by their slot types (the keys file, sealed to
-// recipients like an archive, by its name beside the marker).
+// published read key and lock files by their names and JSON, sealed files by their slot types
+// (the keys file, sealed to recipients like an archive, by its name beside the marker).
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Slot } from '../keys/types.js';
@@ -8,6 +8,7 @@ import { INDEX_SLOT, PACK_SLOT, SNAPSHOT_SLOT } from './keys.js';
 import { KEYS_FILE, MARKER } from './repository.js';
 import { READ_KEY_FILE } from './read-key.js';
 
+// Looked up with Object.hasOwn: a slot type or file name such as "constructor" is no kind.
 const SEALED: Record<string, string> = {
   [PACK_SLOT]: 'pack (chunks of content or trees; opens with the repository read key)',
   [INDEX_SLOT]: 'index file (which pack holds each chunk; opens with the dedup key)',
@@ -25,7 +26,7 @@ const plainJson = (path: string) => readFile(path, 'utf8').then((t) => JSON.pars
 export async function plainRepositoryFile(path: string): Promise<{ kind: string; content: unknown } | null> {
   const name = basename(path);
   const isLock = basename(dirname(path)) === 'locks' && /^[0-9a-f]{16}$/.test(name);
-  const kind = isLock ? 'lock (who holds it, since when)' : PLAIN[name];
+  const kind = isLock ? 'lock (who holds it, since when)' : Object.hasOwn(PLAIN, name) ? PLAIN[name] : undefined;
   if (!kind) return null;
   const content = await plainJson(path);
   return content === null ? null : { kind, content };
@@ -33,7 +34,7 @@ export async function plainRepositoryFile(path: string): Promise<{ kind: string;
 
 /** The kind of a sealed repository file from its slots, or null when it is not one. */
 export async function sealedRepositoryFile(path: string, slots: readonly Slot[]): Promise<string | null> {
-  const kind = slots.length === 1 ? SEALED[slots[0]!.type] : undefined;
+  const kind = slots.length === 1 && Object.hasOwn(SEALED, slots[0]!.type) ? SEALED[slots[0]!.type] : undefined;
   if (kind) return kind;
   const marker = await readFile(join(dirname(path), MARKER), 'utf8').catch(() => null);
   if (basename(path) !== KEYS_FILE || marker === null) return null;

@@ -102,7 +102,7 @@ export async function sealingKey(store: Store, held: MachineKeys): Promise<{ gen
   if (held.generation > 0 && !same(chain[held.generation - 1]!, held)) {
     throw corruptError(`${where} names another read key for generation ${held.generation} than this machine holds (forged or replaced): refusing to back up; \`backupctl repo unlock ${store.name}\` takes the repository's keys again`, { file: READ_KEY_FILE });
   }
-  if (chain.length === held.generation) return { ...held, switched: false };
+  if (chain.length === held.generation) return { generation: held.generation, readPublic: held.readPublic, signPublic: held.signPublic, switched: false };
   if (!held.signPublic) {
     throw noKeyError(`the read key of ${store.name} was renewed (generation ${chain.length}), but this machine's keys predate signed read keys: run \`backupctl repo unlock ${store.name}\` once to take the new one`);
   }
@@ -128,9 +128,9 @@ export async function publishedReadKey(store: Store, keys: RepoKeys): Promise<Pu
     );
   }
   const secrets = [...keys.retiredReadSecrets, keys.readSecret];
-  const bad = chain.find((l) => !same(l, generationOf(secrets[l.generation]!, l.generation)));
-  if (bad || firstForged(keys.id, chain, generationOf(secrets[0]!, 0)) !== null) {
-    throw corruptError(`${where}: read key generation ${bad?.generation ?? 'of its list'} is not the one whose secret is in the keys file (forged or damaged): refusing to seal to it`, { file: READ_KEY_FILE });
+  const bad = chain.find((l) => !same(l, generationOf(secrets[l.generation]!, l.generation)))?.generation ?? firstForged(keys.id, chain, generationOf(secrets[0]!, 0));
+  if (bad !== null) {
+    throw corruptError(`${where}: read key generation ${bad} is not the one whose secret is in the keys file, or not signed by the one before (forged or damaged): refusing to seal to it`, { file: READ_KEY_FILE });
   }
   return generationOf(secrets[chain.length]!, chain.length);
 }
