@@ -33,6 +33,8 @@ const STAGING = '.backupctl-restore-';
 const STAGING_NAME = /^\.backupctl-restore-(\d+\.\d+)-([A-Za-z0-9]{6})$/;
 /** The prefix for mkdtemp of this process's staging directory in DEST. */
 export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
+/** What restore.ts locks DEST with: DEST/.backupctl-restore.lock (util/lock.ts adds ".lock"). */
+export const RESTORE_LOCK = '.backupctl-restore';
 
 const exists = (p: string): Stats | null => {
   try {
@@ -333,7 +335,7 @@ export function removeStaging(staging: string): void {
  * rm -rf, best effort. The synchronous rm walks the tree natively: for 100,000 staged files the
  * promise version took 280 MB (a promise per entry, all at once) and three times as long.
  */
-export function removeTree(dir: string): void {
+function removeTree(dir: string): void {
   try {
     rmSync(dir, { recursive: true, force: true });
   } catch {

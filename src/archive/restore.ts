@@ -5,9 +5,11 @@
 // interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
 // backupctl(1) "RESTORE SAFETY").
 import { lstat, mkdtemp, realpath } from 'node:fs/promises';
+import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
-import { makeDirs, refusesEntries } from '../util/make-dirs.js';
-import { checkConflicts, commit, recoverAbandoned, removeStaging, removeTree, safeMode, secs, stagingPrefix } from './commit.js';
+import { makeDirs, refusesEntries, removeMadeDirs } from '../util/make-dirs.js';
+import { acquireLock, type Lock } from '../util/lock.js';
+import { RESTORE_LOCK, checkConflicts, commit, recoverAbandoned, removeStaging, safeMode, secs, stagingPrefix } from './commit.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
 import { NO_FOLDING, probeFolding, type Folding } from './name-folding.js';
@@ -88,7 +90,9 @@ export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/
 /**
  * The restore frame shared by archives and repository snapshots (ops/restore-snapshot.ts): make
  * DEST, stage the selection into a private directory inside it with `extract` (which returns the
- * staged entries), then commit them; on any failure DEST is left as it was.
+ * staged entries), then commit them; on any failure DEST is left as it was. One restore at a time
+ * holds DEST (lockDest): another one's recovery, conflict check or commit never runs against a
+ * commit in progress, and a failed restore never takes away a DEST another one is filling.
  */
 export async function stageAndCommit(
   o: { dest: string; force?: boolean; signal?: AbortSignal },
@@ -97,30 +101,39 @@ export async function stageAndCommit(
 ): Promise<RestoreResult> {
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
   const createdDest = makeDirs(o.dest);
-  let dest: string;
+  let lock: Lock | null = null;
   let staging: string | null = null;
+  let done = false;
   try {
     const st = await lstat(o.dest).catch((err) => { throw ioError(err, o.dest, 'read'); });
     if (!st.isDirectory() && !st.isSymbolicLink()) throw new BackupctlError(Exit.io, `${o.dest} is not a directory`);
-    dest = await realpath(o.dest);
-    recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
+    const dest = await realpath(o.dest);
+    // The staging directory first: it is how a DEST that takes no new entries is told apart.
     staging = await mkdtemp(stagingPrefix(dest)).catch((err) => {
       throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? refusesEntries(dest) : ioError(err, dest, 'write into');
     });
+    lock = await lockDest(dest, o.dest);
+    recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
     const staged = await extract(staging, (sel) => checkConflicts(sel, dest, !!o.force));
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
     o.signal?.throwIfAborted();
     const replaced = commit(staged, staging, dest, !!o.force);
+    done = true;
     const files = staged.filter((e) => e.type === EntryType.File);
     return { entries: staged.length, files: files.length, bytes: files.reduce((a, e) => a + Number(e.size), 0), replaced };
-  } catch (err) {
-    if (createdDest) removeTree(createdDest);
-    throw err;
   } finally {
     if (staging) removeStaging(staging);
+    lock?.release();
+    // Only the directories made here, and only while empty: never what another run put there.
+    if (!done && createdDest) removeMadeDirs(o.dest, createdDest);
   }
+}
+
+/** DEST/.backupctl-restore.lock (util/lock.ts), held from before the recovery to the end. */
+function lockDest(dest: string, shown: string): Promise<Lock> {
+  return acquireLock(join(dest, RESTORE_LOCK), shown);
 }
 
 /**

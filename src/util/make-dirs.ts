@@ -1,7 +1,7 @@
 // mkdir -p, one level at a time, with each level's own answer. Node's recursive mkdir loops
 // forever where mkdir(2) says ENOENT under a parent that exists (/proc: 100% CPU, deaf to
 // Ctrl-C, as it runs on the thread pool) and reports a read-only file system as ENOENT.
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 
@@ -40,4 +40,20 @@ export function makeDirs(path: string): string | undefined {
     }
   }
   return made;
+}
+
+/**
+ * Undo makeDirs(path), which made `topmost` and everything below it down to `path`: each of
+ * those directories is removed, deepest first, while it is empty. One that is not (another run
+ * restores into it or beside it now) stays, with everything above it.
+ */
+export function removeMadeDirs(path: string, topmost: string): void {
+  for (let p = resolve(path); ; p = dirname(p)) {
+    try {
+      rmdirSync(p);
+    } catch {
+      return;
+    }
+    if (p === topmost || dirname(p) === p) return;
+  }
 }

@@ -1,0 +1,128 @@
+// Two restores into one DIR at once (backupctl(1) RESTORE SAFETY "One restore at a time"): the
+// first, stopped in its commit (BACKUPCTL_TEST_KILL_AT=step-0:SIGSTOP), holds DIR; a second one,
+// of another archive or a repository snapshot, into a new or an existing DIR, is exit 9 naming
+// it and changes nothing; the first then completes alone. A failed restore removes only the
+// directories it made and only while empty, never a sibling DIR another restore filled
+// meanwhile; a killed restore's lock is taken over by the next.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { craftArchive } from '../support/craft.js';
+import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, type RecoveryCode } from '../support/cli.js';
+import { ok } from '../support/repo.js';
+
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let rc: RecoveryCode;
+let archiveA: string;
+let archiveB: string;
+let repo: string;
+
+const code = () => ['--recovery-code-file', rc.file];
+const env = (extra: Record<string, string> = {}) => ({ configDir, env: extra });
+const restoreA = (dest: string, extra?: Record<string, string>) => startCli(['restore', archiveA, '-d', dest, ...code()], env(extra));
+/** Stopped at the first step of its commit: the journal is written, DIR not yet changed. */
+const STOP_IN_COMMIT = { BACKUPCTL_TEST_KILL_AT: 'step-0:SIGSTOP' };
+
+beforeAll(async () => {
+  ({ home, configDir, cleanup } = await makeHome('backupctl-restore-lock-'));
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
+  archiveA = await craftArchive(join(home, 'a.bkp'), rc.code, [{ path: 'a.txt' }, { path: 'same.txt', data: 'from A\n' }]);
+  archiveB = await craftArchive(join(home, 'b.bkp'), rc.code, [{ path: 'b.txt' }, { path: 'same.txt', data: 'from B\n' }]);
+  const src = join(home, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'r.txt'), 'from the repository\n');
+  repo = join(home, 'repo');
+  await ok(['repo', 'init', repo], { configDir });
+  await ok(['backup', src, '--repo', repo], { configDir });
+});
+afterAll(() => cleanup());
+
+/** Until the process `pid` is stopped (state T in /proc/PID/stat). */
+async function stopped(pid: number): Promise<void> {
+  for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((r) => setTimeout(r, 5))) {
+    if (/\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => ''))) return;
+  }
+  throw new Error(`pid ${pid} never stopped`);
+}
+
+/** Every file under `dir` with its text, and every other entry as its name only. */
+async function contents(dir: string): Promise<Record<string, string | null>> {
+  const out: Record<string, string | null> = {};
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    const rel = join(e.parentPath, e.name).slice(dir.length + 1);
+    out[rel] = e.isFile() ? await readFile(join(dir, rel), 'utf8') : null;
+  }
+  return out;
+}
+
+function refusedAsLocked(r: { exitCode: number; stderr: string }, dest: string, pid: number): void {
+  expect(r.exitCode, r.stderr).toBe(9);
+  expect(r.stderr).toBe(`backupctl: ${dest} is in use by another backupctl run (pid ${pid}); try again when it has finished\n`);
+  expect(r.stderr).not.toMatch(STACK_TRACE);
+}
+
+describe('two restores into one DIR at once', () => {
+  it('a new DIR: a second archive restore and a repository restore are exit 9 naming the first, which then completes alone', async () => {
+    const dest = join(home, 'new');
+    const a = restoreA(dest, STOP_IN_COMMIT);
+    await stopped(a.pid!);
+    refusedAsLocked(await runCli(['restore', archiveB, '-d', dest, ...code()], env()), dest, a.pid!);
+    refusedAsLocked(await runCli(['restore', '--repo', repo, 'latest', '-d', dest, ...code()], env()), dest, a.pid!);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    // Only A's entries: no staging directory, no lock, nothing of B.
+    expect(await contents(dest)).toEqual({ 'a.txt': 'content of a.txt\n', 'same.txt': 'from A\n' });
+  });
+
+  it('an existing DIR held by a repository restore: an archive restore with --force is exit 9 and replaces nothing', async () => {
+    const dest = join(home, 'existing');
+    await mkdir(dest);
+    await writeFile(join(dest, 'same.txt'), 'the user’s own\n');
+    const a = startCli(['restore', '--repo', repo, 'latest', '-d', dest, ...code()], env(STOP_IN_COMMIT));
+    await stopped(a.pid!);
+    refusedAsLocked(await runCli(['restore', archiveB, '-d', dest, '--force', ...code()], env()), dest, a.pid!);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await contents(dest)).toEqual({ 'r.txt': 'from the repository\n', 'same.txt': 'the user’s own\n' });
+  });
+});
+
+describe('a restore that fails', () => {
+  it('removes only the new directories it made, and only while empty: a sibling DIR restored meanwhile and a file put in its DIR stay', async () => {
+    const top = join(home, 'top');
+    const destA = join(top, 'a');
+    const destB = join(top, 'b');
+    const a = restoreA(destA, STOP_IN_COMMIT); // makes top and top/a
+    await stopped(a.pid!);
+    const b = await runCli(['restore', archiveB, '-d', destB, ...code()], env());
+    expect(b.exitCode, b.stderr).toBe(0);
+    await writeFile(join(destA, 'same.txt'), 'put there meanwhile\n'); // A's commit now meets it
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(6);
+    expect(await contents(top)).toEqual({ a: null, 'a/same.txt': 'put there meanwhile\n', b: null, 'b/b.txt': 'content of b.txt\n', 'b/same.txt': 'from B\n' });
+  });
+
+  it('removes a new DIR it made when nothing else is in it', async () => {
+    const dest = join(home, 'gone', 'deeper');
+    const r = await runCli(['restore', archiveA, '-d', dest, '--only', 'no-such-entry', ...code()], env());
+    expect(r.exitCode, r.stderr).toBe(2);
+    expect(await exists(join(home, 'gone'))).toBe(false);
+  });
+});
+
+describe('a restore killed during its commit', () => {
+  it('leaves its lock, which the next restore into DIR takes over (and removes when done)', async () => {
+    const dest = join(home, 'killed');
+    const k = await restoreA(dest, { BACKUPCTL_TEST_KILL_AT: 'step-1' });
+    expect(k.signal, String(k.stderr)).toBe('SIGKILL');
+    expect(await exists(join(dest, '.backupctl-restore.lock'))).toBe(true);
+    const r = await runCli(['restore', archiveA, '-d', dest, ...code()], env());
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await contents(dest)).toEqual({ 'a.txt': 'content of a.txt\n', 'same.txt': 'from A\n' });
+  });
+});
