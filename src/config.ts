@@ -114,14 +114,18 @@ export function findRecipient(entries: RecipientEntry[], type: string, which: st
 }
 
 /**
- * Remove the `type` entry `which` from the config. With `refuseLast`, refused (exit 2) when no
- * recipient would be left, so that new archives could be opened by nobody.
+ * Remove the `type` entry `which` from the config. With `refuseLast`, refused (exit 8) when no
+ * recipient would be left: create would have nobody to encrypt new archives to, so nightly
+ * backups would fail from then on.
  */
 export function removeRecipient(type: string, which: string, noun: string, listCmd: string, refuseLast: boolean): Promise<RecipientEntry> {
   return updateConfig((cfg) => {
     const e = findRecipient(cfg.recipients, type, which, noun, listCmd);
     if (cfg.recipients.length === 1 && refuseLast) {
-      throw usageError(`refusing to remove "${e.label}": it is the last recipient in the config, so new archives could be opened by nobody; add --force if that is what you want`);
+      throw new BackupctlError(
+        Exit.refused,
+        `refusing to remove "${e.label}": it is the last recipient in the config, so create would have nobody to encrypt new archives to; add another first (backupctl recovery-code new, backupctl key enroll), or add --force if that is what you want`,
+      );
     }
     cfg.recipients = cfg.recipients.filter((r) => r !== e);
     return e;

@@ -127,10 +127,10 @@ describe('rotate --new-recovery-code', () => {
 });
 
 describe('removing recipients', () => {
-  it('key remove and recovery-code remove of an unknown label, or of the last recipient: exit 2, nothing changes', async () => {
+  it('key remove and recovery-code remove of an unknown label (exit 2), or of the last recipient (exit 8): nothing changes', async () => {
     await failsCleanly(['key', 'remove', 'nope'], 2, /no enrolled security key is labelled or has the fingerprint "nope"/);
     await failsCleanly(['recovery-code', 'remove', 'nope'], 2, /no recovery code is labelled or has the fingerprint "nope" \(see: backupctl recovery-code list\)/);
-    await failsCleanly(['recovery-code', 'remove', 'paper'], 2, /refusing to remove "paper": it is the last recipient in the config/);
+    await failsCleanly(['recovery-code', 'remove', 'paper'], 8, /refusing to remove "paper": it is the last recipient in the config/);
     await failsCleanly(['key', 'enroll', '--label', 'paper'], 2, /a recipient labelled "paper" exists already/);
   });
 });

@@ -175,14 +175,19 @@ describe('backupctl key / restore with a FIDO2 key', () => {
     expect(await exists(out)).toBe(false);
   });
 
-  it('no key at all is exit 7; key remove stops new archives from using it', async () => {
+  it('no key at all is exit 7; key remove of the last recipient is exit 8 without --force; then create has nobody to encrypt to', async () => {
     const k = await plug();
     const e = await enrol(k);
     const { file } = await archive();
     await k.close();
     const r = await cli(['restore', file, '-d', join(home, 'out')]);
     expectClean(r, 7, /no FIDO2 security key found|libusb/);
-    expectClean(await cli(['key', 'remove', e.fingerprint]), 0);
+    const configBefore = await readFile(join(configDir, 'config.json'), 'utf8');
+    const refused = await cli(['key', 'remove', e.fingerprint]);
+    expectClean(refused, 8);
+    expect(refused.stderr).toBe(`backupctl: refusing to remove "${e.label}": it is the last recipient in the config, so create would have nobody to encrypt new archives to; add another first (backupctl recovery-code new, backupctl key enroll), or add --force if that is what you want\n`);
+    expect(await readFile(join(configDir, 'config.json'), 'utf8')).toBe(configBefore);
+    expectClean(await cli(['key', 'remove', e.fingerprint, '--force']), 0);
     expectClean(await cli(['create', join(home, 'export'), '-o', join(home, 'b.bkp')]), 2, /no recipients/);
   });
 

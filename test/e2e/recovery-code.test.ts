@@ -149,8 +149,8 @@ describe('recovery-code list and remove', () => {
     expect((await config()).recipients.map((e) => e.label)).toEqual(['bank']);
 
     const last = await cli(['recovery-code', 'remove', b.fingerprint]);
-    expect(last.exitCode).toBe(2);
-    expect(last.stderr).toBe('backupctl: refusing to remove "bank": it is the last recipient in the config, so new archives could be opened by nobody; add --force if that is what you want\n');
+    expect(last.exitCode).toBe(8);
+    expect(last.stderr).toBe('backupctl: refusing to remove "bank": it is the last recipient in the config, so create would have nobody to encrypt new archives to; add another first (backupctl recovery-code new, backupctl key enroll), or add --force if that is what you want\n');
     expect((await config()).recipients).toHaveLength(1);
     const forced = onlyJson(await cli(['recovery-code', 'remove', b.fingerprint, '--force', '--json']));
     expect(forced).toEqual({ ok: true, label: 'bank', fingerprint: b.fingerprint });

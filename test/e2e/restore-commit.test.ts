@@ -93,8 +93,9 @@ describe('a restore of 20,000 files killed during its commit, then the same comm
       await killedAt(point(), dest, false);
       const [staging] = await stagingDirs(dest);
       expect(staging).toBeDefined();
-      // What the killed run placed: `placed` steps (directories made count as entries too).
-      const inDest = (await readdir(dest, { recursive: true })).filter((p) => !p.startsWith('.backupctl-restore-'));
+      // What the killed run placed: `placed` steps (directories made count as entries too); its
+      // staging directory and its lock on DEST (.backupctl-restore.lock) are not entries.
+      const inDest = (await readdir(dest, { recursive: true })).filter((p) => !p.startsWith('.backupctl-restore'));
       expect(inDest.length).toBe(placed());
       await sameCommandFinishes(dest, false);
     }, LONG);

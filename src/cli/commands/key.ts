@@ -102,8 +102,8 @@ function list(json: boolean, entries: RecipientEntry[]): void {
   for (const k of keys) printFields(k.label, k.fingerprint, `PIN/UV ${k.uv ? 'yes' : 'no'}`, `aaguid ${k.aaguid}`, `enrolled ${k.created}`);
 }
 
-async function remove(json: boolean, which: string): Promise<void> {
-  const gone = await removeRecipient(FIDO2_SLOT_TYPE, which, 'enrolled security key', 'backupctl key list', false);
+async function remove(json: boolean, which: string, force: boolean): Promise<void> {
+  const gone = await removeRecipient(FIDO2_SLOT_TYPE, which, 'enrolled security key', 'backupctl key list', !force);
   if (json) return emitJson({ ok: true, label: gone.label, fingerprint: fp(gone) });
   print(
     `Removed security key "${gone.label}" (${fp(gone)}) from the config: new backups are no longer encrypted to it.`,
@@ -158,7 +158,8 @@ export function register(program: Command): void {
     .command('remove')
     .argument('<label-or-fingerprint>')
     .description('stop encrypting new backups to an enrolled key')
-    .action(action(async (ctx, which: string) => remove(ctx.json, which)));
+    .option('--force', 'allow removing the last recipient of the config')
+    .action(action(async (ctx, which: string, o: { force?: boolean }) => remove(ctx.json, which, Boolean(o.force))));
   deviceOptions(
     key
       .command('test')
