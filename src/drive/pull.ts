@@ -6,8 +6,9 @@ import type { Writable } from 'node:stream';
 import { BackupctlError, Exit } from '../errors.js';
 import { termSafe } from '../util/terminal-text.js';
 import { requireOutputDir } from '../util/fsutil.js';
+import { acquireLock } from '../util/lock.js';
 import type { DriveClient } from './client.js';
-import { downloadToFile, downloadToStream, type DownloadResult } from './download.js';
+import { downloadToFile, downloadToStream, type DownloadResult, type PinnedFile } from './download.js';
 import { lastPushOf, readPushedLog } from './pushed-log.js';
 import { backupFolder, listBackups, resolve, type RemoteFile, type Space } from './remote.js';
 
@@ -62,11 +63,22 @@ export async function pull(drive: DriveClient, req: PullRequest): Promise<PullRe
     req.onWarning(`${others.length + 1} files on Drive are named ${termSafe(file.name)}: pulling the newest (id ${file.id}, created ${termSafe(file.createdTime)}); pass an id to choose another (backupctl drive list)`);
   }
   if (!file.md5 || !file.revisionId) throw new BackupctlError(Exit.corrupt, `${termSafe(file.name)} on Drive has no content checksum: it is not a backupctl upload`);
+  const pinned: PinnedFile = { id: file.id, name: file.name, revisionId: file.revisionId, size: file.size, md5: file.md5 };
   const output = req.output === undefined ? defaultOutput(file.name) : req.output;
-  if (output) await checkOutput(output, req.force);
+  // One run at a time writes OUTPUT and OUTPUT.part (a second pull into it would write the same
+  // .part): taken before the check, so a file another run finished meanwhile counts as existing.
+  const lock = output ? await acquireLock(output, output) : null;
+  try {
+    if (output) await checkOutput(output, req.force);
+    return await download(drive, req, pinned, file, others, output);
+  } finally {
+    lock?.release();
+  }
+}
 
+/** Download `pinned` (the newest `file`) to `output` or standard output, and compare it with what was pushed. */
+async function download(drive: DriveClient, req: PullRequest, pinned: PinnedFile, file: RemoteFile, others: RemoteFile[], output: string | null): Promise<PullResult> {
   const pushed = lastPushOf(await readPushedLog(), file.name, file.id, req.space);
-  const pinned = { id: file.id, name: file.name, revisionId: file.revisionId, size: file.size, md5: file.md5 };
   const before = pushed && (pushed.md5 !== file.md5 || pushed.size !== file.size)
     ? `${termSafe(file.name)} was pushed on ${pushed.pushed} with ${pushed.size} bytes, md5 ${pushed.md5}; Drive now has ${file.size} bytes, md5 ${file.md5}`
     : null;

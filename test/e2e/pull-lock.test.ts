@@ -1,0 +1,58 @@
+// Two pulls into one FILE at once (backupctl-drive(1) "pull"): both wrote FILE.part. Before the
+// lock, the second (exit 0, "MD5 matches Drive") renamed the shared .part under FILE while the
+// first, resumed after a stall, went on writing into it: FILE was then neither backup, and the
+// first failed. Now the first holds FILE.lock for its whole download (here it is stalled
+// half-way by the Drive fake) and the second is exit 9 naming it, before any byte.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DriveFake } from '../support/drive-fake/server.js';
+import { archiveLikeBytes } from '../support/drive-fake/archive-bytes.js';
+import { STACK_TRACE, exists, makeHome, runCli, startCli } from '../support/cli.js';
+
+const MiB = 1024 * 1024;
+let fake: DriveFake;
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let env: Record<string, string>;
+const a = archiveLikeBytes(2 * MiB);
+const b = archiveLikeBytes(2 * MiB);
+
+beforeAll(async () => {
+  fake = await new DriveFake().start();
+  ({ home, configDir, cleanup } = await makeHome('backupctl-pull-lock-'));
+  env = {
+    BACKUPCTL_DRIVE_ROOT_URL: fake.rootUrl, BACKUPCTL_DRIVE_TOKEN_URL: fake.tokenUrl, BACKUPCTL_DRIVE_AUTH_URL: fake.authUrl,
+    BACKUPCTL_DRIVE_ACCESS_TOKEN: fake.issueAccessToken(), BACKUPCTL_RETRY_BASE_MS: '5', BACKUPCTL_DRIVE_STALL_MS: '1500',
+  };
+  for (const [name, bytes] of [['a.bkp', a], ['b.bkp', b]] as const) {
+    await writeFile(join(home, name), bytes);
+    const p = await runCli(['push', join(home, name)], { configDir, env });
+    expect(p.exitCode, p.stderr).toBe(0);
+  }
+});
+afterAll(async () => {
+  await fake?.stop();
+  await cleanup?.();
+});
+
+describe('two pulls into one FILE at once', () => {
+  it('the second is exit 9 naming the first, which then completes with its own bytes only', async () => {
+    const out = join(home, 'pulled.bkp');
+    fake.inject({ on: 'media', action: { hang: true } }); // half of a.bkp, then nothing until the stall limit
+    const first = startCli(['pull', 'a.bkp', '-o', out], { configDir, env, cwd: home });
+    for (const end = Date.now() + 20_000; ((await stat(`${out}.part`).catch(() => null))?.size ?? 0) < MiB; await new Promise((r) => setTimeout(r, 5))) {
+      if (Date.now() > end) throw new Error('the first pull never wrote half of its download');
+    }
+    const second = await runCli(['pull', 'b.bkp', '-o', out], { configDir, env, cwd: home });
+    expect(second.exitCode, second.stderr).toBe(9);
+    expect(second.stderr).toBe(`backupctl: ${out} is in use by another backupctl run (pid ${first.pid}); try again when it has finished\n`);
+    expect(second.stderr).not.toMatch(STACK_TRACE);
+    const r = await first;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect((await readFile(out)).equals(a)).toBe(true);
+    expect(await exists(`${out}.part`)).toBe(false);
+    expect(await exists(`${out}.lock`)).toBe(false);
+  });
+});
