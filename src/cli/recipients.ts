@@ -60,4 +60,10 @@ export async function resolveRecipients(o: RecipientOptions): Promise<ResolvedRe
   return out;
 }
 
+/** Whether any of `recipients` is one of the config's own: a key or code of this user's. */
+export async function includesOwn(recipients: readonly ResolvedRecipient[]): Promise<boolean> {
+  const own = new Set((await loadConfig()).recipients.map((e) => recipientFromEntry(e).fingerprint));
+  return recipients.some((r) => own.has(r.fingerprint));
+}
+
 export const describeRecipient = (r: { type: string; label: string; fingerprint: string }) => `${r.type} "${r.label}" (${r.fingerprint})`;

@@ -192,8 +192,9 @@ describe('repo rotate --new-read-key', () => {
     expect(await readFile(join(repo, 'keys'))).toEqual(keysBefore);
     await rm(join(repo, 'locks', 'aaaaaaaaaaaaaaaa'));
     expect(await repoFiles(repo)).toEqual(before);
-    // Code B back, code A out, the read key kept: the message says what that cannot take back.
-    const p = await runCli(['repo', 'rotate', repo, '--no-config', '--recipients-file', join(cfgB, 'config.json')], withCode(cfgA, codeA));
+    // Code B back, code A out (handed over: --force, as none of config A's is left), the read key
+    // kept: the message says what that cannot take back.
+    const p = await runCli(['repo', 'rotate', repo, '--no-config', '--recipients-file', join(cfgB, 'config.json'), '--force'], withCode(cfgA, codeA));
     expect(p.exitCode, p.stderr).toBe(0);
     expect(p.stderr).toContain(`No longer with: recovery "code A" (${codeA.fingerprint})`);
     expect(p.stderr).toContain(`Added: recovery "code B" (${codeB.fingerprint})`);

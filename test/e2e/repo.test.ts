@@ -245,9 +245,16 @@ describe('repository: init, nightly backups, restore', () => {
     expect(await exists(join(home, 'escape.txt'))).toBe(false);
   });
 
-  it('repo rotate seals the keys to other recipients: the removed code stops opening it, backups go on without a secret', async () => {
+  it('repo rotate seals the keys to other recipients (only with --force when none is in the config): the removed code stops opening it, backups go on without a secret', async () => {
     const other = await newRecoveryCode(join(home, 'b-config'), join(home, 'b-code.txt'), 'code B');
-    await ok(['repo', 'rotate', repo, '--no-config', '--recipients-file', join(home, 'b-config', 'config.json')], withCode());
+    const toOthers = ['repo', 'rotate', repo, '--no-config', '--recipients-file', join(home, 'b-config', 'config.json')];
+    const keysBefore = await readFile(join(repo, 'keys'));
+    // Only to recipients not in this config: refused (exit 8) unless --force, and the keys file is untouched.
+    const lockout = await runCli(toOthers, withCode());
+    expect(lockout.exitCode, lockout.stderr).toBe(8);
+    expect(lockout.stderr).toBe(`backupctl: refusing to seal the keys of ${repo} only to recipients that are not in your config: no key or code of yours would open it again, while this machine goes on backing up into it; add --force if it is meant for them alone\n`);
+    expect((await readFile(join(repo, 'keys'))).equals(keysBefore)).toBe(true);
+    await ok([...toOthers, '--force'], withCode());
     const first = [...expected.keys()][0]!;
     const refused = await runCli(['restore', '--repo', repo, first, '-d', join(home, 'rot-a')], withCode());
     expect(refused.exitCode).toBe(4);

@@ -5,7 +5,8 @@ import { openStore } from '../../repo/repository.js';
 import { adoptRepository, createRepository, rotateRepository, type RotateResult } from '../../ops/repository.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info } from '../run.js';
-import { addRecipientOptions, describeRecipient, resolveRecipients, type RecipientOptions } from '../recipients.js';
+import { addRecipientOptions, describeRecipient, includesOwn, resolveRecipients, type RecipientOptions } from '../recipients.js';
+import { BackupctlError, Exit } from '../../errors.js';
 import { addUnlockOptions, unlock, type UnlockOptions } from '../unlock.js';
 
 export function register(program: Command): void {
@@ -44,11 +45,19 @@ export function register(program: Command): void {
         .command('rotate')
         .description("seal REPO's keys to the recipients now in the config (and --recipients-file): add or remove who can open it")
         .argument('<repo>', 'the repository directory')
-        .option('--new-read-key', 'also seal the data written from now on to a new read key, which no copy of the keys file made before opens'),
+        .option('--new-read-key', 'also seal the data written from now on to a new read key, which no copy of the keys file made before opens')
+        .option('--force', 'seal them even when none of the recipients is in the config (the repository is handed over)'),
     ),
   ).action(
-    action(async (ctx, dir: string, opts: RecipientOptions & UnlockOptions & { newReadKey?: boolean }) => {
+    action(async (ctx, dir: string, opts: RecipientOptions & UnlockOptions & { newReadKey?: boolean; force?: boolean }) => {
       const recipients = await resolveRecipients(opts);
+      if (!opts.force && !(await includesOwn(recipients))) {
+        // This machine would go on backing up, every night, into a repository nobody here can restore from.
+        throw new BackupctlError(
+          Exit.refused,
+          `refusing to seal the keys of ${dir} only to recipients that are not in your config: no key or code of yours would open it again, while this machine goes on backing up into it; add --force if it is meant for them alone`,
+        );
+      }
       const res = await rotateRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal), recipients, !!opts.newReadKey);
       if (ctx.json) {
         const { removed, added, generation, renewed, finished } = res;
