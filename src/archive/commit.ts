@@ -23,6 +23,12 @@ export const safeMode = (mode: number) => mode & 0o1777;
 /** Mode of a parent directory the archive has no record for (as mkdir -p; the umask applies). */
 const IMPLIED_DIR_MODE = 0o755;
 
+/** A file by device and inode: the archive a restore reads, which --force never replaces. */
+export interface FileId {
+  dev: number;
+  ino: number;
+}
+
 /** A step of the commit: an entry, or a missing parent directory (`meta` null). */
 interface Step extends JournalStep {
   meta: EntryMeta | null;
@@ -60,9 +66,10 @@ function nonEmptyDir(p: string): boolean {
  * symlinks; each marked with what is at its path now. Throws, before anything
  * is changed, on every conflict the restore would meet: existing entries without --force, a
  * non-empty directory where --force would put a file or link (it never deletes a tree it was not
- * asked to replace), something other than a directory where a missing parent would go.
+ * asked to replace), something other than a directory where a missing parent would go, the
+ * archive being read (`source`) where --force would put an entry of its own.
  */
-function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Journal & { steps: Step[] } {
+function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source?: FileId): Journal & { steps: Step[] } {
   const dirs = new Map<string, Step>();
   const files: Step[] = [];
   const links: Step[] = [];
@@ -99,6 +106,9 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Journ
       continue;
     }
     s.had = Had.other;
+    if (force && source && st.ino === source.ino && st.dev === source.dev) {
+      throw new BackupctlError(Exit.io, `refusing to replace ${p} with the entry of that name: it is the archive being restored; nothing was restored`);
+    }
     if (!s.meta) {
       throw new BackupctlError(Exit.io, `${p} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a directory'}: refusing to restore ${firstUnder(staged, s.path)} through it; nothing was restored`);
     } else if (!force) clash.push(s.path);
@@ -116,8 +126,8 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean): Journ
 const times = (st: Stats): Times => [st.atimeMs, st.mtimeMs];
 
 /** The conflicts the commit would meet, checked from the index before any data is read (throws). */
-export function checkConflicts(selection: readonly EntryMeta[], dest: string, force: boolean): void {
-  plan(selection, dest, force);
+export function checkConflicts(selection: readonly EntryMeta[], dest: string, force: boolean, source?: FileId): void {
+  plan(selection, dest, force, source);
 }
 
 const firstUnder = (staged: readonly EntryMeta[], dir: string) => staged.find((e) => e.path.startsWith(dir + '/'))!.path;
@@ -127,8 +137,8 @@ const firstUnder = (staged: readonly EntryMeta[], dir: string) => staged.find((e
  * calls: nothing else runs meanwhile, and a promise and thread-pool round trip per call cost 15%
  * of a restore of 3,300 files.
  */
-export function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean): number {
-  const journal = plan(staged, dest, force);
+export function commit(staged: EntryMeta[], staging: string, dest: string, force: boolean, source?: FileId): number {
+  const journal = plan(staged, dest, force, source);
   const order = journal.steps;
   const handles = openHandles(dest);
   try {

@@ -4,12 +4,12 @@
 // symlinks created last, so no link (stored or pre-existing) is ever followed. Any failure or
 // interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
 // backupctl(1) "RESTORE SAFETY").
-import { lstat, mkdtemp, realpath } from 'node:fs/promises';
+import { lstat, mkdtemp, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
 import { makeDirs, refusesEntries, removeMadeDirs } from '../util/make-dirs.js';
 import { acquireLock, type Lock } from '../util/lock.js';
-import { RESTORE_LOCK, checkConflicts, commit, recoverAbandoned, removeStaging, safeMode, secs, stagingPrefix } from './commit.js';
+import { RESTORE_LOCK, checkConflicts, type FileId, commit, recoverAbandoned, removeStaging, safeMode, secs, stagingPrefix } from './commit.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
 import { NO_FOLDING, probeFolding, type Folding } from './name-folding.js';
@@ -55,7 +55,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
     // (names that only the target's file system would take for one are checked once it is probed).
     const index = o.archive instanceof ArchiveFile ? await readIndex(o.archive) : null;
     if (index) checkEntries(index, NO_FOLDING);
-    return await stageAndCommit(o, only, (staging, precheck) => {
+    return await stageAndCommit({ ...o, source: await sourceFile(o.archive) }, only, (staging, precheck) => {
       const folding = probeStaging(staging);
       if (index && (folding.case || folding.unicode)) checkEntries(index, folding);
       return extract(o, only, staging, precheck, folding, index);
@@ -73,7 +73,7 @@ export async function restoreArchive(o: RestoreOptions): Promise<RestoreResult> 
 async function salvageRestore(o: RestoreOptions, only: string[] | undefined): Promise<RestoreResult> {
   const patterns = only && [...only];
   let damage: DamageReport | undefined;
-  const res = await stageAndCommit(o, patterns, async (staging, precheck) => {
+  const res = await stageAndCommit({ ...o, source: await sourceFile(o.archive) }, patterns, async (staging, precheck) => {
     const sel = { keep: (p: string) => selects(only, p) || isAncestorOfSelection(only, p), chosen: (p: string) => selects(only, p) };
     const { staged, report } = await salvageIntoStaging(o.archive, sel, staging, probeStaging(staging), o.signal, o.onProgress);
     precheck(staged);
@@ -83,6 +83,11 @@ async function salvageRestore(o: RestoreOptions, only: string[] | undefined): Pr
     return staged;
   });
   return { ...res, damage };
+}
+
+/** The archive file being read (an archive inside DEST may be among what --force would replace). */
+async function sourceFile(a: ArchiveFile | ArchiveStream): Promise<FileId | undefined> {
+  return a instanceof ArchiveFile ? stat(a.path).then((st) => ({ dev: st.dev, ino: st.ino }), () => undefined) : undefined;
 }
 
 export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/+$/, '').replace(/^\.\//, ''));
@@ -95,7 +100,7 @@ export const normaliseOnly = (only?: string[]) => only?.map((p) => p.replace(/\/
  * commit in progress, and a failed restore never takes away a DEST another one is filling.
  */
 export async function stageAndCommit(
-  o: { dest: string; force?: boolean; signal?: AbortSignal },
+  o: { dest: string; force?: boolean; signal?: AbortSignal; source?: FileId },
   only: string[] | undefined,
   extract: (staging: string, precheck: (selection: readonly EntryMeta[]) => void) => Promise<EntryMeta[]>,
 ): Promise<RestoreResult> {
@@ -114,12 +119,12 @@ export async function stageAndCommit(
     });
     lock = await lockDest(dest, o.dest);
     recoverAbandoned(dest); // a killed restore's commit is undone before anything is compared with DEST
-    const staged = await extract(staging, (sel) => checkConflicts(sel, dest, !!o.force));
+    const staged = await extract(staging, (sel) => checkConflicts(sel, dest, !!o.force, o.source));
     // Per pattern, and not counting the parent directories staged for other patterns (as tar).
     const unmatched = only?.filter((p) => !staged.some((e) => selects([p], e.path))) ?? [];
     if (unmatched.length) throw usageError(`nothing in the archive matches ${unmatched.join(', ')}`);
     o.signal?.throwIfAborted();
-    const replaced = commit(staged, staging, dest, !!o.force);
+    const replaced = commit(staged, staging, dest, !!o.force, o.source);
     done = true;
     const files = staged.filter((e) => e.type === EntryType.File);
     return { entries: staged.length, files: files.length, bytes: files.reduce((a, e) => a + Number(e.size), 0), replaced };

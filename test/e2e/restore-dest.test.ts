@@ -1,9 +1,10 @@
-// Two restores into one DIR at once (backupctl(1) RESTORE SAFETY "One restore at a time"): the
+// What a restore may do to DIR. Two restores into one DIR at once (backupctl(1) RESTORE SAFETY "One restore at a time"): the
 // first, stopped in its commit (BACKUPCTL_TEST_KILL_AT=step-0:SIGSTOP), holds DIR; a second one,
 // of another archive or a repository snapshot, into a new or an existing DIR, is exit 9 naming
 // it and changes nothing; the first then completes alone. A failed restore removes only the
 // directories it made and only while empty, never a sibling DIR another restore filled
-// meanwhile; a killed restore's lock is taken over by the next.
+// meanwhile; a killed restore's lock is taken over by the next. --force never replaces the
+// archive being restored when it lies in DIR under the name of one of its entries.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -124,5 +125,20 @@ describe('a restore killed during its commit', () => {
     const r = await runCli(['restore', archiveA, '-d', dest, ...code()], env());
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await contents(dest)).toEqual({ 'a.txt': 'content of a.txt\n', 'same.txt': 'from A\n' });
+  });
+});
+
+describe('--force and the archive being restored', () => {
+  it('an entry of the same name as the archive, which lies in DIR: refused (exit 6), the archive and DIR unchanged', async () => {
+    const dest = join(home, 'holds-archive');
+    await mkdir(dest);
+    // An archive that holds an older copy of itself (made elsewhere, then moved into DIR).
+    const inDest = await craftArchive(join(dest, 'x.bkp'), rc.code, [{ path: 'x.bkp', data: 'an older x.bkp\n' }, { path: 'y.txt' }]);
+    const before = await readFile(inDest);
+    const r = await runCli(['restore', inDest, '-d', dest, '--force', ...code()], env());
+    expect(r.exitCode, r.stderr).toBe(6);
+    expect(r.stderr).toBe(`backupctl: refusing to replace ${inDest} with the entry of that name: it is the archive being restored; nothing was restored\n`);
+    expect((await readFile(inDest)).equals(before)).toBe(true);
+    expect(await readdir(dest)).toEqual(['x.bkp']);
   });
 });
