@@ -1,10 +1,11 @@
-// What a restore may do to DIR. Two restores into one DIR at once (backupctl(1) RESTORE SAFETY "One restore at a time"): the
-// first, stopped in its commit (BACKUPCTL_TEST_KILL_AT=step-0:SIGSTOP), holds DIR; a second one,
-// of another archive or a repository snapshot, into a new or an existing DIR, is exit 9 naming
-// it and changes nothing; the first then completes alone. A failed restore removes only the
-// directories it made and only while empty, never a sibling DIR another restore filled
-// meanwhile; a killed restore's lock is taken over by the next. --force never replaces the
-// archive being restored when it lies in DIR under the name of one of its entries.
+// What a restore may do to DIR. Two restores into one DIR at once (backupctl(1) RESTORE SAFETY
+// "One restore at a time"): the first, stopped in its commit (BACKUPCTL_TEST_KILL_AT=
+// step-0:SIGSTOP), holds DIR; a second one, of another archive or a repository snapshot, into a
+// new or an existing DIR, is exit 9 naming it and changes nothing; the first then completes
+// alone. A failed restore removes only the directories it made and only while empty, never a
+// sibling DIR another restore filled meanwhile; a killed restore's lock is taken over by the
+// next. --force never replaces the archive being restored when it lies in DIR under the name of
+// one of its entries.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
