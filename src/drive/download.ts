@@ -10,7 +10,7 @@ import { dirname } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { readArchiveHeader } from '../archive/header.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
-import { syncDir, writeFileAtomic } from '../util/fsutil.js';
+import { publishNew, syncDir, writeFileAtomic } from '../util/fsutil.js';
 import { DataOutput } from '../util/stdout-data.js';
 import { termSafe } from '../util/terminal-text.js';
 import type { DriveClient } from './client.js';
@@ -129,8 +129,11 @@ interface PartInfo {
   size: number;
 }
 
-/** Download to `out` via `out.part`; resumes a part left by an earlier run of the same revision. */
-export async function downloadToFile(drive: DriveClient, f: PinnedFile, out: string, onProgress?: (bytes: number) => void): Promise<DownloadResult> {
+/**
+ * Download to `out` via `out.part`; resumes a part left by an earlier run of the same revision.
+ * Without `replace`, a file something else put at `out` during the download is left as it is.
+ */
+export async function downloadToFile(drive: DriveClient, f: PinnedFile, out: string, replace: boolean, onProgress?: (bytes: number) => void): Promise<DownloadResult> {
   const part = `${out}.part`;
   const sidecar = `${out}.part.json`;
   const want: PartInfo = { id: f.id, revisionId: f.revisionId, md5: f.md5, size: f.size };
@@ -179,8 +182,13 @@ export async function downloadToFile(drive: DriveClient, f: PinnedFile, out: str
     throw err;
   }
   try {
-    await rename(part, out);
+    if (replace) await rename(part, out);
+    else await publishNew(part, out); // no-clobber: the output was checked absent before the download only
   } catch (err) {
+    if (err instanceof BackupctlError) {
+      await unlink(sidecar).catch(() => {});
+      throw err;
+    }
     throw ioError(err, out, 'rename the download to');
   }
   await unlink(sidecar).catch(() => {});

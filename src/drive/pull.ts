@@ -86,7 +86,7 @@ async function download(drive: DriveClient, req: PullRequest, pinned: PinnedFile
   if (before && output === null && !req.allowForeign) throw foreign(before, file, null, null);
 
   const progress = (b: number) => req.onProgress?.(b, file.size);
-  const result = output ? await downloadToFile(drive, pinned, output, progress) : await downloadToStream(drive, pinned, req.stdout ?? process.stdout, progress);
+  const result = output ? await downloadToFile(drive, pinned, output, !!req.force, progress) : await downloadToStream(drive, pinned, req.stdout ?? process.stdout, progress);
 
   const why =
     before ??

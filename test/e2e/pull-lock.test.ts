@@ -1,8 +1,9 @@
-// Two pulls into one FILE at once (backupctl-drive(1) "pull"): both wrote FILE.part. Before the
-// lock, the second (exit 0, "MD5 matches Drive") renamed the shared .part under FILE while the
-// first, resumed after a stall, went on writing into it: FILE was then neither backup, and the
-// first failed. Now the first holds FILE.lock for its whole download (here it is stalled
-// half-way by the Drive fake) and the second is exit 9 naming it, before any byte.
+// pull into FILE (backupctl-drive(1) "pull") while something else writes it. Two pulls with one
+// -o both wrote FILE.part: before the lock, the second (exit 0, "MD5 matches Drive") renamed the
+// shared .part under FILE while the first, resumed after a stall, went on writing into it, so
+// FILE was neither backup. Now the first holds FILE.lock for its whole download (stalled
+// half-way by the Drive fake here) and the second is exit 9 naming it, before any byte. And a
+// file another program creates at FILE during the download is no longer renamed over.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -37,14 +38,23 @@ afterAll(async () => {
   await cleanup?.();
 });
 
+/** `pull a.bkp -o out`, stalled by the fake after half of it (until the stall limit, 1.5 s). */
+function stalledPull(out: string) {
+  fake.inject({ on: 'media', action: { hang: true } });
+  return startCli(['pull', 'a.bkp', '-o', out], { configDir, env, cwd: home });
+}
+
+async function halfDownloaded(out: string): Promise<void> {
+  for (const end = Date.now() + 20_000; ((await stat(`${out}.part`).catch(() => null))?.size ?? 0) < MiB; await new Promise((r) => setTimeout(r, 5))) {
+    if (Date.now() > end) throw new Error('the pull never wrote half of its download');
+  }
+}
+
 describe('two pulls into one FILE at once', () => {
   it('the second is exit 9 naming the first, which then completes with its own bytes only', async () => {
     const out = join(home, 'pulled.bkp');
-    fake.inject({ on: 'media', action: { hang: true } }); // half of a.bkp, then nothing until the stall limit
-    const first = startCli(['pull', 'a.bkp', '-o', out], { configDir, env, cwd: home });
-    for (const end = Date.now() + 20_000; ((await stat(`${out}.part`).catch(() => null))?.size ?? 0) < MiB; await new Promise((r) => setTimeout(r, 5))) {
-      if (Date.now() > end) throw new Error('the first pull never wrote half of its download');
-    }
+    const first = stalledPull(out);
+    await halfDownloaded(out);
     const second = await runCli(['pull', 'b.bkp', '-o', out], { configDir, env, cwd: home });
     expect(second.exitCode, second.stderr).toBe(9);
     expect(second.stderr).toBe(`backupctl: ${out} is in use by another backupctl run (pid ${first.pid}); try again when it has finished\n`);
@@ -54,5 +64,19 @@ describe('two pulls into one FILE at once', () => {
     expect((await readFile(out)).equals(a)).toBe(true);
     expect(await exists(`${out}.part`)).toBe(false);
     expect(await exists(`${out}.lock`)).toBe(false);
+  });
+});
+
+describe('a FILE that something else creates during the download', () => {
+  it('is left as it is without --force (exit 6); the download does not replace it', async () => {
+    const out = join(home, 'made-meanwhile.bkp');
+    const p = stalledPull(out);
+    await halfDownloaded(out);
+    await writeFile(out, 'written by another program\n'); // checked absent before the download only
+    const r = await p;
+    expect(r.exitCode, String(r.stderr)).toBe(6);
+    expect(String(r.stderr)).toMatch(new RegExp(`^backupctl: ${out} was created meanwhile by something else; it was left as it is \\(use --force to replace it\\)$`, 'm'));
+    expect(await readFile(out, 'utf8')).toBe('written by another program\n');
+    expect(await exists(`${out}.part`)).toBe(false);
   });
 });

@@ -41,7 +41,7 @@ describe('download', () => {
   it('streams a file to FILE via FILE.part and checks it', async () => {
     const f = fake.addFile({ name: 'a.bkp' }, content);
     const out = join(dir, 'a1.bkp');
-    const r = await downloadToFile(await open(), pinned(f.id), out);
+    const r = await downloadToFile(await open(), pinned(f.id), out, false);
     expect((await readFile(out)).equals(content)).toBe(true);
     expect(r.sha256).toBe(sha(content));
     await expect(stat(`${out}.part`)).rejects.toThrow();
@@ -51,7 +51,7 @@ describe('download', () => {
     const f = fake.addFile({ name: 'b.bkp' }, content);
     fake.inject({ on: 'media', times: 3, action: { drop: true } });
     const out = join(dir, 'b.bkp');
-    await downloadToFile(await open(), pinned(f.id), out);
+    await downloadToFile(await open(), pinned(f.id), out, false);
     expect((await readFile(out)).equals(content)).toBe(true);
     const media = fake.requests.filter((r) => r.on === 'media');
     expect(media).toHaveLength(4);
@@ -70,7 +70,7 @@ describe('download', () => {
       { on: 'media', action: { status: 403, reason: 'userRateLimitExceeded' } },
     );
     const out = join(dir, 'c.bkp');
-    await downloadToFile(await open(), pinned(f.id), out);
+    await downloadToFile(await open(), pinned(f.id), out, false);
     expect((await readFile(out)).equals(content)).toBe(true);
   });
 
@@ -92,7 +92,7 @@ describe('download', () => {
   it('fails with exit 5 and removes the part when the bytes do not match the checksum', async () => {
     const f = fake.addFile({ name: 'e.bkp' }, content);
     const out = join(dir, 'e.bkp');
-    await expect(downloadToFile(await open(), { ...pinned(f.id), md5: md5(randomBytes(8)) }, out)).rejects.toMatchObject({ code: 5 });
+    await expect(downloadToFile(await open(), { ...pinned(f.id), md5: md5(randomBytes(8)) }, out, false)).rejects.toMatchObject({ code: 5 });
     await expect(stat(`${out}.part`)).rejects.toThrow();
     await expect(stat(out)).rejects.toThrow();
   });
@@ -101,7 +101,7 @@ describe('download', () => {
     const junk = randomBytes(100_000);
     const f = fake.addFile({ name: 'junk' }, junk);
     const out = join(dir, 'junk');
-    await expect(downloadToFile(await open(), pinned(f.id), out)).rejects.toMatchObject({ code: 5 });
+    await expect(downloadToFile(await open(), pinned(f.id), out, false)).rejects.toMatchObject({ code: 5 });
     await expect(stat(out)).rejects.toThrow();
   });
 
@@ -111,7 +111,7 @@ describe('download', () => {
     const pin = pinned(f.id);
     await writeFile(`${out}.part`, content.subarray(0, 1_000_000));
     await writeFile(`${out}.part.json`, JSON.stringify({ id: pin.id, revisionId: pin.revisionId, md5: pin.md5, size: pin.size }));
-    await downloadToFile(await open(), pin, out);
+    await downloadToFile(await open(), pin, out, false);
     expect((await readFile(out)).equals(content)).toBe(true);
     expect(fake.downloadBytesSent).toBe(SIZE - 1_000_000);
   });
