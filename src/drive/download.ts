@@ -53,9 +53,12 @@ async function* withStallTimeout(body: Readable, ms: number): AsyncGenerator<Buf
   }
 }
 
+/** A 404 during a download of a whole file: it went away while being read. */
+const replacedMeanwhile = (f: PinnedFile) => new BackupctlError(Exit.unavailable, `${termSafe(f.name)} was deleted or replaced on Drive during the download: run pull again`);
+
 /**
- * Fetch bytes [offset, size) of the pinned revision into `write`, resuming after cuts. `hashes`
- * already cover bytes [0, offset).
+ * Fetch bytes [offset, end) of the pinned revision into `write`, resuming after cuts. `hashes`
+ * already cover bytes [0, offset). A 404 throws `gone()`.
  */
 async function fetchInto(
   drive: DriveClient,
@@ -64,16 +67,18 @@ async function fetchInto(
   hashes: Hash[],
   write: (chunk: Buffer) => Promise<void>,
   onProgress?: (bytes: number) => void,
+  end = f.size,
+  gone: () => Error = () => replacedMeanwhile(f),
 ): Promise<void> {
   const recovery = new Recovery(drive.signal, drive.auth, drive.onRetry);
-  while (offset < f.size) {
+  while (offset < end) {
     try {
       // Through the auth transport rather than the generated client, which forces
       // `Accept-Encoding: gzip`: a compressed body would make byte ranges meaningless.
       const res = await drive.raw<Readable>(`drive/v3/files/${encodeURIComponent(f.id)}/revisions/${encodeURIComponent(f.revisionId)}?alt=media`, {
         method: 'GET',
         responseType: 'stream',
-        headers: { 'Accept-Encoding': 'identity', ...(offset > 0 ? { Range: `bytes=${offset}-` } : {}) },
+        headers: { 'Accept-Encoding': 'identity', ...(offset > 0 || end < f.size ? { Range: `bytes=${offset}-${end < f.size ? end - 1 : ''}` } : {}) },
         validateStatus: (s) => s === 200 || s === 206,
       });
       recovery.succeeded();
@@ -86,7 +91,7 @@ async function fetchInto(
       }
       // A server that ignored Range (200) sends from byte 0: skip what we already have.
       let skip = 0;
-      if (offset > 0) {
+      if (offset > 0 || end < f.size) {
         const contentRange = res.headers.get('content-range') ?? '';
         if (res.status === 200) skip = offset;
         else if (!contentRange.startsWith(`bytes ${offset}-`)) {
@@ -100,18 +105,21 @@ async function fetchInto(
           chunk = chunk.subarray(n);
           if (!chunk.length) continue;
         }
-        if (offset + chunk.length > f.size) throw new BackupctlError(Exit.corrupt, `Drive sent more than the ${f.size} bytes of ${termSafe(f.name)}`);
+        if (offset + chunk.length > end) {
+          if (end === f.size) throw new BackupctlError(Exit.corrupt, `Drive sent more than the ${f.size} bytes of ${termSafe(f.name)}`);
+          chunk = chunk.subarray(0, end - offset); // a server that ignored the range's end
+        }
         for (const h of hashes) h.update(chunk);
         await write(chunk);
         offset += chunk.length;
         recovery.progressed();
         onProgress?.(offset);
+        if (offset === end) break;
       }
-      if (offset < f.size) throw Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      if (offset === end && end < f.size) res.data.destroy();
+      if (offset < end) throw Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
     } catch (err) {
-      if ((await recovery.recover(err, 'download')) === 'notFound') {
-        throw new BackupctlError(Exit.unavailable, `${termSafe(f.name)} was deleted or replaced on Drive during the download: run pull again`);
-      }
+      if ((await recovery.recover(err, 'download')) === 'notFound') throw gone();
     }
   }
 }
@@ -215,4 +223,15 @@ export async function downloadToStream(drive: DriveClient, f: PinnedFile, sink: 
   const result = { size, md5: md5.digest('hex'), sha256: sha.digest('hex') };
   checkDigest(f, result.size, result.md5);
   return result;
+}
+
+/**
+ * Bytes [offset, offset+length) of the pinned revision (fewer only at its end), by HTTP Range,
+ * resumed after cuts like a whole download; a 404 throws `gone()` (the file is not there).
+ */
+export async function downloadRange(drive: DriveClient, f: PinnedFile, offset: number, length: number, gone: () => Error): Promise<Buffer> {
+  const end = Math.min(f.size, offset + length);
+  const parts: Buffer[] = [];
+  if (end > offset) await fetchInto(drive, f, offset, [], async (c) => void parts.push(Buffer.from(c)), undefined, end, gone);
+  return Buffer.concat(parts);
 }

@@ -10,7 +10,7 @@ import { FILE_FIELDS, type DriveFileResource } from './upload.js';
 
 export type Space = 'drive' | 'appDataFolder';
 export const FOLDER_NAME = 'backupctl';
-const FOLDER_MIME = 'application/vnd.google-apps.folder';
+export const FOLDER_MIME = 'application/vnd.google-apps.folder';
 export const ARCHIVE_MIME = 'application/octet-stream';
 
 /** appProperties push sets (key + value within Drive's 124-byte limit). */
@@ -59,7 +59,7 @@ export const newestFirst = (a: RemoteFile, b: RemoteFile) =>
 export const MAX_LIST_PAGES = 1000;
 
 /** Every page of a files.list query (pages may be short or even empty and still go on). */
-async function listAll(drive: DriveClient, space: Space, q: string): Promise<DriveFileResource[]> {
+export async function listAll(drive: DriveClient, space: Space, q: string): Promise<DriveFileResource[]> {
   const out: DriveFileResource[] = [];
   const seen = new Set<string>();
   let pageToken: string | undefined;

@@ -10,7 +10,7 @@ import { BlobType, RepoIndex, writeIndexFile, type BlobEntry, type PackEntries }
 import { packRecipient } from '../repo/keys.js';
 import { lockRepository } from '../repo/lock.js';
 import { publishedReadKey } from '../repo/read-key.js';
-import { PackWriter, packPath } from '../repo/pack.js';
+import { PackWriter, packIdOf, packPath } from '../repo/pack.js';
 import { applyPolicy, type KeepPolicy } from '../repo/policy.js';
 import { RepoReader } from '../repo/reader.js';
 import { listSnapshots, type Snapshot } from '../repo/snapshot.js';
@@ -79,7 +79,9 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
       else keep.push({ pack, entries: alive });
     }
     const indexed = reader.index.packs();
-    const orphans = [...reader.packSizes.keys()].filter((p) => !indexed.has(p));
+    const grace = store.orphanGraceMs ?? 0;
+    const young = grace ? new Set((await store.list('data')).filter((f) => Date.now() - f.mtimeMs < grace).map((f) => packIdOf(f.path))) : new Set<string>();
+    const orphans = [...reader.packSizes.keys()].filter((p) => !indexed.has(p) && !young.has(p));
     const leftovers = (await Promise.all(['data', 'index', 'snapshots', 'locks'].map((d) => store.leftovers(d)))).flat();
     const res: PruneResult = {
       packsDeleted: drop.length + orphans.length, packsRepacked: repack.length, packsKept: keep.length,

@@ -9,7 +9,7 @@ import { pidAlive } from '../util/owner.js';
 
 export type LockKind = 'shared' | 'exclusive';
 
-interface LockFile {
+export interface LockFile {
   kind: LockKind;
   host: string;
   pid: number;
@@ -30,7 +30,8 @@ export interface RepoLock {
   release(): Promise<void>;
 }
 
-async function others(store: Store, mine: string): Promise<Array<{ path: string; lock: LockFile | null }>> {
+/** Every lock but `mine`, with its content (null: gone meanwhile, or unreadable). */
+export async function others(store: Store, mine: string): Promise<Array<{ path: string; lock: LockFile | null }>> {
   const out = [];
   for (const f of await store.list('locks')) {
     if (f.path === mine) continue;
@@ -61,7 +62,7 @@ export async function lockRepository(store: Store, kind: LockKind, operation: st
     }
     if (kind === 'exclusive' || o.lock.kind === 'exclusive') {
       await store.delete(path);
-      throw new BackupctlError(Exit.locked, `the repository ${store.name} is in use (${o.lock.operation} on ${o.lock.host}, pid ${o.lock.pid}, since ${o.lock.time}); try again when it has finished`);
+      throw new BackupctlError(Exit.locked, `the repository ${store.name} is in use (${o.lock.operation} on ${o.lock.host}, pid ${o.lock.pid}, since ${o.lock.time}); try again when it has finished (if that machine is gone for good: backupctl repo break-lock ${store.name} --all)`);
     }
   }
   const timer = setInterval(() => void store.write(path, [Buffer.from(JSON.stringify(body()) + '\n')]).catch(() => {}), REFRESH_MS);

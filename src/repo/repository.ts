@@ -3,14 +3,13 @@
 // up (the dedup key and the read key's public half) in the config directory.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackupctlError, Exit, corruptError, ioError, noKeyError, usageError } from '../errors.js';
+import { BackupctlError, Exit, corruptError, ioError, noKeyError } from '../errors.js';
 import { configDir, ensureConfigDir } from '../config.js';
 import { writeFileAtomic } from '../util/fsutil.js';
 import { b64decode, b64encode } from '../util/base64.js';
 import type { ParsedHeader } from '../archive/header.js';
 import type { Identity, Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
-import { LocalStore } from '../store/local.js';
 import { publicKeyOf } from '../keys/x25519.js';
 import type { MachineKeys, RepoKeys } from './keys.js';
 import { seal, SealedFile } from './sealed.js';
@@ -24,12 +23,6 @@ interface Marker {
   version: 1;
   id: string;
   created: string;
-}
-
-/** The store a --repo argument names (a local directory; drive:NAME comes with issue 14). */
-export function openStore(repo: string): Store {
-  if (/^drive:/.test(repo)) throw usageError('repositories on Google Drive are not supported yet; give a local directory');
-  return new LocalStore(repo);
 }
 
 /** The repository id from the marker, which also says that `store` is a repository. */

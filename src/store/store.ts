@@ -1,6 +1,6 @@
 // The storage a repository lives on, as small as restic's and rclone's backends: list a folder,
 // read a file or a range of it, write a file whole and atomically, delete one. The repository
-// (src/repo) never knows whether it writes to a directory or (issue 14) to Google Drive.
+// (src/repo) never knows whether it writes to a directory (local.ts) or to Google Drive (drive.ts).
 
 export interface StoredFile {
   /** Path relative to the store's root, '/'-separated (e.g. "data/3f/3f9a..."). */
@@ -11,7 +11,7 @@ export interface StoredFile {
 }
 
 export interface Store {
-  /** What to call the store in messages (a directory path, later drive:NAME). */
+  /** What to call the store in messages (a directory path, drive:NAME). */
   readonly name: string;
   /**
    * The complete files under `dir` (recursively), never a file still being written. Temporary
@@ -35,4 +35,9 @@ export interface Store {
   exists(path: string): Promise<boolean>;
   /** Does the store hold nothing at all (a new repository goes only where nothing is)? */
   isEmpty(): Promise<boolean>;
+  /**
+   * A pack no index file names is kept this long by prune (ms; none: removed at once): on a store
+   * whose writes wait locally to be resumed (Drive's outbox), its index file may still be on its way.
+   */
+  readonly orphanGraceMs?: number;
 }

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { Exit } from '../../errors.js';
 import { checkSourceDir } from '../../archive/walk.js';
-import { openStore } from '../../repo/repository.js';
+import { openStore } from '../repo-open.js';
 import { machineKeysFor } from '../../ops/repository.js';
 import { backup } from '../../ops/backup.js';
 import { termSafe } from '../../util/terminal-text.js';
@@ -18,7 +18,7 @@ export function register(program: Command): void {
     .action(
       action(async (ctx, dir: string, opts: { repo: string }) => {
         checkSourceDir(dir); // before the repository is locked or read
-        const store = openStore(opts.repo);
+        const store = await openStore(ctx, opts.repo);
         const keys = await machineKeysFor(store);
         const warnings: string[] = [];
         const onWarning = (m: string) => {

@@ -43,7 +43,7 @@ async function listing(ctx: RunContext, space: Space) {
   const { backupFolder, listBackups } = await import('../../drive/remote.js');
   const drive = await openDrive(ctx);
   const folder = await backupFolder(drive, space, false);
-  return { drive, files: folder ? await listBackups(drive, space, folder) : [] };
+  return { drive, folder, files: folder ? await listBackups(drive, space, folder) : [] };
 }
 
 function registerLogin(drive: Command) {
@@ -114,14 +114,21 @@ function registerStatus(drive: Command) {
 }
 
 function registerList(drive: Command) {
-  addSpaceOption(drive.command('list').description('the backups on Drive, newest first; duplicated names are marked')).action(
+  addSpaceOption(drive.command('list').description('the backups on Drive, newest first (duplicated names are marked), then the snapshot repositories')).action(
     action(async (ctx, opts: { appData?: boolean }) => {
       const { duplicateCounts } = await import('../../drive/remote.js');
+      const { listRepoFolders } = await import('../../drive/repo-files.js');
       const space = spaceOf(opts);
-      const { files } = await listing(ctx, space);
+      const { drive: d, folder, files } = await listing(ctx, space);
+      // Repositories are folders (backupctl-repository(5) "ON GOOGLE DRIVE"), never taken for archives.
+      const repos = folder ? (await listRepoFolders(d, space, folder)).sort((a, b) => (a.name! < b.name! ? -1 : 1)) : [];
+      const repoSpec = (name: string) => `${space === 'appDataFolder' ? 'drive-appdata' : 'drive'}:${name}`;
       const dups = duplicateCounts(files);
-      if (ctx.json) return void emitJson({ ok: true, space, files: files.map((f) => fileJson(f, dups)) });
-      if (!files.length) return void info(`No backups in ${spaceName(space)}.`);
+      if (ctx.json) {
+        return void emitJson({ ok: true, space, files: files.map((f) => fileJson(f, dups)), repositories: repos.map((r) => ({ id: r.id, name: r.name, repo: repoSpec(r.name ?? ''), created: r.createdTime })) });
+      }
+      for (const r of repos) process.stdout.write(`repository  ${termSafe((r.createdTime ?? '').slice(0, 19).replace('T', ' '))}  ${r.id}  ${termSafe(repoSpec(r.name ?? ''))}\n`);
+      if (!files.length) return void info(`No backups in ${spaceName(space)}${repos.length ? ' (besides the repositories above)' : ''}.`);
       const seen = new Map<string, number>();
       for (const f of files) {
         const n = dups.get(f.name) ?? 1;

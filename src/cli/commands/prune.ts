@@ -1,7 +1,7 @@
 // `backupctl forget --repo REPO --keep-…` and `backupctl prune --repo REPO`.
 import type { Command } from 'commander';
 import { usageError } from '../../errors.js';
-import { openStore } from '../../repo/repository.js';
+import { openStore } from '../repo-open.js';
 import { forget, prune, type PruneResult } from '../../ops/prune.js';
 import { listingKeys } from '../../ops/repository.js';
 import { withRepositoryKeys } from '../repo-open.js';
@@ -36,7 +36,7 @@ export function register(program: Command): void {
     action(async (ctx, opts: UnlockOptions & { repo: string; keepLast?: number; keepDaily?: number; keepWeekly?: number; keepMonthly?: number; prune?: boolean; dryRun?: boolean }) => {
       const policy = { last: opts.keepLast, daily: opts.keepDaily, weekly: opts.keepWeekly, monthly: opts.keepMonthly };
       if (!Object.values(policy).some(Boolean)) throw usageError('give at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly (forget never removes every snapshot)');
-      const store = openStore(opts.repo);
+      const store = await openStore(ctx, opts.repo);
       const keys = await listingKeys(store, (h) => unlock(h, opts, ctx.signal));
       const dryRun = !!opts.dryRun;
       const res = await forget(store, keys, policy, dryRun);

@@ -1,8 +1,9 @@
 // `backupctl repo init REPO` and `backupctl repo unlock REPO`: set up a snapshot repository
 // (backupctl-repository(5)), and let this machine back up into one made elsewhere.
 import type { Command } from 'commander';
-import { openStore } from '../../repo/repository.js';
+import { openStore } from '../repo-open.js';
 import { adoptRepository, createRepository, rotateRepository, type RotateResult } from '../../ops/repository.js';
+import { breakLocks } from '../../ops/break-lock.js';
 import { termSafe } from '../../util/terminal-text.js';
 import { action, emitJson, info } from '../run.js';
 import { addRecipientOptions, describeRecipient, includesOwn, resolveRecipients, type RecipientOptions } from '../recipients.js';
@@ -19,7 +20,7 @@ export function register(program: Command): void {
   ).action(
     action(async (ctx, dir: string, opts: RecipientOptions) => {
       const recipients = await resolveRecipients(opts);
-      const id = await createRepository(openStore(dir), recipients);
+      const id = await createRepository(await openStore(ctx, dir), recipients);
       if (ctx.json) emitJson({ ok: true, repository: dir, id, recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })) });
       else {
         info(`Created repository ${termSafe(dir)} (id ${id})`);
@@ -34,7 +35,7 @@ export function register(program: Command): void {
       .argument('<repo>', 'the repository directory'),
   ).action(
     action(async (ctx, dir: string, opts: UnlockOptions) => {
-      const id = await adoptRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal));
+      const id = await adoptRepository(await openStore(ctx, dir), (h) => unlock(h, opts, ctx.signal));
       if (ctx.json) emitJson({ ok: true, repository: dir, id });
       else info(`This machine can now back up into ${termSafe(dir)} (id ${id}) without a secret`);
     }),
@@ -58,13 +59,28 @@ export function register(program: Command): void {
           `refusing to seal the keys of ${dir} only to recipients that are not in your config: no key or code of yours would open it again, while this machine goes on backing up into it; add --force if it is meant for them alone`,
         );
       }
-      const res = await rotateRepository(openStore(dir), (h) => unlock(h, opts, ctx.signal), recipients, !!opts.newReadKey);
+      const res = await rotateRepository(await openStore(ctx, dir), (h) => unlock(h, opts, ctx.signal), recipients, !!opts.newReadKey);
       if (ctx.json) {
         const { removed, added, generation, renewed, finished } = res;
         emitJson({ ok: true, repository: dir, recipients: recipients.map((r) => ({ type: r.type, label: r.label, fingerprint: r.fingerprint })), removed, added, readKey: { generation, renewed, finished } });
       } else for (const line of rotateReport(dir, recipients.map(describeRecipient), res)) info(line); // info makes each line terminal-safe
     }),
   );
+  repo
+    .command('break-lock')
+    .description("remove the locks of runs that are gone (stale ones; with --all every lock, for a machine you know is dead)")
+    .argument('<repo>', 'the repository')
+    .option('--all', 'also remove locks that look live: only when no other machine is using the repository')
+    .action(
+      action(async (ctx, dir: string, opts: { all?: boolean }) => {
+        const res = await breakLocks(await openStore(ctx, dir), !!opts.all);
+        const who = (l: { operation: string; host: string; pid: number; time: string } | null) => (l ? `${l.operation} on ${l.host}, pid ${l.pid}, last refreshed ${l.time}` : 'unreadable');
+        if (ctx.json) return void emitJson({ ok: true, repository: dir, removed: res.removed, kept: res.kept });
+        for (const l of res.removed) info(`Removed the lock of ${termSafe(who(l))}`);
+        for (const l of res.kept) info(`Kept the live lock of ${termSafe(who(l))} (remove it with --all if that machine is gone for good)`);
+        if (!res.removed.length && !res.kept.length) info(`${termSafe(dir)} holds no lock`);
+      }),
+    );
 }
 
 /** What a repository rotate changed, and exactly what it protects and what it cannot. */

@@ -1,7 +1,7 @@
 // `backupctl snapshots --repo REPO`: list the snapshots (the machine's dedup key opens the list;
 // a fresh machine unlocks once).
 import type { Command } from 'commander';
-import { openStore } from '../../repo/repository.js';
+import { openStore } from '../repo-open.js';
 import { DedupKeys } from '../../repo/keys.js';
 import { listSnapshots } from '../../repo/snapshot.js';
 import { listingKeys } from '../../ops/repository.js';
@@ -17,7 +17,7 @@ export function register(program: Command): void {
       .requiredOption('--repo <repo>', 'the repository'),
   ).action(
     action(async (ctx, opts: UnlockOptions & { repo: string }) => {
-      const store = openStore(opts.repo);
+      const store = await openStore(ctx, opts.repo);
       const keys = await listingKeys(store, (h) => unlock(h, opts, ctx.signal));
       const all = await listSnapshots(store, new DedupKeys(keys.dedupKey));
       if (ctx.json) {

@@ -7,6 +7,7 @@
 //   empty, while still carrying nextPageToken), files.get (metadata; alt=media with Range -> 206),
 //   revisions.get alt=media, files.create (metadata only), files.update (name, appProperties,
 //   addParents/removeParents), files.delete, about.get.
+// - simple uploads (multipart, media): POST to create, PATCH .../files/{id} to add a revision.
 // - uploads: multipart, media, and the resumable state machine: session create (POST, or PATCH to
 //   replace content) -> Location; PUT chunks with Content-Range (all but the last a multiple of
 //   256 KiB); 308 with `Range: bytes=0-N` or without Range when nothing is stored; status probe
@@ -41,6 +42,7 @@ export type FaultOn =
   | 'update'
   | 'delete'
   | 'create' // metadata-only create (folders)
+  | 'upload' // multipart or media upload (POST creates, PATCH adds a revision)
   | 'token'
   | 'about';
 
@@ -50,7 +52,8 @@ export type FaultAction =
   /** Upload: cut the connection after half the chunk arrived (what did arrive, 256 KiB-aligned, is kept).
    *  Download: cut after sending half the requested bytes. */
   | { drop: true }
-  /** Chunk: store it (completing the file if it is the last one), then cut without replying. */
+  /** Chunk: store it (completing the file if it is the last one), then cut without replying.
+   *  Upload (multipart): create the file, then cut without replying (the lost create response). */
   | { loseResponse: true }
   /** Chunk: store only this many of its bytes and acknowledge them with a 308. */
   | { partialAck: number }
@@ -74,6 +77,8 @@ export interface Fault {
   skip?: number;
   /** Apply to this many matching requests (default 1). */
   times?: number;
+  /** Chunk: match only the one that completes the file (`bytes S-E/T` with E+1 = T). */
+  final?: boolean;
   action: FaultAction;
 }
 
@@ -143,6 +148,8 @@ export interface DriveFakeOptions {
   maxPageItems?: number;
   /** Access-token lifetime reported by /token, seconds (default 3599). */
   tokenLifetime?: number;
+  /** Send the first page of a listing empty (with a nextPageToken), as Drive may (default true). */
+  emptyFirstPage?: boolean;
 }
 
 export class DriveFake {
@@ -155,6 +162,8 @@ export class DriveFake {
   uploadBytesReceived = 0;
   /** Media bytes the server wrote to sockets. */
   downloadBytesSent = 0;
+  /** Files and folders created through the API (resumable, simple and metadata-only creates). */
+  filesCreated = 0;
   private faults: Fault[] = [];
 
   /** Point this process's backupctl at the fake (fresh token, fast retries) and zero the counters. */
@@ -164,8 +173,20 @@ export class DriveFake {
     process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN = this.issueAccessToken();
     process.env.BACKUPCTL_RETRY_BASE_MS = '5';
     this.requests.length = 0;
+    this.resetCounters();
+  }
+
+  /** Zero the counters (requests, bytes up and down, files created). */
+  resetCounters(): void {
+    this.requests.length = 0;
     this.uploadBytesReceived = 0;
     this.downloadBytesSent = 0;
+    this.filesCreated = 0;
+  }
+
+  /** Drive API requests so far (every request but OAuth's token, consent and revoke endpoints). */
+  get apiCalls(): number {
+    return this.requests.filter((r) => r.on !== 'token' && r.on !== 'other').length;
   }
   private tokens = new Map<string, AccessToken>();
   private refreshTokens = new Map<string, { scopes: string[]; revoked: boolean }>();
@@ -224,6 +245,14 @@ export class DriveFake {
     const t = `ya29.${ids(40)}`;
     this.tokens.set(t, { scopes, valid: true });
     return t;
+  }
+  /** A refresh token and an access token from it, as a login leaves them (for a token file a test writes). */
+  issueLogin(scopes = [SCOPE_FILE, SCOPE_APPDATA]): { refresh: string; access: string } {
+    const refresh = `1//${ids(40)}`;
+    this.refreshTokens.set(refresh, { scopes, revoked: false });
+    const access = `ya29.${ids(40)}`;
+    this.tokens.set(access, { scopes, valid: true, refreshToken: refresh });
+    return { refresh, access };
   }
   /** Every access token stops working (as after an hour): clients must refresh. */
   expireAccessTokens(): void {
@@ -326,10 +355,10 @@ export class DriveFake {
     return selectFields(obj, parseFields(fields ?? dflt));
   }
 
-  private takeFault(on: FaultOn): FaultAction | undefined {
+  private takeFault(on: FaultOn, final: boolean): FaultAction | undefined {
     for (let i = 0; i < this.faults.length; i++) {
       const f = this.faults[i]!;
-      if (f.on !== on) continue;
+      if (f.on !== on || (f.final && !final)) continue;
       if ((f.skip ?? 0) > 0) {
         f.skip!--;
         continue;
@@ -363,7 +392,7 @@ export class DriveFake {
     if (p.startsWith('/upload/drive/v3/files')) {
       if (url.searchParams.has('upload_id')) return /^bytes \*\//.test(String(req.headers['content-range'] ?? '')) ? 'probe' : 'chunk';
       if (url.searchParams.get('uploadType') === 'resumable') return 'session';
-      return 'other';
+      return 'upload';
     }
     if (p === '/token') return 'token';
     if (p === '/drive/v3/about') return 'about';
@@ -388,10 +417,11 @@ export class DriveFake {
     if (url.pathname === '/auth') return this.authorize(url, res);
     if (url.pathname === '/revoke') return this.revoke(req, url, res);
 
-    const fault = on === 'other' ? undefined : this.takeFault(on);
+    const range = /^bytes \d+-(\d+)\/(\d+)$/.exec(String(req.headers['content-range'] ?? ''));
+    const fault = on === 'other' ? undefined : this.takeFault(on, on === 'chunk' && !!range && Number(range[1]) + 1 === Number(range[2]));
     if (fault && 'status' in fault) {
       const body = await this.readBody(req).catch(() => Buffer.alloc(0));
-      if (on === 'chunk') this.uploadBytesReceived += body.length;
+      if (on === 'chunk' || on === 'upload') this.uploadBytesReceived += body.length;
       const reason = fault.reason ?? (fault.status >= 500 ? 'backendError' : 'badRequest');
       const headers: Record<string, string> = fault.retryAfter !== undefined ? { 'Retry-After': String(fault.retryAfter) } : {};
       if (on === 'token') return this.sendJson(res, fault.status, { error: reason }, headers);
@@ -416,11 +446,12 @@ export class DriveFake {
       }
       if (on === 'list') return this.list(url, res, space, scopes, fault);
       if (on === 'session') return await this.createSession(req, url, res, scopes);
-      if (p.startsWith('/upload/drive/v3/files') && req.method === 'POST') return await this.simpleUpload(req, url, res, scopes);
+      if (on === 'upload') return await this.simpleUpload(req, url, res, scopes, fault);
       if (on === 'create') {
         const meta = JSON.parse((await this.readBody(req)).toString('utf8') || '{}') as Record<string, unknown>;
         const f = this.newFile(meta, this.spaceOf(meta, scopes));
         this.files.set(f.id, f);
+        this.filesCreated++;
         return this.sendJson(res, 200, this.select(this.resource(f), url.searchParams.get('fields'), 'kind,id,name,mimeType'));
       }
       const m = /^\/drive\/v3\/files\/([^/]+)(?:\/revisions\/([^/]+))?$/.exec(p);
@@ -521,7 +552,7 @@ export class DriveFake {
     const pageSize = Math.min(Number(url.searchParams.get('pageSize') ?? 100), 1000);
     // Drive may return fewer items than pageSize, even none, and still say there is more.
     const n = Math.min(pageSize, this.opts.maxPageItems ?? 2, state.items.length - state.pos);
-    const emptyPage = pageToken === null && state.items.length > 0; // the first page is empty on purpose
+    const emptyPage = pageToken === null && state.items.length > 0 && this.opts.emptyFirstPage !== false; // the first page is empty on purpose
     const page = emptyPage ? [] : state.items.slice(state.pos, state.pos + n);
     const pos = state.pos + page.length;
     const body: Record<string, unknown> = { kind: 'drive#fileList', incompleteSearch: false, files: page.map((f) => this.resource(f)) };
@@ -617,6 +648,7 @@ export class DriveFake {
     } else {
       f = this.newFile(s.metadata, this.spaceOf(s.metadata, scopes));
       this.files.set(f.id, f);
+      this.filesCreated++;
     }
     this.addRevision(f, content);
     s.parts = [];
@@ -727,9 +759,16 @@ export class DriveFake {
     send308();
   }
 
-  private async simpleUpload(req: http.IncomingMessage, url: URL, res: http.ServerResponse, scopes: string[]): Promise<void> {
+  private async simpleUpload(req: http.IncomingMessage, url: URL, res: http.ServerResponse, scopes: string[], fault: FaultAction | undefined): Promise<void> {
     const type = url.searchParams.get('uploadType');
+    const m = /^\/upload\/drive\/v3\/files(?:\/([^/]+))?$/.exec(url.pathname);
+    if (!m || (req.method === 'POST') === !!m[1] || (req.method !== 'POST' && req.method !== 'PATCH')) throw new DriveError(405, 'badRequest', 'method not allowed');
     const raw = await this.readBody(req);
+    this.uploadBytesReceived += raw.length;
+    if (fault && 'drop' in fault) {
+      res.destroy(); // cut before Drive took it: nothing is stored
+      return;
+    }
     let meta: Record<string, unknown> = {};
     let content = raw;
     if (type === 'multipart') {
@@ -744,9 +783,23 @@ export class DriveFake {
       throw new DriveError(400, 'badRequest', `unsupported uploadType ${type}`);
     }
     this.checkAppProperties(meta);
-    const f = this.newFile(meta, this.spaceOf(meta, scopes));
+    let f: FakeFile;
+    if (m[1]) {
+      // files.update with media: a new head revision; metadata as in a PATCH of the resource.
+      f = this.fileFor(decodeURIComponent(m[1]), scopes);
+      if ('parents' in meta) throw new DriveError(403, 'parentsNotWritable', 'The parents field is not directly writable in update requests. Use the addParents and removeParents parameters instead.');
+      if (typeof meta.name === 'string') f.name = meta.name;
+      Object.assign(f.appProperties, meta.appProperties ?? {});
+    } else {
+      f = this.newFile(meta, this.spaceOf(meta, scopes));
+      this.files.set(f.id, f);
+      this.filesCreated++;
+    }
     this.addRevision(f, content);
-    this.files.set(f.id, f);
+    if (fault && 'loseResponse' in fault) {
+      res.destroy();
+      return;
+    }
     this.sendJson(res, 200, this.select(this.resource(f), url.searchParams.get('fields'), 'kind,id,name,mimeType'));
   }
 

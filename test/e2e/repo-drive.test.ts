@@ -1,0 +1,296 @@
+// The snapshot repository on Google Drive (`--repo drive:NAME`, backupctl-repository(5) "ON GOOGLE
+// DRIVE"), end to end through the built CLI against the Drive fake on 127.0.0.1: nights of
+// backups restored byte-identical with the API calls, files created and bytes moved asserted as
+// bounds; the same under Drive's failure modes; a backup killed mid-pack resumed without sending
+// acknowledged bytes again; a fresh machine restoring and backing up; prune beside a backup; a
+// dead machine's lock; a one-file restore reading by range; `drive list`.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { DriveFake, type Fault } from '../support/drive-fake/server.js';
+import { STACK_TRACE, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, startCli, type RecoveryCode } from '../support/cli.js';
+import { ok, type BackupJson } from '../support/repo.js';
+
+const MiB = 1024 * 1024;
+const KiB = 1024;
+let fake: DriveFake;
+let home: string;
+let configDir: string;
+let cleanup: () => Promise<void>;
+let rc: RecoveryCode;
+let src: string;
+const REPO = 'drive:nightly';
+
+/** A token file as `drive login` leaves it, so that expired access tokens are refreshed. */
+async function logIn(dir: string): Promise<void> {
+  const t = fake.issueLogin();
+  await writeFile(join(dir, 'drive-token.json'), JSON.stringify({ version: 1, clientId: fake.clientId, clientSecret: fake.clientSecret, tokens: { access_token: t.access, refresh_token: t.refresh, token_type: 'Bearer' }, loggedIn: new Date().toISOString() }), { mode: 0o600 });
+}
+const env = (extra: Record<string, string> = {}) => ({
+  BACKUPCTL_DRIVE_ROOT_URL: fake.rootUrl,
+  BACKUPCTL_DRIVE_TOKEN_URL: fake.tokenUrl,
+  BACKUPCTL_RETRY_BASE_MS: '5',
+  BACKUPCTL_DEBUG: '1',
+  ...extra,
+});
+const opts = (extra: Record<string, string> = {}, dir = configDir) => ({ configDir: dir, env: env(extra), timeoutMs: 60_000 });
+/** Resumable uploads in 256 KiB chunks and packs of 1 MiB, so that small data crosses many chunks. */
+const SMALL_CHUNKS = { BACKUPCTL_DRIVE_CHUNK_SIZE: String(256 * KiB), BACKUPCTL_REPO_PACK_SIZE: String(MiB) };
+
+function chatText(n: number, seed: number): string {
+  const words = 'ok yes no see you tomorrow at the station thanks haha photo sent lunch running late call me'.split(' ');
+  let s = '';
+  for (let i = seed; s.length < n; i++) s += `[${i}] ${['Alice', 'Bob', 'Zoë'][i % 3]}: ${Array.from({ length: 3 + (i % 7) }, (_, k) => words[(i * 7 + k * 5) % words.length]).join(' ')}\n`;
+  return s;
+}
+
+interface Cost {
+  calls: number;
+  created: number;
+  up: number;
+  down: number;
+}
+/** Run `fn` with the fake's counters zeroed: what it cost on Drive. */
+async function counted<T>(fn: () => Promise<T>): Promise<[T, Cost]> {
+  fake.resetCounters();
+  const r = await fn();
+  return [r, { calls: fake.apiCalls, created: fake.filesCreated, up: fake.uploadBytesReceived, down: fake.downloadBytesSent }];
+}
+const figures: string[] = [];
+
+/** Snapshot id -> the tree it must restore to; the ones restored already. */
+const expected = new Map<string, Awaited<ReturnType<typeof snapshot>>>();
+const restored = new Set<string>();
+const backup = async (extra: Record<string, string> = {}, dir = configDir) => {
+  const b = await ok<BackupJson>(['backup', src, '--repo', REPO], opts(extra, dir));
+  expected.set(b.snapshot, await snapshot(src));
+  return b;
+};
+/** Restore every snapshot not restored yet (each one once: CLI runs are what the time goes into). */
+async function restoresAll(extra: Record<string, string> = {}): Promise<void> {
+  for (const [id, tree] of expected) {
+    if (restored.has(id)) continue;
+    restored.add(id);
+    const dest = join(home, `restored-${id}-${randomBytes(4).toString('hex')}`);
+    await ok(['restore', '--repo', REPO, id, '-d', dest, '--recovery-code-file', rc.file], opts(extra));
+    expect(await snapshot(dest), `snapshot ${id}`).toEqual(tree);
+  }
+}
+/** Repository paths on Drive held by more than one file. */
+const duplicatedPaths = () => {
+  const n = new Map<string, number>();
+  for (const f of fake.files.values()) if (f.appProperties.backupctlPath && !f.appProperties.backupctlPath.endsWith('/')) n.set(f.appProperties.backupctlPath, (n.get(f.appProperties.backupctlPath) ?? 0) + 1);
+  return [...n].filter(([, k]) => k > 1).map(([p]) => p);
+};
+
+beforeAll(async () => {
+  fake = await new DriveFake({ maxPageItems: 1000, emptyFirstPage: false }).start();
+  ({ home, configDir, cleanup } = await makeHome('backupctl-repo-drive-'));
+  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
+  await logIn(configDir);
+  src = join(home, 'export');
+  await mkdir(join(src, 'Media'), { recursive: true });
+  await writeFile(join(src, '_chat.txt'), chatText(1_000_000, 0));
+  for (let i = 0; i < 4; i++) await writeFile(join(src, 'Media', `IMG-${i}.jpg`), randomBytes(MiB));
+});
+afterAll(async () => {
+  console.log(`repository on Drive, per run:\n${figures.join('\n')}`);
+  await fake?.stop();
+  await cleanup?.();
+});
+
+describe('repository on Google Drive', () => {
+  it('a night costs a handful of calls and files: nothing changed <= 5 calls, 1% <= 15 calls and 5 files; every snapshot restores', async () => {
+    const [init] = await counted(() => ok<{ id: string }>(['repo', 'init', REPO], opts()));
+    expect(init.id).toMatch(/^[0-9a-f]{32}$/);
+    const again = await runCli(['repo', 'init', REPO], opts());
+    expect(again.exitCode).toBe(6);
+    expect(again.stderr).toMatch(/already a backupctl repository/);
+
+    const [first, firstCost] = await counted(() => backup());
+    figures.push(`first backup (${(first.bytes / 1e6).toFixed(1)} MB): ${JSON.stringify(firstCost)}`);
+    expect(firstCost.up).toBeLessThan(first.storedBytes + 100 * KiB);
+
+    const [, unchanged] = await counted(() => backup());
+    figures.push(`night, nothing changed: ${JSON.stringify(unchanged)}`);
+    expect(unchanged.calls).toBeLessThanOrEqual(5);
+    expect(unchanged.created).toBeLessThanOrEqual(1); // the snapshot (the lock file is this machine's, taken again)
+    expect(unchanged.up).toBeLessThan(10 * KiB);
+    expect(unchanged.down).toBe(0); // index files come from the cache
+
+    // A 1% night: the chat log grows by 1%, a new photo.
+    await appendFile(join(src, '_chat.txt'), chatText(10_000, 99_999));
+    await writeFile(join(src, 'Media', 'IMG-new.jpg'), randomBytes(300_000));
+    const newBytes = 10_000 + 300_000;
+    const [pct, pctCost] = await counted(() => backup());
+    figures.push(`night, 1% changed (${newBytes} new bytes): ${JSON.stringify(pctCost)}`);
+    expect(pct.bytesRead).toBeLessThan(1_400_000); // the files cache: only the changed files are read
+    expect(pctCost.calls).toBeLessThanOrEqual(15);
+    expect(pctCost.created).toBeLessThanOrEqual(5); // data pack + its index, tree pack + its index, snapshot
+    expect(pctCost.up).toBeLessThanOrEqual(1.1 * newBytes + MiB);
+
+    const list = await ok<{ snapshots: unknown[] }>(['snapshots', '--repo', REPO], opts());
+    expect(list.snapshots).toHaveLength(3);
+    const [, restoreCost] = await counted(() => restoresAll());
+    figures.push(`restore of the 3 snapshots: ${JSON.stringify(restoreCost)}`);
+    // No folder of data/ nears Drive's item limit: packs are spread over 16 shard folders.
+    const shards = [...fake.files.values()].filter((f) => /^data\/[0-9a-f]\/$/.test(f.appProperties.backupctlPath ?? ''));
+    expect(shards).toHaveLength(16);
+  });
+
+  it('restoring one file downloads at most its stored size plus 2 MB (ranges of the packs it uses)', async () => {
+    const [r, cost] = await counted(() => ok(['restore', '--repo', REPO, 'latest', '-d', join(home, 'one'), '--only', 'Media/IMG-2.jpg', '--recovery-code-file', rc.file], opts()));
+    expect(r).toMatchObject({ ok: true });
+    expect(await readFile(join(home, 'one', 'Media', 'IMG-2.jpg'))).toEqual(await readFile(join(src, 'Media', 'IMG-2.jpg')));
+    figures.push(`restore of one 1 MiB file: ${JSON.stringify(cost)}`);
+    expect(cost.down).toBeLessThanOrEqual(MiB + 2e6);
+    expect(fake.requests.filter((q) => q.on === 'media').every((q) => q.path.includes('/revisions/'))).toBe(true); // pinned revisions
+    // A snapshot out of the Drive repository as a single-file archive, which opens like any.
+    const out = join(home, 'latest.bctl');
+    await ok(['export', '--repo', REPO, 'latest', '-o', out, '--recovery-code-file', rc.file], opts());
+    await ok(['verify', out, '--recovery-code-file', rc.file], opts());
+  });
+
+  it("under Drive's failures (5xx, 429, 403 rate limits, cut and lost chunks, lost create replies, expired sessions and tokens, cut downloads) nights complete and restore", async () => {
+    const faults: Fault[] = [
+      { on: 'session', action: { status: 503 } },
+      { on: 'chunk', skip: 1, action: { status: 500 } },
+      { on: 'chunk', skip: 2, action: { status: 429, retryAfter: 0 } },
+      { on: 'chunk', skip: 3, action: { status: 403, reason: 'userRateLimitExceeded' } },
+      { on: 'chunk', skip: 4, action: { drop: true } },
+      { on: 'chunk', skip: 6, action: { expireSession: true } },
+      { on: 'chunk', skip: 8, action: { expireToken: true } },
+      { on: 'chunk', final: true, action: { loseResponse: true } }, // the file is complete; only the reply is lost
+      { on: 'upload', skip: 1, action: { status: 403, reason: 'rateLimitExceeded' } },
+      { on: 'upload', skip: 2, action: { loseResponse: true } }, // created, reply lost: the retry makes a second file
+      { on: 'list', action: { status: 502 } },
+    ];
+    fake.inject(...faults);
+    for (let i = 0; i < 3; i++) await writeFile(join(src, 'Media', `VID-${i}.mp4`), randomBytes(700_000));
+    await appendFile(join(src, '_chat.txt'), chatText(20_000, 123_456));
+    const b = await backup(SMALL_CHUNKS);
+    expect(b.packs).toBeGreaterThan(1);
+    expect(fake.pendingFaults()).toEqual([]);
+    expect(duplicatedPaths()).toHaveLength(1); // the lost create reply
+
+    fake.inject({ on: 'media', skip: 1, action: { drop: true } }, { on: 'media', skip: 4, action: { status: 503 } }, { on: 'get', action: { status: 500 } });
+    await restoresAll();
+    // A duplicate is never counted twice: the four snapshots so far, once each.
+    const ids = (await ok<{ snapshots: Array<{ id: string }> }>(['snapshots', '--repo', REPO], opts())).snapshots.map((x) => x.id);
+    expect(ids.sort()).toEqual([...expected.keys()].sort());
+    // A quota error is fatal with what to do; the next run goes on.
+    fake.inject({ on: 'upload', action: { status: 403, reason: 'storageQuotaExceeded' } });
+    await writeFile(join(src, 'note.txt'), 'one more\n');
+    const full = await runCli(['backup', src, '--repo', REPO], opts());
+    expect(full.exitCode).toBe(8);
+    expect(full.stderr).toMatch(/storage is full/);
+    expect(full.stderr).not.toMatch(STACK_TRACE);
+    await backup();
+    // prune removes the extra copy, and nothing a snapshot needs.
+    await ok(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+    expect(duplicatedPaths()).toEqual([]);
+    // verify reads every byte of every pack left: prune kept what the snapshots need.
+    await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+  });
+
+  it('a backup killed mid-pack resumes the upload session next time without sending acknowledged bytes again', async () => {
+    const video = randomBytes(3 * MiB);
+    await writeFile(join(src, 'Media', 'VID-long.mp4'), video);
+    const env4 = { ...SMALL_CHUNKS, BACKUPCTL_REPO_PACK_SIZE: String(4 * MiB) };
+    // The 6th chunk never gets a reply (the network went away): 5 x 256 KiB are acknowledged.
+    fake.inject({ on: 'chunk', skip: 5, action: { hang: true } });
+    fake.resetCounters();
+    const child = startCli(['backup', src, '--repo', REPO], opts(env4));
+    for (let i = 0; i < 400 && fake.requests.filter((r) => r.on === 'chunk').length < 6; i++) await new Promise((r) => setTimeout(r, 25));
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(-child.pid!, 'SIGKILL');
+    await child.catch(() => {});
+    const acked = 5 * 256 * KiB;
+    const sentBefore = fake.uploadBytesReceived;
+    expect(sentBefore).toBeGreaterThan(acked);
+
+    const [b, cost] = await counted(() => backup(env4));
+    figures.push(`backup after kill -9 mid-pack (${acked} bytes acknowledged before): ${JSON.stringify(cost)}`);
+    // The pack is finished from where Drive stood; its index went up before this run looked: nothing stored twice.
+    const packBytes = [...fake.files.values()].filter((f) => f.appProperties.backupctlPath?.startsWith('data/') && f.revisions.length).map((f) => f.revisions.at(-1)!.content.length);
+    const biggest = Math.max(...packBytes);
+    expect(cost.up).toBeLessThan(biggest - acked + 200 * KiB);
+    expect(b.newChunks).toBeLessThan(5);
+    expect(fake.requests.some((r) => r.on === 'probe')).toBe(true); // asked Drive where it stood
+    await restoresAll();
+  });
+
+  it('a fresh machine (new config, recovery code) restores, then backs up into the same repository storing nothing twice', async () => {
+    const { configDir: other, cleanup: done } = await makeHome('backupctl-repo-drive-2-');
+    try {
+      await mkdir(other, { recursive: true, mode: 0o700 });
+      await logIn(other);
+      await ok(['repo', 'unlock', REPO, '--recovery-code-file', rc.file], opts({}, other));
+      const dest = join(home, 'fresh-restore');
+      await ok(['restore', '--repo', REPO, 'latest', '-d', dest, '--recovery-code-file', rc.file], opts({}, other));
+      expect(await snapshot(dest)).toEqual(await snapshot(src));
+      const [b, cost] = await counted(() => backup({}, other));
+      figures.push(`fresh machine, first backup (no cache): ${JSON.stringify(cost)}`);
+      expect(b.newChunks).toBe(0);
+      expect(cost.up).toBeLessThan(20 * KiB);
+    } finally {
+      await done();
+    }
+  });
+
+  it('forget --prune beside a concurrent backup: both finish or one waits its turn (9), and nothing a snapshot needs is lost', async () => {
+    await appendFile(join(src, '_chat.txt'), chatText(5_000, 777));
+    const a = startCli(['--json', 'backup', src, '--repo', REPO], opts());
+    const p = startCli(['--json', 'forget', '--repo', REPO, '--keep-last', '3', '--prune', '--recovery-code-file', rc.file], opts());
+    const [ra, rp] = await Promise.all([a, p]);
+    expect([0, 9]).toContain(ra.exitCode);
+    expect([0, 9]).toContain(rp.exitCode);
+    expect(ra.stderr + rp.stderr).not.toMatch(STACK_TRACE);
+    if (ra.exitCode === 0) expected.set(onlyJson<{ snapshot: string }>(ra).snapshot, await snapshot(src));
+    const live = new Set((await ok<{ snapshots: Array<{ id: string }> }>(['snapshots', '--repo', REPO], opts())).snapshots.map((s) => s.id));
+    for (const id of expected.keys()) if (!live.has(id)) expected.delete(id);
+    await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+  });
+
+  it("a dead machine's lock blocks prune with what to do; repo break-lock removes stale locks, --all a fresh one", async () => {
+    const root = [...fake.files.values()].find((f) => f.appProperties.backupctlRepository === '1')!;
+    const locks = [...fake.files.values()].find((f) => f.appProperties.backupctlPath === 'locks/')!;
+    const plant = (name: string, minutesAgo: number) =>
+      fake.addFile(
+        { name, parents: [locks.id], appProperties: { backupctlRepo: root.id, backupctlPath: `locks/${name}`, backupctlKind: 'meta' } },
+        Buffer.from(JSON.stringify({ kind: 'shared', host: 'laptop-lost', pid: 4242, operation: 'backup', time: new Date(Date.now() - minutesAgo * 60_000).toISOString() }) + '\n'),
+      );
+    plant('0000000000000001', 10);
+    plant('0000000000000002', 120);
+    const blocked = await runCli(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+    expect(blocked.exitCode).toBe(9);
+    expect(blocked.stderr).toMatch(/in use \(backup on laptop-lost, pid 4242.*backupctl repo break-lock drive:nightly --all/);
+    const kept = await ok<{ removed: unknown[]; kept: unknown[] }>(['repo', 'break-lock', REPO], opts());
+    expect(kept.kept).toEqual([expect.objectContaining({ host: 'laptop-lost' })]);
+    expect(fake.findByName('0000000000000002')).toEqual([]); // stale: gone (with prune's look at it, or now)
+    const all = await ok<{ removed: Array<{ host: string }> }>(['repo', 'break-lock', REPO, '--all'], opts());
+    expect(all.removed.map((l) => l.host)).toEqual(['laptop-lost']);
+    await ok(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+  });
+
+  it('drive list shows the repository apart from archives; push goes on working; a repository gone from Drive is refused', async () => {
+    const archive = join(home, 'one.bkp');
+    expect((await runCli(['create', src, '-o', archive], opts())).exitCode).toBe(0);
+    expect((await runCli(['push', archive], opts())).exitCode).toBe(0);
+    const l = await ok<{ files: Array<{ name: string }>; repositories: Array<{ name: string; repo: string }> }>(['drive', 'list'], opts());
+    expect(l.files.map((f) => f.name)).toEqual(['one.bkp']);
+    expect(l.repositories).toEqual([expect.objectContaining({ name: 'nightly', repo: 'drive:nightly' })]);
+    const text = await runCli(['drive', 'list'], opts());
+    expect(text.stdout).toMatch(/^repository .* drive:nightly$/m);
+    // The cache is not trusted over Drive: a repository whose marker is gone there is refused, not written into.
+    for (const f of fake.findByName('backupctl-repository')) fake.files.delete(f.id);
+    const gone = await runCli(['backup', src, '--repo', REPO], opts());
+    expect(gone.exitCode).toBe(6);
+    expect(gone.stderr).toMatch(/^backupctl: drive:nightly is no longer a backupctl repository \(its backupctl-repository file is gone from Drive\)/);
+    expect(fake.findByName('nightly')).toHaveLength(1); // no second repository folder made
+    const bad = await runCli(['snapshots', '--repo', 'drive:a/b'], opts());
+    expect(bad.exitCode).toBe(2);
+    expect(bad.stderr).toMatch(/^backupctl: bad repository name "a\/b" in drive:a\/b: give drive:NAME[^\n]*\n$/);
+  });
+});
