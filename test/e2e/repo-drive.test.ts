@@ -253,6 +253,17 @@ describe('repository on Google Drive', () => {
     await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
   });
 
+  it('repo rotate --new-read-key on Drive: later nights seal to the new key, still in a handful of calls, and restore', async () => {
+    await ok(['repo', 'rotate', REPO, '--new-read-key', '--recovery-code-file', rc.file], opts());
+    await writeFile(join(src, 'Media', 'IMG-after-rotate.jpg'), randomBytes(200_000));
+    await backup();
+    const [, night] = await counted(() => backup());
+    figures.push(`night, nothing changed, after a rotate (read-key file cached): ${JSON.stringify(night)}`);
+    expect(night.calls).toBeLessThanOrEqual(5);
+    expect(night.down).toBe(0);
+    await restoresAll();
+  });
+
   it("a dead machine's lock blocks prune with what to do; repo break-lock removes stale locks, --all a fresh one", async () => {
     const root = [...fake.files.values()].find((f) => f.appProperties.backupctlRepository === '1')!;
     const locks = [...fake.files.values()].find((f) => f.appProperties.backupctlPath === 'locks/')!;
