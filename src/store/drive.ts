@@ -22,7 +22,7 @@ import { downloadRange } from '../drive/download.js';
 import type { Space } from '../drive/remote.js';
 import { createFolder, createRepoFolder, deleteRepoFile, findRepoFolder, findRepoPath, isFolderPath, listRepo, RPROP, uploadSmall, type RepoFile } from '../drive/repo-files.js';
 import { DEFAULT_CHUNK, CHUNK_UNIT, resumableUpload } from '../drive/upload.js';
-import { testableMs } from '../drive/retry.js';
+import { sleep, testableMs } from '../drive/retry.js';
 import { MARKER } from '../repo/repository.js';
 import { termSafe } from '../util/terminal-text.js';
 import { DriveCache, type CachedState } from './drive-cache.js';
@@ -56,6 +56,9 @@ export const OUTBOX_MAX_AGE_MS = 6 * 86_400_000;
 const ORPHAN_GRACE_MS = 7 * 86_400_000;
 /** Spooled bytes not yet on Drive at which a writer waits (the disk is not filled with a whole backup). */
 const MAX_QUEUED = 64 << 20;
+
+/** How long after its lock prune lists again before deleting (BACKUPCTL_DRIVE_LIST_SETTLE_MS shortens it). */
+const listSettleMs = () => testableMs('BACKUPCTL_DRIVE_LIST_SETTLE_MS', 10_000);
 
 /** The upload chunk (BACKUPCTL_DRIVE_CHUNK_SIZE for tests: a multiple of 256 KiB). */
 function chunkSize(): number {
@@ -98,6 +101,9 @@ export class DriveStore implements Store {
   /** Lock files this run wrote: path -> Drive id. */
   private readonly ownLocks = new Map<string, string>();
   private adopted = false;
+  /** When this run's exclusive lock went up (prune), and whether a second listing confirmed the first. */
+  private exclusiveSince: number | null = null;
+  private confirmed = false;
   private readonly queue: OutboxEntry[] = [];
   private queuedBytes = 0;
   private running: Promise<void> | null = null;
@@ -405,6 +411,7 @@ export class DriveStore implements Store {
     // A released lock file removed meanwhile (prune): a new one instead.
     const f = (own && (await uploadSmall(drive, { ...req, fileId: own, parent: '' }))) || (await this.uploadNew(path, req));
     this.ownLocks.set(path, f.id);
+    if (this.exclusiveSince === null && /"kind":"exclusive"/.test(data.toString('utf8'))) this.exclusiveSince = Date.now();
     if (this.state!.freeLock === f.id) {
       delete this.state!.freeLock;
       await this.cache.save(this.state!);
@@ -496,6 +503,25 @@ export class DriveStore implements Store {
     await this.outbox.remove(e);
   }
 
+  /**
+   * Never delete on one listing (Drive's lags behind writes): before prune's first delete, list
+   * again, at least LIST_SETTLE_MS after its lock went up. A snapshot or a lock that the first
+   * listing did not show (a backup that ended, or began, just before) stops it: nothing deleted.
+   */
+  private async confirmBeforeDeleting(): Promise<void> {
+    if (this.exclusiveSince === null || this.confirmed) return;
+    const first = this.meta ?? (await this.metaMap());
+    const wait = this.exclusiveSince + listSettleMs() - Date.now();
+    if (wait > 0) await sleep(wait, (await this.drive()).signal);
+    const root = (await this.root(false))!;
+    const again = await listRepo(await this.drive(), this.spec.space, root, 'meta');
+    const unseen = again.find((f) => /^(snapshots|locks)\//.test(f.path) && !first.has(f.path) && !this.ownLocks.has(f.path));
+    if (unseen) {
+      throw new BackupctlError(Exit.locked, `${this.name} changed while prune looked at it (${unseen.path} was not listed by Drive yet): nothing was deleted; try again when other runs have finished`);
+    }
+    this.confirmed = true;
+  }
+
   async delete(path: string): Promise<void> {
     const own = this.ownLocks.get(path);
     if (own !== undefined) {
@@ -517,6 +543,7 @@ export class DriveStore implements Store {
       return;
     }
     await this.flush();
+    if (!path.startsWith('locks/')) await this.confirmBeforeDeleting(); // a stale lock goes at once
     const drive = await this.drive();
     const hash = path.indexOf('#');
     if (hash >= 0) {

@@ -31,6 +31,7 @@ const env = (extra: Record<string, string> = {}) => ({
   BACKUPCTL_DRIVE_ROOT_URL: fake.rootUrl,
   BACKUPCTL_DRIVE_TOKEN_URL: fake.tokenUrl,
   BACKUPCTL_RETRY_BASE_MS: '5',
+  BACKUPCTL_DRIVE_LIST_SETTLE_MS: '0',
   BACKUPCTL_DEBUG: '1',
   ...extra,
 });
@@ -251,6 +252,24 @@ describe('repository on Google Drive', () => {
     const live = new Set((await ok<{ snapshots: Array<{ id: string }> }>(['snapshots', '--repo', REPO], opts())).snapshots.map((s) => s.id));
     for (const id of expected.keys()) if (!live.has(id)) expected.delete(id);
     await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+  });
+
+  it('prune never deletes on one listing: a snapshot Drive did not list yet stops it (9) before anything is deleted', async () => {
+    fake.listLagMs = 3000; // files.list shows a file 3 s after it was created
+    try {
+      await new Promise((r) => setTimeout(r, 3100)); // what the earlier tests wrote is listed by now
+      await writeFile(join(src, 'Media', 'IMG-lag.jpg'), randomBytes(100_000));
+      await backup();
+      const before = fake.files.size;
+      const p = await runCli(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts({ BACKUPCTL_DRIVE_LIST_SETTLE_MS: '4000' }));
+      expect(p.exitCode, p.stderr).toBe(9);
+      expect(p.stderr).toMatch(/changed while prune looked at it \(snapshots\/[0-9a-f]{16} was not listed by Drive yet\): nothing was deleted/);
+      expect(fake.files.size).toBeGreaterThanOrEqual(before); // nothing deleted
+    } finally {
+      fake.listLagMs = 0;
+    }
+    await ok(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+    await restoresAll();
   });
 
   it('repo rotate --new-read-key on Drive: later nights seal to the new key, still in a handful of calls, and restore', async () => {

@@ -164,6 +164,8 @@ export class DriveFake {
   downloadBytesSent = 0;
   /** Files and folders created through the API (resumable, simple and metadata-only creates). */
   filesCreated = 0;
+  /** files.list leaves out files created less than this many ms ago (an eventually consistent listing). */
+  listLagMs = 0;
   private faults: Fault[] = [];
 
   /** Point this process's backupctl at the fake (fresh token, fast retries) and zero the counters. */
@@ -546,7 +548,9 @@ export class DriveFake {
       } catch (e) {
         throw new DriveError(400, 'invalid', `Invalid Value: q (${(e as Error).message})`);
       }
-      const items = [...this.files.values()].filter((f) => spaces.includes(f.space) && where(f));
+      // Drive's search index lags behind writes: a file created moments ago may not be listed yet (files.get finds it).
+      const listedBefore = this.listLagMs ? new Date(Date.now() - this.listLagMs).toISOString() : null;
+      const items = [...this.files.values()].filter((f) => spaces.includes(f.space) && where(f) && (!listedBefore || f.createdTime <= listedBefore));
       state = { items, pos: 0 };
     }
     const pageSize = Math.min(Number(url.searchParams.get('pageSize') ?? 100), 1000);
