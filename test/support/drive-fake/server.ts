@@ -8,6 +8,8 @@
 //   revisions.get alt=media, files.create (metadata only), files.update (name, appProperties,
 //   addParents/removeParents), files.delete, about.get.
 // - simple uploads (multipart, media): POST to create, PATCH .../files/{id} to add a revision.
+// - files.list lagging behind writes (listLagMs: a file is listed that long after its creation).
+// - counters: API calls, files created, bytes received in uploads, media bytes sent.
 // - uploads: multipart, media, and the resumable state machine: session create (POST, or PATCH to
 //   replace content) -> Location; PUT chunks with Content-Range (all but the last a multiple of
 //   256 KiB); 308 with `Range: bytes=0-N` or without Range when nothing is stored; status probe
