@@ -15,8 +15,8 @@ export function register(program: Command): void {
   addRecipientOptions(
     repo
       .command('init')
-      .description('create a repository in REPO (a directory); needs no secret: its keys are sealed to the recipients')
-      .argument('<repo>', 'the repository directory (created; must not be a repository already)'),
+      .description('create a repository in REPO (a directory, or drive:NAME / drive-appdata:NAME on Google Drive); needs no secret: its keys are sealed to the recipients')
+      .argument('<repo>', 'the repository directory or drive:NAME (created; must not be a repository already)'),
   ).action(
     action(async (ctx, dir: string, opts: RecipientOptions) => {
       const recipients = await resolveRecipients(opts);
