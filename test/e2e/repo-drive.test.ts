@@ -187,10 +187,11 @@ describe('repository on Google Drive', () => {
     expect(full.exitCode).toBe(8);
     expect(full.stderr).toMatch(/storage is full/);
     expect(full.stderr).not.toMatch(STACK_TRACE);
-    await backup();
-    // prune removes the extra copy, and nothing a snapshot needs.
+    // prune (locked) first uploads what the failed run left in the outbox, then removes the extra copy, and nothing a snapshot needs.
+    fake.resetCounters();
     await ok(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
     expect(duplicatedPaths()).toEqual([]);
+    expect(fake.filesCreated).toBeGreaterThan(0); // the failed run's snapshot and index went up
     // verify reads every byte of every pack left: prune kept what the snapshots need.
     await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
   });
@@ -219,6 +220,8 @@ describe('repository on Google Drive', () => {
     expect(cost.up).toBeLessThan(biggest - acked + 200 * KiB);
     expect(b.newChunks).toBeLessThan(5);
     expect(fake.requests.some((r) => r.on === 'probe')).toBe(true); // asked Drive where it stood
+    // ... and went on from there: the first chunk sent starts at the first byte not acknowledged.
+    expect(fake.requests.find((r) => r.on === 'chunk')?.contentRange).toMatch(new RegExp(`^bytes ${acked}-`));
     await restoresAll();
   });
 
