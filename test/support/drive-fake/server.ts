@@ -8,7 +8,7 @@
 //   revisions.get alt=media, files.create (metadata only), files.update (name, appProperties,
 //   addParents/removeParents), files.delete, about.get.
 // - simple uploads (multipart, media): POST to create, PATCH .../files/{id} to add a revision.
-// - files.list lagging behind writes (listLagMs: a file is listed that long after its creation).
+// - files.list lagging behind writes (hideFromListings: a file left out of the next N listings).
 // - counters: API calls, files created, bytes received in uploads, media bytes sent.
 // - uploads: multipart, media, and the resumable state machine: session create (POST, or PATCH to
 //   replace content) -> Location; PUT chunks with Content-Range (all but the last a multiple of
@@ -166,8 +166,17 @@ export class DriveFake {
   downloadBytesSent = 0;
   /** Files and folders created through the API (resumable, simple and metadata-only creates). */
   filesCreated = 0;
-  /** files.list leaves out files created less than this many ms ago (an eventually consistent listing). */
-  listLagMs = 0;
+  private hidden = new Map<string, number>();
+  /** The next `listings` files.list results that would hold file `id` leave it out (a lagging listing, deterministically). */
+  hideFromListings(id: string, listings: number): void {
+    this.hidden.set(id, listings);
+  }
+  private stillHidden(id: string): boolean {
+    const n = this.hidden.get(id) ?? 0;
+    if (n <= 0) return false;
+    this.hidden.set(id, n - 1);
+    return true;
+  }
   private faults: Fault[] = [];
 
   /** Point this process's backupctl at the fake (fresh token, fast retries) and zero the counters. */
@@ -550,9 +559,8 @@ export class DriveFake {
       } catch (e) {
         throw new DriveError(400, 'invalid', `Invalid Value: q (${(e as Error).message})`);
       }
-      // Drive's search index lags behind writes: a file created moments ago may not be listed yet (files.get finds it).
-      const listedBefore = this.listLagMs ? new Date(Date.now() - this.listLagMs).toISOString() : null;
-      const items = [...this.files.values()].filter((f) => spaces.includes(f.space) && where(f) && (!listedBefore || f.createdTime <= listedBefore));
+      // Drive's search index lags behind writes: a file written moments ago may not be listed yet (files.get finds it).
+      const items = [...this.files.values()].filter((f) => spaces.includes(f.space) && where(f) && !this.stillHidden(f.id));
       state = { items, pos: 0 };
     }
     const pageSize = Math.min(Number(url.searchParams.get('pageSize') ?? 100), 1000);
