@@ -4,8 +4,8 @@
 // - one query lists every small file of the repository (marker, keys, index, snapshots, locks,
 //   folders: appProperties say which repository and path), another every pack; nothing is
 //   listed per folder;
-// - index and snapshot files never change: once read they are kept in the local cache
-//   (drive-cache.ts) and not downloaded again;
+// - small files once read are kept in the local cache (drive-cache.ts) by Drive id and MD5 and
+//   not downloaded again (index and snapshot files never change; keys files rarely);
 // - writes go through the outbox (drive-outbox.ts): spooled locally, then uploaded in order, one
 //   multipart request for a small file, a resumable session for a large one. Under a lock they
 //   are uploaded behind the caller's back while it goes on (releasing the lock waits for them);
