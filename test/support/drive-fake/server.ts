@@ -185,7 +185,6 @@ export class DriveFake {
     process.env.BACKUPCTL_DRIVE_TOKEN_URL = this.tokenUrl;
     process.env.BACKUPCTL_DRIVE_ACCESS_TOKEN = this.issueAccessToken();
     process.env.BACKUPCTL_RETRY_BASE_MS = '5';
-    this.requests.length = 0;
     this.resetCounters();
   }
 
