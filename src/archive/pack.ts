@@ -70,6 +70,18 @@ export interface SourceEntry {
 /** Thrown by a source to skip an entry with a warning (exit 3 at the end). */
 export class SkipEntry extends Error {}
 
+/** A file entry's content, or null when the source skips it (counted in `counts.skipped`, warned about). */
+export async function openContent(e: SourceEntry, counts: { skipped: number }, warn?: (message: string) => void): Promise<OpenedContent | null> {
+  try {
+    return await e.open!();
+  } catch (err) {
+    if (!(err instanceof SkipEntry)) throw err;
+    counts.skipped++;
+    warn?.(err.message);
+    return null;
+  }
+}
+
 export interface PackOptions {
   recipients: Recipient[];
   entries: AsyncIterable<SourceEntry>;
@@ -148,14 +160,8 @@ export async function writeArchive(o: PackOptions): Promise<PackResult> {
       const offset = sealer.position;
       let content: OpenedContent | null = null;
       if (e.type === EntryType.File) {
-        try {
-          content = await e.open!();
-        } catch (err) {
-          if (!(err instanceof SkipEntry)) throw err;
-          res.skipped++;
-          o.onWarning?.(err.message);
-          continue;
-        }
+        content = await openContent(e, res, o.onWarning);
+        if (!content) continue;
       }
       const meta: EntryMeta = {
         type: e.type, path: e.path, mode: e.mode & 0o7777, mtimeNs: e.mtimeNs, codec: Codec.Stored,

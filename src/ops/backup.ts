@@ -6,18 +6,18 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { EntryType } from '../archive/format.js';
-import { SkipEntry } from '../archive/pack.js';
+import { openContent } from '../archive/pack.js';
 import { walkDirectory } from '../archive/walk.js';
 import type { Store } from '../store/store.js';
 import { chunkBuffer, chunkStream } from '../repo/chunker.js';
-import { FilesCache } from '../repo/files-cache.js';
+import { FilesCache, type FileState } from '../repo/files-cache.js';
 import { BlobType, RepoIndex } from '../repo/index.js';
-import { DedupKeys, packRecipient, type MachineKeys } from '../repo/keys.js';
+import { DedupKeys, type MachineKeys } from '../repo/keys.js';
 import { backupReadKey } from './repository.js';
 import { lockRepository } from '../repo/lock.js';
 import { PackWriter } from '../repo/pack.js';
 import { writeSnapshot, type Snapshot } from '../repo/snapshot.js';
-import { encodeEntry, type TreeEntry } from '../repo/tree.js';
+import { TreeChunker, type TreeEntry } from '../repo/tree.js';
 
 export interface BackupOptions {
   store: Store;
@@ -46,65 +46,86 @@ export interface BackupResult {
   changed: number;
 }
 
+/** Entries whose chunk ids may still be on their way (stored content hashed on the thread pool), at most: the rest of the pipeline is bounded by the pack writer. */
+const ENTRIES_AHEAD = 64;
+
 export async function backup(o: BackupOptions): Promise<BackupResult> {
   const { store, keys } = o;
   const source = resolve(o.dir);
   const dedup = new DedupKeys(keys.dedupKey);
   const lock = await lockRepository(store, 'shared', 'backup');
+  let cache: FilesCache | null = null;
+  let writer: PackWriter | null = null;
+  let treeWriter: PackWriter | null = null;
   try {
     // Chosen under the lock: a rotate (exclusive) cannot renew the read key while this run seals to it.
-    const readKey = packRecipient(await backupReadKey(store, keys, o.onWarning));
+    const packKeys = { readPublic: await backupReadKey(store, keys, o.onWarning), dedupKey: keys.dedupKey };
     const index = await RepoIndex.load(store, dedup);
-    const cache = await FilesCache.load(keys.id, source);
+    cache = await FilesCache.load(keys.id, source);
     // Trees go to packs of their own (restic's rule): a damaged data pack then costs the files
     // that use it, never the listing of a snapshot, and reading trees reads no content.
-    const writer = new PackWriter(store, readKey, dedup, index);
-    const treeWriter = new PackWriter(store, readKey, dedup, index);
-    const r = { entries: 0, files: 0, bytes: 0, bytesRead: 0, newChunks: 0, skipped: 0, changed: 0 };
-    const tree: Buffer[] = [];
+    writer = new PackWriter(store, packKeys, dedup, index);
+    treeWriter = new PackWriter(store, packKeys, dedup, index);
+    const r = { entries: 0, files: 0, bytes: 0, bytesRead: 0, skipped: 0, changed: 0 };
     const buf = chunkBuffer();
+    const data = writer;
+    const files = cache;
 
-    /** Store `chunk` unless the repository has it; its id either way. */
-    const put = async (chunk: Buffer, type: BlobType, compressible: boolean): Promise<Buffer> => {
+    // The tree, cut into chunks as it is written, like any content: what did not change since last time is stored once.
+    const treeIds: string[] = [];
+    const tw = treeWriter;
+    const tree = new TreeChunker(dedup.gear, async (chunk) => {
       const id = dedup.chunkId(chunk);
-      const w = type === BlobType.Tree ? treeWriter : writer;
-      if (!w.has(id)) {
-        await w.add(id, type, chunk, compressible);
-        r.newChunks++;
-      }
-      return id;
+      await tw.add(id, BlobType.Tree, chunk, true);
+      treeIds.push(id.toString('hex'));
+    });
+    /** Entries in walk order, with the ids of their chunks (some still being computed) and, for the cache, what the file was. */
+    const ahead: Array<{ t: TreeEntry; ids: Array<Buffer | Promise<Buffer>>; st: FileState | null }> = [];
+    const complete = async () => {
+      const { t, ids, st } = ahead.shift()!;
+      t.chunks = await Promise.all(ids);
+      await tree.add(t);
+      if (st) files.record(t.path, st, t.chunks);
     };
 
     // Only files the cache does not vouch for are read, so only those are read ahead (a cold
     // page cache on a night with nothing changed must not be filled with the whole export).
     const warn = (m: string) => o.onWarning?.(m);
-    const entries = walkDirectory(o.dir, warn, o.skipped, (p, st) => !cache.unchanged(p, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }));
+    const entries = walkDirectory(o.dir, warn, o.skipped, (p, st) => !files.unchanged(p, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }));
     for await (const e of entries) {
       o.signal?.throwIfAborted();
       const t: TreeEntry = { type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: 0, target: e.target ?? '', chunks: [] };
+      const item: (typeof ahead)[number] = { t, ids: [], st: null };
       if (e.type === EntryType.File) {
         const st = { size: e.stat!.size, mtimeNs: e.mtimeNs, ctimeNs: e.stat!.ctimeNs, ino: e.stat!.ino };
-        const cached = cache.lookup(e.path, st);
-        if (cached && cached.every((id) => writer.has(id))) {
-          t.chunks = cached;
+        const cached = files.lookup(e.path, st);
+        if (cached && cached.every((id) => data.has(id))) {
+          item.ids = cached;
           t.size = Number(st.size);
-          cache.record(e.path, st, cached);
+          item.st = st;
         } else {
-          let content;
+          const content = await openContent(e, r, o.onWarning);
+          if (!content) continue;
           try {
-            content = await e.open!();
-          } catch (err) {
-            if (!(err instanceof SkipEntry)) throw err;
-            r.skipped++;
-            o.onWarning?.(err.message);
-            continue;
-          }
-          try {
-            // Media (stored as is) in fixed pieces, everything else content-defined (chunker.ts).
-            await chunkStream(content.compressible ? dedup.gear : null, (dst) => content.read(dst), async (chunk) => {
-              t.chunks.push(await put(chunk, BlobType.Data, content.compressible));
-              t.size += chunk.length;
-            }, buf);
+            if (content.compressible) {
+              // Content-defined cuts (chunker.ts), compressed where that pays.
+              await chunkStream(dedup.gear, (dst) => content.read(dst), async (chunk) => {
+                const id = dedup.chunkId(chunk);
+                await data.add(id, BlobType.Data, chunk, true);
+                item.ids.push(id);
+                t.size += chunk.length;
+              }, buf);
+            } else {
+              // Media, stored as is in fixed pieces: read straight into the pack, hashed on the thread pool.
+              for (;;) {
+                const room = await data.reserve();
+                const n = await content.read(room);
+                if (n === 0) break;
+                item.ids.push(data.addRead(n, BlobType.Data));
+                t.size += n;
+                if (n < room.length) break;
+              }
+            }
           } finally {
             await content.close();
           }
@@ -112,43 +133,38 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
           if (content.changed()) {
             r.changed++;
             o.onWarning?.(`${e.path} changed while it was being read; stored as read`);
-          } else cache.record(e.path, st, t.chunks);
+          } else item.st = st;
         }
         r.files++;
         r.bytes += t.size;
       }
       r.entries++;
-      tree.push(encodeEntry(t));
+      ahead.push(item);
+      while (ahead.length > ENTRIES_AHEAD) await complete();
       o.onProgress?.({ bytes: r.bytesRead, entries: r.entries, path: e.path });
     }
-
-    // The tree, cut into chunks like any content: what did not change since last time is stored once.
-    const treeIds: string[] = [];
-    const all = Buffer.concat(tree);
-    let at = 0;
-    await chunkStream(dedup.gear, (dst) => {
-      const n = all.copy(dst, 0, at);
-      at += n;
-      return n;
-    }, async (chunk) => {
-      treeIds.push((await put(chunk, BlobType.Tree, true)).toString('hex'));
-    }, buf);
+    while (ahead.length) await complete();
+    await tree.finish();
     await writer.finish();
     await treeWriter.finish();
     o.signal?.throwIfAborted();
 
     const before = writer.storedBytes + treeWriter.storedBytes;
+    const newChunks = writer.newChunks + treeWriter.newChunks;
     const [snapshot, snapshotBytes] = await writeSnapshot(store, dedup, {
       time: new Date().toISOString(),
       host: hostname(),
       source,
       tree: treeIds,
-      stats: { entries: r.entries, files: r.files, bytes: r.bytes, newChunks: r.newChunks, storedBytes: before },
+      stats: { entries: r.entries, files: r.files, bytes: r.bytes, newChunks, storedBytes: before },
     });
     // The snapshot is committed: a cache that cannot be saved only means more reading next time.
-    await cache.save(source).catch((err: unknown) => o.onWarning?.(`the files cache was not saved (the next backup reads every file again): ${(err as Error).message}`));
-    return { snapshot, ...r, storedBytes: before + snapshotBytes, packs: writer.packs + treeWriter.packs };
+    await cache.save().catch((err: unknown) => o.onWarning?.(`the files cache was not saved (the next backup reads every file again): ${(err as Error).message}`));
+    return { snapshot, ...r, newChunks, storedBytes: before + snapshotBytes, packs: writer.packs + treeWriter.packs };
   } finally {
+    cache?.discard();
+    await writer?.close();
+    await treeWriter?.close();
     await lock.release();
   }
 }

@@ -7,7 +7,6 @@
 // pack kept; (3) delete the index files read at the start; (4) only then delete packs, which no
 // index file names any more; (5) remove leftovers of killed writes.
 import { BlobType, RepoIndex, writeIndexFile, type BlobEntry, type PackEntries } from '../repo/index.js';
-import { packRecipient } from '../repo/keys.js';
 import { lockRepository } from '../repo/lock.js';
 import { publishedReadKey } from '../repo/read-key.js';
 import { PackWriter, packIdOf, packPath } from '../repo/pack.js';
@@ -50,7 +49,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
   const lock = await lockRepository(store, 'exclusive', 'prune');
   try {
     // Repacked chunks go to the published read key, as a backup's would (checked against the keys unlocked).
-    const readKey = packRecipient((await publishedReadKey(store, keys)).readPublic);
+    const readKey = (await publishedReadKey(store, keys)).readPublic;
     const reader = await RepoReader.open(store, keys);
     const used = new Set<string>();
     for (const s of await listSnapshots(store, reader.dedup)) {
@@ -91,7 +90,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
 
     // (1) Live chunks of repacked packs into new packs (each followed by its index file).
     const fresh = new RepoIndex();
-    const writer = new PackWriter(store, readKey, reader.dedup, fresh);
+    const writer = new PackWriter(store, { readPublic: readKey, dedupKey: keys.dedupKey }, reader.dedup, fresh);
     for (const pack of repack) {
       for (const e of live.get(pack)!) {
         signal?.throwIfAborted();

@@ -1,7 +1,7 @@
 // `restore --repo REPO SNAPSHOT -d DIR`: a snapshot restored with exactly an archive restore's
 // safety (archive/restore.ts): every path checked first, everything staged inside DIR and
-// authenticated (segments, and every chunk against its keyed id) before the commit moves it in.
-import { BackupctlError, Exit, corruptError } from '../errors.js';
+// authenticated (segments, and every chunk against its keyed id and length) before the commit
+// moves it in. The content is written pack by pack (repo/unpack.ts), each pack read once.
 import { Codec, EntryType } from '../archive/format.js';
 import type { EntryMeta } from '../archive/entries.js';
 import { PathGuard } from '../archive/paths.js';
@@ -11,6 +11,7 @@ import { isAncestorOfSelection, normaliseOnly, selects, stageAndCommit, type Res
 import { safeMode, secs } from '../archive/commit.js';
 import type { RepoReader } from '../repo/reader.js';
 import type { Snapshot } from '../repo/snapshot.js';
+import { unpackFiles } from '../repo/unpack.js';
 
 export interface RestoreSnapshotOptions {
   reader: RepoReader;
@@ -24,8 +25,10 @@ export interface RestoreSnapshotOptions {
   onProgress?: (p: { bytes: number; entries: number }) => void;
 }
 
+/** The commit reads no hash of a repository entry: one buffer for all of them. */
+const NO_HASH = Buffer.alloc(32);
+
 export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreResult & { lost: string[] }> {
-  const lost: string[] = [];
   const only = normaliseOnly(o.only);
   const tree = await o.reader.tree(o.snapshot);
   const checkNames = (folding?: Folding) => {
@@ -34,12 +37,14 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   };
   checkNames();
   const wanted = tree.filter((e) => selects(only, e.path) || isAncestorOfSelection(only, e.path));
+  let lost = new Set<number>();
+  const files = wanted.filter((e) => e.type === EntryType.File);
 
   const res = await stageAndCommit(o, only, async (staging) => {
     // As for archives: names the target's file system would take for one are refused only there.
     const folding = probeFolding(staging);
     if (folding.case || folding.unicode) checkNames(folding);
-    // Paths relative to the staging directory ('' is the directory itself), as StagingWriter takes them.
+    // The directories first (paths relative to the staging directory, '' the directory itself).
     const writer = new StagingWriter(staging);
     const made = new Set<string>(['']);
     const dir = async (d: string) => {
@@ -47,42 +52,25 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
       await writer.mkdir(d);
       made.add(d);
     };
-    const staged: EntryMeta[] = [];
-    let bytes = 0;
     try {
       for (const e of wanted) {
         if (e.type === EntryType.Dir) await dir(e.path);
-        if (e.type === EntryType.File) {
-          await dir(e.path.slice(0, Math.max(0, e.path.lastIndexOf('/'))));
-          await writer.open(e.path, false);
-          let size = 0;
-          try {
-            for (const id of e.chunks) {
-              o.signal?.throwIfAborted();
-              const chunk = await o.reader.chunk(id, e.path);
-              size += chunk.length;
-              await writer.write(chunk);
-            }
-            if (size !== e.size) throw corruptError(`${e.path}: its chunks hold ${size} bytes, the snapshot records ${e.size}`);
-          } catch (err) {
-            // Salvage: the file stays in staging (removed with it) and out of the commit.
-            if (!o.salvage || !(err instanceof BackupctlError) || err.code !== Exit.corrupt) throw err;
-            await writer.close(0o600, secs(e.mtimeNs), null, e.path);
-            lost.push(e.path);
-            continue;
-          }
-          bytes += size;
-          await writer.close(safeMode(e.mode), secs(e.mtimeNs), null, e.path);
-        }
-        staged.push({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: Buffer.alloc(32), flags: 0 });
-        o.onProgress?.({ bytes, entries: staged.length });
+        if (e.type === EntryType.File) await dir(e.path.slice(0, Math.max(0, e.path.lastIndexOf('/'))));
       }
       await writer.finish();
     } catch (err) {
       await writer.stop();
       throw err;
     }
-    return staged;
+    const targets = files.map((e) => ({ path: e.path, mode: safeMode(e.mode), mtime: secs(e.mtimeNs), size: e.size, chunks: e.chunks }));
+    const total = targets.reduce((a, t) => a + t.size, 0) || 1;
+    const onProgress = (bytes: number) => o.onProgress?.({ bytes, entries: Math.round((wanted.length * bytes) / total) }); // packs, not entries, are what is done in turn
+    lost = await unpackFiles(o.reader, staging, targets, { salvage: !!o.salvage, signal: o.signal, onProgress });
+    // Salvage: a lost file stays in staging (removed with it) and out of the commit.
+    const gone = new Set([...lost].map((i) => files[i]!));
+    return wanted
+      .filter((e) => !gone.has(e))
+      .map((e): EntryMeta => ({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: NO_HASH, flags: 0 }));
   });
-  return { ...res, lost };
+  return { ...res, lost: [...lost].sort((a, b) => a - b).map((i) => files[i]!.path) };
 }

@@ -44,15 +44,19 @@ export function encodeBlobEntries(entries: readonly BlobEntry[]): Buffer {
   return b;
 }
 
+/** Is entry `i` of an encoded list well-formed (a known type and codec)? */
+function checkEntry(b: Uint8Array, i: number, where: string): void {
+  const o = i * BLOB_ENTRY_LEN;
+  if (b[o + 44]! > BlobType.Tree || b[o + 45]! > Codec.Deflate) throw corruptError(`${where}: bad chunk entry ${i}`);
+}
+
 export function decodeBlobEntries(b: Buffer, count: number, where: string): BlobEntry[] {
   if (b.length < count * BLOB_ENTRY_LEN) throw corruptError(`${where}: truncated list of chunks`);
   const out: BlobEntry[] = [];
   for (let i = 0; i < count; i++) {
+    checkEntry(b, i, where);
     const o = i * BLOB_ENTRY_LEN;
-    const type = b[o + 44]!;
-    const codec = b[o + 45]!;
-    if (type > BlobType.Tree || codec > Codec.Deflate) throw corruptError(`${where}: bad chunk entry ${i}`);
-    out.push({ id: Buffer.from(b.subarray(o, o + 32)), offset: b.readUInt32BE(o + 32), length: b.readUInt32BE(o + 36), rawLength: b.readUInt32BE(o + 40), type, codec });
+    out.push({ id: Buffer.from(b.subarray(o, o + 32)), offset: b.readUInt32BE(o + 32), length: b.readUInt32BE(o + 36), rawLength: b.readUInt32BE(o + 40), type: b[o + 44]!, codec: b[o + 45]! });
   }
   return out;
 }
@@ -74,17 +78,25 @@ export function encodeIndexFile(packs: readonly PackEntries[]): Buffer {
   return Buffer.concat(parts);
 }
 
-export function decodeIndexFile(b: Buffer, where: string): PackEntries[] {
+/** Each group of an index file's plaintext: its pack id and its entries, still encoded (checked). */
+function eachGroup(b: Buffer, where: string, f: (pack: string, entries: Buffer, count: number) => void): void {
   if (!b.subarray(0, 8).equals(INDEX_MAGIC)) throw corruptError(`${where} is not an index file`);
-  const out: PackEntries[] = [];
   for (let o = 8; o < b.length; ) {
     if (o + 20 > b.length) throw corruptError(`${where}: truncated`);
     const pack = b.subarray(o, o + 16).toString('hex');
     const count = b.readUInt32BE(o + 16);
     o += 20;
-    out.push({ pack, entries: decodeBlobEntries(b.subarray(o, o + count * BLOB_ENTRY_LEN), count, where) });
+    const entries = b.subarray(o, o + count * BLOB_ENTRY_LEN);
+    if (entries.length < count * BLOB_ENTRY_LEN) throw corruptError(`${where}: truncated list of chunks`);
+    for (let i = 0; i < count; i++) checkEntry(entries, i, where);
+    f(pack, entries, count);
     o += count * BLOB_ENTRY_LEN;
   }
+}
+
+export function decodeIndexFile(b: Buffer, where: string): PackEntries[] {
+  const out: PackEntries[] = [];
+  eachGroup(b, where, (pack, entries, count) => out.push({ pack, entries: decodeBlobEntries(entries, count, where) }));
   return out;
 }
 
@@ -100,68 +112,127 @@ export interface Location extends BlobEntry {
 }
 
 /**
- * Chunk id → location, from every index file of the repository. Kept as columns of numbers
- * beside one map from id to row, not an object per chunk: a backup of 100,000 small files
- * holds 100,000 of them.
+ * Chunk id → location, from every index file of the repository. Held in typed arrays (32 bytes
+ * of id and 18 of location per chunk, and an open-addressing table of rows), not a Map and an
+ * object per chunk: a repository of 100,000 small files holds 100,000 of them, and the index is
+ * the one thing a backup keeps that grows with the repository (with its distinct chunks, not
+ * its snapshots).
  */
 export class RepoIndex {
-  private readonly row = new Map<string, number>();
+  private n = 0;
+  private ids = new Uint8Array(32 * 1024);
+  /** Per row: pack number, offset, length, rawLength. */
+  private loc = new Uint32Array(4 * 1024);
+  /** Per row: type << 8 | codec. */
+  private kind = new Uint16Array(1024);
+  /** Row + 1 per slot (0: empty); a power of two at least twice the rows' capacity. */
+  private table = new Int32Array(2048);
   private readonly packNames: string[] = [];
   private readonly packNumber = new Map<string, number>();
-  private readonly pack: number[] = [];
-  private readonly offset: number[] = [];
-  private readonly length: number[] = [];
-  private readonly rawLength: number[] = [];
-  /** type << 8 | codec */
-  private readonly kind: number[] = [];
   /** The index files read, by name, with the packs each one names. */
   readonly files = new Map<string, string[]>();
   /** Chunks indexed more than once (two backups at once stored the same new chunk): prune drops the copies. */
   duplicates = 0;
 
-  /** Keys are the 32 id bytes as a latin1 string (half the memory of hex). */
-  has(key: string): boolean {
-    return this.row.has(key);
+  /** The slot of `id` (bytes [at, at+32) of `b`): its row's, or the empty one where it would go. Ids are HMAC outputs: their first bytes are a good hash. */
+  private slot(b: Uint8Array, at: number): number {
+    const mask = this.table.length - 1;
+    let s = ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) & mask;
+    for (;;) {
+      const r = this.table[s]!;
+      if (r === 0) return s;
+      const o = (r - 1) * 32;
+      let same = true;
+      for (let k = 0; k < 32; k++) {
+        if (this.ids[o + k] !== b[at + k]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return s;
+      s = (s + 1) & mask;
+    }
   }
 
-  private at(key: string, r: number): Location {
+  private row(id: Uint8Array): number {
+    return this.table[this.slot(id, 0)]! - 1;
+  }
+
+  has(id: Uint8Array): boolean {
+    return this.row(id) >= 0;
+  }
+
+  private at(r: number): Location {
+    const l = this.loc;
     return {
-      id: Buffer.from(key, 'latin1'), pack: this.packNames[this.pack[r]!]!, offset: this.offset[r]!, length: this.length[r]!,
-      rawLength: this.rawLength[r]!, type: (this.kind[r]! >> 8) as BlobType, codec: (this.kind[r]! & 0xff) as Codec,
+      id: Buffer.from(this.ids.subarray(r * 32, r * 32 + 32)), pack: this.packNames[l[4 * r]!]!, offset: l[4 * r + 1]!, length: l[4 * r + 2]!,
+      rawLength: l[4 * r + 3]!, type: (this.kind[r]! >> 8) as BlobType, codec: (this.kind[r]! & 0xff) as Codec,
     };
   }
 
-  get(id: Buffer): Location | undefined {
-    const key = id.toString('latin1');
-    const r = this.row.get(key);
-    return r === undefined ? undefined : this.at(key, r);
+  get(id: Uint8Array): Location | undefined {
+    const r = this.row(id);
+    return r < 0 ? undefined : this.at(r);
   }
 
-  add(pack: string, e: BlobEntry): void {
-    // The first location seen wins; a duplicate is as good as any.
-    const k = e.id.toString('latin1');
-    if (this.row.has(k)) {
-      this.duplicates++;
-      return;
-    }
+  private grow(): void {
+    const cap = this.kind.length * 2;
+    const ids = new Uint8Array(32 * cap);
+    ids.set(this.ids);
+    const loc = new Uint32Array(4 * cap);
+    loc.set(this.loc);
+    const kind = new Uint16Array(cap);
+    kind.set(this.kind);
+    this.ids = ids;
+    this.loc = loc;
+    this.kind = kind;
+    this.table = new Int32Array(2 * cap);
+    for (let r = 0; r < this.n; r++) this.table[this.slot(this.ids, r * 32)] = r + 1;
+  }
+
+  private packNo(pack: string): number {
     let p = this.packNumber.get(pack);
     if (p === undefined) {
       p = this.packNames.push(pack) - 1;
       this.packNumber.set(pack, p);
     }
-    this.row.set(k, this.pack.push(p) - 1);
-    this.offset.push(e.offset);
-    this.length.push(e.length);
-    this.rawLength.push(e.rawLength);
-    this.kind.push((e.type << 8) | e.codec);
+    return p;
+  }
+
+  /** Add entry `i` of an encoded list (46 bytes each, as in packs and index files) in `pack`. */
+  private addAt(p: number, b: Uint8Array, i: number): void {
+    const o = i * BLOB_ENTRY_LEN;
+    if (this.n === this.kind.length) this.grow();
+    // The first location seen wins; a duplicate is as good as any.
+    const s = this.slot(b, o);
+    if (this.table[s] !== 0) {
+      this.duplicates++;
+      return;
+    }
+    const r = this.n++;
+    this.ids.set(b.subarray(o, o + 32), r * 32);
+    const v = new DataView(b.buffer, b.byteOffset + o + 32, 12);
+    this.loc.set([p, v.getUint32(0), v.getUint32(4), v.getUint32(8)], 4 * r);
+    this.kind[r] = (b[o + 44]! << 8) | b[o + 45]!;
+    this.table[s] = r + 1;
+  }
+
+  /** Add `count` encoded entries of `pack`. */
+  addEncoded(pack: string, entries: Uint8Array, count: number): void {
+    const p = this.packNo(pack);
+    for (let i = 0; i < count; i++) this.addAt(p, entries, i);
+  }
+
+  add(pack: string, e: BlobEntry): void {
+    this.addEncoded(pack, encodeBlobEntries([e]), 1);
   }
 
   get size(): number {
-    return this.row.size;
+    return this.n;
   }
 
   *locations(): Generator<Location> {
-    for (const [key, r] of this.row) yield this.at(key, r);
+    for (let r = 0; r < this.n; r++) yield this.at(r);
   }
 
   /** Every pack some index file names. */
@@ -176,18 +247,22 @@ export class RepoIndex {
     const identity = dedup.identity(INDEX_SLOT);
     for (const f of await store.list('index')) {
       const name = f.path.slice('index/'.length);
-      let packs: PackEntries[];
+      let plain: Buffer;
       try {
         const file = await SealedFile.fromBytes(f.path, await store.read(f.path));
         await file.unlock(identity);
-        packs = decodeIndexFile(await file.readAll(), f.path);
+        plain = await file.readAll();
       } catch (err) {
         // A file pruned between the listing and the read is simply no longer part of the index.
         if ((err as { detail?: { missing?: string } }).detail?.missing === f.path) continue;
         throw err;
       }
-      idx.files.set(name, packs.map((p) => p.pack));
-      for (const p of packs) for (const e of p.entries) idx.add(p.pack, e);
+      const packs: string[] = [];
+      eachGroup(plain, f.path, (pack, entries, count) => {
+        packs.push(pack);
+        idx.addEncoded(pack, entries, count);
+      });
+      idx.files.set(name, packs);
     }
     return idx;
   }

@@ -6,16 +6,17 @@
 // index never names a pack that is not there.
 import zlib from 'node:zlib';
 import { randomBytes } from 'node:crypto';
-import { corruptError } from '../errors.js';
+import { Worker } from 'node:worker_threads';
+import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
 import { decoder } from '../archive/records.js';
-import type { Recipient } from '../keys/types.js';
 import type { Store } from '../store/store.js';
 import { seal, SealedFile } from './sealed.js';
-import { LARGEST_CHUNK } from './chunker.js';
+import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, encodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
-import type { DedupKeys } from './keys.js';
+import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
+import type { PackJob, PackReply } from './pack-worker.js';
 
 /** Plaintext bytes a pack is closed at (tests make it small to get many packs). */
 export function packTarget(): number {
@@ -51,101 +52,291 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
   return { codec: Codec.Stored, data: plain };
 }
 
+/** Closed packs being sealed and written at once: each write is a pack, a sync, then its index file and a sync, so one at a time left the disk idle between them. */
+const WRITES_IN_FLIGHT = 2;
+/** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
+const HASHING = 4;
+/** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
+const HASH_ON_THREAD = 64 << 10;
+/** Packs smaller than this are sealed on this thread (trees, a small backup's last pack). */
+const SEAL_ON_THREAD = 1 << 20;
+
+interface Hashing {
+  entry: BlobEntry;
+  id: Promise<Buffer>;
+  done: Buffer | null;
+  failed: unknown;
+}
+
+const NO_ID = Buffer.alloc(32);
+
+const threadFailure = (why: string) =>
+  new BackupctlError(Exit.internal, `a thread writing packs failed (${why}); nothing refers to the packs it did not write, so the repository is consistent: run the command again`);
+
+/** One of pack-worker.ts's threads; it answers in the order it is asked. */
+class PackThread {
+  private readonly worker: Worker;
+  private readonly waiting: Array<{ resolve: (m: PackReply) => void; reject: (err: unknown) => void }> = [];
+  private failure: BackupctlError | null = null;
+  private readonly known: SharedArrayBuffer[] = [];
+
+  constructor(keys: PackKeys) {
+    // workerData is copied into the thread: this copy of the dedup key is zeroed at once, the thread's once derived.
+    const dedupKey = Uint8Array.from(keys.dedupKey);
+    this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic, dedupKey } });
+    dedupKey.fill(0);
+    this.worker.unref(); // never what keeps the process alive
+    this.worker.on('message', (m: PackReply) => {
+      const w = this.waiting.shift()!;
+      if (m.t === 'error') w.reject(threadFailure(m.message));
+      else w.resolve(m);
+    });
+    const fail = (why: string) => {
+      this.failure ??= threadFailure(why);
+      for (const w of this.waiting.splice(0)) w.reject(this.failure);
+    };
+    this.worker.on('error', (err) => fail(err.message));
+    this.worker.on('exit', () => fail('it stopped unexpectedly'));
+  }
+
+  private ask(job: PackJob): Promise<PackReply> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.worker.postMessage(job);
+    });
+  }
+
+  /** The number the thread knows `buf` by (sent to it the first time). */
+  private number(buf: Buffer): number {
+    let n = this.known.indexOf(buf.buffer as SharedArrayBuffer);
+    if (n < 0) {
+      n = this.known.push(buf.buffer as SharedArrayBuffer) - 1;
+      void this.ask({ t: 'buffer', n, buf: buf.buffer as SharedArrayBuffer }).catch(() => {}); // a failure fails the next job too
+    }
+    return n;
+  }
+
+  async hash(buf: Buffer, offset: number, length: number): Promise<Buffer> {
+    const r = await this.ask({ t: 'hash', n: this.number(buf), offset, length });
+    return Buffer.from((r as { id: Uint8Array }).id);
+  }
+
+  async seal(buf: Buffer, length: number): Promise<Buffer[]> {
+    const r = await this.ask({ t: 'seal', n: this.number(buf), length });
+    return (r as { sealed: Uint8Array[] }).sealed.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+  }
+
+  async close(): Promise<void> {
+    this.worker.removeAllListeners('exit');
+    await this.worker.terminate();
+  }
+}
+
+/** What a pack writer needs of the repository's keys: the read key's public half, and the dedup key for its hashing thread. */
+export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
+
 /**
  * Gathers new blobs into one buffer per pack and writes a pack (and then its index file)
- * whenever the target is reached. One pack is written (sealed, synced) while the next one
- * fills: the chunking never waits for the disk unless the disk is slower than it.
+ * whenever the target is reached. Closed packs are sealed on a thread of their own and up to
+ * WRITES_IN_FLIGHT of them written at once while the next one fills: the reading never waits
+ * for the disk unless the disk is slower than it. Stored content is read straight into the open
+ * pack (reserve, addRead) and its id computed on another thread meanwhile; a chunk whose id the
+ * repository turns out to have is taken out again before the pack closes.
  */
 export class PackWriter {
-  private buf: Buffer;
+  private buf: Buffer | null = null;
+  private readonly spare: Buffer[] = [];
+  private readonly capacity: number;
   private entries: BlobEntry[] = [];
   private size = 0;
-  /** Ids in the open pack and in the one being written: a chunk met twice in a run is stored once. */
+  /** Chunks of the open pack whose ids are being computed, in order. */
+  private hashing: Hashing[] = [];
+  /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
   private pending = new Set<string>();
-  private writing: Promise<void> = Promise.resolve();
+  private readonly writes = new Set<Promise<void>>();
   private failure: unknown = null;
+  private hasher: PackThread | null = null;
+  private sealer: PackThread | null = null;
   packs = 0;
   storedBytes = 0;
+  newChunks = 0;
 
   constructor(
     private readonly store: Store,
-    private readonly readKey: Recipient,
+    private readonly keys: PackKeys,
     private readonly dedup: DedupKeys,
     private readonly index: RepoIndex,
     private readonly target = packTarget(),
   ) {
     // Room for the blobs, their list and the padding (Padmé adds at most 12%).
-    this.buf = Buffer.allocUnsafe(Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10));
+    this.capacity = Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10);
   }
 
   has(id: Buffer): boolean {
-    const k = id.toString('latin1');
-    return this.index.has(k) || this.pending.has(k);
+    return this.index.has(id) || this.pending.has(id.toString('latin1'));
   }
 
-  /** Store a blob of `type`; `id` is its chunk id, `plain` its plaintext (copied). */
-  async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<void> {
+  private check(): void {
     if (this.failure) throw this.failure;
+  }
+
+  /** The open pack's buffer: shared memory, which the threads read where it is. */
+  private room(): Buffer {
+    return (this.buf ??= this.spare.pop() ?? Buffer.from(new SharedArrayBuffer(this.capacity)));
+  }
+
+  /** Store a blob of `type` unless the repository has it: `plain` (copied), compressed where that pays. Whether it was stored. */
+  async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<boolean> {
+    this.check();
+    this.settleReady();
+    if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
+    const buf = this.room();
     this.entries.push({ id, offset: this.size, length: data.length, rawLength: plain.length, type, codec });
-    this.pending.add(id.toString('latin1'));
-    data.copy(this.buf, this.size);
+    this.keep(id);
+    data.copy(buf, this.size);
     this.size += data.length;
     if (this.size >= this.target) await this.flush();
+    return true;
   }
 
-  /** Close the open pack: its write starts once the previous pack's has finished. */
+  private keep(id: Buffer): void {
+    this.pending.add(id.toString('latin1'));
+    this.newChunks++;
+  }
+
+  /**
+   * Room for the next chunk of stored content (FIXED_CHUNK bytes) at the open pack's end, to be
+   * read into and handed to addRead before anything else is asked of this writer.
+   */
+  async reserve(): Promise<Buffer> {
+    this.check();
+    this.settleReady();
+    while (this.hashing.length >= HASHING) await this.settleFirst();
+    if (this.size >= this.target) await this.flush();
+    return this.room().subarray(this.size, this.size + FIXED_CHUNK);
+  }
+
+  /** The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its id. */
+  addRead(length: number, type: BlobType): Promise<Buffer> {
+    const entry: BlobEntry = { id: NO_ID, offset: this.size, length, rawLength: length, type, codec: Codec.Stored };
+    let id: Promise<Buffer>;
+    if (length < HASH_ON_THREAD) id = Promise.resolve(this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length)));
+    else id = (this.hasher ??= new PackThread(this.keys)).hash(this.buf!, this.buf!.byteOffset + this.size, length);
+    const h: Hashing = { entry, id, done: null, failed: null };
+    id.then((v) => void (h.done = v), (err: unknown) => void (h.failed = err));
+    this.entries.push(entry);
+    this.hashing.push(h);
+    this.size += length;
+    return id;
+  }
+
+  /** Decide the chunks whose ids are known, in order: kept, or taken out again when the repository has them. */
+  private settleReady(): void {
+    while (this.hashing.length && (this.hashing[0]!.done || this.hashing[0]!.failed)) this.decide(this.hashing.shift()!);
+  }
+
+  private async settleFirst(): Promise<void> {
+    await this.hashing[0]!.id.catch(() => {});
+    this.settleReady();
+  }
+
+  /** Kept (the id set), or left with NO_ID to be taken out when the pack closes: rare, a file read again whose content is stored. */
+  private decide(h: Hashing): void {
+    if (h.failed) throw h.failed;
+    if (this.has(h.done!)) return;
+    h.entry.id = h.done!;
+    this.keep(h.entry.id);
+  }
+
+  /** Take out the chunks found stored after all (their bytes may be read by the hashing thread until every id is in). */
+  private compact(): void {
+    let at = 0;
+    const kept: BlobEntry[] = [];
+    for (const e of this.entries) {
+      if (e.id === NO_ID) continue;
+      if (e.offset !== at) this.buf!.copy(this.buf!, at, e.offset, e.offset + e.length);
+      e.offset = at;
+      at += e.length;
+      kept.push(e);
+    }
+    this.entries = kept;
+    this.size = at;
+  }
+
+  /** Close the open pack: sealed and written once fewer than WRITES_IN_FLIGHT others are. */
   async flush(): Promise<void> {
-    await this.writing;
-    if (this.failure) throw this.failure;
+    this.check();
+    while (this.hashing.length) await this.settleFirst();
+    this.compact();
     if (this.entries.length === 0) return;
-    const entries = this.entries;
+    while (this.writes.size >= WRITES_IN_FLIGHT) await Promise.race(this.writes);
+    this.check();
+    const { entries, size } = this;
+    const buf = this.buf!;
     const list = encodeBlobEntries(entries);
-    const used = this.size + list.length + PACK_FOOTER_LEN;
+    const used = size + list.length + PACK_FOOTER_LEN;
     const footer = Buffer.alloc(PACK_FOOTER_LEN);
     PACK_MAGIC.copy(footer, 0);
     footer.writeUInt32BE(entries.length, 8);
-    footer.writeUInt32BE(this.size, 12);
+    footer.writeUInt32BE(size, 12);
     // Completed in place when it fits (it always does but for packs of thousands of tiny chunks).
     const total = padme(used);
-    const plain = total <= this.buf.length ? this.buf.subarray(0, total) : Buffer.concat([this.buf.subarray(0, this.size), Buffer.alloc(total - this.size)]);
-    list.copy(plain, this.size);
-    plain.fill(0, this.size + list.length, total - PACK_FOOTER_LEN);
+    let plain = buf;
+    if (total > buf.length) {
+      plain = Buffer.from(new SharedArrayBuffer(total));
+      buf.copy(plain, 0, 0, size);
+      this.spare.push(buf);
+    }
+    list.copy(plain, size);
+    plain.fill(0, size + list.length, total - PACK_FOOTER_LEN);
     footer.copy(plain, total - PACK_FOOTER_LEN);
     this.entries = [];
     this.size = 0;
-    // write() seals `plain` before its first await: the buffer is free for the next pack on return.
-    this.writing = this.write(plain, entries).catch((err: unknown) => {
-      this.failure = err;
-    });
+    this.buf = null;
+    const w: Promise<void> = this.write(plain, total, entries, list)
+      .catch((err: unknown) => void (this.failure ??= err))
+      .then(() => void this.writes.delete(w));
+    this.writes.add(w);
   }
 
-  /** Seal and write a pack, then its index file; the index in memory learns it last. */
-  private async write(plain: Buffer, entries: BlobEntry[]): Promise<void> {
+  /** Seal and write a pack (the first `length` bytes of `plain`), then its index file; the index in memory learns it last. */
+  private async write(plain: Buffer, length: number, entries: BlobEntry[], list: Buffer): Promise<void> {
     const id = randomBytes(16).toString('hex');
-    const sealed = seal(plain, [this.readKey]);
+    const sealed = length < SEAL_ON_THREAD ? seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]) : await (this.sealer ??= new PackThread(this.keys)).seal(plain, length);
+    if (plain.length === this.capacity) this.spare.push(plain);
     await this.store.write(packPath(id), sealed);
     this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
     freeBuffers(sealed);
     this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries }]);
-    for (const e of entries) {
-      this.index.add(id, e);
-      this.pending.delete(e.id.toString('latin1'));
-    }
+    this.index.addEncoded(id, list, entries.length);
+    for (const e of entries) this.pending.delete(e.id.toString('latin1'));
     this.packs++;
   }
 
   /** Everything added is written and indexed. */
   async finish(): Promise<void> {
-    await this.flush();
-    await this.writing;
-    if (this.failure) throw this.failure;
+    try {
+      await this.flush();
+      while (this.writes.size) await Promise.race(this.writes);
+      this.check();
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Stop the threads (also after a failure elsewhere). */
+  async close(): Promise<void> {
+    await this.hasher?.close();
+    await this.sealer?.close();
+    this.hasher = this.sealer = null;
   }
 }
 
 /** A pack opened with the read key: blobs by range, and its own list of blobs. */
 export class PackReader {
-  private constructor(readonly id: string, private readonly file: SealedFile) {}
+  private constructor(readonly id: string, readonly file: SealedFile) {}
 
   static async open(store: Store, id: string, size: number, identity: Parameters<SealedFile['unlock']>[0]): Promise<PackReader> {
     const path = packPath(id);

@@ -84,6 +84,11 @@ export class SealedFile {
     return this.layout.plainSize;
   }
 
+  /** What another thread needs to open this file's segments itself (once unlocked; a KeyObject crosses to a thread without its bytes being exposed). */
+  get payload() {
+    return { key: this.key!, headerLength: this.header.headerLength, segmentSize: this.header.segmentSize, sealedSize: this.layout.sealedSize, count: this.layout.count };
+  }
+
   /** Authenticate and decrypt segment `i` from its sealed bytes. */
   private open(i: number, sealed: Buffer): Buffer {
     let pieces: Buffer[];

@@ -3,6 +3,7 @@
 // as tree blobs, so the part of it that did not change since last night is stored once.
 import { corruptError } from '../errors.js';
 import { EntryType } from '../archive/format.js';
+import { MAX_CHUNK, cutPoint, type Gear } from './chunker.js';
 
 export interface TreeEntry {
   type: EntryType;
@@ -41,6 +42,49 @@ export function encodeEntry(e: TreeEntry): Buffer {
     for (const c of e.chunks) o += c.copy(b, o);
   }
   return b;
+}
+
+/**
+ * A tree being written: entries encoded one by one and cut into chunks (the same cuts as
+ * chunkStream on the whole tree: a cut needs only the MAX_CHUNK bytes after its start) as they
+ * come, so that the tree is never held whole.
+ */
+export class TreeChunker {
+  private buf = Buffer.allocUnsafe(4 * MAX_CHUNK);
+  private have = 0;
+
+  constructor(
+    private readonly gear: Gear,
+    /** Called with each chunk in order (a view, reused once it returns). */
+    private readonly each: (chunk: Buffer) => Promise<void>,
+  ) {}
+
+  async add(e: TreeEntry): Promise<void> {
+    const b = encodeEntry(e);
+    if (this.have + b.length > this.buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(2 * this.buf.length, this.have + b.length));
+      this.buf.copy(bigger, 0, 0, this.have);
+      this.buf = bigger;
+    }
+    this.have += b.copy(this.buf, this.have);
+    if (this.have >= 2 * MAX_CHUNK) await this.cut(false);
+  }
+
+  private async cut(end: boolean): Promise<void> {
+    let pos = 0;
+    while (this.have - pos >= MAX_CHUNK || (end && pos < this.have)) {
+      const len = cutPoint(this.gear, this.buf, pos, this.have);
+      await this.each(this.buf.subarray(pos, pos + len));
+      pos += len;
+    }
+    this.buf.copy(this.buf, 0, pos, this.have);
+    this.have -= pos;
+  }
+
+  /** The rest of the tree. */
+  finish(): Promise<void> {
+    return this.cut(true);
+  }
 }
 
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });

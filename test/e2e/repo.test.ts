@@ -15,7 +15,6 @@ import { b64decode } from '../../src/util/base64.js';
 import { LocalStore } from '../../src/store/local.js';
 import { BlobType, RepoIndex } from '../../src/repo/index.js';
 import { PackWriter } from '../../src/repo/pack.js';
-import { packRecipient } from '../../src/repo/keys.js';
 import { encodeEntry } from '../../src/repo/tree.js';
 import { writeSnapshot } from '../../src/repo/snapshot.js';
 import { EntryType } from '../../src/archive/format.js';
@@ -223,7 +222,7 @@ describe('repository: init, nightly backups, restore', () => {
     const id = JSON.parse(await readFile(join(repo, 'backupctl-repository'), 'utf8')).id as string;
     const held = JSON.parse(await readFile(join(configDir, 'repositories', `${id}.json`), 'utf8'));
     const dedup = new DedupKeys(b64decode(held.dedupKey));
-    const w = new PackWriter(store, packRecipient(b64decode(held.readPublic)), dedup, await RepoIndex.load(store, dedup));
+    const w = new PackWriter(store, { readPublic: b64decode(held.readPublic), dedupKey: b64decode(held.dedupKey) }, dedup, await RepoIndex.load(store, dedup));
     const evil = Buffer.from('escaped\n');
     const cid = dedup.chunkId(evil);
     await w.add(cid, BlobType.Data, evil, false);

@@ -1,0 +1,200 @@
+// A thread of a snapshot restore (unpack.ts): it is sent the sealed segments of one pack that a
+// restore needs (read once, in order) and what to do with each chunk in them; it authenticates
+// and decrypts the segments, checks every chunk against its keyed id and its length, and writes
+// it at its place in every staged file that holds it. Files are created here when all of their
+// chunks are in this pack (and their mode and times set once the last is written), else they
+// exist already. Paths are relative to the staging directory; one that would resolve outside it
+// is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
+import { closeSync, constants, fchmodSync, futimesSync, openSync, writeSync } from 'node:fs';
+import { parentPort, workerData } from 'node:worker_threads';
+import type { KeyObject } from 'node:crypto';
+import { BackupctlError, Exit, corruptError } from '../errors.js';
+import type { Codec } from '../archive/format.js';
+import { decoder } from '../archive/records.js';
+import { Outside, stagedPath } from '../archive/staged-path.js';
+import { freeBuffers, openSegment } from '../archive/stream.js';
+import { DedupKeys } from './keys.js';
+
+export interface UnpackFile {
+  path: string;
+  /** Created here (all its chunks are in this pack), its mode and time set after its last chunk. */
+  own: boolean;
+  mode: number;
+  mtime: string;
+  /** Writes of chunks into it in this job. */
+  writes: number;
+}
+export interface UnpackChunk {
+  id: Uint8Array;
+  offset: number;
+  length: number;
+  rawLength: number;
+  codec: Codec;
+  /** Pairs: index into the job's files, offset in that file. */
+  dests: number[];
+}
+export interface UnpackJob {
+  /** The pack's path, for messages. */
+  name: string;
+  key: KeyObject;
+  segmentSize: number;
+  sealedSize: number;
+  /** Segments in the whole pack (the last one is sealed as last). */
+  count: number;
+  /** Runs of consecutive sealed segments from `first` on. */
+  runs: Array<{ first: number; data: Uint8Array }>;
+  /** In offset order. */
+  chunks: UnpackChunk[];
+  files: UnpackFile[];
+  /** Salvage: a damaged chunk is reported lost instead of ending the job. */
+  salvage: boolean;
+}
+export type UnpackReply =
+  | { t: 'done'; bytes: number; lost: number[] }
+  | { t: 'corrupt'; message: string; detail?: Record<string, unknown> }
+  | { t: 'error'; code?: string; message: string; path: string };
+
+const { root, dedupKey } = workerData as { root: string; dedupKey: Uint8Array };
+const dedup = new DedupKeys(dedupKey);
+dedupKey.fill(0);
+/** Open files at most: a pack of 40,000 small files is written one file after another anyway. */
+const MAX_OPEN = 64;
+/** Where a chunk spanning segments is put together (the largest chunk, 1 MiB). */
+let scratch = Buffer.allocUnsafe(1 << 20);
+
+function run(job: UnpackJob): { bytes: number; lost: number[] } {
+  const where = `pack ${job.name.slice(job.name.lastIndexOf('/') + 1)}`;
+  const plain = new Map<number, Buffer>();
+  const bad = new Set<number>();
+  const sealedAt = new Map<number, Uint8Array>();
+  for (const r of job.runs) {
+    const n = Math.ceil(r.data.length / job.sealedSize);
+    for (let k = 0; k < n; k++) sealedAt.set(r.first + k, r.data.subarray(k * job.sealedSize, (k + 1) * job.sealedSize));
+  }
+  const segment = (i: number): Buffer | null => {
+    let p = plain.get(i);
+    if (p || bad.has(i)) return p ?? null;
+    const sealed = sealedAt.get(i);
+    try {
+      if (!sealed) throw corruptError(`${job.name}: payload segment ${i} is missing`);
+      const pieces = openSegment(job.key, i, i === job.count - 1, sealed);
+      p = pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+    } catch (err) {
+      if (!job.salvage) throw err instanceof BackupctlError ? corruptError(`${job.name}: ${err.message}`, { file: job.name }) : err;
+      bad.add(i);
+      return null;
+    }
+    plain.set(i, p);
+    return p;
+  };
+
+  const fds = new Map<number, number>(); // file index → fd, in order of opening
+  const left = job.files.map((f) => f.writes);
+  const opened = new Set<number>();
+  const fdOf = (fi: number): number => {
+    let fd = fds.get(fi);
+    if (fd !== undefined) return fd;
+    if (fds.size >= MAX_OPEN) {
+      const [oldest, ofd] = fds.entries().next().value as [number, number];
+      closeSync(ofd);
+      fds.delete(oldest);
+    }
+    const f = job.files[fi]!;
+    const create = f.own && !opened.has(fi);
+    fd = openSync(stagedPath(root, f.path), constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0), 0o600);
+    opened.add(fi);
+    fds.set(fi, fd);
+    return fd;
+  };
+  const wrote = (fi: number) => {
+    if (--left[fi]! > 0) return;
+    const fd = fds.get(fi)!;
+    const f = job.files[fi]!;
+    if (f.own) {
+      fchmodSync(fd, f.mode);
+      futimesSync(fd, f.mtime, f.mtime);
+    }
+    closeSync(fd);
+    fds.delete(fi);
+  };
+
+  let bytes = 0;
+  const lost: number[] = [];
+  try {
+    job.chunks.forEach((c, ci) => {
+      const first = Math.floor(c.offset / job.segmentSize);
+      const last = Math.floor((c.offset + c.length - 1) / job.segmentSize);
+      // Segments behind this chunk are done with.
+      for (const [k, p] of plain) {
+        if (k >= first) continue;
+        freeBuffers([p]); // at once: V8 would let tens of MB of them pile up
+        plain.delete(k);
+      }
+      let data: Buffer | null = null;
+      if (first === last) {
+        const s = segment(first);
+        const at = c.offset - first * job.segmentSize;
+        data = s && s.subarray(at, at + c.length);
+      } else {
+        if (scratch.length < c.length) scratch = Buffer.allocUnsafe(c.length);
+        let at = 0;
+        for (let i = first; i <= last && data === null; i++) {
+          const s = segment(i);
+          if (!s) break;
+          const from = i === first ? c.offset - first * job.segmentSize : 0;
+          at += s.copy(scratch, at, from, Math.min(s.length, from + c.length - at));
+          if (at === c.length) data = scratch.subarray(0, c.length);
+        }
+      }
+      let chunk: Buffer | null = null;
+      if (data && data.length === c.length) {
+        try {
+          const p = decoder(c.codec, `chunk in ${where}`)(data);
+          if (p.length === c.rawLength && dedup.chunkId(p).equals(c.id)) chunk = p;
+        } catch (err) {
+          if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) throw err;
+        }
+        if (!chunk && !job.salvage) throw corruptError(`${where}: a chunk does not match its id (damaged or tampered)`, { pack: job.name.slice(job.name.lastIndexOf('/') + 1) });
+      } else if (!job.salvage) throw corruptError(`${job.name}: a reference points beyond its end`, { file: job.name });
+      if (!chunk) {
+        lost.push(ci);
+        // Its files stay out of the restore: only let go of them.
+        for (let k = 0; k < c.dests.length; k += 2) {
+          const fi = c.dests[k]!;
+          if (--left[fi]! === 0 && fds.has(fi)) {
+            closeSync(fds.get(fi)!);
+            fds.delete(fi);
+          }
+        }
+        return;
+      }
+      for (let k = 0; k < c.dests.length; k += 2) {
+        const fi = c.dests[k]!;
+        const fd = fdOf(fi);
+        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at, c.dests[k + 1]! + at);
+        bytes += chunk.length;
+        wrote(fi);
+      }
+    });
+  } finally {
+    for (const fd of fds.values()) closeSync(fd);
+    freeBuffers([...plain.values()]);
+    for (const r of job.runs) freeBuffers([Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength)]);
+  }
+  return { bytes, lost };
+}
+
+parentPort!.on('message', (job: UnpackJob) => {
+  let reply: UnpackReply;
+  try {
+    reply = { t: 'done', ...run(job) };
+  } catch (err) {
+    if (err instanceof BackupctlError) reply = { t: 'corrupt', message: err.message, detail: err.detail };
+    else if (err instanceof Outside) reply = { t: 'corrupt', message: `refusing to stage ${JSON.stringify(err.message)}: it resolves outside the staging directory` };
+    else {
+      const e = err as NodeJS.ErrnoException;
+      reply = { t: 'error', code: e.code, message: e.message, path: e.path ?? root };
+    }
+  }
+  parentPort!.postMessage(reply);
+});
