@@ -63,17 +63,19 @@ export function decodeBlobEntries(b: Buffer, count: number, where: string): Blob
 
 export interface PackEntries {
   pack: string;
-  entries: BlobEntry[];
+  /** As objects, or already encoded (BLOB_ENTRY_LEN bytes each). */
+  entries: BlobEntry[] | Buffer;
 }
 
 /** An index file's plaintext: the magic, then per pack its 16-byte id, a u32 count and the entries. */
 export function encodeIndexFile(packs: readonly PackEntries[]): Buffer {
   const parts: Buffer[] = [INDEX_MAGIC];
   for (const p of packs) {
+    const list = Buffer.isBuffer(p.entries) ? p.entries : encodeBlobEntries(p.entries);
     const head = Buffer.alloc(20);
     Buffer.from(p.pack, 'hex').copy(head, 0);
-    head.writeUInt32BE(p.entries.length, 16);
-    parts.push(head, encodeBlobEntries(p.entries));
+    head.writeUInt32BE(list.length / BLOB_ENTRY_LEN, 16);
+    parts.push(head, list);
   }
   return Buffer.concat(parts);
 }
@@ -110,6 +112,9 @@ export async function writeIndexFile(store: Store, dedup: DedupKeys, packs: read
 export interface Location extends BlobEntry {
   pack: string;
 }
+
+/** Where a chunk is, without its id (no buffer made per chunk). */
+export type Spot = Omit<Location, 'id'>;
 
 /**
  * Chunk id → location, from every index file of the repository. Held in typed arrays (32 bytes
@@ -168,6 +173,13 @@ export class RepoIndex {
       id: Buffer.from(this.ids.subarray(r * 32, r * 32 + 32)), pack: this.packNames[l[4 * r]!]!, offset: l[4 * r + 1]!, length: l[4 * r + 2]!,
       rawLength: l[4 * r + 3]!, type: (this.kind[r]! >> 8) as BlobType, codec: (this.kind[r]! & 0xff) as Codec,
     };
+  }
+
+  spot(id: Uint8Array): Spot | undefined {
+    const r = this.row(id);
+    if (r < 0) return undefined;
+    const l = this.loc;
+    return { pack: this.packNames[l[4 * r]!]!, offset: l[4 * r + 1]!, length: l[4 * r + 2]!, rawLength: l[4 * r + 3]!, type: (this.kind[r]! >> 8) as BlobType, codec: (this.kind[r]! & 0xff) as Codec };
   }
 
   get(id: Uint8Array): Location | undefined {

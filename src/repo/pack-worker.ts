@@ -10,11 +10,12 @@ import { seal } from './sealed.js';
 /** A pack buffer is sent once (`buffer`), then named by its number: a shared buffer in every message cost 0.4 ms each. */
 export type PackJob =
   | { t: 'buffer'; n: number; buf: SharedArrayBuffer }
+  | { t: 'forget'; n: number }
   | { t: 'hash'; n: number; offset: number; length: number }
   | { t: 'seal'; n: number; length: number };
-export type PackReply = { t: 'buffer' } | { t: 'hash'; id: Uint8Array } | { t: 'seal'; sealed: Uint8Array[] } | { t: 'error'; message: string };
+export type PackReply = { t: 'buffer' | 'forget' } | { t: 'hash'; id: Uint8Array } | { t: 'seal'; sealed: Uint8Array[] } | { t: 'error'; message: string };
 
-const buffers: SharedArrayBuffer[] = [];
+const buffers: Array<SharedArrayBuffer | undefined> = [];
 
 const init = workerData as { readPublic: Uint8Array; dedupKey: Uint8Array };
 const recipient = packRecipient(new Uint8Array(init.readPublic));
@@ -29,6 +30,9 @@ parentPort!.on('message', (m: PackJob) => {
     if (m.t === 'buffer') {
       buffers[m.n] = m.buf;
       parentPort!.postMessage({ t: 'buffer' } satisfies PackReply);
+    } else if (m.t === 'forget') {
+      buffers[m.n] = undefined;
+      parentPort!.postMessage({ t: 'forget' } satisfies PackReply);
     } else if (m.t === 'hash') {
       const id = dedup.chunkId(new Uint8Array(buffers[m.n]!, m.offset, m.length));
       parentPort!.postMessage({ t: 'hash', id } satisfies PackReply);

@@ -14,7 +14,7 @@ import type { Store } from '../store/store.js';
 import { seal, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
-import { BLOB_ENTRY_LEN, decodeBlobEntries, encodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
+import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
 
@@ -53,7 +53,7 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
 }
 
 /** Closed packs being sealed and written at once: each write is a pack, a sync, then its index file and a sync, so one at a time left the disk idle between them. */
-const WRITES_IN_FLIGHT = 2;
+const WRITES_IN_FLIGHT = 1;
 /** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
 const HASHING = 4;
 /** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
@@ -62,13 +62,15 @@ const HASH_ON_THREAD = 64 << 10;
 const SEAL_ON_THREAD = 1 << 20;
 
 interface Hashing {
-  entry: BlobEntry;
+  /** Its entry in the open pack's list. */
+  entry: number;
   id: Promise<Buffer>;
   done: Buffer | null;
   failed: unknown;
 }
 
-const NO_ID = Buffer.alloc(32);
+/** The type byte of an entry taken out again (until the pack closes). */
+const DROPPED = 0xff;
 
 const threadFailure = (why: string) =>
   new BackupctlError(Exit.internal, `a thread writing packs failed (${why}); nothing refers to the packs it did not write, so the repository is consistent: run the command again`);
@@ -78,7 +80,7 @@ class PackThread {
   private readonly worker: Worker;
   private readonly waiting: Array<{ resolve: (m: PackReply) => void; reject: (err: unknown) => void }> = [];
   private failure: BackupctlError | null = null;
-  private readonly known: SharedArrayBuffer[] = [];
+  private readonly known: Array<SharedArrayBuffer | null> = [];
 
   constructor(keys: PackKeys) {
     // workerData is copied into the thread: this copy of the dedup key is zeroed at once, the thread's once derived.
@@ -117,6 +119,14 @@ class PackThread {
     return n;
   }
 
+  /** `buf` is no longer used: the thread lets go of it after the jobs sent before. */
+  forget(buf: Buffer): void {
+    const n = this.known.indexOf(buf.buffer as SharedArrayBuffer);
+    if (n < 0) return;
+    this.known[n] = null;
+    void this.ask({ t: 'forget', n }).catch(() => {});
+  }
+
   async hash(buf: Buffer, offset: number, length: number): Promise<Buffer> {
     const r = await this.ask({ t: 'hash', n: this.number(buf), offset, length });
     return Buffer.from((r as { id: Uint8Array }).id);
@@ -148,7 +158,9 @@ export class PackWriter {
   private buf: Buffer | null = null;
   private readonly spare: Buffer[] = [];
   private readonly capacity: number;
-  private entries: BlobEntry[] = [];
+  /** The open pack's blobs, encoded as in the pack (BLOB_ENTRY_LEN bytes each; objects cost 180 bytes a chunk). */
+  private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
+  private count = 0;
   private size = 0;
   /** Chunks of the open pack whose ids are being computed, in order. */
   private hashing: Hashing[] = [];
@@ -193,12 +205,29 @@ export class PackWriter {
     if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
     const buf = this.room();
-    this.entries.push({ id, offset: this.size, length: data.length, rawLength: plain.length, type, codec });
+    this.entry(id, data.length, plain.length, type, codec);
     this.keep(id);
     data.copy(buf, this.size);
     this.size += data.length;
     if (this.size >= this.target) await this.flush();
     return true;
+  }
+
+  /** A new entry at the pack's end; its index. */
+  private entry(id: Uint8Array | null, length: number, rawLength: number, type: BlobType, codec: Codec): number {
+    if ((this.count + 1) * BLOB_ENTRY_LEN > this.list.length) {
+      const bigger = Buffer.alloc(2 * this.list.length);
+      this.list.copy(bigger);
+      this.list = bigger;
+    }
+    const o = this.count * BLOB_ENTRY_LEN;
+    if (id) this.list.set(id, o);
+    this.list.writeUInt32BE(this.size, o + 32);
+    this.list.writeUInt32BE(length, o + 36);
+    this.list.writeUInt32BE(rawLength, o + 40);
+    this.list[o + 44] = type;
+    this.list[o + 45] = codec;
+    return this.count++;
   }
 
   private keep(id: Buffer): void {
@@ -220,13 +249,12 @@ export class PackWriter {
 
   /** The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its id. */
   addRead(length: number, type: BlobType): Promise<Buffer> {
-    const entry: BlobEntry = { id: NO_ID, offset: this.size, length, rawLength: length, type, codec: Codec.Stored };
+    const entry = this.entry(null, length, length, type, Codec.Stored);
     let id: Promise<Buffer>;
     if (length < HASH_ON_THREAD) id = Promise.resolve(this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length)));
     else id = (this.hasher ??= new PackThread(this.keys)).hash(this.buf!, this.buf!.byteOffset + this.size, length);
     const h: Hashing = { entry, id, done: null, failed: null };
     id.then((v) => void (h.done = v), (err: unknown) => void (h.failed = err));
-    this.entries.push(entry);
     this.hashing.push(h);
     this.size += length;
     return id;
@@ -242,26 +270,34 @@ export class PackWriter {
     this.settleReady();
   }
 
-  /** Kept (the id set), or left with NO_ID to be taken out when the pack closes: rare, a file read again whose content is stored. */
+  /** Kept (the id set), or marked to be taken out when the pack closes: rare, a file read again whose content is stored. */
   private decide(h: Hashing): void {
     if (h.failed) throw h.failed;
-    if (this.has(h.done!)) return;
-    h.entry.id = h.done!;
-    this.keep(h.entry.id);
+    const o = h.entry * BLOB_ENTRY_LEN;
+    if (this.has(h.done!)) {
+      this.list[o + 44] = DROPPED;
+      return;
+    }
+    h.done!.copy(this.list, o);
+    this.keep(h.done!);
   }
 
   /** Take out the chunks found stored after all (their bytes may be read by the hashing thread until every id is in). */
   private compact(): void {
     let at = 0;
-    const kept: BlobEntry[] = [];
-    for (const e of this.entries) {
-      if (e.id === NO_ID) continue;
-      if (e.offset !== at) this.buf!.copy(this.buf!, at, e.offset, e.offset + e.length);
-      e.offset = at;
-      at += e.length;
-      kept.push(e);
+    let n = 0;
+    for (let i = 0; i < this.count; i++) {
+      const o = i * BLOB_ENTRY_LEN;
+      if (this.list[o + 44] === DROPPED) continue;
+      const offset = this.list.readUInt32BE(o + 32);
+      const length = this.list.readUInt32BE(o + 36);
+      if (offset !== at) this.buf!.copy(this.buf!, at, offset, offset + length);
+      if (n !== i) this.list.copy(this.list, n * BLOB_ENTRY_LEN, o, o + BLOB_ENTRY_LEN);
+      this.list.writeUInt32BE(at, n * BLOB_ENTRY_LEN + 32);
+      at += length;
+      n++;
     }
-    this.entries = kept;
+    this.count = n;
     this.size = at;
   }
 
@@ -270,16 +306,16 @@ export class PackWriter {
     this.check();
     while (this.hashing.length) await this.settleFirst();
     this.compact();
-    if (this.entries.length === 0) return;
+    if (this.count === 0) return;
     while (this.writes.size >= WRITES_IN_FLIGHT) await Promise.race(this.writes);
     this.check();
-    const { entries, size } = this;
+    const { count, size } = this;
     const buf = this.buf!;
-    const list = encodeBlobEntries(entries);
+    const list = Buffer.from(this.list.subarray(0, count * BLOB_ENTRY_LEN));
     const used = size + list.length + PACK_FOOTER_LEN;
     const footer = Buffer.alloc(PACK_FOOTER_LEN);
     PACK_MAGIC.copy(footer, 0);
-    footer.writeUInt32BE(entries.length, 8);
+    footer.writeUInt32BE(count, 8);
     footer.writeUInt32BE(size, 12);
     // Completed in place when it fits (it always does but for packs of thousands of tiny chunks).
     const total = padme(used);
@@ -292,26 +328,30 @@ export class PackWriter {
     list.copy(plain, size);
     plain.fill(0, size + list.length, total - PACK_FOOTER_LEN);
     footer.copy(plain, total - PACK_FOOTER_LEN);
-    this.entries = [];
+    this.count = 0;
     this.size = 0;
     this.buf = null;
-    const w: Promise<void> = this.write(plain, total, entries, list)
+    const w: Promise<void> = this.write(plain, total, list, plain === buf)
       .catch((err: unknown) => void (this.failure ??= err))
       .then(() => void this.writes.delete(w));
     this.writes.add(w);
   }
 
   /** Seal and write a pack (the first `length` bytes of `plain`), then its index file; the index in memory learns it last. */
-  private async write(plain: Buffer, length: number, entries: BlobEntry[], list: Buffer): Promise<void> {
+  private async write(plain: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
     const sealed = length < SEAL_ON_THREAD ? seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]) : await (this.sealer ??= new PackThread(this.keys)).seal(plain, length);
-    if (plain.length === this.capacity) this.spare.push(plain);
+    if (reuse) this.spare.push(plain);
+    else {
+      this.hasher?.forget(plain);
+      this.sealer?.forget(plain);
+    }
     await this.store.write(packPath(id), sealed);
     this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
     freeBuffers(sealed);
-    this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries }]);
-    this.index.addEncoded(id, list, entries.length);
-    for (const e of entries) this.pending.delete(e.id.toString('latin1'));
+    this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
+    this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
+    for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));
     this.packs++;
   }
 

@@ -3,7 +3,7 @@
 import { corruptError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
 import type { Store } from '../store/store.js';
-import { RepoIndex, type Location } from './index.js';
+import { RepoIndex, type Location, type Spot } from './index.js';
 import { DedupKeys, packIdentity, type RepoKeys } from './keys.js';
 import { PackReader, packIdOf } from './pack.js';
 import type { Snapshot } from './snapshot.js';
@@ -34,8 +34,14 @@ export class RepoReader {
 
   /** Where chunk `id` is; a corrupt error naming `what` when no index or no pack has it. */
   locate(id: Buffer, what: string): Location {
-    const loc = this.index.get(id);
-    if (!loc) throw corruptError(`${what}: chunk ${id.toString('hex').slice(0, 16)} is in no index (the repository lost data)`, { chunk: id.toString('hex') });
+    return { id, ...this.spot(id, what) };
+  }
+
+  /** The same without the id. */
+  spot(id: Uint8Array, what: string): Spot {
+    const loc = this.index.spot(id);
+    const hex = () => Buffer.from(id).toString('hex');
+    if (!loc) throw corruptError(`${what}: chunk ${hex().slice(0, 16)} is in no index (the repository lost data)`, { chunk: hex() });
     if (!this.packSizes.has(loc.pack)) throw corruptError(`${what}: pack ${loc.pack} is missing`, { pack: loc.pack });
     return loc;
   }

@@ -15,24 +15,10 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 
-export interface UnpackFile {
-  path: string;
-  /** Created here (all its chunks are in this pack), its mode and time set after its last chunk. */
-  own: boolean;
-  mode: number;
-  mtime: string;
-  /** Writes of chunks into it in this job. */
-  writes: number;
-}
-export interface UnpackChunk {
-  id: Uint8Array;
-  offset: number;
-  length: number;
-  rawLength: number;
-  codec: Codec;
-  /** Pairs: index into the job's files, offset in that file. */
-  dests: number[];
-}
+/**
+ * One pack's work, in arrays rather than an object per chunk and per file (a pack of 40,000 small
+ * files is 40,000 of each, and each id sent as a view would carry its whole pooled buffer along).
+ */
 export interface UnpackJob {
   /** The pack's path, for messages. */
   name: string;
@@ -43,9 +29,22 @@ export interface UnpackJob {
   count: number;
   /** Runs of consecutive sealed segments from `first` on. */
   runs: Array<{ first: number; data: Uint8Array }>;
-  /** In offset order. */
-  chunks: UnpackChunk[];
-  files: UnpackFile[];
+  /** Per chunk, in offset order: its id (32 bytes each), offset, length and plain length in the pack, codec. */
+  ids: Uint8Array;
+  offset: Uint32Array;
+  length: Uint32Array;
+  rawLength: Uint32Array;
+  codec: Uint8Array;
+  /** Chunk i is written to file destFile[k] at destAt[k] for k in [destStart[i], destStart[i+1]). */
+  destStart: Uint32Array;
+  destFile: Uint32Array;
+  destAt: Float64Array;
+  /** Per file: its path (all of them joined with NUL), whether it is created here (all its chunks are in this pack: its mode and time set after its last), mode, time (seconds), writes in this job. */
+  paths: string;
+  own: Uint8Array;
+  mode: Uint32Array;
+  mtime: string[];
+  writes: Uint32Array;
   /** Salvage: a damaged chunk is reported lost instead of ending the job. */
   salvage: boolean;
 }
@@ -88,8 +87,9 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
     return p;
   };
 
+  const paths = job.paths.split('\0');
   const fds = new Map<number, number>(); // file index → fd, in order of opening
-  const left = job.files.map((f) => f.writes);
+  const left = Array.from(job.writes);
   const opened = new Set<number>();
   const fdOf = (fi: number): number => {
     let fd = fds.get(fi);
@@ -99,20 +99,19 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       closeSync(ofd);
       fds.delete(oldest);
     }
-    const f = job.files[fi]!;
-    const create = f.own && !opened.has(fi);
-    fd = openSync(stagedPath(root, f.path), constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0), 0o600);
+    const create = job.own[fi] === 1 && !opened.has(fi);
+    fd = openSync(stagedPath(root, paths[fi]!), constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0), 0o600);
     opened.add(fi);
     fds.set(fi, fd);
     return fd;
   };
-  const wrote = (fi: number) => {
-    if (--left[fi]! > 0) return;
+  /** One write into file `fi` is done; after its last, its mode and time (if it is its own) and close. */
+  const wrote = (fi: number, intact: boolean) => {
+    if (--left[fi]! > 0 || !fds.has(fi)) return;
     const fd = fds.get(fi)!;
-    const f = job.files[fi]!;
-    if (f.own) {
-      fchmodSync(fd, f.mode);
-      futimesSync(fd, f.mtime, f.mtime);
+    if (intact && job.own[fi] === 1) {
+      fchmodSync(fd, job.mode[fi]!);
+      futimesSync(fd, job.mtime[fi]!, job.mtime[fi]!);
     }
     closeSync(fd);
     fds.delete(fi);
@@ -121,9 +120,11 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
   let bytes = 0;
   const lost: number[] = [];
   try {
-    job.chunks.forEach((c, ci) => {
-      const first = Math.floor(c.offset / job.segmentSize);
-      const last = Math.floor((c.offset + c.length - 1) / job.segmentSize);
+    for (let ci = 0; ci < job.offset.length; ci++) {
+      const offset = job.offset[ci]!;
+      const length = job.length[ci]!;
+      const first = Math.floor(offset / job.segmentSize);
+      const last = Math.floor((offset + length - 1) / job.segmentSize);
       // Segments behind this chunk are done with.
       for (const [k, p] of plain) {
         if (k >= first) continue;
@@ -133,49 +134,41 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       let data: Buffer | null = null;
       if (first === last) {
         const s = segment(first);
-        const at = c.offset - first * job.segmentSize;
-        data = s && s.subarray(at, at + c.length);
+        const at = offset - first * job.segmentSize;
+        data = s && s.subarray(at, at + length);
       } else {
-        if (scratch.length < c.length) scratch = Buffer.allocUnsafe(c.length);
+        if (scratch.length < length) scratch = Buffer.allocUnsafe(length);
         let at = 0;
         for (let i = first; i <= last && data === null; i++) {
           const s = segment(i);
           if (!s) break;
-          const from = i === first ? c.offset - first * job.segmentSize : 0;
-          at += s.copy(scratch, at, from, Math.min(s.length, from + c.length - at));
-          if (at === c.length) data = scratch.subarray(0, c.length);
+          const from = i === first ? offset - first * job.segmentSize : 0;
+          at += s.copy(scratch, at, from, Math.min(s.length, from + length - at));
+          if (at === length) data = scratch.subarray(0, length);
         }
       }
       let chunk: Buffer | null = null;
-      if (data && data.length === c.length) {
+      if (data && data.length === length) {
         try {
-          const p = decoder(c.codec, `chunk in ${where}`)(data);
-          if (p.length === c.rawLength && dedup.chunkId(p).equals(c.id)) chunk = p;
+          const p = decoder(job.codec[ci] as Codec, `chunk in ${where}`)(data);
+          if (p.length === job.rawLength[ci] && dedup.chunkId(p).equals(job.ids.subarray(32 * ci, 32 * ci + 32))) chunk = p;
         } catch (err) {
           if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) throw err;
         }
         if (!chunk && !job.salvage) throw corruptError(`${where}: a chunk does not match its id (damaged or tampered)`, { pack: job.name.slice(job.name.lastIndexOf('/') + 1) });
       } else if (!job.salvage) throw corruptError(`${job.name}: a reference points beyond its end`, { file: job.name });
-      if (!chunk) {
-        lost.push(ci);
-        // Its files stay out of the restore: only let go of them.
-        for (let k = 0; k < c.dests.length; k += 2) {
-          const fi = c.dests[k]!;
-          if (--left[fi]! === 0 && fds.has(fi)) {
-            closeSync(fds.get(fi)!);
-            fds.delete(fi);
-          }
+      if (!chunk) lost.push(ci); // its files stay out of the restore
+      for (let k = job.destStart[ci]!; k < job.destStart[ci + 1]!; k++) {
+        const fi = job.destFile[k]!;
+        if (chunk) {
+          const fd = fdOf(fi);
+          const pos = job.destAt[k]!;
+          for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at, pos + at);
+          bytes += chunk.length;
         }
-        return;
+        wrote(fi, chunk !== null);
       }
-      for (let k = 0; k < c.dests.length; k += 2) {
-        const fi = c.dests[k]!;
-        const fd = fdOf(fi);
-        for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at, c.dests[k + 1]! + at);
-        bytes += chunk.length;
-        wrote(fi);
-      }
-    });
+    }
   } finally {
     for (const fd of fds.values()) closeSync(fd);
     freeBuffers([...plain.values()]);

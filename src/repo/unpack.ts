@@ -10,7 +10,8 @@ import { stagedPath } from '../archive/staged-path.js';
 import { packIdentity } from './keys.js';
 import { PackReader, packPath } from './pack.js';
 import type { RepoReader } from './reader.js';
-import type { UnpackChunk, UnpackFile, UnpackJob, UnpackReply } from './unpack-worker.js';
+import type { Spot } from './index.js';
+import type { UnpackJob, UnpackReply } from './unpack-worker.js';
 
 /** Threads decrypting and writing, each given one pack at a time while the next is read here. */
 const THREADS = 2;
@@ -26,13 +27,78 @@ export interface UnpackTarget {
   chunks: Buffer[];
 }
 
-interface PackPlan {
-  chunks: UnpackChunk[];
-  byId: Map<string, number>;
-  files: UnpackFile[];
-  /** Job file → index in the targets. */
-  targets: number[];
-  byTarget: Map<number, number>;
+/** What a pack's job will hold, gathered in arrays as the selection is planned. */
+class PackPlan {
+  /** Chunk by its offset in the pack (a pack holds each blob once, at its own offset). */
+  readonly byOffset = new Map<number, number>();
+  readonly ids: Uint8Array[] = [];
+  readonly offset: number[] = [];
+  readonly length: number[] = [];
+  readonly rawLength: number[] = [];
+  readonly codec: number[] = [];
+  /** Per write: chunk, file (of this job), offset in the file. */
+  readonly dChunk: number[] = [];
+  readonly dFile: number[] = [];
+  readonly dAt: number[] = [];
+  /** Per file of this job: index in the targets, whether the job creates it, writes into it. */
+  readonly targets: number[] = [];
+  readonly own: number[] = [];
+  readonly writes: number[] = [];
+
+  /** Chunk `id` at `l` goes to target `ti` at `at`; a target's chunks are added one after another. */
+  add(id: Uint8Array, l: Spot, ti: number, own: boolean, at: number): void {
+    let ci = this.byOffset.get(l.offset);
+    if (ci === undefined) {
+      ci = this.ids.push(id) - 1;
+      this.offset.push(l.offset);
+      this.length.push(l.length);
+      this.rawLength.push(l.rawLength);
+      this.codec.push(l.codec);
+      this.byOffset.set(l.offset, ci);
+    }
+    let fi = this.targets.length - 1;
+    if (this.targets[fi] !== ti) {
+      fi = this.targets.push(ti) - 1;
+      this.own.push(own ? 1 : 0);
+      this.writes.push(0);
+    }
+    this.dChunk.push(ci);
+    this.dFile.push(fi);
+    this.dAt.push(at);
+    this.writes[fi]!++;
+  }
+
+  /** The job's arrays, chunks in offset order; `order[k]` is the plan's chunk at the job's k. */
+  job(targets: readonly UnpackTarget[]): { arrays: Omit<UnpackJob, 'name' | 'key' | 'segmentSize' | 'sealedSize' | 'count' | 'runs' | 'salvage'>; order: number[] } {
+    const n = this.ids.length;
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => this.offset[a]! - this.offset[b]!);
+    const rank = new Uint32Array(n);
+    order.forEach((ci, k) => (rank[ci] = k));
+    const ids = new Uint8Array(32 * n);
+    order.forEach((ci, k) => ids.set(this.ids[ci]!, 32 * k));
+    const destStart = new Uint32Array(n + 1);
+    for (const ci of this.dChunk) destStart[rank[ci]! + 1]!++;
+    for (let k = 0; k < n; k++) destStart[k + 1]! += destStart[k]!;
+    const fill = destStart.slice(0, n);
+    const destFile = new Uint32Array(this.dChunk.length);
+    const destAt = new Float64Array(this.dChunk.length);
+    this.dChunk.forEach((ci, d) => {
+      const k = fill[rank[ci]!]!++;
+      destFile[k] = this.dFile[d]!;
+      destAt[k] = this.dAt[d]!;
+    });
+    const pick = <T>(a: readonly T[]) => order.map((ci) => a[ci]!);
+    const files = this.targets.map((ti) => targets[ti]!);
+    return {
+      order,
+      arrays: {
+        ids, offset: Uint32Array.from(pick(this.offset)), length: Uint32Array.from(pick(this.length)), rawLength: Uint32Array.from(pick(this.rawLength)),
+        codec: Uint8Array.from(pick(this.codec)), destStart, destFile, destAt,
+        paths: files.map((f) => f.path).join('\0'), own: Uint8Array.from(this.own), mode: Uint32Array.from(files.map((f) => f.mode)),
+        mtime: files.map((f) => f.mtime), writes: Uint32Array.from(this.writes),
+      },
+    };
+  }
 }
 
 const threadFailure = (why: string) => new BackupctlError(Exit.internal, `a thread restoring the snapshot failed (${why}); nothing was restored`);
@@ -94,7 +160,7 @@ export async function unpackFiles(
   targets.forEach((t, ti) => {
     let locs;
     try {
-      locs = t.chunks.map((id) => reader.locate(id, t.path));
+      locs = t.chunks.map((id) => reader.spot(id, t.path));
       const held = locs.reduce((a, l) => a + l.rawLength, 0);
       if (held !== t.size) throw corruptError(`${t.path}: its chunks hold ${held} bytes, the snapshot records ${t.size}`);
     } catch (err) {
@@ -104,25 +170,12 @@ export async function unpackFiles(
     const own = locs.length > 0 && locs.every((l) => l.pack === locs[0]!.pack);
     if (!own) spread.push(ti);
     let at = 0;
-    for (const l of locs) {
+    locs.forEach((l, j) => {
       let p = plans.get(l.pack);
-      if (!p) plans.set(l.pack, (p = { chunks: [], byId: new Map(), files: [], targets: [], byTarget: new Map() }));
-      const key = l.id.toString('latin1');
-      let ci = p.byId.get(key);
-      if (ci === undefined) {
-        ci = p.chunks.push({ id: l.id, offset: l.offset, length: l.length, rawLength: l.rawLength, codec: l.codec, dests: [] }) - 1;
-        p.byId.set(key, ci);
-      }
-      let fi = p.byTarget.get(ti);
-      if (fi === undefined) {
-        fi = p.files.push({ path: t.path, own, mode: t.mode, mtime: t.mtime, writes: 0 }) - 1;
-        p.targets.push(ti);
-        p.byTarget.set(ti, fi);
-      }
-      p.chunks[ci]!.dests.push(fi, at);
-      p.files[fi]!.writes++;
+      if (!p) plans.set(l.pack, (p = new PackPlan()));
+      p.add(t.chunks[j]!, l, ti, own, at);
       at += l.rawLength;
-    }
+    });
   });
   const open = (ti: number, flags: number) => {
     const path = stagedPath(root, targets[ti]!.path);
@@ -143,11 +196,11 @@ export async function unpackFiles(
     for (const [pack, plan] of plans) {
       o.signal?.throwIfAborted();
       if (failure) break;
-      plan.chunks.sort((a, b) => a.offset - b.offset);
+      const { arrays, order } = plan.job(targets);
       let job: UnpackJob;
       const transfer: ArrayBuffer[] = [];
       try {
-        job = await readPack(reader, pack, plan, o.salvage, transfer);
+        job = { ...(await readPack(reader, pack, arrays, transfer)), ...arrays, salvage: o.salvage };
       } catch (err) {
         for (const ti of plan.targets) lose(ti, err);
         continue;
@@ -163,7 +216,10 @@ export async function unpackFiles(
         .then((r) => {
           if (r.t === 'corrupt') throw corruptError(r.message, r.detail);
           if (r.t === 'error') throw ioError(Object.assign(new Error(r.message), { code: r.code }), r.path, 'write');
-          for (const ci of r.lost) for (let k = 0; k < plan.chunks[ci]!.dests.length; k += 2) lost.add(plan.targets[plan.chunks[ci]!.dests[k]!]!);
+          for (const k of r.lost) {
+            const ci = order[k]!;
+            plan.dChunk.forEach((c, d) => c === ci && lost.add(plan.targets[plan.dFile[d]!]!));
+          }
           bytes += r.bytes;
           o.onProgress?.(bytes);
         })
@@ -192,7 +248,7 @@ export async function unpackFiles(
 }
 
 /** A pack's job: its header unlocked here, the segments its chunks need read in as few reads as runs allow. */
-async function readPack(reader: RepoReader, pack: string, plan: PackPlan, salvage: boolean, transfer: ArrayBuffer[]): Promise<UnpackJob> {
+async function readPack(reader: RepoReader, pack: string, c: { offset: Uint32Array; length: Uint32Array }, transfer: ArrayBuffer[]) {
   const p = await PackReader.open(reader.store, pack, reader.packSizes.get(pack)!, packIdentity(reader.keys));
   const { key, headerLength, segmentSize, sealedSize, count } = p.file.payload;
   const runs: UnpackJob['runs'] = [];
@@ -205,9 +261,9 @@ async function readPack(reader: RepoReader, pack: string, plan: PackPlan, salvag
     transfer.push(own.buffer as ArrayBuffer);
     runs.push({ first, data: own });
   };
-  for (const c of plan.chunks) {
-    const a = Math.floor(c.offset / segmentSize);
-    const b = Math.floor((c.offset + Math.max(c.length, 1) - 1) / segmentSize);
+  for (let k = 0; k < c.offset.length; k++) {
+    const a = Math.floor(c.offset[k]! / segmentSize);
+    const b = Math.floor((c.offset[k]! + Math.max(c.length[k]!, 1) - 1) / segmentSize);
     if (first >= 0 && a > last + READ_THROUGH) {
       await read();
       first = -1;
@@ -216,5 +272,5 @@ async function readPack(reader: RepoReader, pack: string, plan: PackPlan, salvag
     last = Math.max(last, b);
   }
   if (first >= 0) await read();
-  return { name: packPath(pack), key, segmentSize, sealedSize, count, runs, chunks: plan.chunks, files: plan.files, salvage };
+  return { name: packPath(pack), key, segmentSize, sealedSize, count, runs };
 }
