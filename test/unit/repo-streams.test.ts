@@ -1,0 +1,46 @@
+// What a backup streams instead of holding: the tree, cut as it is written (the same chunks as
+// the whole tree cut at once, so unchanged parts of a tree dedup against older snapshots), and
+// the files cache, read along the walk in its order.
+import { describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { chunkStream, gearTable } from '../../src/repo/chunker.js';
+import { walkOrder } from '../../src/repo/files-cache.js';
+import { TreeChunker, encodeEntry, type TreeEntry } from '../../src/repo/tree.js';
+import { EntryType } from '../../src/archive/format.js';
+
+describe('repository streams', () => {
+  it('the tree cut entry by entry gives the chunks of the whole tree cut at once', async () => {
+    const gear = gearTable(randomBytes(1024));
+    const entries: TreeEntry[] = Array.from({ length: 12_000 }, (_, i) => ({
+      type: EntryType.File, path: `Media/dir-${i % 37}/IMG-${i}-${randomBytes(4).toString('hex')}.jpg`, mode: 0o644, mtimeNs: BigInt(i) * 1_000_000n,
+      size: i * 1000, target: '', chunks: Array.from({ length: (i % 5) + (i === 7 ? 9000 : 0) }, () => randomBytes(32)), // one entry larger than the largest chunk
+    }));
+    const whole = Buffer.concat(entries.map(encodeEntry));
+    const want: string[] = [];
+    let at = 0;
+    await chunkStream(gear, (dst) => {
+      const n = whole.copy(dst, 0, at);
+      at += n;
+      return n;
+    }, (c) => void want.push(c.toString('hex')));
+    const got: string[] = [];
+    const t = new TreeChunker(gear, async (c) => void got.push(c.toString('hex')));
+    for (const e of entries) await t.add(e);
+    await t.finish();
+    expect(want.length).toBeGreaterThan(20);
+    expect(got).toEqual(want);
+  });
+
+  it('walkOrder is the walk\'s order: names compared as UTF-8 bytes, a directory before what is in it', () => {
+    const walk = ['a', 'a/x', 'a/x/y', 'a/z', 'a-b', 'a.c', 'b', 'é', '\ue000', '😀', '😀/a'];
+    const shuffled = [...walk].sort(() => Math.random() - 0.5);
+    expect(shuffled.sort(walkOrder)).toEqual(walk);
+    // The byte order it stands for, name by name.
+    const bytes = (p: string) => p.split('/').map((n) => Buffer.from(n));
+    for (let i = 1; i < walk.length; i++) {
+      const [x, y] = [bytes(walk[i - 1]!), bytes(walk[i]!)];
+      const k = x.findIndex((n, j) => j >= y.length || !n.equals(y[j]!));
+      expect(k === -1 ? x.length < y.length : Buffer.compare(x[k]!, y[k]!) < 0).toBe(true);
+    }
+  });
+});
