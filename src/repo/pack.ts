@@ -89,7 +89,8 @@ class PackThread {
     dedupKey.fill(0);
     this.worker.unref(); // never what keeps the process alive
     this.worker.on('message', (m: PackReply) => {
-      const w = this.waiting.shift()!;
+      const w = this.waiting.shift();
+      if (!w) return; // an answer that came after the thread's failure was reported
       if (m.t === 'error') w.reject(threadFailure(m.message));
       else w.resolve(m);
     });

@@ -112,7 +112,7 @@ class UnpackThread {
     const key = Uint8Array.from(dedupKey); // copied into the thread: this copy zeroed at once
     this.worker = new Worker(new URL('./unpack-worker.js', import.meta.url), { workerData: { root, dedupKey: key } });
     key.fill(0);
-    this.worker.on('message', (r: UnpackReply) => this.waiting.shift()!.resolve(r));
+    this.worker.on('message', (r: UnpackReply) => this.waiting.shift()?.resolve(r)); // none: it came after the failure was reported
     const fail = (why: string) => {
       this.failure ??= threadFailure(why);
       for (const w of this.waiting.splice(0)) w.reject(this.failure);
