@@ -55,7 +55,7 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
 /** Closed packs being sealed and written at once: each write is a pack, a sync, then its index file and a sync, so one at a time left the disk idle between them. */
 const WRITES_IN_FLIGHT = 1;
 /** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
-const HASHING = 4;
+const HASHING = 16;
 /** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
 const HASH_ON_THREAD = 64 << 10;
 /** Packs smaller than this are sealed on this thread (trees, a small backup's last pack). */
