@@ -11,7 +11,7 @@ import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
 import { decoder } from '../archive/records.js';
 import type { Store } from '../store/store.js';
-import { seal, SealedFile } from './sealed.js';
+import { seal, sealedBound, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
@@ -53,7 +53,7 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
 }
 
 /** Closed packs being sealed and written at once: each write is a pack, a sync, then its index file and a sync, so one at a time left the disk idle between them. */
-const WRITES_IN_FLIGHT = 1;
+const WRITES_IN_FLIGHT = 2;
 /** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
 const HASHING = 16;
 /** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
@@ -133,9 +133,10 @@ class PackThread {
     return Buffer.from((r as { id: Uint8Array }).id);
   }
 
-  async seal(buf: Buffer, length: number): Promise<Buffer[]> {
-    const r = await this.ask({ t: 'seal', n: this.number(buf), length });
-    return (r as { sealed: Uint8Array[] }).sealed.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength));
+  /** Seal the first `length` bytes of `buf` into `out`; the sealed file's length. */
+  async seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
+    const r = await this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) });
+    return (r as { length: number }).length;
   }
 
   async close(): Promise<void> {
@@ -158,6 +159,8 @@ export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 export class PackWriter {
   private buf: Buffer | null = null;
   private readonly spare: Buffer[] = [];
+  /** Buffers the sealing thread seals into, reused. */
+  private readonly sealedSpare: Buffer[] = [];
   private readonly capacity: number;
   /** The open pack's blobs, encoded as in the pack (BLOB_ENTRY_LEN bytes each; objects cost 180 bytes a chunk). */
   private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
@@ -341,7 +344,13 @@ export class PackWriter {
   /** Seal and write a pack (the first `length` bytes of `plain`), then its index file; the index in memory learns it last. */
   private async write(plain: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
-    const sealed = length < SEAL_ON_THREAD ? seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]) : await (this.sealer ??= new PackThread(this.keys)).seal(plain, length);
+    let sealed: Buffer[];
+    let out: Buffer | null = null;
+    if (length < SEAL_ON_THREAD) sealed = seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]);
+    else {
+      out = this.sealedSpare.pop() ?? Buffer.from(new SharedArrayBuffer(sealedBound(this.capacity, 1)));
+      sealed = [out.subarray(0, await (this.sealer ??= new PackThread(this.keys)).seal(plain, length, out))];
+    }
     if (reuse) this.spare.push(plain);
     else {
       this.hasher?.forget(plain);
@@ -349,7 +358,8 @@ export class PackWriter {
     }
     await this.store.write(packPath(id), sealed);
     this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
-    freeBuffers(sealed);
+    if (out) this.sealedSpare.push(out);
+    else freeBuffers(sealed);
     this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
     this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
     for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));
