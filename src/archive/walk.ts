@@ -7,7 +7,8 @@
 // and videos: a promise-based call cost a thread-pool round trip and a wake-up on top of its
 // system call (2.5 times the CPU for thousands of small files).
 import { accessSync, closeSync, constants, fstatSync, lstatSync, openSync, readSync, readdirSync, readlinkSync, type BigIntStats } from 'node:fs';
-import { extname, join } from 'node:path';
+import { realpath } from 'node:fs/promises';
+import { extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
 import { FoldedNames } from './name-folding.js';
@@ -233,6 +234,22 @@ export async function* walkDirectory(
  * total a progress display counts towards. A listing pass only (one lstat per name); whatever it
  * cannot list is left out here and reported by the walk itself.
  */
+/**
+ * `path` relative to `root` as entries name it ('/'-separated), both with links resolved (a
+ * path not made yet counts as written); null when it is not inside `root`.
+ */
+export async function entryPathInside(root: string, path: string): Promise<string | null> {
+  const real = (p: string) => realpath(p).catch(() => resolve(p));
+  const rel = relative(await real(root), await real(path));
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) return null;
+  return rel.split(sep).join('/');
+}
+
+/** The walk's entries without those `skip` names (a tool's own files inside the source). */
+export async function* exceptEntries(entries: AsyncIterable<SourceEntry>, skip: (path: string) => boolean): AsyncGenerator<SourceEntry> {
+  for await (const e of entries) if (!skip(e.path)) yield e;
+}
+
 export function treeBytes(path: string): number {
   let total = 0;
   const pending = [path];

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { EntryType } from '../archive/format.js';
 import { openContent } from '../archive/pack.js';
-import { walkDirectory } from '../archive/walk.js';
+import { entryPathInside, exceptEntries, walkDirectory } from '../archive/walk.js';
 import type { Store } from '../store/store.js';
 import { chunkBuffer, chunkStream } from '../repo/chunker.js';
 import { FilesCache, type FileState } from '../repo/files-cache.js';
@@ -91,7 +91,11 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     // Only files the cache does not vouch for are read, so only those are read ahead (a cold
     // page cache on a night with nothing changed must not be filled with the whole export).
     const warn = (m: string) => o.onWarning?.(m);
-    const entries = walkDirectory(o.dir, warn, o.skipped, (p, st) => !files.unchanged(p, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }));
+    const walked = walkDirectory(o.dir, warn, o.skipped, (p, st) => !files.unchanged(p, { size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, ino: st.ino }));
+    // A repository inside DIR is never part of its own snapshots (each night would store the last one's packs again).
+    const repoPath = store.localDir === undefined ? null : await entryPathInside(o.dir, store.localDir);
+    if (repoPath !== null) warn(`the repository ${repoPath} is inside ${o.dir}: it is left out of the snapshot`);
+    const entries = repoPath === null ? walked : exceptEntries(walked, (p) => p === repoPath || p.startsWith(`${repoPath}/`));
     for await (const e of entries) {
       o.signal?.throwIfAborted();
       const t: TreeEntry = { type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: 0, target: e.target ?? '', chunks: [] };

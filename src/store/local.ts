@@ -29,6 +29,10 @@ export class LocalStore implements Store {
     return this.root;
   }
 
+  get localDir(): string {
+    return this.root;
+  }
+
   private abs(path: string): string {
     return join(this.root, ...path.split('/'));
   }

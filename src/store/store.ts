@@ -13,6 +13,8 @@ export interface StoredFile {
 export interface Store {
   /** What to call the store in messages (a directory path, drive:NAME). */
   readonly name: string;
+  /** The directory the store's files are in, when they are on this machine (a backup leaves it out). */
+  readonly localDir?: string;
   /**
    * The complete files under `dir` (recursively), never a file still being written. Temporary
    * leftovers of writes that were killed are listed apart by `leftovers`.

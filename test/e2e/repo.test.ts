@@ -205,6 +205,24 @@ describe('repository: init, nightly backups, restore', () => {
     expect(await readdir(home)).not.toContain('x');
   });
 
+  it('a repository inside DIR is left out of its snapshots (with a warning), so a night stores no old packs again', async () => {
+    const dir = join(home, 'holds-its-repo');
+    await makeExportTree(dir);
+    const inner = join(dir, 'backups', 'repo');
+    await ok(['repo', 'init', inner], { configDir });
+    const first = await backupJson(dir, inner, { configDir });
+    const night = await backupJson(dir, inner, { configDir });
+    const r = await runCli(['backup', dir, '--repo', inner], { configDir });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`backupctl: warning: the repository backups/repo is inside ${dir}: it is left out of the snapshot`);
+    expect(night.newChunks).toBe(0);
+    expect(night.entries).toBe(first.entries);
+    const out = join(home, 'holds-its-repo-restored');
+    await ok(['restore', '--repo', inner, 'latest', '-d', out], withCode());
+    const want = Object.fromEntries(Object.entries(await snapshot(dir)).filter(([p]) => p !== 'backups/repo' && !p.startsWith('backups/repo/')));
+    expect(await snapshot(out)).toEqual(want);
+  });
+
   it('inspect says what every repository file is, without a key', async () => {
     const kinds = new Map<string, string>();
     for (const p of (await repoFiles(repo)).keys()) {

@@ -1,10 +1,9 @@
 // `backupctl create DIR -o FILE`: pack a directory into an archive wrapped to the recipients.
 import type { Command } from 'commander';
 import { Exit, usageError } from '../../errors.js';
-import { realpath } from 'node:fs/promises';
-import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { writeArchive, type SourceEntry } from '../../archive/pack.js';
-import { checkSourceDir, treeBytes, walkDirectory } from '../../archive/walk.js';
+import { basename, dirname, join } from 'node:path';
+import { writeArchive } from '../../archive/pack.js';
+import { checkSourceDir, entryPathInside, exceptEntries, treeBytes, walkDirectory } from '../../archive/walk.js';
 import { openSink } from '../../archive/output.js';
 import { DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE } from '../../archive/format.js';
 import { acquireLock } from '../../util/lock.js';
@@ -27,17 +26,11 @@ export function parseSize(v: string): number {
  */
 async function ownFiles(dir: string, output: string): Promise<(path: string) => boolean> {
   if (output === '-') return () => false;
-  const real = (p: string) => realpath(p).catch(() => resolve(p));
-  const rel = relative(await real(dir), join(await real(dirname(output)), basename(output)));
-  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) return () => false;
-  const self = rel.split(sep).join('/');
+  const self = await entryPathInside(dir, join(dirname(output), basename(output)));
+  if (self === null) return () => false;
   const slash = self.lastIndexOf('/');
   const tempPrefix = `${self.slice(0, slash + 1)}.${self.slice(slash + 1)}.backupctl-tmp-`;
   return (p) => p === self || p === `${self}.lock` || p === `${self}.lock.break` || p.startsWith(tempPrefix);
-}
-
-async function* except(entries: AsyncIterable<SourceEntry>, skip: (path: string) => boolean): AsyncGenerator<SourceEntry> {
-  for await (const e of entries) if (!skip(e.path)) yield e;
 }
 
 interface CreateOptions extends RecipientOptions {
@@ -78,7 +71,7 @@ export function register(program: Command): void {
         const sink = await openSink(opts.output, { force: opts.force });
         const res = await writeArchive({
           recipients,
-          entries: except(walkDirectory(dir, onWarning, skipped), await ownFiles(dir, opts.output)),
+          entries: exceptEntries(walkDirectory(dir, onWarning, skipped), await ownFiles(dir, opts.output)),
           sink,
           segmentSize,
           signal: ctx.signal,
