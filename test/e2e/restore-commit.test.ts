@@ -1,4 +1,4 @@
-// restore's commit phase through the built CLI: a restore of 20,000 files killed during its
+// restore's commit phase through the built CLI: a restore of 1,000 files killed during its
 // commit (at chosen steps with BACKUPCTL_TEST_KILL_AT, and by a SIGKILL from outside), then the
 // same command again; --force over a non-empty directory; a directory swapped for a symlink
 // mid-commit; parents the archive has no record for; conflicts refused from the index before any
@@ -15,7 +15,12 @@ let home: string;
 let configDir: string;
 let cleanup: () => Promise<void>;
 let rc: RecoveryCode;
-/** 20,000 files in 41 directories, plus symlinks and an empty directory; and its archive. */
+/**
+ * 1,000 files in a few directories, plus symlinks and an empty directory; and its archive. The kill
+ * points are steps of the commit, so the count proves nothing beyond giving each phase (and the
+ * undo of a half-done commit) many steps: each restore of 20,000 cost seconds of CPU.
+ */
+const FILES = 1_000;
 let tree: string;
 let bigArchive: string;
 let treeSnap: Record<string, SnapEntry>;
@@ -34,7 +39,7 @@ beforeAll(async () => {
   ({ home, configDir, cleanup } = await makeHome('backupctl-commit-'));
   rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
   tree = join(home, 'tree');
-  await execa(process.execPath, [join(REPO, 'fixtures/generate-export.mjs'), '--profile', 'entries', '--count', '20000', '--out', tree]);
+  await execa(process.execPath, [join(REPO, 'fixtures/generate-export.mjs'), '--profile', 'entries', '--count', String(FILES), '--out', tree]);
   await mkdir(join(tree, 'links'));
   for (let i = 0; i < 5; i++) await symlink(`../_chat.txt#${i}`, join(tree, 'links', `l${i}`));
   await mkdir(join(tree, 'empty'));
@@ -44,7 +49,7 @@ beforeAll(async () => {
     else if (e.type === 'file') files++;
     else links++;
   }
-  expect(files).toBeGreaterThanOrEqual(20_000);
+  expect(files).toBeGreaterThanOrEqual(FILES);
   bigArchive = join(home, 'big.bkp');
   const r = await runCli(['create', tree, '-o', bigArchive], opts());
   expect(r.exitCode, r.stderr).toBe(0);
@@ -58,6 +63,24 @@ async function killedAt(point: string, dest: string, force: boolean): Promise<vo
   const r = await restoreBig(dest, force, { BACKUPCTL_TEST_KILL_AT: point });
   expect(r.signal, `${point}: ${r.stderr}`).toBe('SIGKILL');
 }
+
+/**
+ * The big restore killed by SIGKILL from outside, where no kill point chose: stopped at step `at`
+ * (the commit has started, with hundreds of steps to go), let run on for a few
+ * milliseconds and killed wherever it is then, mid-step as often as not. (Waiting for the journal
+ * to appear and killing then raced the commit itself: under load it could finish first.)
+ */
+async function killedFromOutside(dest: string, force: boolean, at: number): Promise<void> {
+  const p = restoreBig(dest, force, { BACKUPCTL_TEST_KILL_AT: `step-${at}:SIGSTOP` });
+  await stopped(p.pid!);
+  process.kill(p.pid!, 'SIGCONT');
+  await new Promise((r) => setTimeout(r, 1 + Math.random() * 3));
+  p.kill('SIGKILL');
+  const r = await p;
+  expect(r.signal, `the restore was not killed mid-commit (exit ${r.exitCode}): ${r.stderr}`).toBe('SIGKILL');
+}
+/** Until process `pid` is stopped (SIGSTOP by its own kill point). */
+const stopped = (pid: number) => waitFor(async () => /\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1')));
 
 /**
  * The same command again: exit 0, DEST is the archive (and `extra`), no staging directory left.
@@ -80,8 +103,8 @@ async function recoverOnly(dest: string): Promise<void> {
   expect(await stagingDirs(dest)).toEqual([]);
 }
 
-describe('a restore of 20,000 files killed during its commit, then the same command', () => {
-  const midFile = () => dirs + 10_000;
+describe('a restore of 1,000 files killed during its commit, then the same command', () => {
+  const midFile = () => dirs + FILES / 2;
   const firstLink = () => dirs + files;
 
   for (const [name, point, placed] of [
@@ -115,15 +138,11 @@ describe('a restore of 20,000 files killed during its commit, then the same comm
 
   it('killed by SIGKILL from outside once the commit has started', async () => {
     const dest = join(home, 'kill-outside');
-    const p = restoreBig(dest, false);
-    const journal = await waitFor(async () => {
-      const [s] = await stagingDirs(dest).catch(() => []);
-      return s && (await exists(join(dest, s, 'journal'))) ? join(dest, s) : null;
-    });
-    p.kill('SIGKILL');
-    expect((await p).signal).toBe('SIGKILL');
+    await killedFromOutside(dest, false, dirs + 100);
     // Killed mid-commit: the journal is there and the commit was not marked finished.
-    expect(await exists(join(journal, 'committed'))).toBe(false);
+    const [staging] = await stagingDirs(dest);
+    expect(await exists(join(dest, staging!, 'journal'))).toBe(true);
+    expect(await exists(join(dest, staging!, 'committed'))).toBe(false);
     await sameCommandFinishes(dest, false);
   }, LONG);
 });
@@ -147,7 +166,7 @@ describe('--force over existing files, killed during the commit: no original is 
   }
 
   for (const [name, point] of [
-    ['half-way through the files', () => `step-${dirs + 10_000}`],
+    ['half-way through the files', () => `step-${dirs + FILES / 2}`],
   ] as const) {
     it(`killed ${name}: the next restore puts every original back under its name; the same command then finishes`, async () => {
       const { dest, before, mine } = await destWithOriginals(`force-${point()}`);
@@ -170,20 +189,16 @@ describe('--force over existing files, killed during the commit: no original is 
 
   it('killed again while undoing the first killed run, then the same command', async () => {
     const { dest, mine } = await destWithOriginals('force-twice');
-    await killedAt(`step-${dirs + 15_000}`, dest, true);
-    await killedAt('undo-5000', dest, true);
+    await killedAt(`step-${dirs + (FILES * 3) / 4}`, dest, true);
+    await killedAt(`undo-${FILES / 4}`, dest, true);
     await sameCommandFinishes(dest, true, mine);
   }, LONG);
 
   it('killed by SIGKILL from outside once the commit has started', async () => {
     const { dest, before, mine } = await destWithOriginals('force-outside');
-    const p = restoreBig(dest, true);
-    await waitFor(async () => {
-      const [s] = await stagingDirs(dest);
-      return s && (await exists(join(dest, s, 'journal')));
-    });
-    p.kill('SIGKILL');
-    expect((await p).signal).toBe('SIGKILL');
+    await killedFromOutside(dest, true, dirs + 100);
+    const [staging] = await stagingDirs(dest);
+    expect((await readdir(join(dest, staging!, '.replaced'))).length).toBeGreaterThan(0);
     await recoverOnly(dest);
     expect(await snapshot(dest)).toEqual(before);
     await sameCommandFinishes(dest, true, mine);
@@ -253,10 +268,15 @@ describe('--force never deletes a directory tree it was not asked to replace', (
 });
 
 describe('a directory swapped for a symlink during the commit', () => {
-  const COUNT = 4_000;
-  let swapArchive: string;
+  /** Many files for the racer, so that it swaps while they land; a few where the restore is stopped. */
+  const RACED = 4_000;
+  const STOPPED = 200;
+  let racedArchive: string;
+  let stoppedArchive: string;
+  const subArchive = (count: number) => craft([{ path: 'sub', dir: true }, ...Array.from({ length: count }, (_, i) => ({ path: `sub/f${String(i).padStart(4, '0')}` }))], 1 << 16);
   beforeAll(async () => {
-    swapArchive = await craft([{ path: 'sub', dir: true }, ...Array.from({ length: COUNT }, (_, i) => ({ path: `sub/f${String(i).padStart(4, '0')}` }))], 1 << 16);
+    racedArchive = await subArchive(RACED);
+    stoppedArchive = await subArchive(STOPPED);
   });
 
   it('after the first file lands (the restore stopped there): every file goes into the directory that was checked, none through the link', async () => {
@@ -264,8 +284,8 @@ describe('a directory swapped for a symlink during the commit', () => {
     const outside = join(home, 'swap-outside-1');
     await mkdir(outside);
     // Steps: 0 makes sub, 1 links the first file; stopped before step 2.
-    const p = startCli(['restore', swapArchive, '-d', dest, ...code()], opts({ BACKUPCTL_TEST_KILL_AT: 'step-2:SIGSTOP' }));
-    await waitFor(async () => (await readFile(`/proc/${p.pid}/stat`, 'latin1')).match(/\) T /));
+    const p = startCli(['restore', stoppedArchive, '-d', dest, ...code()], opts({ BACKUPCTL_TEST_KILL_AT: 'step-2:SIGSTOP' }));
+    await stopped(p.pid!);
     expect(await readdir(join(dest, 'sub'))).toEqual(['f0000']);
     await rename(join(dest, 'sub'), join(dest, 'sub.real'));
     await symlink(outside, join(dest, 'sub'));
@@ -273,7 +293,7 @@ describe('a directory swapped for a symlink during the commit', () => {
     const r = await p;
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(await readdir(outside)).toEqual([]);
-    expect((await readdir(join(dest, 'sub.real'))).length).toBe(COUNT);
+    expect((await readdir(join(dest, 'sub.real'))).length).toBe(STOPPED);
     expect((await lstat(join(dest, 'sub'))).isSymbolicLink()).toBe(true);
   });
 
@@ -294,7 +314,7 @@ describe('a directory swapped for a symlink during the commit', () => {
         try { fs.renameSync(sub, real); fs.symlinkSync(outside, sub); swaps++; const t = Date.now() + 2; while (Date.now() < t); fs.unlinkSync(sub); fs.renameSync(real, sub); } catch {}
       }
       console.log(swaps);`, dest, outside], { reject: false });
-    const r = await restore(swapArchive, dest, 'file');
+    const r = await restore(racedArchive, dest, 'file');
     await writeFile(join(dest, '.stop'), '').catch(() => {});
     const swaps = Number((await racer).stdout);
     expect(swaps).toBeGreaterThan(0);
