@@ -165,17 +165,22 @@ describe('--force over existing files, killed during the commit: no original is 
     return { dest, before, mine: { 'mine-only.txt': before['mine-only.txt']! } };
   }
 
+  /** After a kill mid-commit: the next restore puts every original back under its name; the same command then finishes. */
+  async function originalsComeBack(dest: string, before: Record<string, SnapEntry>, mine: Record<string, SnapEntry>): Promise<void> {
+    const [staging] = await stagingDirs(dest);
+    expect((await readdir(join(dest, staging!, '.replaced'))).length).toBeGreaterThan(0);
+    await recoverOnly(dest);
+    expect(await snapshot(dest)).toEqual(before);
+    await sameCommandFinishes(dest, true, mine);
+  }
+
   for (const [name, point] of [
     ['half-way through the files', () => `step-${dirs + FILES / 2}`],
   ] as const) {
     it(`killed ${name}: the next restore puts every original back under its name; the same command then finishes`, async () => {
       const { dest, before, mine } = await destWithOriginals(`force-${point()}`);
       await killedAt(point(), dest, true);
-      const [staging] = await stagingDirs(dest);
-      expect((await readdir(join(dest, staging!, '.replaced'))).length).toBeGreaterThan(0);
-      await recoverOnly(dest);
-      expect(await snapshot(dest)).toEqual(before);
-      await sameCommandFinishes(dest, true, mine);
+      await originalsComeBack(dest, before, mine);
     }, LONG);
   }
 
@@ -197,11 +202,7 @@ describe('--force over existing files, killed during the commit: no original is 
   it('killed by SIGKILL from outside once the commit has started', async () => {
     const { dest, before, mine } = await destWithOriginals('force-outside');
     await killedFromOutside(dest, true, dirs + 100);
-    const [staging] = await stagingDirs(dest);
-    expect((await readdir(join(dest, staging!, '.replaced'))).length).toBeGreaterThan(0);
-    await recoverOnly(dest);
-    expect(await snapshot(dest)).toEqual(before);
-    await sameCommandFinishes(dest, true, mine);
+    await originalsComeBack(dest, before, mine);
   }, LONG);
 });
 

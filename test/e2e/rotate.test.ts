@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runCli, startCli } from '../support/cli.js';
@@ -33,7 +33,7 @@ const slotsOf = (b: Buffer) => JSON.parse(b.subarray(14, headerLength(b) - 32).t
 
 /** A recovery code made through the CLI, written to a 0600 file. */
 async function newCode(label: string): Promise<string> {
-  const file = `${configDir}-code-${label}`; // one per test: each test has its own config
+  const file = `${configDir}-code-${label}`; // one per config: each test has its own
   await ok(['recovery-code', 'new', '--label', label, '--output', file]);
   return file;
 }
@@ -52,6 +52,8 @@ async function restoresWith(archive: string, codeFile: string): Promise<number> 
 
 let codeA: string;
 let codeB: string;
+/** A config whose recipients are the codes A and B, made once: each test starts from a copy. */
+let template: string;
 
 beforeAll(async () => {
   home = await mkdtemp(join(tmpdir(), 'backupctl-rotate-e2e-'));
@@ -59,13 +61,15 @@ beforeAll(async () => {
   await mkdir(exportDir);
   await writeFile(join(exportDir, 'chat.txt'), 'hello\n'.repeat(50_000));
   await writeFile(join(exportDir, 'photo.jpg'), randomBytes(3_000_000));
+  template = configDir = await mkdtemp(join(home, 'config-'));
+  codeA = await newCode('A');
+  codeB = await newCode('B');
 });
 afterAll(() => rm(home, { recursive: true, force: true }));
 
 beforeEach(async () => {
-  configDir = await mkdtemp(join(home, 'config-'));
-  codeA = await newCode('A');
-  codeB = await newCode('B');
+  configDir = await mkdtemp(join(home, 'config-')); // 0700, as the CLI makes it
+  await copyFile(join(template, 'config.json'), join(configDir, 'config.json'));
 });
 
 async function archive(name = 'a.bkp'): Promise<string> {
