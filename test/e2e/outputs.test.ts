@@ -2,40 +2,26 @@
 // writes one (never created: the backup of an unmounted disk must not land on the local one), and
 // the leftovers of killed creates are removed by the next create into the directory and reported
 // by doctor, while files that may still be in use are never touched.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, startCli, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, exists, onlyJson, runCli, startCli } from '../support/cli.js';
+import { archiveHome } from '../support/home.js';
 import { HOST_TAG } from '../../src/util/owner.js';
 
-let home: string;
-let configDir: string;
-let cleanup: () => Promise<void>;
-let rc: RecoveryCode;
-let src: string;
-let archive: string;
-const cli = (args: string[]) => runCli(args, { configDir, timeoutMs: 60_000 });
-
-beforeAll(async () => {
-  ({ home, configDir, cleanup } = await makeHome('backupctl-outputs-e2e-'));
-  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
-  src = join(home, 'export');
-  await makeExportTree(src);
-  archive = join(home, 'a.bkp');
-  expect((await cli(['create', src, '-o', archive])).exitCode).toBe(0);
-});
-afterAll(() => cleanup());
+const fx = archiveHome('backupctl-outputs-e2e-');
+const cli = (args: string[]) => runCli(args, { configDir: fx.configDir, timeoutMs: 60_000 });
 
 describe('a missing output directory is refused, never created', () => {
   it('create, migrate, rotate -o, pull -o, recovery-code new/rotate --output: exit 6 naming the directory', async () => {
-    const missing = join(home, 'usb-disk', 'backups');
-    const config = await readFile(join(configDir, 'config.json'));
+    const missing = join(fx.home, 'usb-disk', 'backups');
+    const config = await readFile(join(fx.configDir, 'config.json'));
     const cases: Array<[string[], string]> = [
-      [['create', src, '-o', join(missing, 'a.bkp')], 'a.bkp'],
-      [['create', src, '-o', join(missing, 'a.bkp'), '--force'], 'a.bkp'],
-      [['migrate-from-64-digit-key', join(home, 'nowhere.crypt15'), '-o', join(missing, 'm.bkp')], 'm.bkp'],
-      [['rotate', archive, '--rekey', '-o', join(missing, 'r.bkp'), '--recovery-code-file', rc.file], 'r.bkp'],
+      [['create', fx.src, '-o', join(missing, 'a.bkp')], 'a.bkp'],
+      [['create', fx.src, '-o', join(missing, 'a.bkp'), '--force'], 'a.bkp'],
+      [['migrate-from-64-digit-key', join(fx.home, 'nowhere.crypt15'), '-o', join(missing, 'm.bkp')], 'm.bkp'],
+      [['rotate', fx.archive, '--rekey', '-o', join(missing, 'r.bkp'), '--recovery-code-file', fx.rc.file], 'r.bkp'],
       [['pull', 'a.bkp', '-o', join(missing, 'p.bkp')], 'p.bkp'],
       [['recovery-code', 'new', '--output', join(missing, 'code.txt')], 'code.txt'],
       [['recovery-code', 'rotate', '--output', join(missing, 'code.txt')], 'code.txt'],
@@ -45,15 +31,15 @@ describe('a missing output directory is refused, never created', () => {
       expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(6);
       expect(r.stderr).toBe(`backupctl: cannot write ${join(missing, name)}: the directory ${missing} does not exist (is the disk mounted?)\n`);
       expect(r.stdout).toBe('');
-      expect(await exists(join(home, 'usb-disk')), args.join(' ')).toBe(false);
+      expect(await exists(join(fx.home, 'usb-disk')), args.join(' ')).toBe(false);
     }
-    expect((await readFile(join(configDir, 'config.json'))).equals(config)).toBe(true);
+    expect((await readFile(join(fx.configDir, 'config.json'))).equals(config)).toBe(true);
   });
 
   it('an output "directory" that is a file: exit 6', async () => {
-    const r = await cli(['create', src, '-o', join(archive, 'x.bkp')]);
+    const r = await cli(['create', fx.src, '-o', join(fx.archive, 'x.bkp')]);
     expect(r.exitCode).toBe(6);
-    expect(r.stderr).toBe(`backupctl: cannot write ${join(archive, 'x.bkp')}: ${archive} is not a directory\n`);
+    expect(r.stderr).toBe(`backupctl: cannot write ${join(fx.archive, 'x.bkp')}: ${fx.archive} is not a directory\n`);
   });
 });
 
@@ -68,12 +54,12 @@ async function tempIn(dir: string, min: number): Promise<string | null> {
 
 describe('leftovers of killed creates', () => {
   it('a SIGKILLed create leaves its temporary file; doctor reports it with its size; the next create of another name removes it', async () => {
-    const big = join(home, 'big');
+    const big = join(fx.home, 'big');
     await mkdir(big);
     await writeFile(join(big, 'video.mp4'), randomBytes(24 << 20));
-    const dir = join(home, 'killed');
+    const dir = join(fx.home, 'killed');
     await mkdir(dir);
-    const p = startCli(['create', big, '-o', join(dir, 'monday.bkp')], { configDir });
+    const p = startCli(['create', big, '-o', join(dir, 'monday.bkp')], { configDir: fx.configDir });
     let tmp: string | null = null;
     while (!(tmp = await tempIn(dir, 2 << 20))) await new Promise((r) => setTimeout(r, 2));
     p.kill('SIGKILL');
@@ -103,7 +89,7 @@ describe('leftovers of killed creates', () => {
     const human = await cli(['doctor', '--dir', dir]);
     expect(human.stdout).toContain(`left by a killed backupctl run: ${join(dir, tmp)} (${(size / 1e6).toFixed(1)} MB)`);
 
-    const r = await cli(['create', src, '-o', join(dir, 'tuesday.bkp')]);
+    const r = await cli(['create', fx.src, '-o', join(dir, 'tuesday.bkp')]);
     expect(r.exitCode, r.stderr).toBe(0);
     // The killed run's lock stays until a run for that name takes it over (it is a few bytes).
     expect((await readdir(dir)).sort()).toEqual([...keep, 'tuesday.bkp', 'monday.bkp.lock'].sort());
