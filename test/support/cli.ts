@@ -37,9 +37,15 @@ export interface CliOptions {
   timeoutMs?: number;
 }
 
+/**
+ * Node's own cache of compiled modules, shared by every CLI run of the suite: a run starts with a
+ * sixth less CPU (thousands of runs), and nothing the CLI does depends on it.
+ */
+const COMPILE_CACHE = join(tmpdir(), 'backupctl-test-compile-cache');
+
 function cliEnv(o: CliOptions): Record<string, string> {
   // PATH only so child tools resolve; HOME so nothing falls back to the real user's config.
-  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: o.configDir, BACKUPCTL_CONFIG_DIR: o.configDir, ...(o.env ?? {}) };
+  return { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: o.configDir, BACKUPCTL_CONFIG_DIR: o.configDir, NODE_COMPILE_CACHE: COMPILE_CACHE, ...(o.env ?? {}) };
 }
 
 /**
