@@ -16,9 +16,9 @@ let configDir: string;
 let cleanup: () => Promise<void>;
 let rc: RecoveryCode;
 /**
- * 1,000 files in a few directories, plus symlinks and an empty directory; and its archive. The kill
- * points are steps of the commit, so the count proves nothing beyond giving each phase (and the
- * undo of a half-done commit) many steps: each restore of 20,000 cost seconds of CPU.
+ * 1,000 files in a few directories, plus symlinks and an empty directory; and its archive. The
+ * kills come at steps of the commit, so the count proves nothing beyond giving each phase (and the
+ * undo of a half-done commit) many steps; a restore of 20,000 cost seconds of CPU, a dozen times.
  */
 const FILES = 1_000;
 let tree: string;
@@ -65,10 +65,10 @@ async function killedAt(point: string, dest: string, force: boolean): Promise<vo
 }
 
 /**
- * The big restore killed by SIGKILL from outside, where no kill point chose: stopped at step `at`
- * (the commit has started, with hundreds of steps to go), let run on for a few
- * milliseconds and killed wherever it is then, mid-step as often as not. (Waiting for the journal
- * to appear and killing then raced the commit itself: under load it could finish first.)
+ * The tree's restore killed by SIGKILL from outside, where no kill point chose: stopped at step
+ * `at` (the commit has started, with hundreds of steps to go), let run on for a few milliseconds
+ * and killed wherever it is then, mid-step as often as not. (Killing once the journal appeared
+ * raced the commit, which took 20,000 files to outlast the polling.)
  */
 async function killedFromOutside(dest: string, force: boolean, at: number): Promise<void> {
   const p = restoreBig(dest, force, { BACKUPCTL_TEST_KILL_AT: `step-${at}:SIGSTOP` });
