@@ -108,22 +108,29 @@ describe('damage at many offsets: exit 5, one line, DIR unchanged', () => {
     await writeFile(file, make());
     const code = ['--recovery-code-file', rc.file];
     const absent = join(home, `absent-${slug}`);
+    // One DIR with content for the file and one for standard input: a restore holds its DIR, so
+    // two into the same one at once would meet each other's lock (exit 9), not the damage.
     const full = join(home, `full-${slug}`);
-    await mkdir(join(full, 'Media'), { recursive: true });
-    await writeFile(join(full, 'Media', 'mine.txt'), 'keep me\n');
+    const fullStdin = join(home, `full-stdin-${slug}`);
+    for (const dir of [full, fullStdin]) {
+      await mkdir(join(dir, 'Media'), { recursive: true });
+      await writeFile(join(dir, 'Media', 'mine.txt'), 'keep me\n');
+    }
     const before = await snapshot(full);
+    const beforeStdin = await snapshot(fullStdin);
 
     // Independent runs, started together (two cores): into a DIR that does not exist, into one
     // with content from the file and from standard input (the streaming path), and verify.
     const runs = await Promise.all([
       runCli(['restore', file, '-d', absent, ...code], { configDir }),
       runCli(['restore', file, '-d', full, ...code], { configDir }),
-      runCli(['restore', '-', '-d', full, ...code], { configDir, inputFile: file }),
+      runCli(['restore', '-', '-d', fullStdin, ...code], { configDir, inputFile: file }),
       runCli(['verify', file, ...code], { configDir }),
     ]);
     runs.forEach((r, i) => expectCorrupt(r, `${name} (${['new DIR', 'existing DIR', 'stdin', 'verify'][i]})`));
     expect(await exists(absent), name).toBe(false);
     expect(await snapshot(full), name).toEqual(before);
+    expect(await snapshot(fullStdin), name).toEqual(beforeStdin);
   });
 });
 
