@@ -1,9 +1,8 @@
 // The benchmark path, small and fast (issues 3, 13 and 14): the harness runs every operation on a
 // tiny generated export, and the nightly repository scenario (backupctl only: restic and borg take
 // 0.5 s a command for their key derivation), locally and, for one night, on the Drive fake, and
-// reports what `npm run bench` reports; the round
-// trips through the built CLI must give the export back byte for byte. Times are never asserted:
-// only structure and byte counts.
+// reports what `npm run bench` reports; the round trips through the built CLI must give the
+// export back byte for byte. Times are never asserted: only structure, byte and call counts.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
