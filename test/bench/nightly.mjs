@@ -5,10 +5,12 @@
 // 2 voice notes attached in new chat lines, the chat log +1%, a video renamed; deterministic, from
 // generateNight in fixtures/generate-export.mjs), a restore of the latest snapshot checked
 // byte-identical, and the repository's size after the N nights. Then the peak RSS of a first and
-// a nothing-changed backup of N tiny files (the `entries` profile). Targets are the issue's.
+// a nothing-changed backup of N tiny files (the `entries` profile). Then the first nights again
+// into a repository on Google Drive, the fake on loopback (drive.mjs, issue 14). Targets are the
+// issues'.
 //
 // run.mjs runs it after its own scenarios; run alone:
-//   node test/bench/nightly.mjs [--size 1G] [--nights 30] [--entries 100000]
+//   node test/bench/nightly.mjs [--size 1G] [--nights 30] [--entries 100000] [--drive-nights 3]
 //                               [--tools backupctl,restic,borg] [--json FILE] [--data DIR] [--keep] [--no-install]
 import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
@@ -16,6 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { generateNight, parseSize } from '../../fixtures/generate-export.mjs';
+import { benchDrive, printDrive } from './drive.mjs';
 import { MB, ROOT, backupctl, compareTrees, createBench, digestTree, du, fmtBytes, fmtMB, fmtS, have, median, q, table } from './lib.mjs';
 
 /** The scenario's options, shared with run.mjs's. */
@@ -23,6 +26,7 @@ export const nightlyOptions = {
   nightly: { type: 'string', default: '1G' },
   nights: { type: 'string', default: '30' },
   tools: { type: 'string', default: 'backupctl,restic,borg' },
+  'drive-nights': { type: 'string', default: '3' },
 };
 
 /**
@@ -80,14 +84,15 @@ function pickTools(bench, ctx, names) {
 const inTurn = (names, step) => names.map((_, i) => names[(i + step) % names.length]);
 
 /** The scenario's parameters from the command line's, checked before anything is measured. */
-export function nightlyParams({ size, nights, entries, tools }) {
+export function nightlyParams({ size, nights, entries, tools, driveNights }) {
   parseSize(size);
   if (!/^[1-9]\d*$/.test(nights)) throw new Error(`bad --nights "${nights}" (expected 1 or more)`);
-  return { size, nights: Number(nights), entries: Number(entries), tools };
+  if (!/^\d+$/.test(driveNights)) throw new Error(`bad --drive-nights "${driveNights}" (expected 0 or more)`);
+  return { size, nights: Number(nights), entries: Number(entries), tools, driveNights: Number(driveNights) };
 }
 
 /** Runs the scenario with the parameters from nightlyParams; the figures, for printNightly. */
-export async function benchNightly(bench, ctx, { size, nights, entries, tools: toolNames }) {
+export async function benchNightly(bench, ctx, { size, nights, entries, tools: toolNames, driveNights }) {
   const tools = pickTools(bench, ctx, toolNames);
   const names = Object.keys(tools);
   const { sh } = bench;
@@ -175,9 +180,11 @@ export async function benchNightly(bench, ctx, { size, nights, entries, tools: t
     }
   }
   if (!bench.keep) await rm(work, { recursive: true, force: true });
-  const r = { size, bytes: ex.bytes, files: ex.files, nights, night, newBytes, create, tools: perTool, manyFiles };
+  // The first nights again, into a repository on Drive (the fake): what each costs in API calls.
+  const drive = driveNights > 0 ? await benchDrive(bench, ctx, { ex, night, nights: driveNights }) : null;
+  const r = { size, bytes: ex.bytes, files: ex.files, nights, night, newBytes, create, tools: perTool, manyFiles, drive };
   r.targets = targets(r);
-  r.identical = names.every((n) => perTool[n].restore.identical);
+  r.identical = names.every((n) => perTool[n].restore.identical) && (drive?.restoreOne.identical ?? true);
   return r;
 }
 
@@ -258,6 +265,7 @@ export function printNightly(r) {
     mrow('  peak RSS', (t) => fmtMB(t.unchanged.peakRss), 'many-rss');
     process.stdout.write('\n' + table(mrows, { left: [names.length + 1] }));
   }
+  if (r.drive) printDrive(r.drive);
 }
 
 async function main() {
@@ -274,7 +282,7 @@ async function main() {
   });
   const bench = createBench({ data: opt.data, keep: opt.keep, noInstall: opt['no-install'] });
   bench.run(async () => {
-    const params = nightlyParams({ size: opt.size ?? opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
+    const params = nightlyParams({ size: opt.size ?? opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools, driveNights: opt['drive-nights'] });
     const r = await benchNightly(bench, await bench.setupConfig(), params);
     printNightly(r);
     if (opt.json) await writeFile(opt.json, JSON.stringify({ skipped: bench.skipped, nightly: r }, null, 2) + '\n');

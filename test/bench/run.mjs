@@ -7,7 +7,7 @@
 //
 //   node test/bench/run.mjs [--size 1G[,4G]] [--runs 5] [--json FILE] [--entries 100000]
 //                           [--startup-runs 10] [--nightly 1G] [--nights 30] [--tools LIST]
-//                           [--data DIR] [--keep] [--no-install]
+//                           [--drive-nights 3] [--data DIR] [--keep] [--no-install]
 //
 // Everything it writes goes under --data (default bench-data/, git-ignored) and is removed at the
 // end unless --keep (then a generated export is also reused by the next run).
@@ -38,7 +38,7 @@ if (opt.help) {
   process.stdout.write(
     'usage: node test/bench/run.mjs [--size 1G[,4G]] [--runs N] [--json FILE] [--entries N]\n' +
     '                               [--startup-runs N] [--nightly SIZE] [--nights N] [--tools LIST]\n' +
-    '                               [--data DIR] [--keep] [--no-install]\n' +
+    '                               [--drive-nights N] [--data DIR] [--keep] [--no-install]\n' +
     '  --size          export size(s) to measure, K/M/G = powers of 1000 (default 1G)\n' +
     '  --runs          timed runs of each operation, alternating with the baselines (default 5)\n' +
     '  --entries       tiny files for the memory-per-index-entry measurement and the nightly\n' +
@@ -46,6 +46,8 @@ if (opt.help) {
     '  --nightly       export size for the nightly repository scenario (0 = skip; default 1G)\n' +
     '  --nights        nights of changes after the first backup (default 30)\n' +
     '  --tools         tools in the nightly scenario (default backupctl,restic,borg)\n' +
+    '  --drive-nights  nights of the nightly scenario also backed up to the Drive fake, after a\n' +
+    '                  first backup and a night with nothing changed (0 = skip; default 3)\n' +
     '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
     '  --no-install    do not apt-get install age / time / restic / borgbackup when they are missing\n',
   );
@@ -262,7 +264,7 @@ function printSize(r) {
 async function main() {
   const sizes = opt.size.split(',').map((s) => s.trim()).filter(Boolean);
   sizes.forEach(parseSize); // reject a bad size before generating anything
-  const nightlyRun = opt.nightly === '0' ? null : nightlyParams({ size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools });
+  const nightlyRun = opt.nightly === '0' ? null : nightlyParams({ size: opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools, driveNights: opt['drive-nights'] });
   const cpu = os.cpus();
   process.stdout.write(
     `backupctl bench: node ${process.version}, ${cpu.length} x ${cpu[0]?.model ?? 'cpu'}, ${RUNS} runs` +

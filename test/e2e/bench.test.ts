@@ -1,8 +1,8 @@
-// The benchmark path, small and fast (issues 3 and 13): the harness runs every operation on a tiny
-// generated export, and the nightly repository scenario (backupctl only: restic and borg take
-// 0.5 s a command for their key derivation), and reports what `npm run bench` reports; the round
-// trips through the built CLI must give the export back byte for byte. Times are never asserted:
-// only structure and byte counts.
+// The benchmark path, small and fast (issues 3, 13 and 14): the harness runs every operation on a
+// tiny generated export, and the nightly repository scenario (backupctl only: restic and borg take
+// 0.5 s a command for their key derivation), locally and, for one night, on the Drive fake, and
+// reports what `npm run bench` reports; the round trips through the built CLI must give the
+// export back byte for byte. Times are never asserted: only structure, byte and call counts.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { cp, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
@@ -49,7 +49,7 @@ describe('npm run bench (tiny run)', () => {
     const r = await execa(
       process.execPath,
       ['test/bench/run.mjs', '--size', '3M', '--runs', '1', '--entries', '300', '--startup-runs', '1',
-        '--nightly', '3M', '--nights', '2', '--tools', 'backupctl', '--data', data, '--json', path.join(tmp, 'bench.json'), '--keep', '--no-install'],
+        '--nightly', '3M', '--nights', '2', '--drive-nights', '1', '--tools', 'backupctl', '--data', data, '--json', path.join(tmp, 'bench.json'), '--keep', '--no-install'],
       { cwd: root, reject: false },
     );
     if (r.exitCode !== 0) throw new Error(`bench harness failed (exit ${r.exitCode}):\n${r.stderr}\n${r.stdout}`);
@@ -140,12 +140,40 @@ describe('npm run bench (tiny run)', () => {
   });
 
   it('prints the nightly tables with every row and a verdict for every target', () => {
-    const section = stdout.slice(stdout.indexOf('nightly scenario'));
+    const section = stdout.slice(stdout.indexOf('nightly scenario'), stdout.indexOf('nightly on Drive'));
     for (const row of ['first backup', 'nothing changed', '1% night', 'night 2', 'repository after 2 nights', 'restore latest', 'byte-identical', '301 files']) {
       expect(section).toContain(row);
     }
     expect(section.match(/: (met|MISSED|not measured)$/gm)).toHaveLength(report.nightly.targets.length + 1); // many-rss on two rows
     expect(section).toMatch(/< borg: not measured/);
+  });
+
+  it('runs the nightly scenario on the Drive fake: calls, files created and bytes moved per run, within the issue\'s bounds', async () => {
+    const n = report.nightly;
+    const d = n.drive;
+    expect(d.nights).toHaveLength(1);
+    expect(d.nights[0].newBytes).toBe(n.newBytes[0]); // the same night as the local repository's
+    // The export is mostly random media: the first backup sends about all of it, and no backup downloads.
+    expect(d.first.up).toBeGreaterThan(0.5 * n.bytes);
+    for (const m of [d.first, d.unchanged, ...d.nights]) expect(m.down).toBe(0);
+    expect(d.unchanged.calls).toBeLessThanOrEqual(5);
+    expect(d.unchanged.created).toBeLessThanOrEqual(1);
+    expect(d.nights[0].calls).toBeLessThanOrEqual(15);
+    expect(d.nights[0].created).toBeLessThanOrEqual(5);
+    expect(d.nights[0].up).toBeLessThanOrEqual(1.1 * d.nights[0].newBytes + 1e6);
+    // The one file restored is the export's largest (the nights add only smaller ones), read whole and little else.
+    const sizes = await Promise.all((await readdir(path.join(data, 'export-3M'), { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map(async (e) => (await stat(path.join(e.parentPath, e.name))).size));
+    const o = d.restoreOne;
+    expect(o.fileBytes).toBe(Math.max(...sizes));
+    expect(o).toMatchObject({ identical: true, created: 0, up: 0 });
+    expect(o.down).toBeGreaterThanOrEqual(o.fileBytes);
+    expect(o.down).toBeLessThanOrEqual(o.fileBytes + 2e6);
+    expect(d.targets.map((t: any) => [t.id, t.run, t.met])).toEqual([
+      ['unchanged-calls', 'unchanged', true], ['night-calls', 'night-1', true], ['night-files', 'night-1', true], ['night-up', 'night-1', true], ['restore-one', 'restore-one', true],
+    ]);
+    const section = stdout.slice(stdout.indexOf('nightly on Drive'));
+    for (const row of ['repo init', 'first backup', 'nothing changed', 'night 1 (', 'restore of one file', 'byte-identical']) expect(section).toContain(row);
+    expect(section.match(/: met$/gm)).toHaveLength(3); // nothing changed, night 1, the restore
   });
 
   it('restores the export byte for byte, with every folder (checked here, not trusted from the report)', async () => {
