@@ -83,7 +83,7 @@ export async function checkLegacyKey(src: LegacySource, aesKey: Uint8Array, sign
   }
   // A wrong key makes a file's first block look like zlib about once in 2,000 files: before
   // saying "none", authenticate those that only passed the probe.
-  if (cause?.code === Exit.noKey && failing.length < src.files.length) {
+  if (cause?.code !== Exit.interrupted && failing.length < src.files.length) {
     for (const f of src.files) if (!failing.includes(f) && !(await opensFully(f, aesKey, signal))) failing.push(f);
   }
   if (failing.length === src.files.length && src.files.length > 1 && cause?.code !== Exit.interrupted) {
