@@ -213,7 +213,7 @@ export class PackWriter {
     this.keep(id);
     data.copy(buf, this.size);
     this.size += data.length;
-    if (this.size >= this.target) await this.flush();
+    await this.closeIfFull();
     return true;
   }
 
@@ -247,8 +247,20 @@ export class PackWriter {
     this.check();
     this.settleReady();
     while (this.hashing.length >= HASHING) await this.settleFirst();
-    if (this.size >= this.target) await this.flush();
+    await this.closeIfFull();
     return this.room().subarray(this.size, this.size + FIXED_CHUNK);
+  }
+
+  /**
+   * Close the open pack once it holds the target. Content read again (a renamed video) fills the
+   * buffer until its ids show it stored: take that out first, or a night would close a small pack
+   * early and write one file more.
+   */
+  private async closeIfFull(): Promise<void> {
+    if (this.size < this.target) return;
+    while (this.hashing.length) await this.settleFirst();
+    this.compact();
+    if (this.size >= this.target) await this.flush();
   }
 
   /** The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its id. */

@@ -223,6 +223,21 @@ describe('repository: init, nightly backups, restore', () => {
     expect(await snapshot(out)).toEqual(want);
   });
 
+  it('a renamed file bigger than a pack, read again, does not close the night\'s pack early: one data pack and one tree pack', async () => {
+    const dir = join(home, 'renames');
+    await makeExportTree(dir);
+    await writeFile(join(dir, 'Media', 'z-video.mp4'), randomBytes(3 << 20));
+    const env = { BACKUPCTL_REPO_PACK_SIZE: String(1 << 20) };
+    await ok(['repo', 'init', join(home, 'renames-repo')], { configDir });
+    await backupJson(dir, join(home, 'renames-repo'), { configDir, env });
+    await writeFile(join(dir, 'Media', 'a-new.jpg'), randomBytes(100_000)); // walked before the video…
+    await writeFile(join(dir, 'Media', 'zz-new.jpg'), randomBytes(100_000)); // …and after it
+    await rename(join(dir, 'Media', 'z-video.mp4'), join(dir, 'Media', 'z-video-renamed.mp4'));
+    const night = await backupJson(dir, join(home, 'renames-repo'), { configDir, env });
+    expect(night.bytesRead).toBeGreaterThan(3 << 20); // the renamed video is read again…
+    expect(night.packs).toBe(2); // …but its stored chunks are taken out before the pack is judged full
+  });
+
   it('inspect says what every repository file is, without a key', async () => {
     const kinds = new Map<string, string>();
     for (const p of (await repoFiles(repo)).keys()) {
