@@ -55,7 +55,10 @@ describe('two pulls into one FILE at once', () => {
     const out = join(home, 'pulled.bkp');
     const first = stalledPull(out);
     await halfDownloaded(out);
-    const second = await runCli(['pull', 'b.bkp', '-o', out], { configDir, env, cwd: home });
+    // Held where it is while the second runs: on a loaded machine the stall limit could otherwise
+    // pass, and the first finish, before the second has even started.
+    process.kill(first.pid!, 'SIGSTOP');
+    const second = await runCli(['pull', 'b.bkp', '-o', out], { configDir, env, cwd: home }).finally(() => process.kill(first.pid!, 'SIGCONT'));
     expect(second.exitCode, second.stderr).toBe(9);
     expect(second.stderr).toBe(`backupctl: ${out} is in use by another backupctl run (pid ${first.pid}); try again when it has finished\n`);
     expect(second.stderr).not.toMatch(STACK_TRACE);
@@ -72,7 +75,8 @@ describe('a FILE that something else creates during the download', () => {
     const out = join(home, 'made-meanwhile.bkp');
     const p = stalledPull(out);
     await halfDownloaded(out);
-    await writeFile(out, 'written by another program\n'); // checked absent before the download only
+    process.kill(p.pid!, 'SIGSTOP'); // as above: the stall limit must not pass first
+    await writeFile(out, 'written by another program\n').finally(() => process.kill(p.pid!, 'SIGCONT')); // checked absent before the download only
     const r = await p;
     expect(r.exitCode, String(r.stderr)).toBe(6);
     expect(String(r.stderr)).toMatch(new RegExp(`^backupctl: ${out} was created meanwhile by something else; it was left as it is \\(use --force to replace it\\)$`, 'm'));
