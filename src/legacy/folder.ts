@@ -73,18 +73,16 @@ export async function checkLegacyKey(src: LegacySource, aesKey: Uint8Array, sign
   const failing: LegacyFile[] = [];
   for (const f of src.files) if (!(await probeCrypt15(f.abs, aesKey))) failing.push(f);
   if (failing.length === 0) return;
-  let cause: BackupctlError | null = null;
-  try {
-    const r = await decryptCrypt15(failing[0]!.abs, aesKey, signal);
-    for await (const _ of r.chunks);
-  } catch (err) {
-    if (!(err instanceof BackupctlError)) throw err;
-    cause = err;
-  }
+  const cause = await whyNotOpened(failing[0]!, aesKey, signal);
   // A wrong key makes a file's first block look like zlib about once in 2,000 files: before
   // saying "none", authenticate those that only passed the probe.
   if (cause?.code !== Exit.interrupted && failing.length < src.files.length) {
-    for (const f of src.files) if (!failing.includes(f) && !(await opensFully(f, aesKey, signal))) failing.push(f);
+    for (const f of src.files) {
+      if (failing.includes(f)) continue;
+      const why = await whyNotOpened(f, aesKey, signal);
+      if (why?.code === Exit.interrupted) throw why;
+      if (why) failing.push(f);
+    }
   }
   if (failing.length === src.files.length && src.files.length > 1 && cause?.code !== Exit.interrupted) {
     throw new BackupctlError(Exit.noKey, `this key does not open any of the ${src.files.length} .crypt15 backups in ${src.source}`);
@@ -92,14 +90,15 @@ export async function checkLegacyKey(src: LegacySource, aesKey: Uint8Array, sign
   throw cause ?? new BackupctlError(Exit.corrupt, `${failing[0]!.abs} does not start like any known crypt15 payload`);
 }
 
-async function opensFully(f: LegacyFile, aesKey: Uint8Array, signal?: AbortSignal): Promise<boolean> {
+/** Decrypt one file to its end: null when it authenticates, else the error that says why not. */
+async function whyNotOpened(f: LegacyFile, aesKey: Uint8Array, signal?: AbortSignal): Promise<BackupctlError | null> {
   try {
     const r = await decryptCrypt15(f.abs, aesKey, signal);
     for await (const _ of r.chunks);
-    return true;
+    return null;
   } catch (err) {
-    if (err instanceof BackupctlError && err.code !== Exit.interrupted) return false;
-    throw err;
+    if (!(err instanceof BackupctlError)) throw err;
+    return err;
   }
 }
 
