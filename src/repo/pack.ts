@@ -258,9 +258,14 @@ export class PackWriter {
    */
   private async closeIfFull(): Promise<void> {
     if (this.size < this.target) return;
+    await this.settleAll();
+    if (this.size >= this.target) await this.closePack();
+  }
+
+  /** Every id known, and the chunks found stored taken out. */
+  private async settleAll(): Promise<void> {
     while (this.hashing.length) await this.settleFirst();
     this.compact();
-    if (this.size >= this.target) await this.flush();
   }
 
   /** The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its id. */
@@ -320,8 +325,12 @@ export class PackWriter {
   /** Close the open pack: sealed and written once fewer than WRITES_IN_FLIGHT others are. */
   async flush(): Promise<void> {
     this.check();
-    while (this.hashing.length) await this.settleFirst();
-    this.compact();
+    await this.settleAll();
+    await this.closePack();
+  }
+
+  /** Close the open pack, its ids settled. */
+  private async closePack(): Promise<void> {
     if (this.count === 0) return;
     while (this.writes.size >= WRITES_IN_FLIGHT) await Promise.race(this.writes);
     this.check();
