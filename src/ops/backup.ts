@@ -122,7 +122,7 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
             } else {
               // Media, stored as is in fixed pieces: read straight into the pack, hashed on the thread pool.
               for (;;) {
-                const room = await data.reserve();
+                const room = await data.reserve(Math.max(1, Number(st.size) - t.size));
                 const n = await content.read(room);
                 if (n === 0) break;
                 item.ids.push(data.addRead(n, BlobType.Data));

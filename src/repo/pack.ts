@@ -18,7 +18,7 @@ import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
 
-/** Plaintext bytes a pack is closed at (tests make it small to get many packs). */
+/** The pack size packs are closed around (tests make it small to get many packs). */
 export function packTarget(): number {
   const v = Number(process.env.BACKUPCTL_REPO_PACK_SIZE);
   return Number.isInteger(v) && v > 0 ? v : 16 << 20;
@@ -30,10 +30,14 @@ const PACK_FOOTER_LEN = 16;
 /** Padmé (Nikitin et al., PETS 2019): at most 12% more, and a length leaks O(log log L) bits. */
 export function padme(len: number): number {
   if (len < 2) return len;
+  const step = padmeStep(len);
+  return Math.ceil(len / step) * step;
+}
+
+/** What Padmé rounds a length of `len` (at least 2) up to a multiple of. */
+function padmeStep(len: number): number {
   const e = Math.floor(Math.log2(len));
-  const s = Math.floor(Math.log2(e)) + 1;
-  const mask = 2 ** (e - s) - 1;
-  return Math.ceil(len / (mask + 1)) * (mask + 1);
+  return 2 ** (e - Math.floor(Math.log2(e)) - 1);
 }
 
 export const packPath = (id: string) => `data/${id.slice(0, 2)}/${id}`;
@@ -150,7 +154,7 @@ export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 
 /**
  * Gathers new blobs into one buffer per pack and writes a pack (and then its index file)
- * whenever the target is reached. Closed packs are sealed on a thread of their own and up to
+ * once it is about the target size (closeIfFull). Closed packs are sealed on a thread of their own and up to
  * WRITES_IN_FLIGHT of them written at once while the next one fills: the reading never waits
  * for the disk unless the disk is slower than it. Stored content is read straight into the open
  * pack (reserve, addRead) and its id computed on another thread meanwhile; a chunk whose id the
@@ -162,6 +166,9 @@ export class PackWriter {
   /** Buffers the sealing thread seals into, reused. */
   private readonly sealedSpare: Buffer[] = [];
   private readonly capacity: number;
+  /** A pack closes at a chunk boundary between `least` and `most` bytes of blobs where its padding is small (endsHere). */
+  private readonly least: number;
+  private readonly most: number;
   /** The open pack's blobs, encoded as in the pack (BLOB_ENTRY_LEN bytes each; objects cost 180 bytes a chunk). */
   private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
   private count = 0;
@@ -183,10 +190,13 @@ export class PackWriter {
     private readonly keys: PackKeys,
     private readonly dedup: DedupKeys,
     private readonly index: RepoIndex,
-    private readonly target = packTarget(),
+    target = packTarget(),
   ) {
-    // Room for the blobs, their list and the padding (Padmé adds at most 12%).
-    this.capacity = Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10);
+    this.least = target - target / 8;
+    this.most = target + target / 8;
+    // Room for the blobs (a chunk of content that grew while read may pass `most`), a list of up
+    // to ~1,400 entries and the padding; a longer list gets a bigger buffer at the close.
+    this.capacity = padme(this.most + LARGEST_CHUNK + (64 << 10));
   }
 
   has(id: Buffer): boolean {
@@ -208,12 +218,12 @@ export class PackWriter {
     this.settleReady();
     if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
+    await this.closeIfFull(data.length);
     const buf = this.room();
     this.entry(id, data.length, plain.length, type, codec);
     this.keep(id);
     data.copy(buf, this.size);
     this.size += data.length;
-    await this.closeIfFull();
     return true;
   }
 
@@ -241,25 +251,37 @@ export class PackWriter {
 
   /**
    * Room for the next chunk of stored content (FIXED_CHUNK bytes) at the open pack's end, to be
-   * read into and handed to addRead before anything else is asked of this writer.
+   * read into and handed to addRead before anything else is asked of this writer; `expected`:
+   * how much of it the file should fill (what its size says is left).
    */
-  async reserve(): Promise<Buffer> {
+  async reserve(expected = FIXED_CHUNK): Promise<Buffer> {
     this.check();
     this.settleReady();
     while (this.hashing.length >= HASHING) await this.settleFirst();
-    await this.closeIfFull();
+    await this.closeIfFull(Math.min(expected, FIXED_CHUNK));
     return this.room().subarray(this.size, this.size + FIXED_CHUNK);
   }
 
   /**
-   * Close the open pack once it holds the target. Content read again (a renamed video) fills the
-   * buffer until its ids show it stored: take that out first, or a night would close a small pack
-   * early and write one file more.
+   * Before a chunk of up to `next` bytes: close the open pack if it is at a good place to end.
+   * Padmé rounds a pack of 14–18 MiB up to a multiple of 512 KiB, which cost 1.5–2% of a first
+   * backup when packs were closed as soon as they reached the target: a pack now ends where the
+   * padding is small, or before it would grow past `most`. Content read again (a renamed video)
+   * fills the buffer until its ids show it stored: that is taken out before the decision is made,
+   * or a night would close a small pack early and write one file more.
    */
-  private async closeIfFull(): Promise<void> {
-    if (this.size < this.target) return;
+  private async closeIfFull(next: number): Promise<void> {
+    if (!this.endsHere(next)) return;
     await this.settleAll();
-    if (this.size >= this.target) await this.closePack();
+    if (this.endsHere(next)) await this.closePack();
+  }
+
+  private endsHere(next: number): boolean {
+    if (this.size < this.least) return false;
+    if (this.size + next > this.most) return true;
+    const unpadded = this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN;
+    // The padding accepted grows from none at `least` to half of Padmé's step at `most`.
+    return padme(unpadded) - unpadded <= (padmeStep(unpadded) * (this.size - this.least)) / (2 * (this.most - this.least));
   }
 
   /** Every id known, and the chunks found stored taken out. */
@@ -381,7 +403,9 @@ export class PackWriter {
     this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
     if (out) this.sealedSpare.push(out);
     else freeBuffers(sealed);
-    this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
+    // Not `storedBytes += await …`: that reads the sum before the await and loses what another write added meanwhile.
+    const indexBytes = await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
+    this.storedBytes += indexBytes;
     this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
     for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));
     this.packs++;
