@@ -9,6 +9,7 @@ import {
 } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
+import { lockFiles } from '../util/lock.js';
 import { identityAlive, processIdentity } from '../util/process-identity.js';
 import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
@@ -41,6 +42,19 @@ const STAGING_NAME = /^\.backupctl-restore-(\d+\.\d+)-([A-Za-z0-9]{6})$/;
 export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
 /** What restore.ts locks DEST with: DEST/.backupctl-restore.lock (util/lock.ts adds ".lock"). */
 export const RESTORE_LOCK = '.backupctl-restore';
+const LOCK_NAMES = Object.values(lockFiles(RESTORE_LOCK));
+
+/**
+ * What restore keeps the name `name` for in every directory it restores into (any directory of a
+ * restored tree may be the next restore's DIR), or null. An entry of that name would be taken for
+ * the lock (held for ever, or replaced under --force) or, as a dead run's staging directory, be
+ * rolled back and removed by the next restore. The lock's names in any case (DIR's file system may
+ * ignore case).
+ */
+function reservedFor(name: string): string | null {
+  if (LOCK_NAMES.includes(name.toLowerCase())) return 'its lock';
+  return STAGING_NAME.test(name) ? 'its staging directories' : null;
+}
 
 const exists = (p: string): Stats | null => {
   try {
@@ -63,11 +77,12 @@ function nonEmptyDir(p: string): boolean {
 
 /**
  * The steps, in order: directories (with the missing parents, parents first), then files, then
- * symlinks; each marked with what is at its path now. Throws, before anything
- * is changed, on every conflict the restore would meet: existing entries without --force, a
- * non-empty directory where --force would put a file or link (it never deletes a tree it was not
- * asked to replace), something other than a directory where a missing parent would go, the
- * archive being read (`source`) where --force would put an entry of its own.
+ * symlinks; each marked with what is at its path now. Throws, before anything is changed, on a
+ * name restore keeps for itself (reservedFor) and on every conflict the restore would meet:
+ * existing entries without --force, a non-empty directory where --force would put a file or link
+ * (it never deletes a tree it was not asked to replace), something other than a directory where a
+ * missing parent would go, the archive being read (`source`) where --force would put an entry of
+ * its own.
  */
 function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source?: FileId): Journal & { steps: Step[] } {
   const dirs = new Map<string, Step>();
@@ -87,6 +102,13 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source
   const depth = (p: string) => { let n = 0; for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++; return n; };
   const order = [...dirs.values()].map((s) => [depth(s.path), s] as const).sort((a, b) => a[0] - b[0]).map(([, s]) => s);
   order.push(...files, ...links);
+  for (const s of order) {
+    const name = s.path.slice(s.path.lastIndexOf('/') + 1);
+    const what = reservedFor(name);
+    if (what) {
+      throw new BackupctlError(Exit.io, `refusing to restore ${JSON.stringify(s.meta ? s.path : firstUnder(staged, s.path))}: restore keeps the name ${name} for ${what} in every directory it restores into; nothing was restored; --only restores the other entries`);
+    }
+  }
 
   // Only entries whose parent is already a real directory can meet anything; beneath a
   // directory still to be made, everything is new (and is never looked up through a link).

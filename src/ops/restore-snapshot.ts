@@ -40,10 +40,12 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   let lost = new Set<number>();
   const files = wanted.filter((e) => e.type === EntryType.File);
 
-  const res = await stageAndCommit(o, only, async (staging) => {
+  const res = await stageAndCommit(o, only, async (staging, precheck) => {
     // As for archives: names the target's file system would take for one are refused only there.
     const folding = probeFolding(staging);
     if (folding.case || folding.unicode) checkNames(folding);
+    const metas = wanted.map((e): EntryMeta => ({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: NO_HASH, flags: 0 }));
+    precheck(metas); // conflicts with DIR before any pack is read, as from an archive's index
     // The directories first (paths relative to the staging directory, '' the directory itself).
     const writer = new StagingWriter(staging);
     const made = new Set<string>(['']);
@@ -68,9 +70,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     lost = await unpackFiles(o.reader, staging, targets, { salvage: !!o.salvage, signal: o.signal, onProgress });
     // Salvage: a lost file stays in staging (removed with it) and out of the commit.
     const gone = new Set([...lost].map((i) => files[i]!));
-    return wanted
-      .filter((e) => !gone.has(e))
-      .map((e): EntryMeta => ({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: NO_HASH, flags: 0 }));
+    return metas.filter((_, i) => !gone.has(wanted[i]!));
   });
   return { ...res, lost: [...lost].sort((a, b) => a - b).map((i) => files[i]!.path) };
 }

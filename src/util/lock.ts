@@ -24,6 +24,9 @@ const POLL_MS = 20;
 /** How long a run waits for another to finish breaking a stale lock (it takes microseconds). */
 const BREAK_WAIT_MS = 2000;
 
+/** The files a lock on `target` uses: the lock, and the one that serialises breaking it. */
+export const lockFiles = (target: string) => ({ lock: `${target}.lock`, breaker: `${target}.lock.break` });
+
 const lockText = (o: Owner, token: string) => `backupctl-lock 1 host=${o.host} pid=${o.pid} start=${o.start ?? '-'} token=${token}\n`;
 
 /**
@@ -74,11 +77,11 @@ function lockedError(what: string, path: string, holder: Owner | null): Backupct
 }
 
 /**
- * Replace the stale lock at `lockPath` (read as `stale`) with `ours` (a complete file, renamed
+ * Replace `target`'s stale lock (read as `stale`) with `ours` (a complete file, renamed
  * into place). Returns false when the lock changed meanwhile or another run is breaking it.
  */
-async function takeOver(lockPath: string, stale: string, ours: string, what: string): Promise<boolean> {
-  const breakPath = `${lockPath}.break`;
+async function takeOver(target: string, stale: string, ours: string, what: string): Promise<boolean> {
+  const { lock: lockPath, breaker: breakPath } = lockFiles(target);
   const me = ourselves();
   const deadline = Date.now() + BREAK_WAIT_MS;
   for (;;) {
@@ -107,7 +110,7 @@ async function takeOver(lockPath: string, stale: string, ours: string, what: str
  * (exit 9), after `waitMs`; a holder certainly gone is replaced.
  */
 export async function acquireLock(target: string, what: string, opts: LockOptions = {}): Promise<Lock> {
-  const lockPath = `${target}.lock`;
+  const lockPath = lockFiles(target).lock;
   const text = lockText(ourselves(), randomBytes(16).toString('hex'));
   const tmp = tempNameFor(target);
   try {
@@ -137,7 +140,7 @@ export async function acquireLock(target: string, what: string, opts: LockOption
       if (current === null) continue; // released meanwhile
       const holder = parseLock(current);
       if (holder && ownerGone(holder)) {
-        if (await takeOver(lockPath, current, tmp, what)) return held(lockPath, text);
+        if (await takeOver(target, current, tmp, what)) return held(lockPath, text);
         continue;
       }
       if (Date.now() >= deadline) throw lockedError(what, lockPath, holder);

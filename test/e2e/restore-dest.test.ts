@@ -143,3 +143,54 @@ describe('--force and the archive being restored', () => {
     expect(await readdir(dest)).toEqual(['x.bkp']);
   });
 });
+
+describe('names restore keeps for itself in DIR', () => {
+  const refusal = (path: string, name: string, what: string) =>
+    `backupctl: refusing to restore ${JSON.stringify(path)}: restore keeps the name ${name} for ${what} in every directory it restores into; nothing was restored; --only restores the other entries\n`;
+  const LOCK = '.backupctl-restore.lock';
+
+  it('an archive entry named as its lock: refused (exit 6) with --force too, DIR as it was and unlocked; --only restores the rest', async () => {
+    const archive = await craftArchive(join(home, 'lock-entry.bkp'), rc.code, [{ path: LOCK, data: 'not a lock\n' }, { path: 'ok.txt' }]);
+    const fresh = join(home, 'reserved-new');
+    const r = await runCli(['restore', archive, '-d', fresh, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([6, refusal(LOCK, LOCK, 'its lock')]);
+    expect(await exists(fresh)).toBe(false);
+    // Before, --force replaced the lock being held with the entry, which then held DIR for ever.
+    const dest = join(home, 'reserved-existing');
+    await mkdir(dest);
+    await writeFile(join(dest, 'mine.txt'), 'the user’s own\n');
+    const f = await runCli(['restore', archive, '-d', dest, '--force', ...code()], env());
+    expect([f.exitCode, f.stderr]).toEqual([6, refusal(LOCK, LOCK, 'its lock')]);
+    expect(await contents(dest)).toEqual({ 'mine.txt': 'the user’s own\n' });
+    const rest = await runCli(['restore', archive, '-d', dest, '--only', 'ok.txt', ...code()], env());
+    expect(rest.exitCode, rest.stderr).toBe(0);
+    expect(await contents(dest)).toEqual({ 'mine.txt': 'the user’s own\n', 'ok.txt': 'content of ok.txt\n' });
+  });
+
+  it('at any depth, in any case, the lock breaker and a staging directory\'s name (the next restore would remove it as a dead run\'s)', async () => {
+    for (const [specs, path, name, what] of [
+      [[{ path: 'sub', dir: true }, { path: 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK' }], 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK', '.BACKUPCTL-RESTORE.LOCK.BREAK', 'its lock'],
+      // No record for the directory itself: the entry beneath it is named.
+      [[{ path: 'a.txt' }, { path: 'x/.backupctl-restore-1.1-abcdef/journal', data: 'kept by the user\n' }], 'x/.backupctl-restore-1.1-abcdef/journal', '.backupctl-restore-1.1-abcdef', 'its staging directories'],
+    ] as const) {
+      const archive = await craftArchive(join(home, 'reserved.bkp'), rc.code, [...specs]);
+      const dest = join(home, 'reserved-deep');
+      const r = await runCli(['restore', archive, '-d', dest, ...code()], env());
+      expect([r.exitCode, r.stderr]).toEqual([6, refusal(path, name, what)]);
+      expect(await exists(dest)).toBe(false);
+    }
+  });
+
+  it('a snapshot holding a file named as the lock: refused (exit 6) as an archive', async () => {
+    const src = join(home, 'src-with-lock');
+    await mkdir(join(src, 'deep'), { recursive: true });
+    await writeFile(join(src, 'deep', LOCK), 'backed up while a restore ran into it\n');
+    const snapRepo = join(home, 'repo-with-lock');
+    await ok(['repo', 'init', snapRepo], { configDir });
+    await ok(['backup', src, '--repo', snapRepo], { configDir });
+    const dest = join(home, 'reserved-snapshot');
+    const r = await runCli(['restore', '--repo', snapRepo, 'latest', '-d', dest, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([6, refusal(`deep/${LOCK}`, LOCK, 'its lock')]);
+    expect(await exists(dest)).toBe(false);
+  });
+});
