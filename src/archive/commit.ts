@@ -9,7 +9,7 @@ import {
 } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
-import { lockFiles } from '../util/lock.js';
+import { lockFiles, lockHeld } from '../util/lock.js';
 import { identityAlive, processIdentity } from '../util/process-identity.js';
 import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
@@ -122,6 +122,9 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source
     const st = exists(p);
     if (!st) continue;
     if (s.type === EntryType.Dir && st.isDirectory()) {
+      // Not into a directory another restore is filling (restore.ts lockDest).
+      const inner = lockHeld(join(p, RESTORE_LOCK), `${p} (where this restore puts entries)`);
+      if (inner) throw inner;
       s.had = Had.dir;
       s.times = times(st);
       real.add(s.path);

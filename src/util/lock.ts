@@ -106,6 +106,25 @@ async function takeOver(target: string, stale: string, ours: string, what: strin
 }
 
 /**
+ * Whether a run that may be alive holds `target`'s lock, which is not taken: the error acquireLock
+ * would end in, naming `what`, or null when there is no lock or its owner is certainly gone. As
+ * there, a lock that cannot be read is held.
+ */
+export function lockHeld(target: string, what: string): BackupctlError | null {
+  const path = lockFiles(target).lock;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
+    text = '';
+  }
+  const holder = parseLock(text);
+  return holder && ownerGone(holder) ? null : lockedError(what, path, holder);
+}
+
+/**
  * An exclusive lock on `target` via `target.lock`. A live holder is a clear "locked" error
  * (exit 9), after `waitMs`; a holder certainly gone is replaced.
  */

@@ -4,10 +4,11 @@
 // new or an existing DIR, is exit 9 naming it and changes nothing; the first then completes
 // alone. A failed restore removes only the directories it made and only while empty, never a
 // sibling DIR another restore filled meanwhile; a killed restore's lock is taken over by the
-// next. --force never replaces the archive being restored when it lies in DIR under the name of
-// one of its entries.
+// next. A restore inside another one's DIR is exit 9, and one above another's DIR too when it has
+// entries to put there. --force never replaces the archive being restored when it lies in DIR
+// under the name of one of its entries. Entries named as restore's own files are refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { craftArchive } from '../support/craft.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, type RecoveryCode } from '../support/cli.js';
@@ -90,6 +91,52 @@ describe('two restores into one DIR at once', () => {
     const r = await a;
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(await contents(dest)).toEqual({ 'r.txt': 'from the repository\n', 'same.txt': 'the user’s own\n' });
+  });
+});
+
+describe('a restore into a directory inside another one\'s DIR', () => {
+  const heldAbove = (r: { exitCode: number; stderr: string }, above: string, dest: string, pid: number) => {
+    expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${above} (above ${dest}) is in use by another backupctl run (pid ${pid}); try again when it has finished\n`]);
+  };
+
+  it('inside a DIR being restored into: exit 9 naming it, before anything is made (a new DIR), also through a link (checked once locked)', async () => {
+    const top = join(home, 'outer');
+    await mkdir(join(top, 'existing'), { recursive: true });
+    await symlink(join(top, 'existing'), join(home, 'alias'));
+    const a = restoreA(top, STOP_IN_COMMIT);
+    await stopped(a.pid!);
+    heldAbove(await runCli(['restore', archiveB, '-d', join(top, 'new', 'deeper'), ...code()], env()), top, join(top, 'new', 'deeper'), a.pid!);
+    heldAbove(await runCli(['restore', '--repo', repo, 'latest', '-d', join(top, 'existing'), ...code()], env()), top, join(top, 'existing'), a.pid!);
+    heldAbove(await runCli(['restore', archiveB, '-d', join(home, 'alias'), ...code()], env()), top, join(home, 'alias'), a.pid!);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await contents(top)).toEqual({ 'a.txt': 'content of a.txt\n', existing: null, 'same.txt': 'from A\n' });
+  });
+
+  it('above a DIR being restored into: exit 9 naming it when it has entries to put there; one without runs', async () => {
+    const top = join(home, 'around');
+    const inner = join(top, 'sub');
+    const a = restoreA(inner, STOP_IN_COMMIT);
+    await stopped(a.pid!);
+    const into = await craftArchive(join(home, 'into-sub.bkp'), rc.code, [{ path: 'sub', dir: true }, { path: 'sub/deeper/s.txt' }]);
+    const r1 = await runCli(['restore', into, '-d', top, '--force', ...code()], env());
+    expect([r1.exitCode, r1.stderr]).toEqual([9, `backupctl: ${inner} (where this restore puts entries) is in use by another backupctl run (pid ${a.pid}); try again when it has finished\n`]);
+    // Its entries and the other restore's do not meet: a directory of DIR that already holds something.
+    const beside = await runCli(['restore', archiveB, '-d', top, ...code()], env());
+    expect(beside.exitCode, beside.stderr).toBe(0);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await contents(top)).toEqual({ 'b.txt': 'content of b.txt\n', 'same.txt': 'from B\n', sub: null, 'sub/a.txt': 'content of a.txt\n', 'sub/same.txt': 'from A\n' });
+  });
+
+  it('a killed restore above does not hold a restore inside its DIR', async () => {
+    const top = join(home, 'killed-above');
+    const k = await restoreA(top, { BACKUPCTL_TEST_KILL_AT: 'step-1' });
+    expect(k.signal, String(k.stderr)).toBe('SIGKILL');
+    const r = await runCli(['restore', archiveB, '-d', join(top, 'sub'), ...code()], env());
+    expect(r.exitCode, r.stderr).toBe(0);
   });
 });
 
