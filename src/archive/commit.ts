@@ -177,9 +177,12 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
       const to = join(aside, String(i));
       renameSync(final, to);
       replaced++;
-      // Checked again after the move: it may have been filled since the plan.
-      if (s.type !== EntryType.Dir && lstatSync(to).isDirectory() && nonEmptyDir(to)) {
-        throw new BackupctlError(Exit.io, `refusing to replace the non-empty directory ${join(dest, s.path)} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
+      // Checked again after the move: it may have been made or filled since the plan (a tree moved
+      // aside would go with the staging directory).
+      if (lstatSync(to).isDirectory() && nonEmptyDir(to)) {
+        throw new BackupctlError(Exit.io, s.type === EntryType.Dir
+          ? `${join(dest, s.path)} was made during the restore and is not empty: --force replaces files, links and empty directories, never a directory tree; nothing was restored`
+          : `refusing to replace the non-empty directory ${join(dest, s.path)} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
       }
     };
     try {

@@ -176,6 +176,22 @@ describe('a restore killed during its commit', () => {
   });
 });
 
+describe('--force and a directory made in DIR during the commit', () => {
+  it('where the archive has a directory that was not there: refused (exit 6), never moved aside with what is in it', async () => {
+    const dest = join(home, 'made-meanwhile');
+    await mkdir(dest);
+    const archive = await craftArchive(join(home, 'with-dir.bkp'), rc.code, [{ path: 'sub', dir: true }, { path: 'sub/f.txt' }]);
+    const a = startCli(['restore', archive, '-d', dest, '--force', ...code()], env(STOP_IN_COMMIT));
+    await stopped(a.pid!);
+    await mkdir(join(dest, 'sub'));
+    await writeFile(join(dest, 'sub', 'user.txt'), 'put there meanwhile\n');
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect([r.exitCode, String(r.stderr)]).toEqual([6, `backupctl: ${join(dest, 'sub')} was made during the restore and is not empty: --force replaces files, links and empty directories, never a directory tree; nothing was restored\n`]);
+    expect(await contents(dest)).toEqual({ sub: null, 'sub/user.txt': 'put there meanwhile\n' });
+  });
+});
+
 describe('--force and the archive being restored', () => {
   it('an entry of the same name as the archive, which lies in DIR: refused (exit 6), the archive and DIR unchanged', async () => {
     const dest = join(home, 'holds-archive');
