@@ -53,7 +53,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
     const reader = await RepoReader.open(store, keys);
     const snapshots = await listSnapshots(store, reader.dedup);
     // A tree the listings do not place is a backup's that had just finished, or damage (exit 5 below).
-    if (snapshots.some((s) => s.tree.some((h) => reader.unlisted(Buffer.from(h, 'hex'))))) await reader.relist(Date.now(), signal);
+    await reader.place(snapshots.flatMap((s) => s.tree.map((h) => Buffer.from(h, 'hex'))), Date.now(), signal);
     const used = new Set<string>();
     for (const s of snapshots) {
       for (const t of s.tree) used.add(Buffer.from(t, 'hex').toString('latin1'));

@@ -16,6 +16,8 @@ import { unpackFiles } from '../repo/unpack.js';
 export interface RestoreSnapshotOptions {
   reader: RepoReader;
   snapshot: Snapshot;
+  /** When the snapshots were listed (Date.now() after listSnapshots: see RepoReader.place). */
+  listedAt: number;
   dest: string;
   only?: string[];
   force?: boolean;
@@ -30,6 +32,8 @@ const NO_HASH = Buffer.alloc(32);
 
 export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreResult & { lost: string[] }> {
   const only = normaliseOnly(o.only);
+  // A snapshot a backup has just finished may lie in index files and packs the listings left out.
+  await o.reader.place(o.snapshot.tree.map((h) => Buffer.from(h, 'hex')), o.listedAt, o.signal);
   const tree = await o.reader.tree(o.snapshot);
   const checkNames = (folding?: Folding) => {
     const guard = new PathGuard(folding);
@@ -39,6 +43,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   const wanted = tree.filter((e) => selects(only, e.path) || isAncestorOfSelection(only, e.path));
   let lost = new Set<number>();
   const files = wanted.filter((e) => e.type === EntryType.File);
+  await o.reader.place(files.flatMap((e) => e.chunks), o.listedAt, o.signal);
 
   const res = await stageAndCommit(o, only, async (staging, precheck) => {
     // As for archives: names the target's file system would take for one are refused only there.

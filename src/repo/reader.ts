@@ -12,6 +12,8 @@ import { decodeTree, type TreeEntry } from './tree.js';
 
 export class RepoReader {
   private readonly open = new Map<string, Promise<PackReader>>();
+  /** Whether place() has listed again. */
+  private relisted = false;
   /** Every generation of the read key (a pack is sealed to the one current when it was written). */
   private readonly identity: Identity;
 
@@ -57,6 +59,21 @@ export class RepoReader {
   unlisted(id: Uint8Array): boolean {
     const loc = this.index.spot(id);
     return !loc || !this.packSizes.has(loc.pack);
+  }
+
+  /**
+   * Before reading chunks `ids` of snapshots listed at `since`: when the listings place one of
+   * them nowhere, list again (relist), once for this reader; what is still not placed after that
+   * is damage, which reading it reports.
+   */
+  async place(ids: Iterable<Uint8Array>, since: number, signal?: AbortSignal): Promise<void> {
+    if (this.relisted) return;
+    for (const id of ids) {
+      if (!this.unlisted(id)) continue;
+      this.relisted = true;
+      await this.relist(since, signal);
+      return;
+    }
   }
 
   /** Where chunk `id` is; a corrupt error naming `what` when no index or no pack has it. */

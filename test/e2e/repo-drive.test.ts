@@ -279,11 +279,11 @@ describe('repository on Google Drive', () => {
     await restoresAll();
   });
 
-  it('index files Drive did not list yet are no damage: verify and prune list again after the settle time, find them and go on', async () => {
+  it('index files Drive did not list yet are no damage: verify, restore and prune list again after the settle time, find them and go on', async () => {
     const indexFiles = () => [...fake.files.values()].filter((f) => f.appProperties.backupctlPath?.startsWith('index/'));
     const before = new Set(indexFiles().map((f) => f.id));
     await writeFile(join(src, 'Media', 'IMG-unlisted.jpg'), randomBytes(100_000));
-    await backup();
+    const b = await backup();
     const fresh = indexFiles().filter((f) => !before.has(f.id));
     expect(fresh.length).toBeGreaterThan(0);
     // Left out of the listings a run takes before it reads the index (verify: one; prune: the one
@@ -297,6 +297,11 @@ describe('repository on Google Drive', () => {
     const data = await runCli(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
     expect(data.exitCode, data.stdout + data.stderr).toBe(0);
     expect(data.stderr).toContain(`note: ${fresh.length} index file(s) of a backup that had just finished were listed only the second time, and verified\n`);
+    hide(1);
+    const dest = join(home, 'restored-unlisted');
+    const r = await runCli(['restore', '--repo', REPO, 'latest', '-d', dest, '--recovery-code-file', rc.file], opts());
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await snapshot(dest)).toEqual(expected.get(b.snapshot));
     hide(2);
     const p = await runCli(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
     expect(p.exitCode, p.stderr).toBe(0);

@@ -65,7 +65,7 @@ async function salvage(repo: string, id: string, dest: string): Promise<string[]
   const store = new LocalStore(repo);
   const keys = await openRepositoryKeys(store, async (h: unknown) => confirmFileKey(h, await recoveryIdentity(rc.code).unwrap((h as { slots: unknown }).slots)));
   const reader = await RepoReader.open(store, keys);
-  const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), dest, salvage: true });
+  const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), listedAt: Date.now(), dest, salvage: true });
   return res.lost as string[];
 }
 
