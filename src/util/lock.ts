@@ -5,7 +5,7 @@
 // TARGET.lock.break, after reading it again, so two runs never both take it over; and a run
 // releases only a lock that still holds its own token.
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { ourselves, ownerGone, pidAlive, type Owner } from './owner.js';
@@ -105,20 +105,39 @@ async function takeOver(target: string, stale: string, ours: string, what: strin
   }
 }
 
+/** A lock is one short line: anything longer is not one. */
+const MAX_LOCK_BYTES = 4096;
+
 /**
- * Whether a run that may be alive holds `target`'s lock, which is not taken: the error acquireLock
- * would end in, naming `what`, or null when there is no lock or its owner is certainly gone. As
- * there, a lock that cannot be read is held.
+ * Whether a run of this user that may be alive holds `target`'s lock, which is not taken: the
+ * error acquireLock would end in, naming `what`, or null when there is no lock or its owner is
+ * certainly gone. As there, a lock that cannot be read is held; but only a regular file of this
+ * user counts, opened without following a link or waiting on a FIFO: another user's run cannot
+ * write where this user's restore goes, and must not hold it up (a file planted in /tmp).
  */
 export function lockHeld(target: string, what: string): BackupctlError | null {
   const path = lockFiles(target).lock;
-  let text: string;
+  let fd: number;
   try {
-    text = readFileSync(path, 'utf8');
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR') return null;
-    text = '';
+    // Not there, a link, or another user's (locks are 0600).
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'EACCES' || code === 'EPERM') return null;
+    return lockedError(what, path, null);
+  }
+  let text = '';
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() || (process.getuid && st.uid !== process.getuid())) return null;
+    if (st.size <= MAX_LOCK_BYTES) {
+      const buf = Buffer.alloc(st.size);
+      text = buf.subarray(0, readSync(fd, buf, 0, st.size, 0)).toString('utf8');
+    }
+  } catch {
+    /* unreadable: held */
+  } finally {
+    closeSync(fd);
   }
   const holder = parseLock(text);
   return holder && ownerGone(holder) ? null : lockedError(what, path, holder);

@@ -8,7 +8,8 @@
 // entries to put there. --force never replaces the archive being restored when it lies in DIR
 // under the name of one of its entries. Entries named as restore's own files are refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readFile, readdir, symlink, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { craftArchive } from '../support/craft.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, type RecoveryCode } from '../support/cli.js';
@@ -129,6 +130,27 @@ describe('a restore into a directory inside another one\'s DIR', () => {
     const r = await a;
     expect(r.exitCode, String(r.stderr)).toBe(0);
     expect(await contents(top)).toEqual({ 'b.txt': 'content of b.txt\n', 'same.txt': 'from B\n', sub: null, 'sub/a.txt': 'content of a.txt\n', 'sub/same.txt': 'from A\n' });
+  });
+
+  it.runIf(process.getuid?.() === 0)('only the user\'s own lock files above count: another user\'s, a link to /dev/zero and a FIFO hold nothing; an unreadable own one is named (exit 9)', async () => {
+    const top = join(home, 'planted');
+    await mkdir(top);
+    const lock = join(top, '.backupctl-restore.lock');
+    const plant = [
+      async () => { await writeFile(lock, 'not a lock\n'); await chown(lock, 4242, 4242); },
+      () => symlink('/dev/zero', lock),
+      async () => { await execa('mkfifo', [lock]); },
+    ];
+    for (const [i, make] of plant.entries()) {
+      await make();
+      const r = await runCli(['restore', archiveA, '-d', join(top, `sub-${i}`), ...code()], env());
+      expect(r.exitCode, r.stderr).toBe(0);
+      await rm(lock);
+    }
+    await writeFile(lock, 'not a lock\n');
+    const dest = join(top, 'sub-own');
+    const r = await runCli(['restore', archiveA, '-d', dest, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${top} (above ${dest}) is locked (${lock}); remove that file if no backupctl is running\n`]);
   });
 
   it('a killed restore above does not hold a restore inside its DIR', async () => {
