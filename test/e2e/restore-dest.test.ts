@@ -162,6 +162,19 @@ describe('a restore into a directory inside another one\'s DIR', () => {
   });
 });
 
+describe('a lock file that is not a file', () => {
+  it('a FIFO or a link (to /dev/zero) in DIR\'s lock\'s place is held and named (exit 9), never opened for reading through', async () => {
+    for (const [name, make] of [['fifo', (p: string) => execa('mkfifo', [p])], ['link', (p: string) => symlink('/dev/zero', p)]] as const) {
+      const dest = join(home, `odd-lock-${name}`);
+      await mkdir(dest);
+      const lock = join(dest, '.backupctl-restore.lock');
+      await make(lock);
+      const r = await runCli(['restore', archiveA, '-d', dest, ...code()], { ...env(), timeoutMs: 10_000 });
+      expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${dest} is locked (${lock}); remove that file if no backupctl is running\n`]);
+    }
+  });
+});
+
 describe('a restore that fails', () => {
   it('removes only the new directories it made, and only while empty: a sibling DIR restored meanwhile and a file put in its DIR stay', async () => {
     const top = join(home, 'top');
