@@ -279,13 +279,14 @@ describe('repository on Google Drive', () => {
     await restoresAll();
   });
 
-  it('index files Drive did not list yet are no damage: verify, restore and prune list again after the settle time, find them and go on', async () => {
-    const indexFiles = () => [...fake.files.values()].filter((f) => f.appProperties.backupctlPath?.startsWith('index/'));
-    const before = new Set(indexFiles().map((f) => f.id));
+  it('index files and packs Drive did not list yet are no damage: verify, restore and prune list again after the settle time, find them and go on', async () => {
+    const under = (dir: string) => [...fake.files.values()].filter((f) => f.appProperties.backupctlPath?.startsWith(dir));
+    const before = new Set(under('').map((f) => f.id));
     await writeFile(join(src, 'Media', 'IMG-unlisted.jpg'), randomBytes(100_000));
     const b = await backup();
-    const fresh = indexFiles().filter((f) => !before.has(f.id));
-    expect(fresh.length).toBeGreaterThan(0);
+    const fresh = under('index/').filter((f) => !before.has(f.id));
+    const packs = under('data/').filter((f) => !before.has(f.id) && !f.appProperties.backupctlPath!.endsWith('/'));
+    expect(Math.min(fresh.length, packs.length)).toBeGreaterThan(0);
     // Left out of the listings a run takes before it reads the index (verify: one; prune: the one
     // that finds the keys file and the one after its lock), as if just written.
     const hide = (listings: number) => fresh.forEach((f) => fake.hideFromListings(f.id, listings));
@@ -297,6 +298,11 @@ describe('repository on Google Drive', () => {
     const data = await runCli(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
     expect(data.exitCode, data.stdout + data.stderr).toBe(0);
     expect(data.stderr).toContain(`note: ${fresh.length} index file(s) of a backup that had just finished were listed only the second time, and verified\n`);
+    // The packs, left out of the listing of data/ (index files listed): not "missing" either.
+    packs.forEach((f) => fake.hideFromListings(f.id, 1));
+    const vp = await runCli(['--json', 'verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+    expect(vp.exitCode, vp.stdout + vp.stderr).toBe(0);
+    expect(onlyJson(vp)).toMatchObject({ ok: true, damaged: [], affected: [], listedLate: { index: 0, packs: packs.length } });
     hide(1);
     const dest = join(home, 'restored-unlisted');
     const r = await runCli(['restore', '--repo', REPO, 'latest', '-d', dest, '--recovery-code-file', rc.file], opts());
