@@ -9,6 +9,7 @@ import {
 } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
+import { lockFiles, lockHeld } from '../util/lock.js';
 import { identityAlive, processIdentity } from '../util/process-identity.js';
 import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
@@ -41,6 +42,19 @@ const STAGING_NAME = /^\.backupctl-restore-(\d+\.\d+)-([A-Za-z0-9]{6})$/;
 export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
 /** What restore.ts locks DEST with: DEST/.backupctl-restore.lock (util/lock.ts adds ".lock"). */
 export const RESTORE_LOCK = '.backupctl-restore';
+const LOCK_NAMES = Object.values(lockFiles(RESTORE_LOCK));
+
+/**
+ * What restore keeps the name `name` for in every directory it restores into (any directory of a
+ * restored tree may be the next restore's DIR), or null. An entry of that name would be taken for
+ * the lock (held for ever, or replaced under --force) or, as a dead run's staging directory, be
+ * rolled back and removed by the next restore. The lock's names in any case (DIR's file system may
+ * ignore case).
+ */
+function reservedFor(name: string): string | null {
+  if (LOCK_NAMES.includes(name.toLowerCase())) return 'its lock';
+  return STAGING_NAME.test(name) ? 'its staging directories' : null;
+}
 
 const exists = (p: string): Stats | null => {
   try {
@@ -63,11 +77,12 @@ function nonEmptyDir(p: string): boolean {
 
 /**
  * The steps, in order: directories (with the missing parents, parents first), then files, then
- * symlinks; each marked with what is at its path now. Throws, before anything
- * is changed, on every conflict the restore would meet: existing entries without --force, a
- * non-empty directory where --force would put a file or link (it never deletes a tree it was not
- * asked to replace), something other than a directory where a missing parent would go, the
- * archive being read (`source`) where --force would put an entry of its own.
+ * symlinks; each marked with what is at its path now. Throws, before anything is changed, on a
+ * name restore keeps for itself (reservedFor) and on every conflict the restore would meet:
+ * existing entries without --force, a non-empty directory where --force would put a file or link
+ * (it never deletes a tree it was not asked to replace), something other than a directory where a
+ * missing parent would go, the archive being read (`source`) where --force would put an entry of
+ * its own.
  */
 function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source?: FileId): Journal & { steps: Step[] } {
   const dirs = new Map<string, Step>();
@@ -87,6 +102,13 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source
   const depth = (p: string) => { let n = 0; for (let i = p.indexOf('/'); i >= 0; i = p.indexOf('/', i + 1)) n++; return n; };
   const order = [...dirs.values()].map((s) => [depth(s.path), s] as const).sort((a, b) => a[0] - b[0]).map(([, s]) => s);
   order.push(...files, ...links);
+  for (const s of order) {
+    const name = s.path.slice(s.path.lastIndexOf('/') + 1);
+    const what = reservedFor(name);
+    if (what) {
+      throw new BackupctlError(Exit.io, `refusing to restore ${JSON.stringify(s.meta ? s.path : firstUnder(staged, s.path))}: restore keeps the name ${name} for ${what} in every directory it restores into; nothing was restored; --only restores the other entries`);
+    }
+  }
 
   // Only entries whose parent is already a real directory can meet anything; beneath a
   // directory still to be made, everything is new (and is never looked up through a link).
@@ -100,6 +122,9 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source
     const st = exists(p);
     if (!st) continue;
     if (s.type === EntryType.Dir && st.isDirectory()) {
+      // Not into a directory another restore is filling (restore.ts lockDest).
+      const inner = lockHeld(join(p, RESTORE_LOCK), `${p} (where this restore puts entries)`);
+      if (inner) throw inner;
       s.had = Had.dir;
       s.times = times(st);
       real.add(s.path);
@@ -152,9 +177,12 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
       const to = join(aside, String(i));
       renameSync(final, to);
       replaced++;
-      // Checked again after the move: it may have been filled since the plan.
-      if (s.type !== EntryType.Dir && lstatSync(to).isDirectory() && nonEmptyDir(to)) {
-        throw new BackupctlError(Exit.io, `refusing to replace the non-empty directory ${join(dest, s.path)} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
+      // Checked again after the move: it may have been made or filled since the plan (a tree moved
+      // aside would go with the staging directory).
+      if (lstatSync(to).isDirectory() && nonEmptyDir(to)) {
+        throw new BackupctlError(Exit.io, s.type === EntryType.Dir
+          ? `${join(dest, s.path)} was made during the restore and is not empty: --force replaces files, links and empty directories, never a directory tree; nothing was restored`
+          : `refusing to replace the non-empty directory ${join(dest, s.path)} with a file or link: --force replaces files and links, never a directory tree; nothing was restored`);
       }
     };
     try {

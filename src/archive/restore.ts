@@ -5,10 +5,10 @@
 // interruption leaves DEST as it was; a killed commit is undone by the next restore (commit.ts;
 // backupctl(1) "RESTORE SAFETY").
 import { lstat, mkdtemp, realpath, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { BackupctlError, Exit, corruptError, ioError, usageError } from '../errors.js';
 import { makeDirs, refusesEntries, removeMadeDirs } from '../util/make-dirs.js';
-import { acquireLock, type Lock } from '../util/lock.js';
+import { acquireLock, lockHeld, type Lock } from '../util/lock.js';
 import { RESTORE_LOCK, checkConflicts, type FileId, commit, recoverAbandoned, removeStaging, safeMode, secs, stagingPrefix } from './commit.js';
 import { EntryType } from './format.js';
 import type { EntryMeta, IndexEntry } from './entries.js';
@@ -104,6 +104,9 @@ export async function stageAndCommit(
   only: string[] | undefined,
   extract: (staging: string, precheck: (selection: readonly EntryMeta[]) => void) => Promise<EntryMeta[]>,
 ): Promise<RestoreResult> {
+  // Before anything is made inside another restore's DIR (its commit would meet it); checked
+  // again once DIR is locked (lockDest).
+  refuseInsideRestore(resolve(o.dest), o.dest);
   // mkdir -p; remember the topmost directory it made, to remove again on failure.
   const createdDest = makeDirs(o.dest);
   let lock: Lock | null = null;
@@ -136,9 +139,30 @@ export async function stageAndCommit(
   }
 }
 
-/** DEST/.backupctl-restore.lock (util/lock.ts), held from before the recovery to the end. */
-function lockDest(dest: string, shown: string): Promise<Lock> {
-  return acquireLock(join(dest, RESTORE_LOCK), shown);
+/**
+ * DEST/.backupctl-restore.lock (util/lock.ts), held from before the recovery to the end; then the
+ * locks of the directories above DEST. A restore into a directory above DEST looks at DEST's lock
+ * in turn, after taking its own, wherever it puts entries (commit.ts plan): of two that start
+ * together, at least one sees the other's lock.
+ */
+async function lockDest(dest: string, shown: string): Promise<Lock> {
+  const lock = await acquireLock(join(dest, RESTORE_LOCK), shown);
+  try {
+    refuseInsideRestore(dest, shown);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  return lock;
+}
+
+/** Exit 9 while a run that may be alive restores into a directory above `dir` (up to /). */
+function refuseInsideRestore(dir: string, shown: string): void {
+  for (let d = dir; d !== dirname(d); ) {
+    d = dirname(d);
+    const held = lockHeld(join(d, RESTORE_LOCK), `${d} (above ${shown})`);
+    if (held) throw held;
+  }
 }
 
 /**

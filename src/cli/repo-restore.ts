@@ -21,7 +21,7 @@ export async function restoreFromRepository(ctx: RunContext, which: string, opts
     try {
       const reader = await RepoReader.open(store, keys);
       const snapshot = pickSnapshot(await listSnapshots(store, reader.dedup), which);
-      const res = await restoreSnapshot({ reader, snapshot, dest: opts.dir, only: opts.only, force: opts.force, salvage: opts.salvage, signal: ctx.signal, onProgress: (p) => progress.update(p) });
+      const res = await restoreSnapshot({ reader, snapshot, listedAt: Date.now(), dest: opts.dir, only: opts.only, force: opts.force, salvage: opts.salvage, signal: ctx.signal, onProgress: (p) => progress.update(p) });
       progress.stop();
       const seconds = (Date.now() - t0) / 1000;
       if (ctx.json) emitJson({ ok: true, dir: opts.dir, snapshot: snapshot.id, ...res, seconds });

@@ -17,8 +17,9 @@ export async function verifyRepositoryCommand(ctx: RunContext, which: string | u
     try {
       const reader = await RepoReader.open(store, keys);
       const all = await listSnapshots(store, reader.dedup);
+      const listedAt = Date.now();
       const snapshots = which === undefined ? all : [pickSnapshot(all, which)];
-      const res = await verifyRepository(reader, snapshots, !!opts.readData, ctx.signal, (p) => progress.update(p));
+      const res = await verifyRepository(reader, snapshots, !!opts.readData, listedAt, ctx.signal, (p) => progress.update(p));
       progress.stop();
       const seconds = (Date.now() - t0) / 1000;
       const bad = res.damaged.length > 0 || res.affected.length > 0;
@@ -28,6 +29,8 @@ export async function verifyRepositoryCommand(ctx: RunContext, which: string | u
         for (const a of res.affected) for (const p of a.paths) process.stdout.write(`lost: snapshot ${a.snapshot}: ${termSafe(p)}\n`);
         const what = `${res.snapshots} snapshot${res.snapshots === 1 ? '' : 's'}, ${res.files} files, ${res.chunks} chunks${opts.readData ? `, ${res.packsRead} packs read (${(res.bytesRead / 1e6).toFixed(1)} MB)` : ''}`;
         info(bad ? `DAMAGED: ${termSafe(opts.repo)}: ${res.damaged.length} damaged, ${res.affected.length} snapshot(s) lose data (listed above): exit 5` : `OK: ${termSafe(opts.repo)}: ${what} (${seconds.toFixed(1)} s)`);
+        const late = [res.listedLate.index && `${res.listedLate.index} index file(s)`, res.listedLate.packs && `${res.listedLate.packs} pack(s)`].filter(Boolean).join(' and ');
+        if (late) info(`note: ${late} of a backup that had just finished were listed only the second time, and verified`);
         if (res.unindexed) info(`note: ${res.unindexed} pack(s) of interrupted backups are in no index; prune removes them`);
       }
       return bad ? Exit.corrupt : Exit.ok;

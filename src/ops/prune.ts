@@ -51,8 +51,11 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
     // Repacked chunks go to the published read key, as a backup's would (checked against the keys unlocked).
     const readKey = (await publishedReadKey(store, keys)).readPublic;
     const reader = await RepoReader.open(store, keys);
+    const snapshots = await listSnapshots(store, reader.dedup);
+    // A tree the listings do not place is a backup's that had just finished, or damage (exit 5 below).
+    await reader.place(snapshots.flatMap((s) => s.tree.map((h) => Buffer.from(h, 'hex'))), Date.now(), signal);
     const used = new Set<string>();
-    for (const s of await listSnapshots(store, reader.dedup)) {
+    for (const s of snapshots) {
       for (const t of s.tree) used.add(Buffer.from(t, 'hex').toString('latin1'));
       for (const e of await reader.tree(s)) for (const c of e.chunks) used.add(c.toString('latin1'));
     }

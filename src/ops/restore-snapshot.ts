@@ -16,6 +16,8 @@ import { unpackFiles } from '../repo/unpack.js';
 export interface RestoreSnapshotOptions {
   reader: RepoReader;
   snapshot: Snapshot;
+  /** When the snapshots were listed (Date.now() after listSnapshots: see RepoReader.place). */
+  listedAt: number;
   dest: string;
   only?: string[];
   force?: boolean;
@@ -30,6 +32,8 @@ const NO_HASH = Buffer.alloc(32);
 
 export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<RestoreResult & { lost: string[] }> {
   const only = normaliseOnly(o.only);
+  // A snapshot a backup has just finished may lie in index files and packs the listings left out.
+  await o.reader.place(o.snapshot.tree.map((h) => Buffer.from(h, 'hex')), o.listedAt, o.signal);
   const tree = await o.reader.tree(o.snapshot);
   const checkNames = (folding?: Folding) => {
     const guard = new PathGuard(folding);
@@ -39,11 +43,14 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
   const wanted = tree.filter((e) => selects(only, e.path) || isAncestorOfSelection(only, e.path));
   let lost = new Set<number>();
   const files = wanted.filter((e) => e.type === EntryType.File);
+  await o.reader.place(files.flatMap((e) => e.chunks), o.listedAt, o.signal);
 
-  const res = await stageAndCommit(o, only, async (staging) => {
+  const res = await stageAndCommit(o, only, async (staging, precheck) => {
     // As for archives: names the target's file system would take for one are refused only there.
     const folding = probeFolding(staging);
     if (folding.case || folding.unicode) checkNames(folding);
+    const metas = wanted.map((e): EntryMeta => ({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: NO_HASH, flags: 0 }));
+    precheck(metas); // conflicts with DIR before any pack is read, as from an archive's index
     // The directories first (paths relative to the staging directory, '' the directory itself).
     const writer = new StagingWriter(staging);
     const made = new Set<string>(['']);
@@ -68,9 +75,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     lost = await unpackFiles(o.reader, staging, targets, { salvage: !!o.salvage, signal: o.signal, onProgress });
     // Salvage: a lost file stays in staging (removed with it) and out of the commit.
     const gone = new Set([...lost].map((i) => files[i]!));
-    return wanted
-      .filter((e) => !gone.has(e))
-      .map((e): EntryMeta => ({ type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, codec: Codec.Stored, target: e.target, size: BigInt(e.size), sha256: NO_HASH, flags: 0 }));
+    return metas.filter((_, i) => !gone.has(wanted[i]!));
   });
   return { ...res, lost: [...lost].sort((a, b) => a - b).map((i) => files[i]!.path) };
 }

@@ -32,15 +32,21 @@ export interface VerifyRepoResult {
   unindexed: number;
   /** Chunks stored in more than one pack (prune keeps one). */
   duplicates: number;
+  /** Index files and packs that only a second listing showed (a backup that had just finished). */
+  listedLate: { index: number; packs: number };
 }
 
-export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[], readData: boolean, signal?: AbortSignal, onProgress?: (p: { bytes: number; entries: number }) => void): Promise<VerifyRepoResult> {
+export async function verifyRepository(
+  reader: RepoReader, snapshots: Snapshot[], readData: boolean, listedAt: number, signal?: AbortSignal, onProgress?: (p: { bytes: number; entries: number }) => void,
+): Promise<VerifyRepoResult> {
   const damaged = new Map<string, string>();
   let packsRead = 0;
   let bytesRead = 0;
-  if (readData) {
-    for (const pack of [...reader.index.packs()].sort()) {
+  const read = new Set<string>();
+  const readPacks = async (packs: Iterable<string>) => {
+    for (const pack of [...packs].sort()) {
       signal?.throwIfAborted();
+      read.add(pack);
       if (!reader.packSizes.has(pack)) {
         damaged.set(pack, 'missing');
         continue;
@@ -63,10 +69,9 @@ export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[]
       packsRead++;
       onProgress?.({ bytes: bytesRead, entries: packsRead });
     }
-  }
+  };
+  if (readData) await readPacks(reader.index.packs());
 
-  const affected: Affected[] = [];
-  let files = 0;
   let chunks = 0;
   const seen = new Set<string>();
   /** Why a chunk cannot be read, or null when it can (as far as this verify looked). */
@@ -82,8 +87,10 @@ export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[]
     }
     return damaged.has(loc.pack) ? loc.pack : null;
   };
-  for (const s of snapshots) {
+  /** A snapshot's files, and the paths that cannot be restored whole. */
+  const check = async (s: Snapshot): Promise<{ files: number; lost: string[] }> => {
     signal?.throwIfAborted();
+    let files = 0;
     const lost: string[] = [];
     const treeDamage = s.tree.map((h) => problem(Buffer.from(h, 'hex'))).find((p) => p !== null);
     let tree;
@@ -112,12 +119,30 @@ export async function verifyRepository(reader: RepoReader, snapshots: Snapshot[]
         }
       }
     }
-    if (lost.length) affected.push({ snapshot: s.id, paths: lost });
+    return { files, lost };
+  };
+  const results = new Map<Snapshot, { files: number; lost: string[] }>();
+  for (const s of snapshots) results.set(s, await check(s));
+
+  // A chunk in no index, or in a pack not listed, may be a backup's that finished as this verify
+  // listed (or whose files Drive did not list yet): listed again once, only what is still not
+  // there is damage, and the snapshots that lost something are checked again.
+  const unlisted = () => [...damaged].filter(([pack, p]) => pack === 'index' || p === 'missing').map(([pack]) => pack);
+  let listedLate = { index: 0, packs: 0 };
+  const again = unlisted();
+  if (again.length) {
+    listedLate = await reader.relist(listedAt, signal);
+    if (listedLate.index + listedLate.packs > 0) {
+      for (const pack of again) damaged.delete(pack);
+      if (readData) await readPacks([...[...reader.index.packs()].filter((p) => !read.has(p)), ...again.filter((p) => p !== 'index')]);
+      for (const [s, r] of results) if (r.lost.length) results.set(s, await check(s));
+    }
   }
+  const affected: Affected[] = [...results].filter(([, r]) => r.lost.length).map(([s, r]) => ({ snapshot: s.id, paths: r.lost }));
   const indexed = reader.index.packs();
   const unindexed = [...reader.packSizes.keys()].filter((p) => !indexed.has(p)).length;
   return {
-    snapshots: snapshots.length, files, chunks, packsRead, bytesRead,
-    damaged: [...damaged].map(([pack, p]) => ({ pack, problem: p })), affected, unindexed, duplicates: reader.index.duplicates,
+    snapshots: snapshots.length, files: [...results.values()].reduce((a, r) => a + r.files, 0), chunks, packsRead, bytesRead,
+    damaged: [...damaged].map(([pack, p]) => ({ pack, problem: p })), affected, unindexed, duplicates: reader.index.duplicates, listedLate,
   };
 }

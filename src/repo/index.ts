@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
-import type { Store } from '../store/store.js';
+import type { Store, StoredFile } from '../store/store.js';
 import { INDEX_SLOT, type DedupKeys } from './keys.js';
 import { seal, SealedFile } from './sealed.js';
 
@@ -256,9 +256,17 @@ export class RepoIndex {
 
   static async load(store: Store, dedup: DedupKeys): Promise<RepoIndex> {
     const idx = new RepoIndex();
+    await idx.read(store, dedup, await store.list('index'));
+    return idx;
+  }
+
+  /** Read the index files of `listed` that are not read yet; returns their names. */
+  async read(store: Store, dedup: DedupKeys, listed: readonly StoredFile[]): Promise<string[]> {
     const identity = dedup.identity(INDEX_SLOT);
-    for (const f of await store.list('index')) {
+    const added: string[] = [];
+    for (const f of listed) {
       const name = f.path.slice('index/'.length);
+      if (this.files.has(name)) continue;
       let plain: Buffer;
       try {
         const file = await SealedFile.fromBytes(f.path, await store.read(f.path));
@@ -272,10 +280,11 @@ export class RepoIndex {
       const packs: string[] = [];
       eachGroup(plain, f.path, (pack, entries, count) => {
         packs.push(pack);
-        idx.addEncoded(pack, entries, count);
+        this.addEncoded(pack, entries, count);
       });
-      idx.files.set(name, packs);
+      this.files.set(name, packs);
+      added.push(name);
     }
-    return idx;
+    return added;
   }
 }

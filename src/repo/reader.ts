@@ -1,5 +1,6 @@
 // Reading a repository with the read key: chunks by id (from whichever pack the index names,
 // opened once each), and snapshot trees.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { corruptError } from '../errors.js';
 import type { Identity } from '../keys/types.js';
 import type { Store } from '../store/store.js';
@@ -11,6 +12,8 @@ import { decodeTree, type TreeEntry } from './tree.js';
 
 export class RepoReader {
   private readonly open = new Map<string, Promise<PackReader>>();
+  /** Whether place() has listed again. */
+  private relisted = false;
   /** Every generation of the read key (a pack is sealed to the one current when it was written). */
   private readonly identity: Identity;
 
@@ -30,6 +33,47 @@ export class RepoReader {
     const index = await RepoIndex.load(store, dedup);
     const sizes = new Map((await store.list('data')).map((f) => [packIdOf(f.path), f.size] as const));
     return new RepoReader(store, keys, dedup, index, sizes);
+  }
+
+  /**
+   * List index/ and data/ again, once the store's listing lag has passed since `since` (when the
+   * snapshots were listed): what a backup that had just finished wrote, and the first listings
+   * left out, is read (its index files, its packs' sizes). A snapshot is written after its index
+   * files and packs, so those of a snapshot listed before `since` are there now unless lost.
+   * Returns how many index files and packs were found.
+   */
+  async relist(since: number, signal?: AbortSignal): Promise<{ index: number; packs: number }> {
+    const wait = since + (this.store.listingLagMs ?? 0) - Date.now();
+    if (wait > 0) await sleep(wait, undefined, { signal });
+    const index = (await this.index.read(this.store, this.dedup, await this.store.listAgain('index'))).length;
+    let packs = 0;
+    for (const f of await this.store.listAgain('data')) {
+      const id = packIdOf(f.path);
+      if (!this.packSizes.has(id)) packs++;
+      this.packSizes.set(id, f.size);
+    }
+    return { index, packs };
+  }
+
+  /** Is chunk `id` in no index read, or in a pack not listed? */
+  unlisted(id: Uint8Array): boolean {
+    const loc = this.index.spot(id);
+    return !loc || !this.packSizes.has(loc.pack);
+  }
+
+  /**
+   * Before reading chunks `ids` of snapshots listed at `since`: when the listings place one of
+   * them nowhere, list again (relist), once for this reader; what is still not placed after that
+   * is damage, which reading it reports.
+   */
+  async place(ids: Iterable<Uint8Array>, since: number, signal?: AbortSignal): Promise<void> {
+    if (this.relisted) return;
+    for (const id of ids) {
+      if (!this.unlisted(id)) continue;
+      this.relisted = true;
+      await this.relist(since, signal);
+      return;
+    }
   }
 
   /** Where chunk `id` is; a corrupt error naming `what` when no index or no pack has it. */

@@ -57,7 +57,11 @@ const ORPHAN_GRACE_MS = 7 * 86_400_000;
 /** Spooled bytes not yet on Drive at which a writer waits (the disk is not filled with a whole backup). */
 const MAX_QUEUED = 64 << 20;
 
-/** How long after its lock prune lists again before deleting (BACKUPCTL_DRIVE_LIST_SETTLE_MS shortens it). */
+/**
+ * How long Drive's listings may lag behind its writes: prune lists again this long after its lock
+ * before deleting, and a listing taken this long after a snapshot was listed shows its index files
+ * (RepoReader.relist). BACKUPCTL_DRIVE_LIST_SETTLE_MS shortens it.
+ */
 const listSettleMs = () => testableMs('BACKUPCTL_DRIVE_LIST_SETTLE_MS', 10_000);
 
 /** The upload chunk (BACKUPCTL_DRIVE_CHUNK_SIZE for tests: a multiple of 256 KiB). */
@@ -91,6 +95,7 @@ const FREE_LOCKS = 'free-locks/';
 
 export class DriveStore implements Store {
   readonly orphanGraceMs = ORPHAN_GRACE_MS;
+  readonly listingLagMs = listSettleMs();
   private client: Promise<DriveClient> | null = null;
   private readonly cache: DriveCache;
   private readonly outbox: Outbox;
@@ -268,6 +273,21 @@ export class DriveStore implements Store {
       out.push({ path, size: f.size, mtimeMs: Date.parse(f.createdTime) || Date.now() });
     }
     return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+  }
+
+  /**
+   * One more listing of Drive; only the files it adds under `dir` join this run's (the other
+   * folders stay as first listed: prune compares snapshots and locks with that listing).
+   */
+  async listAgain(dir: string): Promise<StoredFile[]> {
+    this.rethrow();
+    const root = await this.root(false);
+    if (root) {
+      const m = await this.mapFor(`${dir}/`);
+      const listed = DriveStore.group(await listRepo(await this.drive(), this.spec.space, root, dir === 'data' ? 'pack' : 'meta'));
+      for (const [path, copies] of listed) if (path.startsWith(`${dir}/`) && !m.has(path)) m.set(path, copies);
+    }
+    return this.list(dir);
   }
 
   /**
@@ -511,7 +531,7 @@ export class DriveStore implements Store {
   private async confirmBeforeDeleting(): Promise<void> {
     if (this.exclusiveSince === null || this.confirmed) return;
     const first = this.meta ?? (await this.metaMap());
-    const wait = this.exclusiveSince + listSettleMs() - Date.now();
+    const wait = this.exclusiveSince + this.listingLagMs - Date.now();
     if (wait > 0) await sleep(wait, (await this.drive()).signal);
     const root = (await this.root(false))!;
     const again = await listRepo(await this.drive(), this.spec.space, root, 'meta');

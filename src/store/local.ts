@@ -63,6 +63,11 @@ export class LocalStore implements Store {
     return this.walk(dir, false);
   }
 
+  /** Every listing is a new one. */
+  listAgain(dir: string): Promise<StoredFile[]> {
+    return this.list(dir);
+  }
+
   leftovers(dir: string): Promise<StoredFile[]> {
     return this.walk(dir, true);
   }

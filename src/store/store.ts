@@ -20,6 +20,16 @@ export interface Store {
    * leftovers of writes that were killed are listed apart by `leftovers`.
    */
   list(dir: string): Promise<StoredFile[]>;
+  /**
+   * The same from a new listing, for a store that lists once and remembers (Drive): the files it
+   * adds under `dir` join what this run had listed, of `dir` only.
+   */
+  listAgain(dir: string): Promise<StoredFile[]>;
+  /**
+   * How long a listing may leave out a file written before it began (Drive's listings lag behind
+   * its writes; none: a listing shows every file written before it).
+   */
+  readonly listingLagMs?: number;
   /** Temporary files of writes that never finished (to be removed by prune). */
   leftovers(dir: string): Promise<StoredFile[]>;
   /** A whole file; a missing one is an exit-5 "missing" error naming it. */

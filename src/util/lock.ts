@@ -4,8 +4,8 @@
 // whose owner is certainly gone (owner.ts) is replaced atomically (rename) while holding
 // TARGET.lock.break, after reading it again, so two runs never both take it over; and a run
 // releases only a lock that still holds its own token.
-import { link, open, readFile, rename, unlink } from 'node:fs/promises';
-import { readFileSync, unlinkSync } from 'node:fs';
+import { link, open, rename, unlink } from 'node:fs/promises';
+import { closeSync, constants, fstatSync, openSync, readSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { ourselves, ownerGone, pidAlive, type Owner } from './owner.js';
@@ -24,6 +24,9 @@ const POLL_MS = 20;
 /** How long a run waits for another to finish breaking a stale lock (it takes microseconds). */
 const BREAK_WAIT_MS = 2000;
 
+/** The files a lock on `target` uses: the lock, and the one that serialises breaking it. */
+export const lockFiles = (target: string) => ({ lock: `${target}.lock`, breaker: `${target}.lock.break` });
+
 const lockText = (o: Owner, token: string) => `backupctl-lock 1 host=${o.host} pid=${o.pid} start=${o.start ?? '-'} token=${token}\n`;
 
 /**
@@ -38,6 +41,36 @@ export function parseLock(text: string): Owner | null {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A lock is one short line: anything longer is not one. */
+const MAX_LOCK_BYTES = 4096;
+
+/**
+ * The lock file at `path` and its owner's uid (-1: a link or not a regular file), or null when
+ * there is none. Read without following a link or waiting on a FIFO (a link to /dev/zero would be
+ * read without end), and only while a lock's size: anything else, and what cannot be read, has
+ * the text '', which holds.
+ */
+function readLock(path: string): { text: string; uid: number } | null {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' || code === 'ENOTDIR' ? null : { text: '', uid: -1 };
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { text: '', uid: -1 }; // nobody's lock
+    if (st.size > MAX_LOCK_BYTES) return { text: '', uid: st.uid };
+    const buf = Buffer.alloc(st.size);
+    return { text: buf.subarray(0, readSync(fd, buf, 0, st.size, 0)).toString('utf8'), uid: st.uid };
+  } catch {
+    return { text: '', uid: -1 };
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Create `path` holding `text` (O_EXCL, 0600), synced so a crash cannot leave it empty. */
 async function writeNew(path: string, text: string): Promise<void> {
@@ -58,7 +91,7 @@ function held(lockPath: string, text: string): Lock {
     process.off('exit', release);
     try {
       // Only our own lock: a path alone could name a lock another run holds by now.
-      if (readFileSync(lockPath, 'utf8') === text) unlinkSync(lockPath);
+      if (readLock(lockPath)?.text === text) unlinkSync(lockPath);
     } catch {
       /* already gone */
     }
@@ -74,11 +107,11 @@ function lockedError(what: string, path: string, holder: Owner | null): Backupct
 }
 
 /**
- * Replace the stale lock at `lockPath` (read as `stale`) with `ours` (a complete file, renamed
+ * Replace `target`'s stale lock (read as `stale`) with `ours` (a complete file, renamed
  * into place). Returns false when the lock changed meanwhile or another run is breaking it.
  */
-async function takeOver(lockPath: string, stale: string, ours: string, what: string): Promise<boolean> {
-  const breakPath = `${lockPath}.break`;
+async function takeOver(target: string, stale: string, ours: string, what: string): Promise<boolean> {
+  const { lock: lockPath, breaker: breakPath } = lockFiles(target);
   const me = ourselves();
   const deadline = Date.now() + BREAK_WAIT_MS;
   for (;;) {
@@ -87,14 +120,14 @@ async function takeOver(lockPath: string, stale: string, ours: string, what: str
       break;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw ioError(err, breakPath, 'create lock file');
-      const breaker = parseLock(await readFile(breakPath, 'utf8').catch(() => ''));
+      const breaker = parseLock(readLock(breakPath)?.text ?? '');
       // A run died in the microseconds it held this: never guess, ask the user.
       if ((breaker && ownerGone(breaker)) || Date.now() > deadline) throw lockedError(what, breakPath, null);
       await sleep(POLL_MS);
     }
   }
   try {
-    if ((await readFile(lockPath, 'utf8').catch(() => null)) !== stale) return false;
+    if (readLock(lockPath)?.text !== stale) return false;
     await rename(ours, lockPath);
     return true;
   } finally {
@@ -103,11 +136,26 @@ async function takeOver(lockPath: string, stale: string, ours: string, what: str
 }
 
 /**
+ * Whether a run of this user that may be alive holds `target`'s lock, which is not taken: the
+ * error acquireLock would end in, naming `what`, or null when there is no lock or its owner is
+ * certainly gone. As there, a lock that cannot be read is held; but only a regular file of this
+ * user counts: another user's run cannot write where this user's restore goes, and must not hold
+ * it up (a file planted in /tmp).
+ */
+export function lockHeld(target: string, what: string): BackupctlError | null {
+  const path = lockFiles(target).lock;
+  const l = readLock(path);
+  if (!l || (process.getuid && l.uid !== process.getuid())) return null;
+  const holder = parseLock(l.text);
+  return holder && ownerGone(holder) ? null : lockedError(what, path, holder);
+}
+
+/**
  * An exclusive lock on `target` via `target.lock`. A live holder is a clear "locked" error
  * (exit 9), after `waitMs`; a holder certainly gone is replaced.
  */
 export async function acquireLock(target: string, what: string, opts: LockOptions = {}): Promise<Lock> {
-  const lockPath = `${target}.lock`;
+  const lockPath = lockFiles(target).lock;
   const text = lockText(ourselves(), randomBytes(16).toString('hex'));
   const tmp = tempNameFor(target);
   try {
@@ -133,11 +181,11 @@ export async function acquireLock(target: string, what: string, opts: LockOption
           }
         } else if (code !== 'EEXIST') throw ioError(err, lockPath, 'create lock file');
       }
-      const current = await readFile(lockPath, 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : ''));
+      const current = readLock(lockPath)?.text ?? null;
       if (current === null) continue; // released meanwhile
       const holder = parseLock(current);
       if (holder && ownerGone(holder)) {
-        if (await takeOver(lockPath, current, tmp, what)) return held(lockPath, text);
+        if (await takeOver(target, current, tmp, what)) return held(lockPath, text);
         continue;
       }
       if (Date.now() >= deadline) throw lockedError(what, lockPath, holder);

@@ -7,12 +7,34 @@ import { createReadStream, existsSync, rmSync, rmdirSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { generateExport } from '../../fixtures/generate-export.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(ROOT, 'bin/backupctl.js');
 export const MB = 1e6;
 const TIME = '/usr/bin/time';
+
+/**
+ * The command line of a bench script: --help (-h) prints `usage` and exits 0; an option parseArgs
+ * refuses (unknown, missing its value, a stray argument) is one line on stderr and exit 2, not
+ * parseArgs's stack trace.
+ */
+export function parseCommandLine(script, options, usage) {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { ...options, help: { type: 'boolean', short: 'h', default: false } } }));
+  } catch (e) {
+    if (!String(e.code).startsWith('ERR_PARSE_ARGS_')) throw e;
+    process.stderr.write(`${script}: ${e.message.split('. ')[0]} (see --help)\n`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stdout.write(usage);
+    process.exit(0);
+  }
+  return values;
+}
 
 export const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
 export const have = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;

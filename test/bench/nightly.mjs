@@ -16,10 +16,9 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { generateNight, parseSize } from '../../fixtures/generate-export.mjs';
 import { benchDrive, printDrive } from './drive.mjs';
-import { MB, ROOT, backupctl, compareTrees, createBench, digestTree, du, fmtBytes, fmtMB, fmtS, have, median, q, table } from './lib.mjs';
+import { MB, ROOT, backupctl, compareTrees, createBench, digestTree, du, fmtBytes, fmtMB, fmtS, have, median, parseCommandLine, q, table } from './lib.mjs';
 
 /** The scenario's options, shared with run.mjs's. */
 export const nightlyOptions = {
@@ -28,6 +27,13 @@ export const nightlyOptions = {
   tools: { type: 'string', default: 'backupctl,restic,borg' },
   'drive-nights': { type: 'string', default: '3' },
 };
+
+/** The --help lines of nightlyOptions, shared with run.mjs's. */
+export const nightlyUsage =
+  '  --nights        nights of changes after the first backup (default 30)\n' +
+  '  --tools         tools in the nightly scenario (default backupctl,restic,borg)\n' +
+  '  --drive-nights  nights of the nightly scenario also backed up to the Drive fake, after a\n' +
+  '                  first backup and a night with nothing changed (0 = skip; default 3)\n';
 
 /**
  * How each tool initialises a repository, backs up (snapshot number `n`) and restores the latest
@@ -269,17 +275,24 @@ export function printNightly(r) {
 }
 
 async function main() {
-  const { values: opt } = parseArgs({
-    options: {
-      ...nightlyOptions,
-      size: { type: 'string' }, // the same as --nightly, as run alone
-      entries: { type: 'string', default: '100000' },
-      json: { type: 'string' },
-      data: { type: 'string', default: path.join(ROOT, 'bench-data') },
-      keep: { type: 'boolean', default: false },
-      'no-install': { type: 'boolean', default: false },
-    },
-  });
+  const usage =
+    'usage: node test/bench/nightly.mjs [--size 1G] [--nights N] [--entries N] [--drive-nights N]\n' +
+    '                                   [--tools LIST] [--json FILE] [--data DIR] [--keep] [--no-install]\n' +
+    '  --size          export size, K/M/G = powers of 1000 (default 1G; --nightly is the same)\n' +
+    nightlyUsage +
+    '  --entries       tiny files for the peak-RSS profile (0 = skip; default 100000)\n' +
+    '  --json FILE     also write the results as JSON\n' +
+    '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
+    '  --no-install    do not apt-get install time / restic / borgbackup when they are missing\n';
+  const opt = parseCommandLine('nightly.mjs', {
+    ...nightlyOptions,
+    size: { type: 'string' }, // the same as --nightly, as run alone
+    entries: { type: 'string', default: '100000' },
+    json: { type: 'string' },
+    data: { type: 'string', default: path.join(ROOT, 'bench-data') },
+    keep: { type: 'boolean', default: false },
+    'no-install': { type: 'boolean', default: false },
+  }, usage);
   const bench = createBench({ data: opt.data, keep: opt.keep, noInstall: opt['no-install'] });
   bench.run(async () => {
     const params = nightlyParams({ size: opt.size ?? opt.nightly, nights: opt.nights, entries: opt.entries, tools: opt.tools, driveNights: opt['drive-nights'] });

@@ -15,44 +15,35 @@ import { spawnSync } from 'node:child_process';
 import { mkdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { parseSize } from '../../fixtures/generate-export.mjs';
-import { ROOT, MB, backupctl, compareTrees, createBench, digestTree, fmtMB, fmtS, have, median, node, q, table } from './lib.mjs';
-import { benchNightly, nightlyOptions, nightlyParams, printNightly } from './nightly.mjs';
+import { ROOT, MB, backupctl, compareTrees, createBench, digestTree, fmtMB, fmtS, have, median, node, parseCommandLine, q, table } from './lib.mjs';
+import { benchNightly, nightlyOptions, nightlyParams, nightlyUsage, printNightly } from './nightly.mjs';
 
-const { values: opt } = parseArgs({
-  options: {
-    size: { type: 'string', default: '1G' },
-    runs: { type: 'string', default: '5' },
-    json: { type: 'string' },
-    entries: { type: 'string', default: '100000' },
-    'startup-runs': { type: 'string', default: '10' },
-    ...nightlyOptions,
-    data: { type: 'string', default: path.join(ROOT, 'bench-data') },
-    keep: { type: 'boolean', default: false },
-    'no-install': { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-if (opt.help) {
-  process.stdout.write(
-    'usage: node test/bench/run.mjs [--size 1G[,4G]] [--runs N] [--json FILE] [--entries N]\n' +
-    '                               [--startup-runs N] [--nightly SIZE] [--nights N] [--tools LIST]\n' +
-    '                               [--drive-nights N] [--data DIR] [--keep] [--no-install]\n' +
-    '  --size          export size(s) to measure, K/M/G = powers of 1000 (default 1G)\n' +
-    '  --runs          timed runs of each operation, alternating with the baselines (default 5)\n' +
-    '  --entries       tiny files for the memory-per-index-entry measurement and the nightly\n' +
-    '                  scenario\'s peak RSS (0 = skip both; default 100000)\n' +
-    '  --nightly       export size for the nightly repository scenario (0 = skip; default 1G)\n' +
-    '  --nights        nights of changes after the first backup (default 30)\n' +
-    '  --tools         tools in the nightly scenario (default backupctl,restic,borg)\n' +
-    '  --drive-nights  nights of the nightly scenario also backed up to the Drive fake, after a\n' +
-    '                  first backup and a night with nothing changed (0 = skip; default 3)\n' +
-    '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
-    '  --no-install    do not apt-get install age / time / restic / borgbackup when they are missing\n',
-  );
-  process.exit(0);
-}
+const usage =
+  'usage: node test/bench/run.mjs [--size 1G[,4G]] [--runs N] [--json FILE] [--entries N]\n' +
+  '                               [--startup-runs N] [--nightly SIZE] [--nights N] [--tools LIST]\n' +
+  '                               [--drive-nights N] [--data DIR] [--keep] [--no-install]\n' +
+  '  --size          export size(s) to measure, K/M/G = powers of 1000 (default 1G)\n' +
+  '  --runs          timed runs of each operation, alternating with the baselines (default 5)\n' +
+  '  --json FILE     also write the results as JSON\n' +
+  '  --entries       tiny files for the memory-per-index-entry measurement and the nightly\n' +
+  '                  scenario\'s peak RSS (0 = skip both; default 100000)\n' +
+  '  --startup-runs  runs of each startup measurement (default 10)\n' +
+  '  --nightly       export size for the nightly repository scenario (0 = skip; default 1G)\n' +
+  nightlyUsage +
+  '  --data          working directory (default bench-data/); removed at the end unless --keep\n' +
+  '  --no-install    do not apt-get install age / time / restic / borgbackup when they are missing\n';
+const opt = parseCommandLine('run.mjs', {
+  size: { type: 'string', default: '1G' },
+  runs: { type: 'string', default: '5' },
+  json: { type: 'string' },
+  entries: { type: 'string', default: '100000' },
+  'startup-runs': { type: 'string', default: '10' },
+  ...nightlyOptions,
+  data: { type: 'string', default: path.join(ROOT, 'bench-data') },
+  keep: { type: 'boolean', default: false },
+  'no-install': { type: 'boolean', default: false },
+}, usage);
 
 const RUNS = Math.max(1, Number(opt.runs));
 const bench = createBench({ data: opt.data, keep: opt.keep, noInstall: opt['no-install'] });

@@ -188,6 +188,36 @@ describe('npm run bench (tiny run)', () => {
   });
 });
 
+describe('the bench scripts\' command lines', () => {
+  const scripts = {
+    'run.mjs': ['--size', '--runs', '--json', '--entries', '--startup-runs', '--nightly', '--nights', '--tools', '--drive-nights', '--data', '--keep', '--no-install'],
+    'nightly.mjs': ['--size', '--nights', '--entries', '--drive-nights', '--tools', '--json', '--data', '--keep', '--no-install'],
+  };
+  const bench = (script: string, ...args: string[]) => execa(process.execPath, [`test/bench/${script}`, ...args], { cwd: root, reject: false });
+
+  for (const [script, options] of Object.entries(scripts)) {
+    it(`${script} --help prints its usage with every option and exits 0`, async () => {
+      for (const help of ['--help', '-h']) {
+        const r = await bench(script, help);
+        expect([r.exitCode, r.stderr]).toEqual([0, '']);
+        expect(r.stdout.split('\n')[0]).toMatch(new RegExp(`^usage: node test/bench/${script.replace('.', '\\.')} `));
+        for (const o of options) expect(r.stdout).toContain(o);
+      }
+    });
+
+    it(`${script} says in one line what is wrong with its command line and exits 2, without a stack trace`, async () => {
+      for (const [args, line] of [
+        [['--bogus'], "Unknown option '--bogus'"],
+        [['--nights'], "Option '--nights <value>' argument missing"],
+        [['stray'], "Unexpected argument 'stray'"],
+      ] as const) {
+        const r = await bench(script, ...args);
+        expect([r.exitCode, r.stdout, r.stderr]).toEqual([2, '', `${script}: ${line} (see --help)`]);
+      }
+    });
+  }
+});
+
 describe('fixtures/generate-export.mjs', () => {
   it('regenerates the committed sample export byte for byte (git keeps no empty folders)', async () => {
     const out = await mkdtemp(path.join(tmpdir(), 'backupctl-sample-'));

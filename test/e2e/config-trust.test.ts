@@ -2,30 +2,20 @@
 // be the user's own, real (not symbolic links) and not writable by others, and so must every
 // directory above them (util/strict-modes.ts); and every entry is checked when the config is
 // loaded (config-schema.ts), by every command and by doctor alike.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { chmod, chown, mkdir, readFile, rename, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { STACK_TRACE, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli } from '../support/cli.js';
+import { STACK_TRACE, onlyJson, runCli } from '../support/cli.js';
+import { archiveHome } from '../support/home.js';
 
-let home: string;
-let configDir: string;
-let cleanup: () => Promise<void>;
-let src: string;
-const cli = (args: string[], o: { env?: Record<string, string> } = {}) => runCli(args, { configDir, ...o });
-const cfgPath = () => join(configDir, 'config.json');
+const fx = archiveHome('backupctl-trust-e2e-', { label: 'paper', perTest: true, archive: false });
+const cli = (args: string[], o: { env?: Record<string, string> } = {}) => runCli(args, { configDir: fx.configDir, ...o });
+const cfgPath = () => join(fx.configDir, 'config.json');
 const OTHER_UID = 4242;
-
-beforeEach(async () => {
-  ({ home, configDir, cleanup } = await makeHome('backupctl-trust-e2e-'));
-  await newRecoveryCode(configDir, join(home, 'code.txt'), 'paper');
-  src = join(home, 'export');
-  await makeExportTree(src);
-});
-afterEach(() => cleanup());
 
 /** create, recovery-code list and doctor all refuse (doctor as a problem), with the same reason. */
 async function expectRefused(reason: RegExp, o: { env?: Record<string, string> } = {}) {
-  for (const args of [['create', src, '-o', join(home, 'a.bkp')], ['recovery-code', 'list'], ['recovery-code', 'new']]) {
+  for (const args of [['create', fx.src, '-o', join(fx.home, 'a.bkp')], ['recovery-code', 'list'], ['recovery-code', 'new']]) {
     const r = await cli(args, o);
     expect(r.exitCode, `${args[0]}: ${r.stderr}`).toBe(8);
     expect(r.stderr).toMatch(new RegExp(`^backupctl: refusing to use ${reason.source}\n$`));
@@ -41,27 +31,27 @@ describe.runIf(process.platform !== 'win32' && process.getuid?.() === 0)('config
     await chown(cfgPath(), OTHER_UID, OTHER_UID);
     await expectRefused(/.*config\.json: it belongs to uid 4242, not to you \(uid 0\); whoever owns it decides who your backups are encrypted to/);
     await chown(cfgPath(), 0, 0);
-    await chown(configDir, OTHER_UID, OTHER_UID);
+    await chown(fx.configDir, OTHER_UID, OTHER_UID);
     await expectRefused(/.*config: it belongs to uid 4242, not to you \(uid 0\).*/);
   });
 
   it('a config file or directory that is a symbolic link is refused, even to a file of ours', async () => {
-    await rename(cfgPath(), join(home, 'elsewhere.json'));
-    await symlink(join(home, 'elsewhere.json'), cfgPath());
+    await rename(cfgPath(), join(fx.home, 'elsewhere.json'));
+    await symlink(join(fx.home, 'elsewhere.json'), cfgPath());
     await expectRefused(/.*config\.json: it is a symbolic link; the config file must be a real file of yours/);
 
-    const real = join(home, 'real-config');
-    await rename(configDir, real);
-    await symlink(real, configDir);
+    const real = join(fx.home, 'real-config');
+    await rename(fx.configDir, real);
+    await symlink(real, fx.configDir);
     await expectRefused(/.*config: it is a symbolic link; the config directory must be a real directory of yours/);
   });
 
   it('a group-writable directory above the config, or one owned by another user, is refused', async () => {
     // The config inside HOME: directories up to HOME count, HOME included.
-    const homeDir = join(home, 'user');
+    const homeDir = join(fx.home, 'user');
     const dir = join(homeDir, '.config', 'backupctl');
     await mkdir(join(homeDir, '.config'), { recursive: true, mode: 0o700 });
-    await rename(configDir, dir);
+    await rename(fx.configDir, dir);
     const env = { HOME: homeDir, BACKUPCTL_CONFIG_DIR: dir };
     expect((await cli(['recovery-code', 'list'], { env })).exitCode).toBe(0);
     await chmod(join(homeDir, '.config'), 0o775);
@@ -74,18 +64,18 @@ describe.runIf(process.platform !== 'win32' && process.getuid?.() === 0)('config
     await expectRefused(new RegExp(`the config in ${dir}: ${join(homeDir, '.config')} above it belongs to uid 4242, neither you nor root, who could replace the config`), { env });
     await chown(join(homeDir, '.config'), 0, 0);
     // Above HOME nothing is checked (as ssh): a loose directory there does not matter.
-    await chmod(home, 0o777);
+    await chmod(fx.home, 0o777);
     expect((await cli(['recovery-code', 'list'], { env })).exitCode).toBe(0);
-    await chmod(home, 0o700);
+    await chmod(fx.home, 0o700);
   });
 
   it('outside HOME every directory up to / counts; a sticky one is accepted only if root owns it', async () => {
-    const shared = join(home, 'shared');
+    const shared = join(fx.home, 'shared');
     await mkdir(shared);
     await chmod(shared, 0o1777); // like /tmp, owned by root: accepted
     const dir = join(shared, 'cfg');
-    await rename(configDir, dir);
-    const env = { BACKUPCTL_CONFIG_DIR: dir, HOME: join(home, 'nohome') };
+    await rename(fx.configDir, dir);
+    const env = { BACKUPCTL_CONFIG_DIR: dir, HOME: join(fx.home, 'nohome') };
     expect((await cli(['recovery-code', 'list'], { env })).exitCode).toBe(0);
     await chown(shared, OTHER_UID, OTHER_UID); // sticky, but its owner may do as they like in it
     await expectRefused(new RegExp(`the config in ${dir}: ${shared} above it belongs to uid 4242, neither you nor root.*`), { env });
@@ -95,14 +85,14 @@ describe.runIf(process.platform !== 'win32' && process.getuid?.() === 0)('config
   });
 
   it('a config directory still to be made under an untrusted directory is refused, and not made', async () => {
-    const loose = join(home, 'loose');
+    const loose = join(fx.home, 'loose');
     await mkdir(loose);
     await chmod(loose, 0o777);
     const dir = join(loose, 'backupctl');
-    const r = await cli(['recovery-code', 'new', '--output', join(home, 'c2.txt')], { env: { BACKUPCTL_CONFIG_DIR: dir, HOME: join(home, 'nohome') } });
+    const r = await cli(['recovery-code', 'new', '--output', join(fx.home, 'c2.txt')], { env: { BACKUPCTL_CONFIG_DIR: dir, HOME: join(fx.home, 'nohome') } });
     expect(r.exitCode).toBe(8);
     expect(r.stderr).toMatch(/above it is writable by group or others \(mode 777\)/);
-    await expect(readFile(join(home, 'c2.txt'))).rejects.toThrow(/ENOENT/);
+    await expect(readFile(join(fx.home, 'c2.txt'))).rejects.toThrow(/ENOENT/);
     await expect(readFile(dir)).rejects.toThrow(/ENOENT/);
   });
 });
@@ -125,7 +115,7 @@ describe('config entries are checked when loaded', () => {
       await writeFile(cfgPath(), JSON.stringify(cfg));
       const label = typeof cfg.recipients[0]!.label === 'string' ? ` ("${(cfg.recipients[0]!.label as string).replace('\n', '\\n')}")` : '';
       const line = `${cfgPath()}: recipients entry 1${label} ${why}; repair it (or restore a copy)`;
-      const r = await cli(['create', src, '-o', join(home, 'a.bkp')]);
+      const r = await cli(['create', fx.src, '-o', join(fx.home, 'a.bkp')]);
       expect(r.exitCode).toBe(6);
       expect(r.stderr).toBe(`backupctl: ${line}\n`);
       const d = onlyJson<{ problems: Array<{ problem: string }> }>(await cli(['doctor', '--json']));

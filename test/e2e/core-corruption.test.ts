@@ -2,20 +2,18 @@
 // no stack trace, and the restore target left exactly as it was. Offsets inside the payload
 // (where the index or one file lives) are found with the library and the code, as an attacker
 // who knows the format could; the CLI under test gets only the damaged file.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TAG_LEN } from '../../src/archive/format.js';
 import type { IndexEntry } from '../../src/archive/entries.js';
 import { mapArchive } from '../support/archive-map.js';
-import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, onlyJson, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, exists, onlyJson, runCli, snapshot } from '../support/cli.js';
+import { archiveHome } from '../support/home.js';
 
 const SEG = 4096; // small segments, so the payload has hundreds of them
 
-let home: string;
-let configDir: string;
-let cleanup: () => Promise<void>;
-let rc: RecoveryCode;
+const fx = archiveHome('backupctl-core-dmg-', { createArgs: ['--segment-size', String(SEG)] });
 let good: Buffer;
 /** Where things are in `good`. */
 let layout: { headerLength: number; jsonStart: number; macStart: number; segments: number; sealed: number; index: IndexEntry[]; indexOffset: number; plainSize: number };
@@ -31,14 +29,8 @@ function flip(buf: Buffer, at: number): Buffer {
 }
 
 beforeAll(async () => {
-  ({ home, configDir, cleanup } = await makeHome('backupctl-core-dmg-'));
-  rc = await newRecoveryCode(configDir, join(home, 'code.txt'));
-  await makeExportTree(join(home, 'export'));
-  const path = join(home, 'good.bkp');
-  const r = await runCli(['create', join(home, 'export'), '-o', path, '--segment-size', String(SEG)], { configDir });
-  expect(r.exitCode, r.stderr).toBe(0);
-  good = await readFile(path);
-  const m = await mapArchive(path, rc.code);
+  good = await readFile(fx.archive);
+  const m = await mapArchive(fx.archive, fx.rc.code);
   layout = {
     headerLength: m.headerLength,
     jsonStart: 14,
@@ -51,7 +43,6 @@ beforeAll(async () => {
   };
   expect(layout.segments).toBeGreaterThan(100);
 });
-afterAll(() => cleanup());
 
 /** File offset of the `skip`-th character after `key` in the header JSON. */
 function inJson(key: string, skip: number): number {
@@ -104,14 +95,14 @@ function expectCorrupt(r: { exitCode: number; stdout: string; stderr: string }, 
 describe('damage at many offsets: exit 5, one line, DIR unchanged', () => {
   it.each(damages())('%s', async (name, make) => {
     const slug = name.replace(/\W+/g, '-');
-    const file = join(home, `${slug}.bkp`);
+    const file = join(fx.home, `${slug}.bkp`);
     await writeFile(file, make());
-    const code = ['--recovery-code-file', rc.file];
-    const absent = join(home, `absent-${slug}`);
+    const code = ['--recovery-code-file', fx.rc.file];
+    const absent = join(fx.home, `absent-${slug}`);
     // One DIR with content for the file and one for standard input: a restore holds its DIR, so
     // two into the same one at once would meet each other's lock (exit 9), not the damage.
-    const full = join(home, `full-${slug}`);
-    const fullStdin = join(home, `full-stdin-${slug}`);
+    const full = join(fx.home, `full-${slug}`);
+    const fullStdin = join(fx.home, `full-stdin-${slug}`);
     for (const dir of [full, fullStdin]) {
       await mkdir(join(dir, 'Media'), { recursive: true });
       await writeFile(join(dir, 'Media', 'mine.txt'), 'keep me\n');
@@ -122,10 +113,10 @@ describe('damage at many offsets: exit 5, one line, DIR unchanged', () => {
     // Independent runs, started together (two cores): into a DIR that does not exist, into one
     // with content from the file and from standard input (the streaming path), and verify.
     const runs = await Promise.all([
-      runCli(['restore', file, '-d', absent, ...code], { configDir }),
-      runCli(['restore', file, '-d', full, ...code], { configDir }),
-      runCli(['restore', '-', '-d', fullStdin, ...code], { configDir, inputFile: file }),
-      runCli(['verify', file, ...code], { configDir }),
+      runCli(['restore', file, '-d', absent, ...code], { configDir: fx.configDir }),
+      runCli(['restore', file, '-d', full, ...code], { configDir: fx.configDir }),
+      runCli(['restore', '-', '-d', fullStdin, ...code], { configDir: fx.configDir, inputFile: file }),
+      runCli(['verify', file, ...code], { configDir: fx.configDir }),
     ]);
     runs.forEach((r, i) => expectCorrupt(r, `${name} (${['new DIR', 'existing DIR', 'stdin', 'verify'][i]})`));
     expect(await exists(absent), name).toBe(false);
@@ -139,29 +130,29 @@ describe('verify names what is damaged', () => {
     const video = layout.index.find((e) => e.path.endsWith('.mp4'))!;
     // A byte well inside the video's content, in a segment no other entry touches.
     const at = video.offset + Math.floor(video.length / 2);
-    const file = join(home, 'video-damaged.bkp');
+    const file = join(fx.home, 'video-damaged.bkp');
     await writeFile(file, flip(good, fileOffset(at)));
-    const code = ['--recovery-code-file', rc.file];
+    const code = ['--recovery-code-file', fx.rc.file];
 
-    const r = await runCli(['verify', file, ...code], { configDir });
+    const r = await runCli(['verify', file, ...code], { configDir: fx.configDir });
     expectCorrupt(r, 'verify');
     expect(r.stderr).toContain(`affected: ${video.path}`);
     expect(r.stderr).toMatch(new RegExp(`segment ${Math.floor(at / SEG)}\\b`));
 
-    const j = await runCli(['verify', '--json', file, ...code], { configDir });
+    const j = await runCli(['verify', '--json', file, ...code], { configDir: fx.configDir });
     expect(j.exitCode).toBe(5);
     const o = onlyJson<{ ok: boolean; error: { exitCode: number; kind: string; affectedFiles: string[]; damagedSegments: number[] } }>(j);
     expect(o.ok).toBe(false);
     expect(o.error).toMatchObject({ exitCode: 5, kind: 'corrupt', affectedFiles: [video.path], damagedSegments: [Math.floor(at / SEG)] });
 
     // Other files are still intact and restorable on their own.
-    const dest = join(home, 'partial-ok');
-    const ok = await runCli(['restore', file, '-d', dest, '--only', '_chat.txt', ...code], { configDir });
+    const dest = join(fx.home, 'partial-ok');
+    const ok = await runCli(['restore', file, '-d', dest, '--only', '_chat.txt', ...code], { configDir: fx.configDir });
     expect(ok.exitCode, ok.stderr).toBe(0);
-    expect(await readFile(join(dest, '_chat.txt'))).toEqual(await readFile(join(home, 'export', '_chat.txt')));
+    expect(await readFile(join(dest, '_chat.txt'))).toEqual(await readFile(join(fx.src, '_chat.txt')));
     // ...but not the damaged one.
-    expectCorrupt(await runCli(['restore', file, '-d', join(home, 'partial-bad'), '--only', video.path, ...code], { configDir }), 'restore damaged file');
-    expect(await exists(join(home, 'partial-bad'))).toBe(false);
+    expectCorrupt(await runCli(['restore', file, '-d', join(fx.home, 'partial-bad'), '--only', video.path, ...code], { configDir: fx.configDir }), 'restore damaged file');
+    expect(await exists(join(fx.home, 'partial-bad'))).toBe(false);
   });
 
   it('damage spanning two files names both', async () => {
@@ -169,9 +160,9 @@ describe('verify names what is damaged', () => {
     const i = layout.index.findIndex((e, k) => k > 0 && Math.floor(e.offset / SEG) === Math.floor((e.offset - 1) / SEG) && layout.index[k - 1]!.length > 64);
     const [a, b] = [layout.index[i - 1]!, layout.index[i]!];
     const seg = Math.floor(b.offset / SEG);
-    const file = join(home, 'two-damaged.bkp');
+    const file = join(fx.home, 'two-damaged.bkp');
     await writeFile(file, flip(good, segStart(seg) + 5));
-    const j = await runCli(['verify', '--json', file, '--recovery-code-file', rc.file], { configDir });
+    const j = await runCli(['verify', '--json', file, '--recovery-code-file', fx.rc.file], { configDir: fx.configDir });
     const o = onlyJson<{ error: { affectedFiles: string[] } }>(j);
     expect(o.error.affectedFiles).toEqual(expect.arrayContaining([a.path, b.path]));
   });

@@ -279,6 +279,42 @@ describe('repository on Google Drive', () => {
     await restoresAll();
   });
 
+  it('index files and packs Drive did not list yet are no damage: verify, restore and prune list again after the settle time, find them and go on', async () => {
+    const under = (dir: string) => [...fake.files.values()].filter((f) => f.appProperties.backupctlPath?.startsWith(dir));
+    const before = new Set(under('').map((f) => f.id));
+    await writeFile(join(src, 'Media', 'IMG-unlisted.jpg'), randomBytes(100_000));
+    const b = await backup();
+    const fresh = under('index/').filter((f) => !before.has(f.id));
+    const packs = under('data/').filter((f) => !before.has(f.id) && !f.appProperties.backupctlPath!.endsWith('/'));
+    expect(Math.min(fresh.length, packs.length)).toBeGreaterThan(0);
+    // Left out of the listings a run takes before it reads the index (verify: one; prune: the one
+    // that finds the keys file and the one after its lock), as if just written.
+    const hide = (listings: number) => fresh.forEach((f) => fake.hideFromListings(f.id, listings));
+    hide(1);
+    const v = await runCli(['--json', 'verify', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+    expect(v.exitCode, v.stdout + v.stderr).toBe(0);
+    expect(onlyJson(v)).toMatchObject({ ok: true, damaged: [], affected: [], listedLate: { index: fresh.length, packs: 0 } });
+    hide(1);
+    const data = await runCli(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+    expect(data.exitCode, data.stdout + data.stderr).toBe(0);
+    expect(data.stderr).toContain(`note: ${fresh.length} index file(s) of a backup that had just finished were listed only the second time, and verified\n`);
+    // The packs, left out of the listing of data/ (index files listed): not "missing" either.
+    packs.forEach((f) => fake.hideFromListings(f.id, 1));
+    const vp = await runCli(['--json', 'verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+    expect(vp.exitCode, vp.stdout + vp.stderr).toBe(0);
+    expect(onlyJson(vp)).toMatchObject({ ok: true, damaged: [], affected: [], listedLate: { index: 0, packs: packs.length } });
+    hide(1);
+    const dest = join(home, 'restored-unlisted');
+    const r = await runCli(['restore', '--repo', REPO, 'latest', '-d', dest, '--recovery-code-file', rc.file], opts());
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await snapshot(dest)).toEqual(expected.get(b.snapshot));
+    hide(2);
+    const p = await runCli(['prune', '--repo', REPO, '--recovery-code-file', rc.file], opts());
+    expect(p.exitCode, p.stderr).toBe(0);
+    await ok(['verify', '--repo', REPO, '--read-data', '--recovery-code-file', rc.file], opts());
+    await restoresAll();
+  });
+
   it('repo rotate --new-read-key on Drive: later nights seal to the new key, still in a handful of calls, and restore', async () => {
     await ok(['repo', 'rotate', REPO, '--new-read-key', '--recovery-code-file', rc.file], opts());
     await writeFile(join(src, 'Media', 'IMG-after-rotate.jpg'), randomBytes(200_000));

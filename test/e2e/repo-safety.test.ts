@@ -65,7 +65,7 @@ async function salvage(repo: string, id: string, dest: string): Promise<string[]
   const store = new LocalStore(repo);
   const keys = await openRepositoryKeys(store, async (h: unknown) => confirmFileKey(h, await recoveryIdentity(rc.code).unwrap((h as { slots: unknown }).slots)));
   const reader = await RepoReader.open(store, keys);
-  const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), dest, salvage: true });
+  const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), listedAt: Date.now(), dest, salvage: true });
   return res.lost as string[];
 }
 
@@ -195,6 +195,27 @@ describe('repository: kill -9, concurrency, damage', () => {
     await writeFile(join(repo, 'locks', 'aaaaaaaaaaaaaaaa'), JSON.stringify({ ...live, pid: Number(dead) }));
     await ok(['prune', '--repo', repo], env());
     expect(await readdir(join(repo, 'locks'))).toEqual([]);
+  });
+
+  it('index files that are gone stay damage when listed again: verify and prune exit 5, prune deleting nothing', async () => {
+    const repo = await newRepo('index-gone');
+    const src = join(home, 'src-index-gone');
+    await makeSource(src, 2, 30_000);
+    await backupJson(src, repo, { configDir });
+    const before = new Set((await repoFiles(repo)).keys());
+    await writeFile(join(src, 'Media', 'IMG-new.jpg'), randomBytes(100_000));
+    const second = await backupJson(src, repo, { configDir });
+    const added = [...(await repoFiles(repo)).keys()].filter((p) => p.startsWith('index/') && !before.has(p));
+    expect(added.length).toBeGreaterThan(0);
+    for (const p of added) await rm(join(repo, p));
+    const v = await verify(repo);
+    expect(v.exitCode).toBe(5);
+    expect(v.j).toMatchObject({ damaged: [{ pack: 'index', problem: 'chunks that snapshots need are in no index' }], affected: [{ snapshot: second.snapshot, paths: ['(tree)'] }], listedLate: { index: 0, packs: 0 } });
+    const files = await repoFiles(repo);
+    const p = await runCli(['prune', '--repo', repo], env());
+    expect(p.exitCode, p.stderr).toBe(5);
+    expect(p.stderr).toMatch(/^backupctl: the tree of snapshot [0-9a-f]{16}: chunk [0-9a-f]{16} is in no index \(the repository lost data\)\n$/);
+    expect([...(await repoFiles(repo)).keys()].filter((f) => !f.startsWith('locks/'))).toEqual([...files.keys()].filter((f) => !f.startsWith('locks/')));
   });
 
   it('a damaged pack is named with the snapshots and files it costs; an unaffected snapshot still restores', async () => {

@@ -4,10 +4,12 @@
 // new or an existing DIR, is exit 9 naming it and changes nothing; the first then completes
 // alone. A failed restore removes only the directories it made and only while empty, never a
 // sibling DIR another restore filled meanwhile; a killed restore's lock is taken over by the
-// next. --force never replaces the archive being restored when it lies in DIR under the name of
-// one of its entries.
+// next. A restore inside another one's DIR is exit 9, and one above another's DIR too when it has
+// entries to put there. --force never replaces the archive being restored when it lies in DIR
+// under the name of one of its entries. Entries named as restore's own files are refused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
 import { join } from 'node:path';
 import { craftArchive } from '../support/craft.js';
 import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, type RecoveryCode } from '../support/cli.js';
@@ -93,6 +95,86 @@ describe('two restores into one DIR at once', () => {
   });
 });
 
+describe('a restore into a directory inside another one\'s DIR', () => {
+  const heldAbove = (r: { exitCode: number; stderr: string }, above: string, dest: string, pid: number) => {
+    expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${above} (above ${dest}) is in use by another backupctl run (pid ${pid}); try again when it has finished\n`]);
+  };
+
+  it('inside a DIR being restored into: exit 9 naming it, before anything is made (a new DIR), also through a link (checked once locked)', async () => {
+    const top = join(home, 'outer');
+    await mkdir(join(top, 'existing'), { recursive: true });
+    await symlink(join(top, 'existing'), join(home, 'alias'));
+    const a = restoreA(top, STOP_IN_COMMIT);
+    await stopped(a.pid!);
+    heldAbove(await runCli(['restore', archiveB, '-d', join(top, 'new', 'deeper'), ...code()], env()), top, join(top, 'new', 'deeper'), a.pid!);
+    heldAbove(await runCli(['restore', '--repo', repo, 'latest', '-d', join(top, 'existing'), ...code()], env()), top, join(top, 'existing'), a.pid!);
+    heldAbove(await runCli(['restore', archiveB, '-d', join(home, 'alias'), ...code()], env()), top, join(home, 'alias'), a.pid!);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await contents(top)).toEqual({ 'a.txt': 'content of a.txt\n', existing: null, 'same.txt': 'from A\n' });
+  });
+
+  it('above a DIR being restored into: exit 9 naming it when it has entries to put there; one without runs', async () => {
+    const top = join(home, 'around');
+    const inner = join(top, 'sub');
+    const a = restoreA(inner, STOP_IN_COMMIT);
+    await stopped(a.pid!);
+    const into = await craftArchive(join(home, 'into-sub.bkp'), rc.code, [{ path: 'sub', dir: true }, { path: 'sub/deeper/s.txt' }]);
+    const r1 = await runCli(['restore', into, '-d', top, '--force', ...code()], env());
+    expect([r1.exitCode, r1.stderr]).toEqual([9, `backupctl: ${inner} (where this restore puts entries) is in use by another backupctl run (pid ${a.pid}); try again when it has finished\n`]);
+    // Its entries and the other restore's do not meet: a directory of DIR that already holds something.
+    const beside = await runCli(['restore', archiveB, '-d', top, ...code()], env());
+    expect(beside.exitCode, beside.stderr).toBe(0);
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect(r.exitCode, String(r.stderr)).toBe(0);
+    expect(await contents(top)).toEqual({ 'b.txt': 'content of b.txt\n', 'same.txt': 'from B\n', sub: null, 'sub/a.txt': 'content of a.txt\n', 'sub/same.txt': 'from A\n' });
+  });
+
+  it.runIf(process.getuid?.() === 0)('only the user\'s own lock files above count: another user\'s, a link to /dev/zero and a FIFO hold nothing; an unreadable own one is named (exit 9)', async () => {
+    const top = join(home, 'planted');
+    await mkdir(top);
+    const lock = join(top, '.backupctl-restore.lock');
+    const plant = [
+      async () => { await writeFile(lock, 'not a lock\n'); await chown(lock, 4242, 4242); },
+      () => symlink('/dev/zero', lock),
+      async () => { await execa('mkfifo', [lock]); },
+    ];
+    for (const [i, make] of plant.entries()) {
+      await make();
+      const r = await runCli(['restore', archiveA, '-d', join(top, `sub-${i}`), ...code()], env());
+      expect(r.exitCode, r.stderr).toBe(0);
+      await rm(lock);
+    }
+    await writeFile(lock, 'not a lock\n');
+    const dest = join(top, 'sub-own');
+    const r = await runCli(['restore', archiveA, '-d', dest, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${top} (above ${dest}) is locked (${lock}); remove that file if no backupctl is running\n`]);
+  });
+
+  it('a killed restore above does not hold a restore inside its DIR', async () => {
+    const top = join(home, 'killed-above');
+    const k = await restoreA(top, { BACKUPCTL_TEST_KILL_AT: 'step-1' });
+    expect(k.signal, String(k.stderr)).toBe('SIGKILL');
+    const r = await runCli(['restore', archiveB, '-d', join(top, 'sub'), ...code()], env());
+    expect(r.exitCode, r.stderr).toBe(0);
+  });
+});
+
+describe('a lock file that is not a file', () => {
+  it('a FIFO or a link (to /dev/zero) in DIR\'s lock\'s place is held and named (exit 9), never opened for reading through', async () => {
+    for (const [name, make] of [['fifo', (p: string) => execa('mkfifo', [p])], ['link', (p: string) => symlink('/dev/zero', p)]] as const) {
+      const dest = join(home, `odd-lock-${name}`);
+      await mkdir(dest);
+      const lock = join(dest, '.backupctl-restore.lock');
+      await make(lock);
+      const r = await runCli(['restore', archiveA, '-d', dest, ...code()], { ...env(), timeoutMs: 10_000 });
+      expect([r.exitCode, r.stderr]).toEqual([9, `backupctl: ${dest} is locked (${lock}); remove that file if no backupctl is running\n`]);
+    }
+  });
+});
+
 describe('a restore that fails', () => {
   it('removes only the new directories it made, and only while empty: a sibling DIR restored meanwhile and a file put in its DIR stay', async () => {
     const top = join(home, 'top');
@@ -129,6 +211,22 @@ describe('a restore killed during its commit', () => {
   });
 });
 
+describe('--force and a directory made in DIR during the commit', () => {
+  it('where the archive has a directory that was not there: refused (exit 6), never moved aside with what is in it', async () => {
+    const dest = join(home, 'made-meanwhile');
+    await mkdir(dest);
+    const archive = await craftArchive(join(home, 'with-dir.bkp'), rc.code, [{ path: 'sub', dir: true }, { path: 'sub/f.txt' }]);
+    const a = startCli(['restore', archive, '-d', dest, '--force', ...code()], env(STOP_IN_COMMIT));
+    await stopped(a.pid!);
+    await mkdir(join(dest, 'sub'));
+    await writeFile(join(dest, 'sub', 'user.txt'), 'put there meanwhile\n');
+    process.kill(a.pid!, 'SIGCONT');
+    const r = await a;
+    expect([r.exitCode, String(r.stderr)]).toEqual([6, `backupctl: ${join(dest, 'sub')} was made during the restore and is not empty: --force replaces files, links and empty directories, never a directory tree; nothing was restored\n`]);
+    expect(await contents(dest)).toEqual({ sub: null, 'sub/user.txt': 'put there meanwhile\n' });
+  });
+});
+
 describe('--force and the archive being restored', () => {
   it('an entry of the same name as the archive, which lies in DIR: refused (exit 6), the archive and DIR unchanged', async () => {
     const dest = join(home, 'holds-archive');
@@ -141,5 +239,56 @@ describe('--force and the archive being restored', () => {
     expect(r.stderr).toBe(`backupctl: refusing to replace ${inDest} with the entry of that name: it is the archive being restored; nothing was restored\n`);
     expect((await readFile(inDest)).equals(before)).toBe(true);
     expect(await readdir(dest)).toEqual(['x.bkp']);
+  });
+});
+
+describe('names restore keeps for itself in DIR', () => {
+  const refusal = (path: string, name: string, what: string) =>
+    `backupctl: refusing to restore ${JSON.stringify(path)}: restore keeps the name ${name} for ${what} in every directory it restores into; nothing was restored; --only restores the other entries\n`;
+  const LOCK = '.backupctl-restore.lock';
+
+  it('an archive entry named as its lock: refused (exit 6) with --force too, DIR as it was and unlocked; --only restores the rest', async () => {
+    const archive = await craftArchive(join(home, 'lock-entry.bkp'), rc.code, [{ path: LOCK, data: 'not a lock\n' }, { path: 'ok.txt' }]);
+    const fresh = join(home, 'reserved-new');
+    const r = await runCli(['restore', archive, '-d', fresh, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([6, refusal(LOCK, LOCK, 'its lock')]);
+    expect(await exists(fresh)).toBe(false);
+    // Before, --force replaced the lock being held with the entry, which then held DIR for ever.
+    const dest = join(home, 'reserved-existing');
+    await mkdir(dest);
+    await writeFile(join(dest, 'mine.txt'), 'the user’s own\n');
+    const f = await runCli(['restore', archive, '-d', dest, '--force', ...code()], env());
+    expect([f.exitCode, f.stderr]).toEqual([6, refusal(LOCK, LOCK, 'its lock')]);
+    expect(await contents(dest)).toEqual({ 'mine.txt': 'the user’s own\n' });
+    const rest = await runCli(['restore', archive, '-d', dest, '--only', 'ok.txt', ...code()], env());
+    expect(rest.exitCode, rest.stderr).toBe(0);
+    expect(await contents(dest)).toEqual({ 'mine.txt': 'the user’s own\n', 'ok.txt': 'content of ok.txt\n' });
+  });
+
+  it('at any depth, in any case, the lock breaker and a staging directory\'s name (the next restore would remove it as a dead run\'s)', async () => {
+    for (const [specs, path, name, what] of [
+      [[{ path: 'sub', dir: true }, { path: 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK' }], 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK', '.BACKUPCTL-RESTORE.LOCK.BREAK', 'its lock'],
+      // No record for the directory itself: the entry beneath it is named.
+      [[{ path: 'a.txt' }, { path: 'x/.backupctl-restore-1.1-abcdef/journal', data: 'kept by the user\n' }], 'x/.backupctl-restore-1.1-abcdef/journal', '.backupctl-restore-1.1-abcdef', 'its staging directories'],
+    ] as const) {
+      const archive = await craftArchive(join(home, 'reserved.bkp'), rc.code, [...specs]);
+      const dest = join(home, 'reserved-deep');
+      const r = await runCli(['restore', archive, '-d', dest, ...code()], env());
+      expect([r.exitCode, r.stderr]).toEqual([6, refusal(path, name, what)]);
+      expect(await exists(dest)).toBe(false);
+    }
+  });
+
+  it('a snapshot holding a file named as the lock: refused (exit 6) as an archive', async () => {
+    const src = join(home, 'src-with-lock');
+    await mkdir(join(src, 'deep'), { recursive: true });
+    await writeFile(join(src, 'deep', LOCK), 'backed up while a restore ran into it\n');
+    const snapRepo = join(home, 'repo-with-lock');
+    await ok(['repo', 'init', snapRepo], { configDir });
+    await ok(['backup', src, '--repo', snapRepo], { configDir });
+    const dest = join(home, 'reserved-snapshot');
+    const r = await runCli(['restore', '--repo', snapRepo, 'latest', '-d', dest, ...code()], env());
+    expect([r.exitCode, r.stderr]).toEqual([6, refusal(`deep/${LOCK}`, LOCK, 'its lock')]);
+    expect(await exists(dest)).toBe(false);
   });
 });

@@ -16,15 +16,26 @@ export interface ArchiveHome {
   rc: RecoveryCode;
   /** The export tree (makeExportTree); never changed by the tests, so never copied. */
   src: string;
-  /** home/a.bkp: `create src -o a.bkp`. */
+  /** home/a.bkp: `create src -o a.bkp` (with `createArgs`); not made with `archive: false`. */
   archive: string;
+}
+
+export interface ArchiveHomeOptions {
+  /** The recovery code's label. */
+  label?: string;
+  /** A fresh copy of the home for each test. */
+  perTest?: boolean;
+  /** More arguments for the archive's `create` (e.g. --segment-size). */
+  createArgs?: string[];
+  /** false: no archive (a file whose tests make their own). */
+  archive?: boolean;
 }
 
 /**
  * Register the hooks that make the home (beforeAll, or a fresh copy before each test with
  * `perTest`) and remove it; the returned object's fields are set once they have run.
  */
-export function archiveHome(prefix: string, o: { label?: string; perTest?: boolean } = {}): ArchiveHome {
+export function archiveHome(prefix: string, o: ArchiveHomeOptions = {}): ArchiveHome {
   const h = {} as ArchiveHome;
   let made: ArchiveHome;
   const removals: Array<() => Promise<void>> = [];
@@ -35,8 +46,10 @@ export function archiveHome(prefix: string, o: { label?: string; perTest?: boole
     const src = join(home, 'export');
     await makeExportTree(src);
     const archive = join(home, 'a.bkp');
-    const r = await runCli(['create', src, '-o', archive], { configDir, timeoutMs: 60_000 });
-    if (r.exitCode !== 0) throw new Error(`create failed (${r.exitCode}): ${r.stderr}`);
+    if (o.archive !== false) {
+      const r = await runCli(['create', src, '-o', archive, ...(o.createArgs ?? [])], { configDir, timeoutMs: 60_000 });
+      if (r.exitCode !== 0) throw new Error(`create failed (${r.exitCode}): ${r.stderr}`);
+    }
     made = { home, configDir, rc, src, archive };
     if (!o.perTest) Object.assign(h, made);
   });
@@ -53,7 +66,7 @@ export function archiveHome(prefix: string, o: { label?: string; perTest?: boole
       const rc = { ...made.rc, file: join(home, 'code.txt') };
       await copyFile(made.rc.file, rc.file);
       const archive = join(home, 'a.bkp');
-      await copyFile(made.archive, archive);
+      if (o.archive !== false) await copyFile(made.archive, archive);
       Object.assign(h, { home, configDir, rc, src: made.src, archive });
     });
     afterEach(() => cleanupTest());
