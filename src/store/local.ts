@@ -76,7 +76,7 @@ export class LocalStore implements Store {
     }
   }
 
-  async readRange(path: string, offset: number, length: number): Promise<Buffer> {
+  async readRange(path: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     let fd: number;
     try {
       fd = openSync(this.abs(path), constants.O_RDONLY);
@@ -85,7 +85,7 @@ export class LocalStore implements Store {
       throw ioError(err, this.abs(path), 'open');
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const n = readSync(fd, buf, got, length - got, offset + got);
