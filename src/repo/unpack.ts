@@ -17,8 +17,6 @@ import type { UnpackJob, UnpackReply } from './unpack-worker.js';
 const THREADS = 2;
 /** Packs in memory at once: one per thread and the next one, read meanwhile. */
 const SLOTS = THREADS + 1;
-/** Unneeded segments between two needed ones that are read through rather than skipped with a read of their own. */
-const READ_THROUGH = 8;
 
 export interface UnpackTarget {
   path: string;
@@ -282,7 +280,7 @@ class PackMemory {
   }
 }
 
-/** A pack's job: its header unlocked here, the segments its chunks need read into `memory` in as few reads as runs allow. */
+/** A pack's job: its header unlocked here, the segments its chunks need read into `memory`, in one read but where the store would rather skip the segments between. */
 async function readPack(reader: RepoReader, pack: string, c: { offset: Uint32Array; length: Uint32Array }, memory: PackMemory) {
   const p = await PackReader.open(reader.store, pack, reader.packSizes.get(pack)!, packIdentity(reader.keys));
   const { key, headerLength, segmentSize, sealedSize, count } = p.file.payload;
@@ -291,7 +289,7 @@ async function readPack(reader: RepoReader, pack: string, c: { offset: Uint32Arr
     const a = Math.floor(c.offset[k]! / segmentSize);
     const b = Math.floor((c.offset[k]! + Math.max(c.length[k]!, 1) - 1) / segmentSize);
     const span = spans.at(-1);
-    if (span && a <= span[1] + READ_THROUGH) span[1] = Math.max(span[1], b);
+    if (span && (a - span[1] - 1) * sealedSize <= reader.store.readThrough) span[1] = Math.max(span[1], b);
     else spans.push([a, b]);
   }
   const slot = memory.take();

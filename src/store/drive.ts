@@ -91,6 +91,8 @@ const FREE_LOCKS = 'free-locks/';
 
 export class DriveStore implements Store {
   readonly orphanGraceMs = ORPHAN_GRACE_MS;
+  /** A range request costs a round trip of 100-300 ms, in which a few MB would have come. */
+  readonly readThrough = 4 << 20;
   private client: Promise<DriveClient> | null = null;
   private readonly cache: DriveCache;
   private readonly outbox: Outbox;

@@ -23,6 +23,8 @@ function killPoint(): void {
 }
 
 export class LocalStore implements Store {
+  readonly readThrough = 512 << 10;
+
   constructor(readonly root: string) {}
 
   get name(): string {

@@ -31,6 +31,11 @@ export interface Store {
    */
   readRange(path: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
   /**
+   * Unwanted bytes between two wanted ranges of one file that cost less to read through than to
+   * skip with a read of their own: a request to a remote store is worth megabytes.
+   */
+  readonly readThrough: number;
+  /**
    * Write `data` as `path`, all or nothing: readers see either no file or the whole of it, also
    * after a crash. `exclusive`: fail with EEXIST instead of replacing an existing file.
    */
