@@ -282,7 +282,8 @@ class PackMemory {
 
 /** A pack's job: its header unlocked here, the segments its chunks need read into `memory`, in one read but where the store would rather skip the segments between. */
 async function readPack(reader: RepoReader, pack: string, c: { offset: Uint32Array; length: Uint32Array }, memory: PackMemory) {
-  const p = await PackReader.open(reader.store, pack, reader.packSizes.get(pack)!, packIdentity(reader.keys));
+  const size = reader.packSizes.get(pack)!;
+  const p = await PackReader.open(reader.store, pack, size, packIdentity(reader.keys));
   const { key, headerLength, segmentSize, sealedSize, count } = p.file.payload;
   const spans: Array<[number, number]> = []; // first and last segment of each read
   for (let k = 0; k < c.offset.length; k++) {
@@ -297,7 +298,9 @@ async function readPack(reader: RepoReader, pack: string, c: { offset: Uint32Arr
   let at = 0;
   try {
     for (const [first, last] of spans) {
-      const length = (await reader.store.readRange(packPath(pack), headerLength + first * sealedSize, (last - first + 1) * sealedSize, new Uint8Array(memory.slots[slot]!, at))).length;
+      const offset = headerLength + first * sealedSize;
+      const want = Math.max(0, Math.min((last - first + 1) * sealedSize, size - offset)); // the last segment is shorter (none: a reference beyond the end)
+      const length = (await reader.store.readRange(packPath(pack), offset, want, new Uint8Array(memory.slots[slot]!, at, want))).length;
       runs.push({ first, at, length });
       at += length;
     }
