@@ -1,8 +1,8 @@
 // A snapshot's content restored pack by pack (ops/restore-snapshot.ts): every pack the selection
-// needs is read once, with one read per run of the segments it needs, and handed to one of
-// THREADS threads (unpack-worker.ts) that authenticate, decrypt and check it and write each chunk
-// at its place in the staged files. Chunk by chunk in file order, a restore opened a pack's
-// segments one read at a time on this thread (4.1 s for 1 GB, restic: 3.8 s).
+// needs is read once, with one read per run of the segments it needs (into memory shared with the
+// threads), and handed to one of THREADS threads (unpack-worker.ts) that authenticate, decrypt and
+// check it and write each chunk at its place in the staged files. Chunk by chunk in file order, a
+// restore opened a pack's segments one read at a time on this thread (4.1 s for 1 GB, restic: 3.8 s).
 import { closeSync, constants, fchmodSync, futimesSync, openSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { BackupctlError, Exit, corruptError, ioError } from '../errors.js';
@@ -194,7 +194,7 @@ export async function unpackFiles(
   // Files of several packs (and empty ones) exist before any thread writes into them.
   for (const ti of spread) if (!lost.has(ti)) closeSync(open(ti, constants.O_CREAT | constants.O_EXCL));
 
-  const memory = new PackMemory(Math.max(0, ...[...plans.keys()].map((pack) => reader.packSizes.get(pack)!)));
+  const memory = new PackMemory([...plans.keys()].reduce((a, pack) => Math.max(a, reader.packSizes.get(pack)!), 0));
   const threads = Array.from({ length: Math.min(THREADS, plans.size) }, () => new UnpackThread(root, reader.keys.dedupKey, memory));
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
@@ -256,9 +256,8 @@ export async function unpackFiles(
 /**
  * The memory packs are read into: SLOTS buffers as large as the largest pack, shared with every
  * thread once, when it starts. A job names its slot, which is written again only once the thread
- * has replied. Memory of their own for each pack, sent to a thread and back, cost a page fault
- * per 4 KiB each time and made V8 count 17 MB more external memory per pack (a full collection
- * every 20 ms on this thread).
+ * has replied. A fresh buffer for each pack, handed to its thread, cost a page fault per 4 KiB
+ * every time (85-120k faults a GB).
  */
 class PackMemory {
   readonly slots: SharedArrayBuffer[];
