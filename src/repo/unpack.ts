@@ -191,15 +191,15 @@ export async function unpackFiles(
       throw ioError(err, path, 'write');
     }
   };
-  // Files of several packs (and empty ones) exist before any thread writes into them.
-  for (const ti of spread) if (!lost.has(ti)) closeSync(open(ti, constants.O_CREAT | constants.O_EXCL));
-
+  // The threads start first: they take 50-100 ms to, while this one goes on.
   const memory = new PackMemory([...plans.keys()].reduce((a, pack) => Math.max(a, reader.packSizes.get(pack)!), 0));
   const threads = Array.from({ length: Math.min(THREADS, plans.size) }, () => new UnpackThread(root, reader.keys.dedupKey, memory));
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
   let bytes = 0;
   try {
+    // Files of several packs (and empty ones) exist before any thread writes into them.
+    for (const ti of spread) if (!lost.has(ti)) closeSync(open(ti, constants.O_CREAT | constants.O_EXCL));
     for (const [pack, plan] of plans) {
       o.signal?.throwIfAborted();
       if (failure) break;
