@@ -337,7 +337,7 @@ describe('repository on Google Drive', () => {
     expect(bad.stderr).toMatch(/^backupctl: bad repository name "a\/b" in drive:a\/b: give drive:NAME[^\n]*\n$/);
   });
 
-  it('a file whose chunks lie apart in a pack is read with one request for them: Drive reads through what lies between (4 MiB at most)', async () => {
+  it('a file whose chunks lie apart in a pack is read with one request for them: Drive reads through what lies between (2 MiB at most)', async () => {
     // One pack holds a, then d (1 MiB, 16 segments), then b; the file ab (a then b) needs a's and
     // b's chunks from it, and the one chunk spanning their join from the second night's pack.
     const repo = 'drive:gaps';
