@@ -227,11 +227,13 @@ export async function downloadToStream(drive: DriveClient, f: PinnedFile, sink: 
 
 /**
  * Bytes [offset, offset+length) of the pinned revision (fewer only at its end), by HTTP Range,
- * resumed after cuts like a whole download; a 404 throws `gone()` (the file is not there).
+ * resumed after cuts like a whole download, into `into` when given; a 404 throws `gone()` (the
+ * file is not there).
  */
-export async function downloadRange(drive: DriveClient, f: PinnedFile, offset: number, length: number, gone: () => Error): Promise<Buffer> {
-  const end = Math.min(f.size, offset + length);
-  const parts: Buffer[] = [];
-  if (end > offset) await fetchInto(drive, f, offset, [], async (c) => void parts.push(Buffer.from(c)), undefined, end, gone);
-  return Buffer.concat(parts);
+export async function downloadRange(drive: DriveClient, f: PinnedFile, offset: number, length: number, gone: () => Error, into?: Uint8Array): Promise<Buffer> {
+  const n = Math.max(0, Math.min(f.size, offset + length) - offset);
+  const out = into ? Buffer.from(into.buffer, into.byteOffset, n) : Buffer.allocUnsafe(n);
+  let at = 0;
+  if (n > 0) await fetchInto(drive, f, offset, [], async (c) => void (at += c.copy(out, at)), undefined, offset + n, gone);
+  return out.subarray(0, at);
 }

@@ -58,9 +58,11 @@ export class DedupKeys {
     this.indexPair = { secretKey, publicKey: publicKeyOf(secretKey) };
   }
 
-  /** A chunk's id: HMAC-SHA-256 of its plaintext under the chunk-id key. */
-  chunkId(plain: Uint8Array): Buffer {
-    return createHmac('sha256', this.idKey).update(plain).digest();
+  /** A chunk's id: HMAC-SHA-256 of its plaintext (given whole, or in consecutive parts) under the chunk-id key. */
+  chunkId(...plain: Uint8Array[]): Buffer {
+    const h = createHmac('sha256', this.idKey);
+    for (const part of plain) h.update(part);
+    return h.digest();
   }
 
   /** Index and snapshot files are sealed to the dedup key's own X25519 pair. */

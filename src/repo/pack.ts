@@ -443,12 +443,20 @@ export class PackReader {
 
   /** The blob `e` describes, decompressed; its plaintext must hash to its id. */
   async blob(e: BlobEntry, dedup: DedupKeys): Promise<Buffer> {
-    const data = await this.file.read(e.offset, e.length);
-    const plain = decoder(e.codec, `chunk in pack ${this.id}`)(data);
-    if (plain.length !== e.rawLength || !dedup.chunkId(plain).equals(e.id)) {
-      throw corruptError(`pack ${this.id}: a chunk does not match its id (damaged or tampered)`, { pack: this.id });
-    }
-    return plain;
+    return (await this.blobs([e], dedup))[0]!;
+  }
+
+  /** The blobs `es` describe, each as blob() gives it, from one read of the range they span (a tree's chunks lie together). */
+  async blobs(es: readonly BlobEntry[], dedup: DedupKeys): Promise<Buffer[]> {
+    const start = es.reduce((a, e) => Math.min(a, e.offset), Infinity);
+    const data = await this.file.read(start, es.reduce((a, e) => Math.max(a, e.offset + e.length), 0) - start);
+    return es.map((e) => {
+      const plain = decoder(e.codec, `chunk in pack ${this.id}`)(data.subarray(e.offset - start, e.offset - start + e.length));
+      if (plain.length !== e.rawLength || !dedup.chunkId(plain).equals(e.id)) {
+        throw corruptError(`pack ${this.id}: a chunk does not match its id (damaged or tampered)`, { pack: this.id });
+      }
+      return plain;
+    });
   }
 
   /** The pack's own list of its blobs (from its footer). */

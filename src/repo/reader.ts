@@ -105,9 +105,14 @@ export class RepoReader {
     return (await this.pack(loc.pack)).blob(loc, this.dedup);
   }
 
+  /** The snapshot's tree, its chunks read with one read per pack (a request each was a round trip on Drive). */
   async tree(s: Snapshot): Promise<TreeEntry[]> {
-    const parts: Buffer[] = [];
-    for (const hex of s.tree) parts.push(await this.chunk(Buffer.from(hex, 'hex'), `the tree of snapshot ${s.id}`));
-    return decodeTree(Buffer.concat(parts));
+    const locs = s.tree.map((hex) => this.locate(Buffer.from(hex, 'hex'), `the tree of snapshot ${s.id}`));
+    const parts = new Map<Location, Buffer>();
+    for (const pack of new Set(locs.map((l) => l.pack))) {
+      const here = locs.filter((l) => l.pack === pack);
+      (await (await this.pack(pack)).blobs(here, this.dedup)).forEach((p, i) => parts.set(here[i]!, p));
+    }
+    return decodeTree(Buffer.concat(locs.map((l) => parts.get(l)!)));
   }
 }

@@ -5,7 +5,7 @@
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { corruptError, noKeyError } from '../errors.js';
 import { confirmFileKey, encodeHeader, headerLengthFromPreamble, parseHeader, type ParsedHeader } from '../archive/header.js';
-import { PREAMBLE_LEN, TAG_LEN } from '../archive/format.js';
+import { TAG_LEN } from '../archive/format.js';
 import { freeBuffers, openSegment, payloadKey, sealSegment, segmentKey, segmentLayout } from '../archive/stream.js';
 import type { Identity, Recipient } from '../keys/types.js';
 
@@ -56,6 +56,12 @@ function sealSegments(plain: Uint8Array, recipients: readonly Recipient[], each:
   for (let i = 0; i < count; i++) each(sealSegment(key, i, i === count - 1, plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT)));
 }
 
+/**
+ * Bytes read for a header at first: a repository file's is its preamble, a few hundred bytes of
+ * JSON per key slot and its MAC. The preamble alone, then the header, took two requests a file on Drive.
+ */
+const HEADER_READ = 4096;
+
 /** Reads `length` bytes at `offset` of the sealed file (fewer only at its end). */
 export type ReadAt = (offset: number, length: number) => Promise<Buffer>;
 
@@ -73,17 +79,26 @@ export class SealedFile {
     private readonly readAt: ReadAt,
   ) {}
 
-  /** Parse the header of a file of `size` bytes (nothing authenticated yet). */
+  /** Parse the header of a file of `size` bytes (nothing authenticated yet), with one read unless it is longer than HEADER_READ. */
   static async open(name: string, size: number, readAt: ReadAt): Promise<SealedFile> {
-    const pre = await readAt(0, PREAMBLE_LEN);
+    const damaged = (err: unknown) => corruptError(`${name}: ${(err as Error).message}`, { file: name });
+    const head = await readAt(0, Math.min(size, HEADER_READ));
+    let len: number;
+    try {
+      len = headerLengthFromPreamble(head);
+    } catch (err) {
+      throw damaged(err);
+    }
+    const whole = len <= head.length ? head : await readAt(0, len);
     let header: ParsedHeader;
     try {
-      const len = headerLengthFromPreamble(pre);
-      header = parseHeader(await readAt(0, len));
+      header = parseHeader(whole);
     } catch (err) {
-      throw corruptError(`${name}: ${(err as Error).message}`, { file: name });
+      throw damaged(err);
     }
-    return new SealedFile(name, header, size, readAt);
+    // A small file's content came with its header (trees and index files mostly): not read again.
+    const rest: ReadAt = async (o, l) => (o + l <= head.length || head.length >= size ? head.subarray(o, o + l) : readAt(o, l));
+    return new SealedFile(name, header, size, rest);
   }
 
   /** A file already read whole. */

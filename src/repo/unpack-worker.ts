@@ -1,15 +1,15 @@
-// A thread of a snapshot restore (unpack.ts): it is sent the sealed segments of one pack that a
-// restore needs (read once, in order) and what to do with each chunk in them; it authenticates
-// and decrypts the segments, checks every chunk against its keyed id and its length, and writes
-// it at its place in every staged file that holds it. Files are created here when all of their
-// chunks are in this pack (and their mode and times set once the last is written), else they
-// exist already. Paths are relative to the staging directory; one that would resolve outside it
-// is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
-import { closeSync, constants, fchmodSync, futimesSync, openSync, writeSync } from 'node:fs';
+// A thread of a snapshot restore (unpack.ts): it is told where, in memory shared with the restore,
+// the sealed segments of one pack that the restore needs are (read once, in order), and what to do
+// with each chunk in them; it authenticates and decrypts the segments, checks every chunk against
+// its keyed id and its length, and writes it at its place in every staged file that holds it. Files
+// are created here when all of their chunks are in this pack (and their mode and times set once the
+// last is written), else they exist already. Paths are relative to the staging directory; one that
+// would resolve outside it is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
+import { closeSync, constants, fchmodSync, futimesSync, openSync, writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
-import type { Codec } from '../archive/format.js';
+import { Codec } from '../archive/format.js';
 import { decoder } from '../archive/records.js';
 import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
@@ -27,8 +27,9 @@ export interface UnpackJob {
   sealedSize: number;
   /** Segments in the whole pack (the last one is sealed as last). */
   count: number;
-  /** Runs of consecutive sealed segments from `first` on. */
-  runs: Array<{ first: number; data: Uint8Array }>;
+  /** The slot of shared memory (workerData.slots) the pack was read into, and its runs of consecutive sealed segments from `first` on, `length` bytes at `at`. */
+  slot: number;
+  runs: Array<{ first: number; at: number; length: number }>;
   /** Per chunk, in offset order: its id (32 bytes each), offset, length and plain length in the pack, codec. */
   ids: Uint8Array;
   offset: Uint32Array;
@@ -53,13 +54,18 @@ export type UnpackReply =
   | { t: 'corrupt'; message: string; detail?: Record<string, unknown> }
   | { t: 'error'; code?: string; message: string; path: string };
 
-const { root, dedupKey } = workerData as { root: string; dedupKey: Uint8Array };
+const { root, dedupKey, slots } = workerData as { root: string; dedupKey: Uint8Array; slots: SharedArrayBuffer[] };
 const dedup = new DedupKeys(dedupKey);
 dedupKey.fill(0);
 /** Open files at most: a pack of 40,000 small files is written one file after another anyway. */
 const MAX_OPEN = 64;
-/** Where a chunk spanning segments is put together (the largest chunk, 1 MiB). */
+/** Where a compressed chunk spanning segments is put together (the largest chunk, 1 MiB). */
 let scratch = Buffer.allocUnsafe(1 << 20);
+// glibc hands the top of a thread's heap back to the system once 128 KiB of it is free, so the
+// decrypted segments freed behind each chunk were faulted in afresh for the next ones (30,000
+// page faults a GB, a third of all). Freeing one block it had to map raises that threshold to
+// twice the block's size for the rest of the process.
+freeBuffers([Buffer.allocUnsafeSlow(4 << 20)]);
 
 function run(job: UnpackJob): { bytes: number; lost: number[] } {
   const where = `pack ${job.name.slice(job.name.lastIndexOf('/') + 1)}`;
@@ -67,8 +73,9 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
   const bad = new Set<number>();
   const sealedAt = new Map<number, Uint8Array>();
   for (const r of job.runs) {
-    const n = Math.ceil(r.data.length / job.sealedSize);
-    for (let k = 0; k < n; k++) sealedAt.set(r.first + k, r.data.subarray(k * job.sealedSize, (k + 1) * job.sealedSize));
+    const data = new Uint8Array(slots[job.slot]!, r.at, r.length);
+    const n = Math.ceil(r.length / job.sealedSize);
+    for (let k = 0; k < n; k++) sealedAt.set(r.first + k, data.subarray(k * job.sealedSize, (k + 1) * job.sealedSize));
   }
   const segment = (i: number): Buffer | null => {
     let p = plain.get(i);
@@ -131,27 +138,24 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
         freeBuffers([p]); // at once: V8 would let tens of MB of them pile up
         plain.delete(k);
       }
-      let data: Buffer | null = null;
-      if (first === last) {
-        const s = segment(first);
-        const at = offset - first * job.segmentSize;
-        data = s && s.subarray(at, at + length);
-      } else {
-        if (scratch.length < length) scratch = Buffer.allocUnsafe(length);
-        let at = 0;
-        for (let i = first; i <= last && data === null; i++) {
-          const s = segment(i);
-          if (!s) break;
-          const from = i === first ? offset - first * job.segmentSize : 0;
-          at += s.copy(scratch, at, from, Math.min(s.length, from + length - at));
-          if (at === length) data = scratch.subarray(0, length);
-        }
+      // The chunk's stored bytes, in the pieces of the segments holding it (fewer: a segment is damaged).
+      const parts: Buffer[] = [];
+      let held = 0;
+      for (let i = first; i <= last && held < length; i++) {
+        const s = segment(i);
+        if (!s) break;
+        const from = i === first ? offset - first * job.segmentSize : 0;
+        const part = s.subarray(from, from + length - held);
+        parts.push(part);
+        held += part.length;
       }
-      let chunk: Buffer | null = null;
-      if (data && data.length === length) {
+      let chunk: Buffer[] | null = null;
+      if (held === length) {
         try {
-          const p = decoder(job.codec[ci] as Codec, `chunk in ${where}`)(data);
-          if (p.length === job.rawLength[ci] && dedup.chunkId(p).equals(job.ids.subarray(32 * ci, 32 * ci + 32))) chunk = p;
+          // Stored content is hashed and written in its pieces; compressed content is put together to be decoded.
+          const plain = job.codec[ci] === Codec.Stored ? parts : [decoder(job.codec[ci] as Codec, `chunk in ${where}`)(parts.length === 1 ? parts[0]! : joined(parts, length))];
+          const size = plain.reduce((a, p) => a + p.length, 0);
+          if (size === job.rawLength[ci] && dedup.chunkId(...plain).equals(job.ids.subarray(32 * ci, 32 * ci + 32))) chunk = plain;
         } catch (err) {
           if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) throw err;
         }
@@ -160,21 +164,36 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       if (!chunk) lost.push(ci); // its files stay out of the restore
       for (let k = job.destStart[ci]!; k < job.destStart[ci + 1]!; k++) {
         const fi = job.destFile[k]!;
-        if (chunk) {
-          const fd = fdOf(fi);
-          const pos = job.destAt[k]!;
-          for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at, pos + at);
-          bytes += chunk.length;
-        }
+        if (chunk) bytes += writeAt(fdOf(fi), chunk, job.destAt[k]!);
         wrote(fi, chunk !== null);
       }
     }
   } finally {
     for (const fd of fds.values()) closeSync(fd);
     freeBuffers([...plain.values()]);
-    for (const r of job.runs) freeBuffers([Buffer.from(r.data.buffer, r.data.byteOffset, r.data.byteLength)]);
   }
   return { bytes, lost };
+}
+
+/** `parts` copied into one buffer of `length` bytes (the scratch buffer: it is decoded at once). */
+function joined(parts: readonly Buffer[], length: number): Buffer {
+  if (scratch.length < length) scratch = Buffer.allocUnsafe(length);
+  let at = 0;
+  for (const p of parts) at += p.copy(scratch, at);
+  return scratch.subarray(0, length);
+}
+
+/** Write `parts` one after another at `pos` of `fd`, all of them (a write may take fewer bytes); the bytes written. */
+function writeAt(fd: number, parts: readonly Buffer[], pos: number): number {
+  let rest = parts.slice();
+  let total = 0;
+  while (rest.length) {
+    let n = writevSync(fd, rest, pos + total);
+    total += n;
+    while (rest.length && n >= rest[0]!.length) n -= rest.shift()!.length;
+    if (n > 0) rest[0] = rest[0]!.subarray(n);
+  }
+  return total;
 }
 
 parentPort!.on('message', (job: UnpackJob) => {

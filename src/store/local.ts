@@ -23,6 +23,8 @@ function killPoint(): void {
 }
 
 export class LocalStore implements Store {
+  readonly readThrough = 512 << 10;
+
   constructor(readonly root: string) {}
 
   get name(): string {
@@ -81,7 +83,7 @@ export class LocalStore implements Store {
     }
   }
 
-  async readRange(path: string, offset: number, length: number): Promise<Buffer> {
+  async readRange(path: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer> {
     let fd: number;
     try {
       fd = openSync(this.abs(path), constants.O_RDONLY);
@@ -90,7 +92,7 @@ export class LocalStore implements Store {
       throw ioError(err, this.abs(path), 'open');
     }
     try {
-      const buf = Buffer.allocUnsafe(length);
+      const buf = into ? Buffer.from(into.buffer, into.byteOffset, length) : Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const n = readSync(fd, buf, got, length - got, offset + got);

@@ -34,8 +34,17 @@ export interface Store {
   leftovers(dir: string): Promise<StoredFile[]>;
   /** A whole file; a missing one is an exit-5 "missing" error naming it. */
   read(path: string): Promise<Buffer>;
-  /** `length` bytes from `offset`; fewer only at the end of the file. */
-  readRange(path: string, offset: number, length: number): Promise<Buffer>;
+  /**
+   * `length` bytes from `offset`; fewer only at the end of the file. Given `into` (at least
+   * `length` bytes), they are read into it and a view of it is returned: a caller reading many
+   * ranges reuses its memory instead of faulting in fresh pages for each.
+   */
+  readRange(path: string, offset: number, length: number, into?: Uint8Array): Promise<Buffer>;
+  /**
+   * Unwanted bytes between two wanted ranges of one file that cost less to read through than to
+   * skip with a read of their own: a request to a remote store is worth megabytes.
+   */
+  readonly readThrough: number;
   /**
    * Write `data` as `path`, all or nothing: readers see either no file or the whole of it, also
    * after a crash. `exclusive`: fail with EEXIST instead of replacing an existing file.

@@ -93,6 +93,10 @@ export async function benchDrive(bench, ctx, { ex, night, nights }) {
     const restoreOne = await counted(`restore of ${one.rel}`, (T) => backupctl(T, `restore --repo ${REPO} latest -d ${q(out)} --only ${q(one.rel)} ${ctx.unlock}`));
     restoreOne.file = one.rel;
     restoreOne.fileBytes = one.bytes;
+    // Range requests, and the packs (and tree packs) they went to.
+    const media = fake.requests.filter((q) => q.on === 'media');
+    restoreOne.ranges = media.length;
+    restoreOne.rangeFiles = new Set(media.map((q) => q.path.split('?')[0].split('/')[4])).size;
     restoreOne.identical = spawnSync('cmp', ['-s', path.join(src, one.rel), path.join(out, one.rel)]).status === 0;
     // What the repository holds on Drive: every file's current revision.
     const repoBytes = [...fake.files.values()].reduce((s, f) => s + (f.revisions.at(-1)?.content.length ?? 0), 0);
@@ -139,7 +143,7 @@ export function printDrive(r) {
   row(`restore of one file (${fmtBytes(o.fileBytes)})`, o, 'restore-one');
   process.stdout.write(
     `\nnightly on Drive: the same export and nights, --repo ${REPO}; repository ${fmtBytes(r.repoBytes)} in ${r.repoFiles} files and folders; ` +
-      `one file restored: ${o.file}, ${o.identical ? 'byte-identical' : 'DIFFERS'}\n` +
+      `one file restored: ${o.file}, ${o.identical ? 'byte-identical' : 'DIFFERS'}, ${o.ranges} downloads (by range) from ${o.rangeFiles} files\n` +
       table(rows, { left: [6] }),
   );
 }
