@@ -46,9 +46,6 @@ export interface BackupResult {
   changed: number;
 }
 
-/** Entries whose chunk ids may still be on their way (stored content hashed on the thread pool), at most: the rest of the pipeline is bounded by the pack writer. */
-const ENTRIES_AHEAD = 64;
-
 export async function backup(o: BackupOptions): Promise<BackupResult> {
   const { store, keys } = o;
   const source = resolve(o.dir);
@@ -59,7 +56,7 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
   let treeWriter: PackWriter | null = null;
   try {
     // Chosen under the lock: a rotate (exclusive) cannot renew the read key while this run seals to it.
-    const packKeys = { readPublic: await backupReadKey(store, keys, o.onWarning), dedupKey: keys.dedupKey };
+    const packKeys = { readPublic: await backupReadKey(store, keys, o.onWarning) };
     const index = await RepoIndex.load(store, dedup);
     cache = await FilesCache.load(keys.id, source);
     // Trees go to packs of their own (restic's rule): a damaged data pack then costs the files
@@ -79,14 +76,6 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       await tw.add(id, BlobType.Tree, chunk, true);
       treeIds.push(id.toString('hex'));
     });
-    /** Entries in walk order, with the ids of their chunks (some still being computed) and, for the cache, what the file was. */
-    const ahead: Array<{ t: TreeEntry; ids: Array<Buffer | Promise<Buffer>>; st: FileState | null }> = [];
-    const complete = async () => {
-      const { t, ids, st } = ahead.shift()!;
-      t.chunks = await Promise.all(ids);
-      await tree.add(t);
-      if (st) files.record(t.path, st, t.chunks);
-    };
 
     // Only files the cache does not vouch for are read, so only those are read ahead (a cold
     // page cache on a night with nothing changed must not be filled with the whole export).
@@ -99,14 +88,15 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     for await (const e of entries) {
       o.signal?.throwIfAborted();
       const t: TreeEntry = { type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: 0, target: e.target ?? '', chunks: [] };
-      const item: (typeof ahead)[number] = { t, ids: [], st: null };
+      /** What the file was, for the cache (none for a file that changed while read). */
+      let known: FileState | null = null;
       if (e.type === EntryType.File) {
         const st = { size: e.stat!.size, mtimeNs: e.mtimeNs, ctimeNs: e.stat!.ctimeNs, ino: e.stat!.ino };
         const cached = files.lookup(e.path, st);
         if (cached && cached.every((id) => data.has(id))) {
-          item.ids = cached;
+          t.chunks = cached;
           t.size = Number(st.size);
-          item.st = st;
+          known = st;
         } else {
           const content = await openContent(e, r, o.onWarning);
           if (!content) continue;
@@ -116,16 +106,16 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
               await chunkStream(dedup.gear, (dst) => content.read(dst), async (chunk) => {
                 const id = dedup.chunkId(chunk);
                 await data.add(id, BlobType.Data, chunk, true);
-                item.ids.push(id);
+                t.chunks.push(id);
                 t.size += chunk.length;
               }, buf);
             } else {
-              // Media, stored as is in fixed pieces: read straight into the pack, hashed on the thread pool.
+              // Media, stored as is in fixed pieces: read straight into the pack.
               for (;;) {
                 const room = await data.reserve();
                 const n = await content.read(room);
                 if (n === 0) break;
-                item.ids.push(data.addRead(n, BlobType.Data));
+                t.chunks.push(data.addRead(n, BlobType.Data));
                 t.size += n;
                 if (n < room.length) break;
               }
@@ -137,17 +127,16 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
           if (content.changed()) {
             r.changed++;
             o.onWarning?.(`${e.path} changed while it was being read; stored as read`);
-          } else item.st = st;
+          } else known = st;
         }
         r.files++;
         r.bytes += t.size;
       }
       r.entries++;
-      ahead.push(item);
-      while (ahead.length > ENTRIES_AHEAD) await complete();
+      await tree.add(t);
+      if (known) files.record(t.path, known, t.chunks);
       o.onProgress?.({ bytes: r.bytesRead, entries: r.entries, path: e.path });
     }
-    while (ahead.length) await complete();
     await tree.finish();
     await writer.finish();
     await treeWriter.finish();
