@@ -18,12 +18,13 @@ let rc: RecoveryCode;
 const PACKS = { BACKUPCTL_REPO_PACK_SIZE: String(1_200_000) };
 const env = (extra: Record<string, string> = {}) => ({ configDir, env: { ...PACKS, BACKUPCTL_RECOVERY_CODE: rc.code, ...extra } });
 
-/** Media of 300 KB and a video spread over packs (three pieces of up to 1 MiB). */
+/** Media of 300 KB, a video spread over packs (three pieces of up to 1 MiB) and a chat log. */
 async function makeSource(dir: string): Promise<void> {
   await mkdir(join(dir, 'Media'), { recursive: true });
   for (let i = 0; i < 3; i++) await writeFile(join(dir, 'Media', `IMG-${i}.jpg`), randomBytes(300_000));
   await writeFile(join(dir, 'Media', 'VID-0.mp4'), randomBytes(2_200_000));
-  await writeFile(join(dir, '_chat.txt'), Array.from({ length: 2000 }, (_, i) => `[${i}] Bob: see you at ${i % 24}h\n`).join(''));
+  // 13 KB, under the smallest chunk: one chunk whatever the key (52 KB were cut in two for about one key in six).
+  await writeFile(join(dir, '_chat.txt'), Array.from({ length: 500 }, (_, i) => `[${i}] Bob: see you at ${i % 24}h\n`).join(''));
 }
 
 async function newRepo(name: string): Promise<string> {

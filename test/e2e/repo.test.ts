@@ -3,7 +3,7 @@
 // backup; the files cache is disposable; a fresh machine restores with a recovery code and then
 // goes on backing up.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendFile, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { STACK_TRACE, exists, makeExportTree, makeHome, newRecoveryCode, runCli, snapshot, type RecoveryCode } from '../support/cli.js';
@@ -236,6 +236,25 @@ describe('repository: init, nightly backups, restore', () => {
     const night = await backupJson(dir, join(home, 'renames-repo'), { configDir, env });
     expect(night.bytesRead).toBeGreaterThan(3 << 20); // the renamed video is read again…
     expect(night.packs).toBe(2); // …but its stored chunks are taken out before the pack is judged full
+  });
+
+  it('index files name up to four packs each, written once those are synced: 10 data packs in 3 index files; a night still adds 2', async () => {
+    const dir = join(home, 'groups');
+    await mkdir(join(dir, 'Media'), { recursive: true });
+    for (let i = 0; i < 10; i++) await writeFile(join(dir, 'Media', `IMG-${i}.jpg`), randomBytes(1 << 20)); // a pack each
+    const r = join(home, 'groups-repo');
+    await ok(['repo', 'init', r], { configDir });
+    const env = { BACKUPCTL_REPO_PACK_SIZE: String(1 << 20) };
+    const indexFiles = async () => [...(await repoFiles(r)).keys()].filter((p) => p.startsWith('index/') && !p.split('/').at(-1)!.startsWith('.'));
+    const first = await backupJson(dir, r, { configDir, env });
+    expect(first.packs).toBe(11); // 10 data packs, 1 tree pack
+    expect(await indexFiles()).toHaveLength(3 + 1); // 4 + 4 + 2 data packs, the tree pack
+    await writeFile(join(dir, 'Media', 'IMG-new.jpg'), randomBytes(100_000));
+    const night = await backupJson(dir, r, { configDir, env });
+    expect(night.packs).toBe(2);
+    expect(await indexFiles()).toHaveLength(4 + 2);
+    const v = await ok<{ unindexed: number; duplicates: number }>(['verify', '--repo', r, '--read-data'], withCode());
+    expect(v).toMatchObject({ unindexed: 0, duplicates: 0 });
   });
 
   it('inspect says what every repository file is, without a key', async () => {
