@@ -46,6 +46,9 @@ export interface BackupResult {
   changed: number;
 }
 
+/** Entries whose chunk ids may still be on their way (stored content hashed on the thread pool), at most: the rest of the pipeline is bounded by the pack writer. */
+const ENTRIES_AHEAD = 64;
+
 export async function backup(o: BackupOptions): Promise<BackupResult> {
   const { store, keys } = o;
   const source = resolve(o.dir);
@@ -56,7 +59,7 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
   let treeWriter: PackWriter | null = null;
   try {
     // Chosen under the lock: a rotate (exclusive) cannot renew the read key while this run seals to it.
-    const packKeys = { readPublic: await backupReadKey(store, keys, o.onWarning) };
+    const packKeys = { readPublic: await backupReadKey(store, keys, o.onWarning), dedupKey: keys.dedupKey };
     const index = await RepoIndex.load(store, dedup);
     cache = await FilesCache.load(keys.id, source);
     // Trees go to packs of their own (restic's rule): a damaged data pack then costs the files
@@ -76,6 +79,14 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
       await tw.add(id, BlobType.Tree, chunk, true);
       treeIds.push(id.toString('hex'));
     });
+    /** Entries in walk order, with the ids of their chunks (some still being computed) and, for the cache, what the file was. */
+    const ahead: Array<{ t: TreeEntry; ids: Array<Buffer | Promise<Buffer>>; st: FileState | null }> = [];
+    const complete = async () => {
+      const { t, ids, st } = ahead.shift()!;
+      t.chunks = await Promise.all(ids);
+      await tree.add(t);
+      if (st) files.record(t.path, st, t.chunks);
+    };
 
     // Only files the cache does not vouch for are read, so only those are read ahead (a cold
     // page cache on a night with nothing changed must not be filled with the whole export).
@@ -88,15 +99,14 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
     for await (const e of entries) {
       o.signal?.throwIfAborted();
       const t: TreeEntry = { type: e.type, path: e.path, mode: e.mode, mtimeNs: e.mtimeNs, size: 0, target: e.target ?? '', chunks: [] };
-      /** What the file was, for the cache (none for a file that changed while read). */
-      let known: FileState | null = null;
+      const item: (typeof ahead)[number] = { t, ids: [], st: null };
       if (e.type === EntryType.File) {
         const st = { size: e.stat!.size, mtimeNs: e.mtimeNs, ctimeNs: e.stat!.ctimeNs, ino: e.stat!.ino };
         const cached = files.lookup(e.path, st);
         if (cached && cached.every((id) => data.has(id))) {
-          t.chunks = cached;
+          item.ids = cached;
           t.size = Number(st.size);
-          known = st;
+          item.st = st;
         } else {
           const content = await openContent(e, r, o.onWarning);
           if (!content) continue;
@@ -106,16 +116,16 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
               await chunkStream(dedup.gear, (dst) => content.read(dst), async (chunk) => {
                 const id = dedup.chunkId(chunk);
                 await data.add(id, BlobType.Data, chunk, true);
-                t.chunks.push(id);
+                item.ids.push(id);
                 t.size += chunk.length;
               }, buf);
             } else {
-              // Media, stored as is in fixed pieces: read straight into the pack.
+              // Media, stored as is in fixed pieces: read straight into the pack, hashed on the thread pool.
               for (;;) {
                 const room = await data.reserve();
                 const n = await content.read(room);
                 if (n === 0) break;
-                t.chunks.push(data.addRead(n, BlobType.Data));
+                item.ids.push(data.addRead(n, BlobType.Data));
                 t.size += n;
                 if (n < room.length) break;
               }
@@ -127,16 +137,17 @@ export async function backup(o: BackupOptions): Promise<BackupResult> {
           if (content.changed()) {
             r.changed++;
             o.onWarning?.(`${e.path} changed while it was being read; stored as read`);
-          } else known = st;
+          } else item.st = st;
         }
         r.files++;
         r.bytes += t.size;
       }
       r.entries++;
-      await tree.add(t);
-      if (known) files.record(t.path, known, t.chunks);
+      ahead.push(item);
+      while (ahead.length > ENTRIES_AHEAD) await complete();
       o.onProgress?.({ bytes: r.bytesRead, entries: r.entries, path: e.path });
     }
+    while (ahead.length) await complete();
     await tree.finish();
     await writer.finish();
     await treeWriter.finish();

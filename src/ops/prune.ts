@@ -90,7 +90,7 @@ export async function prune(store: Store, keys: RepoKeys, dryRun: boolean, signa
 
     // (1) Live chunks of repacked packs into new packs (each followed by its index file).
     const fresh = new RepoIndex();
-    const writer = new PackWriter(store, { readPublic: readKey }, reader.dedup, fresh);
+    const writer = new PackWriter(store, { readPublic: readKey, dedupKey: keys.dedupKey }, reader.dedup, fresh);
     for (const pack of repack) {
       for (const e of live.get(pack)!) {
         signal?.throwIfAborted();

@@ -1,26 +1,31 @@
-// The sealing thread of a PackWriter (pack.ts): it seals closed packs, reading each where it is
-// (shared memory, nothing copied to reach it). On a store on this machine it writes the sealed
-// file itself, segment by segment as sealed, through the descriptor of the store's temporary
-// file; else it seals into a shared buffer, reused from one pack to the next, that the store
-// writes from.
+// The sealing thread of a PackWriter (pack.ts): it seals closed packs, and computes the ids of
+// chunks read into the open pack when it has the time, reading both where they are (shared
+// memory, nothing copied to reach it). On a store on this machine it writes the sealed file
+// itself, segment by segment as sealed, through the descriptor of the store's temporary file;
+// else it seals into a shared buffer, reused from one pack to the next, that the store writes
+// from. On the backup's own thread, hashing and sealing 1 GB took 1.4 s of its 2.5 s.
 import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { packRecipient } from './keys.js';
+import { DedupKeys, packRecipient } from './keys.js';
 import { sealInto, sealSegments } from './sealed.js';
 import { freeBuffers } from '../archive/stream.js';
+import { finished } from '../util/backlog.js';
 
 /** A pack buffer is sent once (`buffer`), then named by its number: a shared buffer in every message cost 0.4 ms each. */
 export type PackJob =
   | { t: 'buffer'; n: number; buf: SharedArrayBuffer }
   | { t: 'forget'; n: number }
+  | { t: 'hash'; n: number; offset: number; length: number }
   | { t: 'seal'; n: number; length: number; out: number }
   | { t: 'write'; n: number; length: number; fd: number };
-export type PackReply = { t: 'buffer' | 'forget' } | { t: 'seal'; length: number } | { t: 'error'; message: string; code?: string };
+export type PackReply = { t: 'buffer' | 'forget' } | { t: 'hash'; id: Uint8Array } | { t: 'seal'; length: number } | { t: 'error'; message: string; code?: string };
 
 const buffers: Array<SharedArrayBuffer | undefined> = [];
 
-const init = workerData as { readPublic: Uint8Array };
+const init = workerData as { readPublic: Uint8Array; dedupKey: Uint8Array; done: Int32Array };
 const recipient = packRecipient(new Uint8Array(init.readPublic));
+const dedup = new DedupKeys(init.dedupKey);
+init.dedupKey.fill(0);
 /** Test only: sealing fails as a crash of the thread would (the command must end in one clear line). */
 const failing = process.env.BACKUPCTL_TEST_PACK_THREAD_FAILS === '1';
 
@@ -59,6 +64,9 @@ parentPort!.on('message', (m: PackJob) => {
     } else if (m.t === 'forget') {
       buffers[m.n] = undefined;
       parentPort!.postMessage({ t: 'forget' } satisfies PackReply);
+    } else if (m.t === 'hash') {
+      const id = dedup.chunkId(new Uint8Array(buffers[m.n]!, m.offset, m.length));
+      parentPort!.postMessage({ t: 'hash', id } satisfies PackReply);
     } else if (m.t === 'write') {
       const length = sealToFile(new Uint8Array(buffers[m.n]!, 0, m.length), m.fd);
       parentPort!.postMessage({ t: 'seal', length } satisfies PackReply);
@@ -69,5 +77,7 @@ parentPort!.on('message', (m: PackJob) => {
     }
   } catch (err) {
     parentPort!.postMessage({ t: 'error', message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } satisfies PackReply);
+  } finally {
+    if (m.t !== 'buffer' && m.t !== 'forget') finished(init.done);
   }
 });

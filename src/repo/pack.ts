@@ -15,6 +15,7 @@ import type { Store } from '../store/store.js';
 import { seal, sealedBound, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
+import { Backlog } from '../util/backlog.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
@@ -63,21 +64,41 @@ const WRITES_IN_FLIGHT = 2;
 const SYNCS_IN_FLIGHT = 4;
 /** Packs one index file names (a writer's last one: those left): a file and two syncs less for three packs in four. */
 const INDEX_GROUP = 4;
+/** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
+const HASHING = 16;
+/** Chunks smaller than this are hashed on this thread: a message to the sealing thread costs more. */
+const HASH_ON_THREAD = 64 << 10;
 /** Packs smaller than this are sealed on this thread (trees, a small backup's last pack). */
 const SEAL_ON_THREAD = 1 << 20;
+
+interface Hashing {
+  /** Its entry in the open pack's list. */
+  entry: number;
+  id: Promise<Buffer>;
+  done: Buffer | null;
+  failed: unknown;
+}
+
+/** The type byte of an entry taken out again (until the pack closes). */
+const DROPPED = 0xff;
 
 const threadFailure = (why: string) =>
   new BackupctlError(Exit.internal, `a thread writing packs failed (${why}); nothing refers to the packs it did not write, so the repository is consistent: run the command again`);
 
-/** One of pack-worker.ts's threads; it answers in the order it is asked. */
+/** pack-worker.ts's thread; it answers in the order it is asked. */
 class PackThread {
   private readonly worker: Worker;
   private readonly waiting: Array<{ resolve: (m: PackReply) => void; reject: (err: unknown) => void }> = [];
   private failure: BackupctlError | null = null;
   private readonly known: Array<SharedArrayBuffer | null> = [];
+  /** Hashes and seals asked for, and done (counted by the thread as it goes). */
+  private readonly backlog = new Backlog();
 
   constructor(keys: PackKeys) {
-    this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic } });
+    // workerData is copied into the thread: this copy of the dedup key is zeroed at once, the thread's once derived.
+    const dedupKey = Uint8Array.from(keys.dedupKey);
+    this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic, dedupKey, done: this.backlog.done } });
+    dedupKey.fill(0);
     this.worker.unref(); // never what keeps the process alive
     this.worker.on('message', (m: PackReply) => {
       const w = this.waiting.shift();
@@ -96,6 +117,7 @@ class PackThread {
 
   private ask(job: PackJob): Promise<PackReply> {
     if (this.failure) return Promise.reject(this.failure);
+    if (job.t !== 'buffer' && job.t !== 'forget') this.backlog.add();
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.worker.postMessage(job);
@@ -120,6 +142,16 @@ class PackThread {
     void this.ask({ t: 'forget', n }).catch(() => {});
   }
 
+  /** Has it at most the job it is working on (time for a chunk's id)? */
+  keepsUp(): boolean {
+    return this.backlog.keepsUp();
+  }
+
+  async hash(buf: Buffer, offset: number, length: number): Promise<Buffer> {
+    const r = await this.ask({ t: 'hash', n: this.number(buf), offset, length });
+    return Buffer.from((r as { id: Uint8Array }).id);
+  }
+
   /** Seal the first `length` bytes of `buf` into `out`; the sealed file's length. */
   async seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
     const r = await this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) });
@@ -138,15 +170,16 @@ class PackThread {
   }
 }
 
-/** What a pack writer needs of the repository's keys: the read key's public half (ids are computed with the DedupKeys). */
-export type PackKeys = Pick<MachineKeys, 'readPublic'>;
+/** What a pack writer needs of the repository's keys: the read key's public half, and the dedup key for its thread's hashing. */
+export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 
 /**
  * Gathers new blobs into one buffer per pack and writes a pack whenever the target is reached,
  * then syncs it and indexes it in the background. Closed packs are sealed on a thread of their
  * own and up to WRITES_IN_FLIGHT of them written at once while the next one fills: the reading
  * never waits for the disk unless the disk is slower than it. Stored content is read straight
- * into the open pack (reserve, addRead); a chunk whose id the repository has is left out at once.
+ * into the open pack (reserve, addRead) and its id computed meanwhile; a chunk whose id the
+ * repository turns out to have is taken out again before the pack closes.
  */
 export class PackWriter {
   private buf: Buffer | null = null;
@@ -158,6 +191,8 @@ export class PackWriter {
   private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
   private count = 0;
   private size = 0;
+  /** Chunks of the open pack whose ids are being computed, in order. */
+  private hashing: Hashing[] = [];
   /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
   private pending = new Set<string>();
   /** Packs being sealed and written, and packs being synced. */
@@ -199,6 +234,7 @@ export class PackWriter {
   async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<boolean> {
     this.check();
     await this.letWritesProceed();
+    this.settleReady();
     if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
     const buf = this.room();
@@ -210,21 +246,21 @@ export class PackWriter {
     return true;
   }
 
-  /** A new entry at the pack's end. */
-  private entry(id: Uint8Array, length: number, rawLength: number, type: BlobType, codec: Codec): void {
+  /** A new entry at the pack's end; its index. */
+  private entry(id: Uint8Array | null, length: number, rawLength: number, type: BlobType, codec: Codec): number {
     if ((this.count + 1) * BLOB_ENTRY_LEN > this.list.length) {
       const bigger = Buffer.alloc(2 * this.list.length);
       this.list.copy(bigger);
       this.list = bigger;
     }
     const o = this.count * BLOB_ENTRY_LEN;
-    this.list.set(id, o);
+    if (id) this.list.set(id, o);
     this.list.writeUInt32BE(this.size, o + 32);
     this.list.writeUInt32BE(length, o + 36);
     this.list.writeUInt32BE(rawLength, o + 40);
     this.list[o + 44] = type;
     this.list[o + 45] = codec;
-    this.count++;
+    return this.count++;
   }
 
   private keep(id: Buffer): void {
@@ -239,46 +275,105 @@ export class PackWriter {
   async reserve(): Promise<Buffer> {
     this.check();
     await this.letWritesProceed();
+    this.settleReady();
+    while (this.hashing.length >= HASHING) await this.settleFirst();
     await this.closeIfFull();
     return this.room().subarray(this.size, this.size + FIXED_CHUNK);
   }
 
   /**
    * Reading and hashing never wait for anything but here: the steps of the writes in flight
-   * (a file opened, sealed, synced, indexed) would otherwise each wait for the next time the
-   * pack writer is full, and the reading then for them.
+   * (a file opened, sealed, synced, indexed) and the ids from the thread would otherwise each
+   * wait for the next time the pack writer is full, and the reading then for them.
    */
   private async letWritesProceed(): Promise<void> {
-    if (this.writes.size || this.syncs.size) await nextTurn();
+    if (this.writes.size || this.syncs.size || this.hashing.length) await nextTurn();
   }
 
-  /** Close the open pack once it holds the target. */
+  /**
+   * Close the open pack once it holds the target. Content read again (a renamed video) fills the
+   * buffer until its ids show it stored: take that out first, or a night would close a small pack
+   * early and write one file more.
+   */
   private async closeIfFull(): Promise<void> {
+    if (this.size < this.target) return;
+    await this.settleAll();
     if (this.size >= this.target) await this.closePack();
+  }
+
+  /** Every id known, and the chunks found stored taken out. */
+  private async settleAll(): Promise<void> {
+    while (this.hashing.length) await this.settleFirst();
+    this.compact();
   }
 
   /**
    * The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its
-   * id, and it is kept unless the repository has it (a file read again, e.g. a renamed video).
-   * Hashed here, not on a thread: a message there and back per chunk, and a fourth busy thread
-   * on two cores, cost more CPU than the hashing itself (0.7-1 s of 4.1 s per GB, measured).
+   * id. Computed here, or by the sealing thread when it has the time: on two cores a thread of
+   * its own for the ids, a message there and back per chunk, cost more than the hashing itself
+   * (0.7-1 s of 4.1 s of CPU per GB), and hashing every chunk here left this thread the busiest.
    */
-  addRead(length: number, type: BlobType): Buffer {
-    const id = this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length));
-    if (this.has(id)) return id;
-    this.entry(id, length, length, type, Codec.Stored);
-    this.keep(id);
+  addRead(length: number, type: BlobType): Promise<Buffer> {
+    const entry = this.entry(null, length, length, type, Codec.Stored);
+    let id: Promise<Buffer>;
+    if (length >= HASH_ON_THREAD && this.sealer?.keepsUp()) id = this.sealer.hash(this.buf!, this.buf!.byteOffset + this.size, length);
+    else id = Promise.resolve(this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length)));
+    const h: Hashing = { entry, id, done: null, failed: null };
+    id.then((v) => void (h.done = v), (err: unknown) => void (h.failed = err));
+    this.hashing.push(h);
     this.size += length;
     return id;
+  }
+
+  /** Decide the chunks whose ids are known, in order: kept, or taken out again when the repository has them. */
+  private settleReady(): void {
+    while (this.hashing.length && (this.hashing[0]!.done || this.hashing[0]!.failed)) this.decide(this.hashing.shift()!);
+  }
+
+  private async settleFirst(): Promise<void> {
+    await this.hashing[0]!.id.catch(() => {});
+    this.settleReady();
+  }
+
+  /** Kept (the id set), or marked to be taken out when the pack closes: rare, a file read again whose content is stored. */
+  private decide(h: Hashing): void {
+    if (h.failed) throw h.failed;
+    const o = h.entry * BLOB_ENTRY_LEN;
+    if (this.has(h.done!)) {
+      this.list[o + 44] = DROPPED;
+      return;
+    }
+    h.done!.copy(this.list, o);
+    this.keep(h.done!);
+  }
+
+  /** Take out the chunks found stored after all (their bytes may be read by the sealing thread until every id is in). */
+  private compact(): void {
+    let at = 0;
+    let n = 0;
+    for (let i = 0; i < this.count; i++) {
+      const o = i * BLOB_ENTRY_LEN;
+      if (this.list[o + 44] === DROPPED) continue;
+      const offset = this.list.readUInt32BE(o + 32);
+      const length = this.list.readUInt32BE(o + 36);
+      if (offset !== at) this.buf!.copy(this.buf!, at, offset, offset + length);
+      if (n !== i) this.list.copy(this.list, n * BLOB_ENTRY_LEN, o, o + BLOB_ENTRY_LEN);
+      this.list.writeUInt32BE(at, n * BLOB_ENTRY_LEN + 32);
+      at += length;
+      n++;
+    }
+    this.count = n;
+    this.size = at;
   }
 
   /** Close the open pack: sealed and written once fewer than WRITES_IN_FLIGHT others are. */
   async flush(): Promise<void> {
     this.check();
+    await this.settleAll();
     await this.closePack();
   }
 
-  /** Close the open pack. */
+  /** Close the open pack, its ids settled. */
   private async closePack(): Promise<void> {
     if (this.count === 0) return;
     while (this.writes.size >= WRITES_IN_FLIGHT || this.syncs.size >= SYNCS_IN_FLIGHT) await Promise.race([...this.writes, ...this.syncs]);
