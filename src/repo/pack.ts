@@ -455,7 +455,8 @@ export class PackWriter {
   private async writeIndex(): Promise<void> {
     const group = this.unindexed.splice(0);
     if (!group.length) return;
-    this.storedBytes += await writeIndexFile(this.store, this.dedup, group);
+    const bytes = await writeIndexFile(this.store, this.dedup, group);
+    this.storedBytes += bytes; // not `+= await`: that adds to the value from before the wait, losing the packs written meanwhile
     for (const { pack, entries } of group) {
       this.index.addEncoded(pack, entries, entries.length / BLOB_ENTRY_LEN);
       for (let o = 0; o < entries.length; o += BLOB_ENTRY_LEN) this.pending.delete(entries.toString('latin1', o, o + 32));
