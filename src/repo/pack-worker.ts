@@ -4,12 +4,12 @@
 // itself, segment by segment as sealed, through the descriptor of the store's temporary file;
 // else it seals into a shared buffer, reused from one pack to the next, that the store writes
 // from. On the backup's own thread, hashing and sealing 1 GB took 1.4 s of its 2.5 s.
-import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DedupKeys, packRecipient } from './keys.js';
 import { sealInto, sealSegments } from './sealed.js';
 import { freeBuffers } from '../archive/stream.js';
 import { finished } from '../util/backlog.js';
+import { writeAllSync } from '../util/write-all.js';
 
 /** A pack buffer is sent once (`buffer`), then named by its number: a shared buffer in every message cost 0.4 ms each. */
 export type PackJob =
@@ -40,13 +40,7 @@ function sealToFile(plain: Uint8Array, fd: number): number {
   let pos = 0;
   let previous: Buffer[] = [];
   sealSegments(plain, [recipient], (pieces) => {
-    for (let i = 0; i < pieces.length; ) {
-      let n = writevSync(fd, pieces.slice(i), pos);
-      pos += n;
-      // Continue after a partial write.
-      while (i < pieces.length && n >= pieces[i]!.length) n -= pieces[i++]!.length;
-      if (n) pieces[i] = pieces[i]!.subarray(n);
-    }
+    pos += writeAllSync(fd, [...pieces], pos);
     // Freed one segment late: freeing them at once handed the memory back to the system each time.
     freeBuffers(previous);
     previous = pieces;
@@ -76,7 +70,9 @@ parentPort!.on('message', (m: PackJob) => {
       parentPort!.postMessage({ t: 'seal', length } satisfies PackReply);
     }
   } catch (err) {
-    parentPort!.postMessage({ t: 'error', message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } satisfies PackReply);
+    // An errno (ENOSPC, EIO...) is the file's, for the store to report; anything else, the thread's.
+    const code = (err as NodeJS.ErrnoException).code;
+    parentPort!.postMessage({ t: 'error', message: (err as Error).message, code: code && /^E[A-Z0-9]+$/.test(code) ? code : undefined } satisfies PackReply);
   } finally {
     if (m.t !== 'buffer' && m.t !== 'forget') finished(init.done);
   }

@@ -11,7 +11,8 @@ import { open, readFile, readdir, rename, unlink } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { configDir, ensureConfigDir } from '../config.js';
 import { ioError } from '../errors.js';
-import { writeAll, writeFileAtomic } from '../util/fsutil.js';
+import { writeFileAtomic } from '../util/fsutil.js';
+import { writeAll } from '../util/write-all.js';
 import { ourselves, ownerGone, type Owner } from '../util/owner.js';
 
 export interface OutboxEntry {

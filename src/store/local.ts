@@ -6,7 +6,8 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { link, lstat, mkdir, open, readFile, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { BackupctlError, corruptError, ioError } from '../errors.js';
-import { syncDir, tempNameFor, writeAll } from '../util/fsutil.js';
+import { syncDir, tempNameFor } from '../util/fsutil.js';
+import { writeAll } from '../util/write-all.js';
 import type { StagedWrite, Store, StoredFile } from './store.js';
 
 /**

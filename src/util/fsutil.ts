@@ -1,6 +1,6 @@
 // Small file-system helpers shared by every module that writes: temporary names and their
 // leftovers, atomic replace, publishing a new file without replacing one, the output directory.
-import { link, lstat, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { link, lstat, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { closeSync, constants, fsyncSync, openSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -95,19 +95,6 @@ export function syncDirSync(dir: string): void {
     /* some file systems do not allow fsync on directories */
   } finally {
     if (fd !== undefined) closeSync(fd);
-  }
-}
-
-/** Buffers per writev call (under IOV_MAX, 1024 on Linux). */
-const IOV_BATCH = 512;
-
-/** Write all of `bufs` at `pos`, continuing after partial writes (a filling disk takes part of a request, then fails the next). Empties `bufs`. */
-export async function writeAll(fh: FileHandle, bufs: Uint8Array[], pos: number): Promise<void> {
-  while (bufs.length) {
-    let { bytesWritten } = await fh.writev((bufs.length > IOV_BATCH ? bufs.slice(0, IOV_BATCH) : bufs) as NodeJS.ArrayBufferView[], pos);
-    pos += bytesWritten;
-    while (bufs.length && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
-    if (bytesWritten) bufs[0] = bufs[0]!.subarray(bytesWritten);
   }
 }
 
