@@ -7,6 +7,7 @@ import { dirname } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
 import { Backlog } from '../util/backlog.js';
 import { publishNew, removeLeftoverTemps, requireOutputDir, syncDir, tempNameFor } from '../util/fsutil.js';
+import { writeAll } from '../util/write-all.js';
 import { DataOutput } from '../util/stdout-data.js';
 import { freeBuffers, inlineSegments, type SegmentOutput } from './stream.js';
 import { TAG_LEN } from './format.js';
@@ -36,16 +37,6 @@ const SEAL_BUFFERS = 4;
 
 /** What seal-worker.ts reports per segment, or a failure to write. */
 export type SealReply = { t: 'sealed'; index: number; buf: ArrayBuffer; bytes: number } | { t: 'error'; code?: string; message: string };
-
-/** Write all of `bufs` at `pos`, continuing after partial writes. */
-async function writeAll(fh: FileHandle, bufs: Buffer[], pos: number): Promise<void> {
-  while (bufs.length) {
-    let { bytesWritten } = await fh.writev(bufs, pos);
-    pos += bytesWritten;
-    while (bufs.length && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
-    if (bytesWritten) bufs[0] = bufs[0]!.subarray(bytesWritten);
-  }
-}
 
 /**
  * Writes are queued and issued as one writev at a time, of everything queued meanwhile: a few

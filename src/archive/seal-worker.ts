@@ -1,11 +1,11 @@
 // The sealing thread of a file sink (output.ts FileSink.segments): seals each plaintext segment
 // it is sent and writes it at its place in the archive file, then sends the buffer back. Files'
 // hashes it is asked for are computed from the plaintext first (span-hash.ts).
-import { writevSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TAG_LEN } from './format.js';
 import type { SealReply } from './output.js';
 import { finished } from '../util/backlog.js';
+import { writeAllSync } from '../util/write-all.js';
 import { SpanHasher } from './span-hash.js';
 import { freeBuffers, sealSegment, segmentKey } from './stream.js';
 
@@ -22,16 +22,7 @@ parentPort!.on('message', (m: { index: number; last: boolean; length: number; bu
     const plain = new Uint8Array(m.buf, 0, m.length);
     hasher.apply(m.ops, plain);
     const pieces = sealSegment(key, m.index, m.last, plain);
-    let pos = base + m.index * (segmentSize + TAG_LEN);
-    let bytes = 0;
-    for (let i = 0; i < pieces.length; ) {
-      let n = writevSync(fd, pieces.slice(i, i + 1024), pos);
-      pos += n;
-      bytes += n;
-      // Continue after a partial write.
-      while (i < pieces.length && n >= pieces[i]!.length) n -= pieces[i++]!.length;
-      if (n) pieces[i] = pieces[i]!.subarray(n);
-    }
+    const bytes = writeAllSync(fd, [...pieces], base + m.index * (segmentSize + TAG_LEN));
     // Freed one segment late: freeing them at once handed the memory back to the system each
     // time (the top of this thread's heap), to be faulted in again for the next segment.
     freeBuffers(previous);

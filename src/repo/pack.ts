@@ -1,11 +1,12 @@
 // Pack files (backupctl-repository(5) "PACKS"): new chunks, compressed where that pays, gathered
 // into files of about PACK_TARGET bytes, each sealed whole to the read key and padded (Padmé) so
 // that the storage sees neither how many chunks a pack holds nor how long any of them is. A pack
-// carries its own list of blobs (readable with the read key) and every pack gets an index file
-// (readable with the dedup key) once it is written: the pack first, its index after it, so an
-// index never names a pack that is not there.
+// carries its own list of blobs (readable with the read key) and is named by an index file
+// (readable with the dedup key, INDEX_GROUP packs each) once it is written and synced: the packs
+// first, their index after them, so an index never names a pack that is not there.
 import zlib from 'node:zlib';
 import { randomBytes } from 'node:crypto';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { Worker } from 'node:worker_threads';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
@@ -14,6 +15,7 @@ import type { Store } from '../store/store.js';
 import { seal, sealedBound, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
+import { Backlog } from '../util/backlog.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
@@ -56,11 +58,19 @@ export function encodeBlob(plain: Buffer, compressible: boolean): { codec: Codec
   return { codec: Codec.Stored, data: plain };
 }
 
-/** Closed packs being sealed and written at once: each write is a pack, a sync, then its index file and a sync, so one at a time left the disk idle between them. */
+/** Closed packs being sealed and written at once (each holds its buffer until then). */
 const WRITES_IN_FLIGHT = 2;
+/**
+ * Packs written whose sync (and index file) is still to come, at most. A sync only waits for the
+ * disk and holds no buffer, so it holds no write slot either (two writes at once, each up to its
+ * index file, and the reading waited for a slot 0.6-1.3 s of a first backup of 1 GB here).
+ */
+const SYNCS_IN_FLIGHT = 4;
+/** Packs one index file names (a writer's last one: those left): a file and two syncs less for three packs in four. */
+const INDEX_GROUP = 4;
 /** Chunks read into the open pack whose ids are still being computed (addRead), at most. */
 const HASHING = 16;
-/** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
+/** Chunks smaller than this are hashed on this thread: a message to the sealing thread costs more. */
 const HASH_ON_THREAD = 64 << 10;
 /** Packs smaller than this are sealed on this thread (trees, a small backup's last pack). */
 const SEAL_ON_THREAD = 1 << 20;
@@ -79,23 +89,28 @@ const DROPPED = 0xff;
 const threadFailure = (why: string) =>
   new BackupctlError(Exit.internal, `a thread writing packs failed (${why}); nothing refers to the packs it did not write, so the repository is consistent: run the command again`);
 
-/** One of pack-worker.ts's threads; it answers in the order it is asked. */
+/** pack-worker.ts's thread; it answers in the order it is asked. */
 class PackThread {
   private readonly worker: Worker;
   private readonly waiting: Array<{ resolve: (m: PackReply) => void; reject: (err: unknown) => void }> = [];
   private failure: BackupctlError | null = null;
   private readonly known: Array<SharedArrayBuffer | null> = [];
+  /** Hashes and seals asked for, and done (counted by the thread as it goes). */
+  private readonly backlog = new Backlog();
+  /** Seals asked for and not answered yet. */
+  private sealing = 0;
 
   constructor(keys: PackKeys) {
     // workerData is copied into the thread: this copy of the dedup key is zeroed at once, the thread's once derived.
     const dedupKey = Uint8Array.from(keys.dedupKey);
-    this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic, dedupKey } });
+    this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic, dedupKey, done: this.backlog.done } });
     dedupKey.fill(0);
     this.worker.unref(); // never what keeps the process alive
     this.worker.on('message', (m: PackReply) => {
       const w = this.waiting.shift();
       if (!w) return; // an answer that came after the thread's failure was reported
-      if (m.t === 'error') w.reject(threadFailure(m.message));
+      // A failed write (disk full) is the store's to report; anything else is the thread's failure.
+      if (m.t === 'error') w.reject(m.code ? Object.assign(new Error(m.message), { code: m.code }) : threadFailure(m.message));
       else w.resolve(m);
     });
     const fail = (why: string) => {
@@ -108,6 +123,7 @@ class PackThread {
 
   private ask(job: PackJob): Promise<PackReply> {
     if (this.failure) return Promise.reject(this.failure);
+    if (job.t !== 'buffer' && job.t !== 'forget') this.backlog.add();
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.worker.postMessage(job);
@@ -132,15 +148,38 @@ class PackThread {
     void this.ask({ t: 'forget', n }).catch(() => {});
   }
 
+  /**
+   * Has it time for a chunk's id: no seal asked for, and at most the job it is working on? An id
+   * queued behind a seal (15-25 ms for 16 MiB) held up every id after it, and the reading with
+   * them once HASHING were waiting.
+   */
+  keepsUp(): boolean {
+    return this.sealing === 0 && this.backlog.keepsUp();
+  }
+
+  /** A seal or a seal-and-write, counted while asked. */
+  private async sealJob(job: PackJob): Promise<number> {
+    this.sealing++;
+    try {
+      return ((await this.ask(job)) as { length: number }).length;
+    } finally {
+      this.sealing--;
+    }
+  }
+
   async hash(buf: Buffer, offset: number, length: number): Promise<Buffer> {
     const r = await this.ask({ t: 'hash', n: this.number(buf), offset, length });
     return Buffer.from((r as { id: Uint8Array }).id);
   }
 
   /** Seal the first `length` bytes of `buf` into `out`; the sealed file's length. */
-  async seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
-    const r = await this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) });
-    return (r as { length: number }).length;
+  seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
+    return this.sealJob({ t: 'seal', n: this.number(buf), length, out: this.number(out) });
+  }
+
+  /** Seal the first `length` bytes of `buf` and write them to the file `fd`; the sealed file's length. */
+  sealTo(buf: Buffer, length: number, fd: number): Promise<number> {
+    return this.sealJob({ t: 'write', n: this.number(buf), length, fd });
   }
 
   async close(): Promise<void> {
@@ -149,15 +188,15 @@ class PackThread {
   }
 }
 
-/** What a pack writer needs of the repository's keys: the read key's public half, and the dedup key for its hashing thread. */
+/** What a pack writer needs of the repository's keys: the read key's public half, and the dedup key for its thread's hashing. */
 export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 
 /**
- * Gathers new blobs into one buffer per pack and writes a pack (and then its index file)
- * once it is about the target size (closeIfFull). Closed packs are sealed on a thread of their own and up to
- * WRITES_IN_FLIGHT of them written at once while the next one fills: the reading never waits
- * for the disk unless the disk is slower than it. Stored content is read straight into the open
- * pack (reserve, addRead) and its id computed on another thread meanwhile; a chunk whose id the
+ * Gathers new blobs into one buffer per pack and writes a pack once it is about the target size
+ * (closeIfFull), then syncs it and indexes it in the background. Closed packs are sealed on a
+ * thread of their own and up to WRITES_IN_FLIGHT of them written at once while the next one
+ * fills: the reading never waits for the disk unless the disk is slower than it. Stored content
+ * is read straight into the open pack (reserve, addRead) and its id computed meanwhile; a chunk whose id the
  * repository turns out to have is taken out again before the pack closes.
  */
 export class PackWriter {
@@ -177,9 +216,12 @@ export class PackWriter {
   private hashing: Hashing[] = [];
   /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
   private pending = new Set<string>();
+  /** Packs being sealed and written, and packs being synced. */
   private readonly writes = new Set<Promise<void>>();
+  private readonly syncs = new Set<Promise<void>>();
+  /** Packs written and synced, for the next index file. */
+  private unindexed: Array<{ pack: string; entries: Buffer }> = [];
   private failure: unknown = null;
-  private hasher: PackThread | null = null;
   private sealer: PackThread | null = null;
   packs = 0;
   storedBytes = 0;
@@ -215,6 +257,7 @@ export class PackWriter {
   /** Store a blob of `type` unless the repository has it: `plain` (copied), compressed where that pays. Whether it was stored. */
   async add(id: Buffer, type: BlobType, plain: Buffer, compressible: boolean): Promise<boolean> {
     this.check();
+    await this.letWritesProceed();
     this.settleReady();
     if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
@@ -256,10 +299,20 @@ export class PackWriter {
    */
   async reserve(expected = FIXED_CHUNK): Promise<Buffer> {
     this.check();
+    await this.letWritesProceed();
     this.settleReady();
     while (this.hashing.length >= HASHING) await this.settleFirst();
     await this.closeIfFull(Math.min(expected, FIXED_CHUNK));
     return this.room().subarray(this.size, this.size + FIXED_CHUNK);
+  }
+
+  /**
+   * Reading and hashing never wait for anything but here: the steps of the writes in flight
+   * (a file opened, sealed, synced, indexed) and the ids from the thread would otherwise each
+   * wait for the next time the pack writer is full, and the reading then for them.
+   */
+  private async letWritesProceed(): Promise<void> {
+    if (this.writes.size || this.syncs.size || this.hashing.length) await nextTurn();
   }
 
   /**
@@ -290,12 +343,17 @@ export class PackWriter {
     this.compact();
   }
 
-  /** The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its id. */
+  /**
+   * The first `length` bytes of the reserved room hold a chunk of stored content of `type`: its
+   * id. Computed here, or by the sealing thread when it has the time: on two cores a thread of
+   * its own for the ids, a message there and back per chunk, cost more than the hashing itself
+   * (0.7-1 s of 4.1 s of CPU per GB), and hashing every chunk here left this thread the busiest.
+   */
   addRead(length: number, type: BlobType): Promise<Buffer> {
     const entry = this.entry(null, length, length, type, Codec.Stored);
     let id: Promise<Buffer>;
-    if (length < HASH_ON_THREAD) id = Promise.resolve(this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length)));
-    else id = (this.hasher ??= new PackThread(this.keys)).hash(this.buf!, this.buf!.byteOffset + this.size, length);
+    if (length >= HASH_ON_THREAD && this.sealer?.keepsUp()) id = this.sealer.hash(this.buf!, this.buf!.byteOffset + this.size, length);
+    else id = Promise.resolve(this.dedup.chunkId(this.buf!.subarray(this.size, this.size + length)));
     const h: Hashing = { entry, id, done: null, failed: null };
     id.then((v) => void (h.done = v), (err: unknown) => void (h.failed = err));
     this.hashing.push(h);
@@ -325,7 +383,7 @@ export class PackWriter {
     this.keep(h.done!);
   }
 
-  /** Take out the chunks found stored after all (their bytes may be read by the hashing thread until every id is in). */
+  /** Take out the chunks found stored after all (their bytes may be read by the sealing thread until every id is in). */
   private compact(): void {
     let at = 0;
     let n = 0;
@@ -354,7 +412,7 @@ export class PackWriter {
   /** Close the open pack, its ids settled. */
   private async closePack(): Promise<void> {
     if (this.count === 0) return;
-    while (this.writes.size >= WRITES_IN_FLIGHT) await Promise.race(this.writes);
+    while (this.writes.size >= WRITES_IN_FLIGHT || this.syncs.size >= SYNCS_IN_FLIGHT) await Promise.race([...this.writes, ...this.syncs]);
     this.check();
     const { count, size } = this;
     const buf = this.buf!;
@@ -378,45 +436,77 @@ export class PackWriter {
     this.count = 0;
     this.size = 0;
     this.buf = null;
-    const w: Promise<void> = this.write(plain, total, list, plain === buf)
-      .catch((err: unknown) => void (this.failure ??= err))
-      .then(() => void this.writes.delete(w));
-    this.writes.add(w);
+    this.track(this.writes, this.write(plain, total, list, plain === buf));
   }
 
-  /** Seal and write a pack (the first `length` bytes of `plain`), then its index file; the index in memory learns it last. */
+  /** `p` in `set` until it settles; its failure is the writer's. */
+  private track(set: Set<Promise<void>>, p: Promise<void>): void {
+    const w: Promise<void> = p.catch((err: unknown) => void (this.failure ??= err)).then(() => void set.delete(w));
+    set.add(w);
+  }
+
+  /** Seal and write a pack (the first `length` bytes of `plain`); then, in the background, sync it and index it. */
   private async write(plain: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
-    let sealed: Buffer[];
-    let out: Buffer | null = null;
-    if (length < SEAL_ON_THREAD) sealed = seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]);
-    else {
-      out = this.sealedSpare.pop() ?? Buffer.from(new SharedArrayBuffer(sealedBound(this.capacity, 1)));
-      sealed = [out.subarray(0, await (this.sealer ??= new PackThread(this.keys)).seal(plain, length, out))];
+    const release = () => {
+      if (reuse) this.spare.push(plain);
+      else this.sealer?.forget(plain);
+    };
+    if (length >= SEAL_ON_THREAD && this.store.stage) {
+      // Sealed and written by the thread as it goes (pack-worker.ts), into the store's temporary file.
+      const file = await this.store.stage(packPath(id));
+      let n: number;
+      try {
+        n = await (this.sealer ??= new PackThread(this.keys)).sealTo(plain, length, file.fd);
+      } catch (err) {
+        throw await file.abort(err);
+      }
+      release();
+      this.storedBytes += n;
+      this.track(this.syncs, file.commit().then(() => this.indexLater(id, list)));
+    } else {
+      let sealed: Buffer[];
+      let out: Buffer | null = null;
+      if (length < SEAL_ON_THREAD) sealed = seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]);
+      else {
+        out = this.sealedSpare.pop() ?? Buffer.from(new SharedArrayBuffer(sealedBound(this.capacity, 1)));
+        sealed = [out.subarray(0, await (this.sealer ??= new PackThread(this.keys)).seal(plain, length, out))];
+      }
+      release();
+      await this.store.write(packPath(id), sealed);
+      this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
+      if (out) this.sealedSpare.push(out);
+      else freeBuffers(sealed);
+      this.track(this.syncs, this.indexLater(id, list));
     }
-    if (reuse) this.spare.push(plain);
-    else {
-      this.hasher?.forget(plain);
-      this.sealer?.forget(plain);
+  }
+
+  /** Pack `id`, whose blobs `list` gives, is written and synced: named by the next index file, written once INDEX_GROUP packs wait for one. */
+  private async indexLater(pack: string, entries: Buffer): Promise<void> {
+    this.unindexed.push({ pack, entries });
+    if (this.unindexed.length >= INDEX_GROUP) await this.writeIndex();
+  }
+
+  /** An index file for the packs written and synced that none names yet; the index in memory learns them last. */
+  private async writeIndex(): Promise<void> {
+    const group = this.unindexed.splice(0);
+    if (!group.length) return;
+    const bytes = await writeIndexFile(this.store, this.dedup, group);
+    this.storedBytes += bytes; // not `+= await`: that adds to the value from before the wait, losing the packs written meanwhile
+    for (const { pack, entries } of group) {
+      this.index.addEncoded(pack, entries, entries.length / BLOB_ENTRY_LEN);
+      for (let o = 0; o < entries.length; o += BLOB_ENTRY_LEN) this.pending.delete(entries.toString('latin1', o, o + 32));
+      this.packs++;
     }
-    await this.store.write(packPath(id), sealed);
-    this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
-    if (out) this.sealedSpare.push(out);
-    else freeBuffers(sealed);
-    // Not `storedBytes += await …`: that reads the sum before the await and loses what another write added meanwhile.
-    const indexBytes = await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
-    this.storedBytes += indexBytes;
-    this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
-    for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));
-    this.packs++;
   }
 
   /** Everything added is written and indexed. */
   async finish(): Promise<void> {
     try {
       await this.flush();
-      while (this.writes.size) await Promise.race(this.writes);
+      while (this.writes.size || this.syncs.size) await Promise.race([...this.writes, ...this.syncs]);
       this.check();
+      await this.writeIndex();
     } finally {
       await this.close();
     }
@@ -424,9 +514,8 @@ export class PackWriter {
 
   /** Stop the threads (also after a failure elsewhere). */
   async close(): Promise<void> {
-    await this.hasher?.close();
     await this.sealer?.close();
-    this.hasher = this.sealer = null;
+    this.sealer = null;
   }
 }
 

@@ -43,7 +43,8 @@ export function sealInto(plain: Uint8Array, recipients: readonly Recipient[], ou
   return at;
 }
 
-function sealSegments(plain: Uint8Array, recipients: readonly Recipient[], each: (pieces: Buffer[]) => void): void {
+/** The file `plain` seals to, in order: its header, then each segment's pieces. */
+export function sealSegments(plain: Uint8Array, recipients: readonly Recipient[], each: (pieces: Buffer[]) => void): void {
   if (plain.length === 0) throw new Error('a sealed repository file is never empty');
   const fileKey = randomBytes(32);
   const nonce = randomBytes(16);

@@ -12,6 +12,7 @@ import { join, relative } from 'node:path';
 import { configDir, ensureConfigDir } from '../config.js';
 import { ioError } from '../errors.js';
 import { writeFileAtomic } from '../util/fsutil.js';
+import { writeAll } from '../util/write-all.js';
 import { ourselves, ownerGone, type Owner } from '../util/owner.js';
 
 export interface OutboxEntry {
@@ -52,7 +53,7 @@ export class Outbox {
     try {
       const fh = await open(bin, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
       try {
-        for (let i = 0; i < data.length; i += 512) await fh.writev(data.slice(i, i + 512) as NodeJS.ArrayBufferView[]);
+        await writeAll(fh, [...data], 0);
         await fh.sync();
       } finally {
         await fh.close();

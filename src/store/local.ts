@@ -3,11 +3,12 @@
 // the directory is synced: a file either is there whole or not at all, even after kill -9 or a
 // power cut. Temporary names start with '.', so a listing never shows a half-written file.
 import { closeSync, constants, openSync, readSync } from 'node:fs';
-import { link, lstat, mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, readFile, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { corruptError, ioError } from '../errors.js';
+import { BackupctlError, corruptError, ioError } from '../errors.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
-import type { Store, StoredFile } from './store.js';
+import { writeAll } from '../util/write-all.js';
+import type { StagedWrite, Store, StoredFile } from './store.js';
 
 /**
  * Test only: BACKUPCTL_TEST_KILL_AT_WRITE=N kills the process (SIGKILL, as kill -9) at its N-th
@@ -15,8 +16,6 @@ import type { Store, StoredFile } from './store.js';
  * repository tests stop a run at every step this way, deterministically.
  */
 let writes = 0;
-/** Buffers per writev call (under IOV_MAX, 1024 on Linux). */
-const IOV_BATCH = 512;
 function killPoint(): void {
   const at = Number(process.env.BACKUPCTL_TEST_KILL_AT_WRITE);
   if (Number.isInteger(at) && at > 0 && ++writes === at) process.kill(process.pid, 'SIGKILL');
@@ -113,6 +112,49 @@ export class LocalStore implements Store {
    * first backup's time when they were synchronous).
    */
   async write(path: string, data: Uint8Array[], opts: { exclusive?: boolean } = {}): Promise<void> {
+    const { fh, tmp, target } = await this.openTemp(path);
+    try {
+      try {
+        await writeAll(fh, [...data], 0);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await this.publish(tmp, target, opts.exclusive === true);
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err;
+      throw ioError(err, target, 'write');
+    }
+  }
+
+  async stage(path: string): Promise<StagedWrite> {
+    const { fh, tmp, target } = await this.openTemp(path);
+    const fail = async (err: unknown) => {
+      await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      return err instanceof BackupctlError ? err : ioError(err, target, 'write');
+    };
+    return {
+      fd: fh.fd,
+      commit: async () => {
+        try {
+          try {
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          await this.publish(tmp, target, false);
+        } catch (err) {
+          throw await fail(err);
+        }
+      },
+      abort: fail,
+    };
+  }
+
+  /** A new temporary file beside `path`'s place (its directory made if need be). */
+  private async openTemp(path: string): Promise<{ fh: FileHandle; tmp: string; target: string }> {
     const target = this.abs(path);
     const dir = dirname(target);
     try {
@@ -122,24 +164,20 @@ export class LocalStore implements Store {
     }
     const tmp = tempNameFor(target);
     try {
-      const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      try {
-        for (let i = 0; i < data.length; i += IOV_BATCH) await fh.writev(data.slice(i, i + IOV_BATCH) as NodeJS.ArrayBufferView[]);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      killPoint();
-      if (opts.exclusive) {
-        await link(tmp, target); // fails with EEXIST, never replaces
-        await unlink(tmp);
-      } else await rename(tmp, target);
+      return { fh: await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), tmp, target };
     } catch (err) {
-      await unlink(tmp).catch(() => {});
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw err;
       throw ioError(err, target, 'write');
     }
-    await syncDir(dir);
+  }
+
+  /** The synced temporary file moved into place (`exclusive`: linked, never replacing), and its directory synced. */
+  private async publish(tmp: string, target: string, exclusive: boolean): Promise<void> {
+    killPoint();
+    if (exclusive) {
+      await link(tmp, target); // fails with EEXIST, never replaces
+      await unlink(tmp);
+    } else await rename(tmp, target);
+    await syncDir(dirname(target));
   }
 
   async delete(path: string): Promise<void> {

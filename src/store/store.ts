@@ -10,6 +10,15 @@ export interface StoredFile {
   mtimeMs: number;
 }
 
+/** A file being written through its descriptor (by any thread of this process), not yet in place. */
+export interface StagedWrite {
+  readonly fd: number;
+  /** Synced and moved into place as write() does (all or nothing, also after a crash); closes the descriptor. */
+  commit(): Promise<void>;
+  /** The temporary file removed and the descriptor closed; what to throw for `err` (an I/O error naming the file). */
+  abort(err: unknown): Promise<unknown>;
+}
+
 export interface Store {
   /** What to call the store in messages (a directory path, drive:NAME). */
   readonly name: string;
@@ -50,6 +59,12 @@ export interface Store {
    * after a crash. `exclusive`: fail with EEXIST instead of replacing an existing file.
    */
   write(path: string, data: Uint8Array[], opts?: { exclusive?: boolean }): Promise<void>;
+  /**
+   * Stores on this machine only: write `path` through a file descriptor instead, so that a thread
+   * can write it as it produces it (a pack, segment by segment as it is sealed) and none of it is
+   * gathered in memory first.
+   */
+  stage?(path: string): Promise<StagedWrite>;
   /** Delete a file; one that is already gone is not an error. */
   delete(path: string): Promise<void>;
   /** Is `path` there as a complete file? (the repository marker, before anything else) */

@@ -265,6 +265,28 @@ describe('repository: init, nightly backups, restore', () => {
     expect(packed / raw).toBeGreaterThan(1);
   });
 
+  it('index files name up to four packs each, written once those are synced: 10 data packs in 3 index files, every byte counted; a night still adds 2', async () => {
+    const dir = join(home, 'groups');
+    await mkdir(join(dir, 'Media'), { recursive: true });
+    for (let i = 0; i < 10; i++) await writeFile(join(dir, 'Media', `IMG-${i}.jpg`), randomBytes(1 << 20)); // a pack each
+    const r = join(home, 'groups-repo');
+    await ok(['repo', 'init', r], { configDir });
+    const env = { BACKUPCTL_REPO_PACK_SIZE: String(1 << 20) };
+    const indexFiles = async () => [...(await repoFiles(r)).keys()].filter((p) => p.startsWith('index/') && !p.split('/').at(-1)!.startsWith('.'));
+    /** Bytes of the packs, index files and snapshots: what a backup reports as stored. */
+    const stored = async () => [...(await repoFiles(r))].filter(([p]) => /^(data|index|snapshots)\/[^.]/.test(p.replace(/\/[0-9a-f]{2}\//, '/'))).reduce((a, [, n]) => a + n, 0);
+    const first = await backupJson(dir, r, { configDir, env });
+    expect(first.packs).toBe(11); // 10 data packs, 1 tree pack
+    expect(await indexFiles()).toHaveLength(3 + 1); // 4 + 4 + 2 data packs, the tree pack
+    expect(first.storedBytes).toBe(await stored()); // packs synced and indexed meanwhile are all counted
+    await writeFile(join(dir, 'Media', 'IMG-new.jpg'), randomBytes(100_000));
+    const night = await backupJson(dir, r, { configDir, env });
+    expect(night.packs).toBe(2);
+    expect(await indexFiles()).toHaveLength(4 + 2);
+    const v = await ok<{ unindexed: number; duplicates: number }>(['verify', '--repo', r, '--read-data'], withCode());
+    expect(v).toMatchObject({ unindexed: 0, duplicates: 0 });
+  });
+
   it('inspect says what every repository file is, without a key', async () => {
     const kinds = new Map<string, string>();
     for (const p of (await repoFiles(repo)).keys()) {
