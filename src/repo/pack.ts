@@ -11,9 +11,8 @@ import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
 import { decoder } from '../archive/records.js';
 import type { Store } from '../store/store.js';
-import { seal, sealedBound, SealedFile } from './sealed.js';
+import { sealInto, sealedBound, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
-import { freeBuffers } from '../archive/stream.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
@@ -58,7 +57,7 @@ const WRITES_IN_FLIGHT = 2;
 const HASHING = 16;
 /** Chunks smaller than this are hashed on this thread: a message to the hashing thread costs more. */
 const HASH_ON_THREAD = 64 << 10;
-/** Packs smaller than this are sealed on this thread (trees, a small backup's last pack). */
+/** Packs smaller than this are sealed on this thread (a small backup's last pack). */
 const SEAL_ON_THREAD = 1 << 20;
 
 interface Hashing {
@@ -133,9 +132,9 @@ class PackThread {
     return Buffer.from((r as { id: Uint8Array }).id);
   }
 
-  /** Seal the first `length` bytes of `buf` into `out`; the sealed file's length. */
-  async seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
-    const r = await this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) });
+  /** Seal the first `length` bytes of `buf` where they are (sealInto); the sealed file's length. */
+  async seal(buf: Buffer, length: number): Promise<number> {
+    const r = await this.ask({ t: 'seal', n: this.number(buf), length });
     return (r as { length: number }).length;
   }
 
@@ -159,8 +158,6 @@ export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 export class PackWriter {
   private buf: Buffer | null = null;
   private readonly spare: Buffer[] = [];
-  /** Buffers the sealing thread seals into, reused. */
-  private readonly sealedSpare: Buffer[] = [];
   private readonly capacity: number;
   /** The open pack's blobs, encoded as in the pack (BLOB_ENTRY_LEN bytes each; objects cost 180 bytes a chunk). */
   private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
@@ -184,9 +181,11 @@ export class PackWriter {
     private readonly dedup: DedupKeys,
     private readonly index: RepoIndex,
     private readonly target = packTarget(),
+    /** Seal every pack on this thread: trees, a few MB a night, are not worth a thread (a V8 isolate) of their own. */
+    private readonly sealHere = false,
   ) {
-    // Room for the blobs, their list and the padding (Padmé adds at most 12%).
-    this.capacity = Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10);
+    // Room for the blobs, their list and the padding (Padmé adds at most 12%), sealed where they are.
+    this.capacity = sealedBound(Math.ceil((target + LARGEST_CHUNK) * 1.13) + (64 << 10), 1);
   }
 
   has(id: Buffer): boolean {
@@ -342,11 +341,11 @@ export class PackWriter {
     PACK_MAGIC.copy(footer, 0);
     footer.writeUInt32BE(count, 8);
     footer.writeUInt32BE(size, 12);
-    // Completed in place when it fits (it always does but for packs of thousands of tiny chunks).
+    // Completed and sealed in place when it fits (it always does but for packs of thousands of tiny chunks).
     const total = padme(used);
     let plain = buf;
-    if (total > buf.length) {
-      plain = Buffer.from(new SharedArrayBuffer(total));
+    if (sealedBound(total, 1) > buf.length) {
+      plain = Buffer.from(new SharedArrayBuffer(sealedBound(total, 1)));
       buf.copy(plain, 0, 0, size);
       this.spare.push(buf);
     }
@@ -362,25 +361,20 @@ export class PackWriter {
     this.writes.add(w);
   }
 
-  /** Seal and write a pack (the first `length` bytes of `plain`), then its index file; the index in memory learns it last. */
-  private async write(plain: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
+  /** Seal (in place) and write a pack (the first `length` bytes of `buf`), then its index file; the index in memory learns it last. */
+  private async write(buf: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
-    let sealed: Buffer[];
-    let out: Buffer | null = null;
-    if (length < SEAL_ON_THREAD) sealed = seal(plain.subarray(0, length), [packRecipient(this.keys.readPublic)]);
+    const sealedLength =
+      this.sealHere || length < SEAL_ON_THREAD
+        ? sealInto(buf.subarray(0, length), [packRecipient(this.keys.readPublic)], buf)
+        : await (this.sealer ??= new PackThread(this.keys)).seal(buf, length);
+    await this.store.write(packPath(id), [buf.subarray(0, sealedLength)]);
+    this.storedBytes += sealedLength;
+    if (reuse) this.spare.push(buf);
     else {
-      out = this.sealedSpare.pop() ?? Buffer.from(new SharedArrayBuffer(sealedBound(this.capacity, 1)));
-      sealed = [out.subarray(0, await (this.sealer ??= new PackThread(this.keys)).seal(plain, length, out))];
+      this.hasher?.forget(buf);
+      this.sealer?.forget(buf);
     }
-    if (reuse) this.spare.push(plain);
-    else {
-      this.hasher?.forget(plain);
-      this.sealer?.forget(plain);
-    }
-    await this.store.write(packPath(id), sealed);
-    this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
-    if (out) this.sealedSpare.push(out);
-    else freeBuffers(sealed);
     this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
     this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
     for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));

@@ -14,8 +14,9 @@ export const REPO_SEGMENT = 64 << 10;
 
 /** The file `plain` seals to: header (slots for `recipients`) and segments, as pieces to write. */
 export function seal(plain: Uint8Array, recipients: readonly Recipient[]): Buffer[] {
-  const out: Buffer[] = [];
-  sealSegments(plain, recipients, (pieces) => void out.push(...pieces));
+  const { header, key, count } = beginSealing(plain, recipients);
+  const out = [header];
+  for (let i = 0; i < count; i++) out.push(...sealSegment(key, i, i === count - 1, segmentOf(plain, i)));
   return out;
 }
 
@@ -23,37 +24,41 @@ export function seal(plain: Uint8Array, recipients: readonly Recipient[]): Buffe
 export const sealedBound = (plainLength: number, slots: number) => plainLength + Math.ceil(plainLength / REPO_SEGMENT) * TAG_LEN + 4096 + 512 * slots;
 
 /**
- * The same, written into `out` (at least sealedBound bytes); its length. Each segment's pieces are
- * freed as soon as the next one is sealed: the cipher's output memory is reused from one to the
- * next instead of being handed back to the system and faulted in again (a pack's worth at once
- * cost a third more page faults than `create` of the same export).
+ * The same, written into `out` (at least sealedBound bytes); its length. `out` may be the memory
+ * `plain` is in, from where it starts: segments are sealed last to first, and each lands at or
+ * past the start of its own plaintext, so only over plaintext already sealed (the header, known
+ * first, goes in last). A pack is then sealed where it was gathered, with no second buffer. Each
+ * segment's pieces are freed once copied: the cipher's output memory is reused from one to the
+ * next instead of being handed back to the system and faulted in again.
  */
 export function sealInto(plain: Uint8Array, recipients: readonly Recipient[], out: Uint8Array): number {
-  let at = 0;
-  let previous: Buffer[] = [];
-  sealSegments(plain, recipients, (pieces) => {
+  const { header, key, count } = beginSealing(plain, recipients);
+  for (let i = count - 1; i >= 0; i--) {
+    const pieces = sealSegment(key, i, i === count - 1, segmentOf(plain, i));
+    let at = header.length + i * (REPO_SEGMENT + TAG_LEN);
     for (const p of pieces) {
       out.set(p, at);
       at += p.length;
     }
-    freeBuffers(previous);
-    previous = pieces;
-  });
-  freeBuffers(previous);
-  return at;
+    freeBuffers(pieces);
+  }
+  out.set(header, 0);
+  return header.length + plain.length + count * TAG_LEN;
 }
 
-function sealSegments(plain: Uint8Array, recipients: readonly Recipient[], each: (pieces: Buffer[]) => void): void {
+const segmentOf = (plain: Uint8Array, i: number) => plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT);
+
+/** A new file key's header, and the segment key and count for `plain`. */
+function beginSealing(plain: Uint8Array, recipients: readonly Recipient[]) {
   if (plain.length === 0) throw new Error('a sealed repository file is never empty');
   const fileKey = randomBytes(32);
   const nonce = randomBytes(16);
   const slots = recipients.map((r) => r.wrap(fileKey));
   const created = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  each([encodeHeader({ created, segmentSize: REPO_SEGMENT, nonce, slots }, fileKey)]);
+  const header = encodeHeader({ created, segmentSize: REPO_SEGMENT, nonce, slots }, fileKey);
   const key = segmentKey(payloadKey(fileKey, nonce));
   fileKey.fill(0);
-  const count = Math.ceil(plain.length / REPO_SEGMENT);
-  for (let i = 0; i < count; i++) each(sealSegment(key, i, i === count - 1, plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT)));
+  return { header, key, count: Math.ceil(plain.length / REPO_SEGMENT) };
 }
 
 /** Reads `length` bytes at `offset` of the sealed file (fewer only at its end). */

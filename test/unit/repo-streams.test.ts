@@ -7,8 +7,24 @@ import { chunkStream, gearTable } from '../../src/repo/chunker.js';
 import { walkOrder } from '../../src/repo/files-cache.js';
 import { TreeChunker, encodeEntry, type TreeEntry } from '../../src/repo/tree.js';
 import { EntryType } from '../../src/archive/format.js';
+import { newRepoKeys, packIdentity, packRecipient } from '../../src/repo/keys.js';
+import { REPO_SEGMENT, SealedFile, sealInto, sealedBound } from '../../src/repo/sealed.js';
 
 describe('repository streams', () => {
+  it('a pack sealed where it was gathered (sealInto its own memory) opens to the same bytes', async () => {
+    const keys = newRepoKeys();
+    // Segments whole and one cut short, and a single short one.
+    for (const length of [5 * REPO_SEGMENT + 1234, 100]) {
+      const plain = randomBytes(length);
+      const buf = Buffer.alloc(sealedBound(length, 1));
+      plain.copy(buf);
+      const sealedLength = sealInto(buf.subarray(0, length), [packRecipient(keys.readPublic)], buf);
+      const file = await SealedFile.fromBytes('pack', buf.subarray(0, sealedLength));
+      await file.unlock(packIdentity(keys));
+      expect((await file.readAll()).equals(plain)).toBe(true);
+    }
+  });
+
   it('the tree cut entry by entry gives the chunks of the whole tree cut at once', async () => {
     const gear = gearTable(randomBytes(1024));
     const entries: TreeEntry[] = Array.from({ length: 12_000 }, (_, i) => ({
