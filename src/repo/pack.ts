@@ -59,6 +59,13 @@ const HASHING = 16;
 const HASH_ON_THREAD = 64 << 10;
 /** Packs smaller than this are sealed on this thread (a small backup's last pack). */
 const SEAL_ON_THREAD = 1 << 20;
+/**
+ * While packs are being written, the event loop gets a turn every this many bytes added: a walk
+ * of small files (read, compressed and hashed synchronously) never leaves its microtasks
+ * otherwise, and the writes in flight (the sealing thread's answer, the disk's) waited for its
+ * end, each holding its pack's buffer (100,000 files: a third pack buffer, 20 MB).
+ */
+const TURN_EVERY = 1 << 20;
 
 interface Hashing {
   /** Its entry in the open pack's list. */
@@ -163,6 +170,8 @@ export class PackWriter {
   private list = Buffer.alloc(BLOB_ENTRY_LEN * 1024);
   private count = 0;
   private size = 0;
+  /** Bytes added since the event loop last had a turn (TURN_EVERY). */
+  private sinceTurn = 0;
   /** Chunks of the open pack whose ids are being computed, in order. */
   private hashing: Hashing[] = [];
   /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
@@ -212,6 +221,7 @@ export class PackWriter {
     this.keep(id);
     data.copy(buf, this.size);
     this.size += data.length;
+    this.sinceTurn += data.length;
     await this.closeIfFull();
     return true;
   }
@@ -256,6 +266,10 @@ export class PackWriter {
    * early and write one file more.
    */
   private async closeIfFull(): Promise<void> {
+    if (this.writes.size && this.sinceTurn >= TURN_EVERY) {
+      this.sinceTurn = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
     if (this.size < this.target) return;
     await this.settleAll();
     if (this.size >= this.target) await this.closePack();
@@ -277,6 +291,7 @@ export class PackWriter {
     id.then((v) => void (h.done = v), (err: unknown) => void (h.failed = err));
     this.hashing.push(h);
     this.size += length;
+    this.sinceTurn += length;
     return id;
   }
 
