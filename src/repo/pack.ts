@@ -429,7 +429,7 @@ export class PackReader {
   /** The blob `e` describes, decompressed; its plaintext must hash to its id. */
   async blob(e: BlobEntry, dedup: DedupKeys): Promise<Buffer> {
     const data = await this.file.read(e.offset, e.length);
-    const plain = decoder(e.codec, `chunk in pack ${this.id}`)(data);
+    const plain = decoder(e.codec, `chunk in pack ${this.id}`, e.rawLength)(data);
     if (plain.length !== e.rawLength || !dedup.chunkId(plain).equals(e.id)) {
       throw corruptError(`pack ${this.id}: a chunk does not match its id (damaged or tampered)`, { pack: this.id });
     }

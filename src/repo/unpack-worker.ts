@@ -10,7 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import type { Codec } from '../archive/format.js';
-import { decoder } from '../archive/records.js';
+import { decoder, freeDecoded } from '../archive/records.js';
 import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
@@ -150,7 +150,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       let chunk: Buffer | null = null;
       if (data && data.length === length) {
         try {
-          const p = decoder(job.codec[ci] as Codec, `chunk in ${where}`)(data);
+          const p = decoder(job.codec[ci] as Codec, `chunk in ${where}`, job.rawLength[ci])(data);
           if (p.length === job.rawLength[ci] && dedup.chunkId(p).equals(job.ids.subarray(32 * ci, 32 * ci + 32))) chunk = p;
         } catch (err) {
           if (!(err instanceof BackupctlError && err.code === Exit.corrupt)) throw err;
@@ -168,6 +168,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
         }
         wrote(fi, chunk !== null);
       }
+      if (chunk) freeDecoded(chunk, job.codec[ci] as Codec, chunk.length); // at once, as the segments
     }
   } finally {
     for (const fd of fds.values()) closeSync(fd);

@@ -6,11 +6,31 @@ import { randomBytes } from 'node:crypto';
 import { chunkStream, gearTable } from '../../src/repo/chunker.js';
 import { walkOrder } from '../../src/repo/files-cache.js';
 import { TreeChunker, encodeEntry, type TreeEntry } from '../../src/repo/tree.js';
-import { EntryType } from '../../src/archive/format.js';
+import { Codec, EntryType } from '../../src/archive/format.js';
+import { decoder, freeDecoded } from '../../src/archive/records.js';
+import { encodeBlob } from '../../src/repo/pack.js';
 import { newRepoKeys, packIdentity, packRecipient } from '../../src/repo/keys.js';
 import { REPO_SEGMENT, SealedFile, sealInto, sealedBound } from '../../src/repo/sealed.js';
 
 describe('repository streams', () => {
+  it('a chunk decoded with its size comes back in memory of about its size, freed once written (not a view of 1 MiB each)', () => {
+    for (const size of [300, 5000, 70_000, 300_000]) {
+      const plain = Buffer.from('chat line '.repeat(size / 10));
+      const { codec, data } = encodeBlob(plain, true);
+      expect(codec).not.toBe(Codec.Stored);
+      const got = decoder(codec, 'chunk', size)(data);
+      expect(got.equals(plain)).toBe(true);
+      // A small one is copied into Node's buffer pool (a 64 KiB slab, shared); a large one has a buffer of its own.
+      expect(got.buffer.byteLength).toBeLessThanOrEqual(Math.max(64 << 10, size + 1));
+      freeDecoded(got, codec, size);
+      expect(got.buffer.byteLength).toBe(size >= 64 << 10 ? 0 : 64 << 10); // detached (its memory given back), or the pool left alone
+    }
+    // Stored: the input itself, never freed.
+    const stored = Buffer.from('x'.repeat(300));
+    freeDecoded(decoder(Codec.Stored, 'chunk', 300)(stored), Codec.Stored, 300);
+    expect(stored.length).toBe(300);
+  });
+
   it('a pack sealed where it was gathered (sealInto its own memory) opens to the same bytes', async () => {
     const keys = newRepoKeys();
     // Segments whole and one cut short, and a single short one.
