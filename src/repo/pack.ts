@@ -16,6 +16,7 @@ import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
+import { PackIds } from './pack-ids.js';
 
 /** Plaintext bytes a pack is closed at (tests make it small to get many packs). */
 export function packTarget(): number {
@@ -174,8 +175,9 @@ export class PackWriter {
   private sinceTurn = 0;
   /** Chunks of the open pack whose ids are being computed, in order. */
   private hashing: Hashing[] = [];
-  /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
-  private pending = new Set<string>();
+  /** Ids in the open pack, and in each of those being written: a chunk met twice in a run is stored once. */
+  private ids = new PackIds(this.list);
+  private readonly writing = new Set<PackIds>();
   private readonly writes = new Set<Promise<void>>();
   private failure: unknown = null;
   private hasher: PackThread | null = null;
@@ -198,7 +200,9 @@ export class PackWriter {
   }
 
   has(id: Buffer): boolean {
-    return this.index.has(id) || this.pending.has(id.toString('latin1'));
+    if (this.index.has(id) || this.ids.has(id)) return true;
+    for (const w of this.writing) if (w.has(id)) return true;
+    return false;
   }
 
   private check(): void {
@@ -217,8 +221,7 @@ export class PackWriter {
     if (this.has(id)) return false;
     const { codec, data } = encodeBlob(plain, compressible);
     const buf = this.room();
-    this.entry(id, data.length, plain.length, type, codec);
-    this.keep(id);
+    this.keep(this.entry(id, data.length, plain.length, type, codec));
     data.copy(buf, this.size);
     this.size += data.length;
     this.sinceTurn += data.length;
@@ -231,7 +234,7 @@ export class PackWriter {
     if ((this.count + 1) * BLOB_ENTRY_LEN > this.list.length) {
       const bigger = Buffer.alloc(2 * this.list.length);
       this.list.copy(bigger);
-      this.list = bigger;
+      this.list = this.ids.list = bigger;
     }
     const o = this.count * BLOB_ENTRY_LEN;
     if (id) this.list.set(id, o);
@@ -243,8 +246,9 @@ export class PackWriter {
     return this.count++;
   }
 
-  private keep(id: Buffer): void {
-    this.pending.add(id.toString('latin1'));
+  /** Entry `entry` (its id set) is stored. */
+  private keep(entry: number): void {
+    this.ids.add(entry);
     this.newChunks++;
   }
 
@@ -314,7 +318,7 @@ export class PackWriter {
       return;
     }
     h.done!.copy(this.list, o);
-    this.keep(h.done!);
+    this.keep(h.entry);
   }
 
   /** Take out the chunks found stored after all (their bytes may be read by the hashing thread until every id is in). */
@@ -331,6 +335,11 @@ export class PackWriter {
       this.list.writeUInt32BE(at, n * BLOB_ENTRY_LEN + 32);
       at += length;
       n++;
+    }
+    if (n !== this.count) {
+      // Entries moved: their numbers in the table with them (every one left is kept, its id known).
+      this.ids = new PackIds(this.list);
+      for (let i = 0; i < n; i++) this.ids.add(i);
     }
     this.count = n;
     this.size = at;
@@ -351,6 +360,10 @@ export class PackWriter {
     const { count, size } = this;
     const buf = this.buf!;
     const list = Buffer.from(this.list.subarray(0, count * BLOB_ENTRY_LEN));
+    const ids = this.ids;
+    ids.list = list;
+    this.ids = new PackIds(this.list);
+    this.writing.add(ids);
     const used = size + list.length + PACK_FOOTER_LEN;
     const footer = Buffer.alloc(PACK_FOOTER_LEN);
     PACK_MAGIC.copy(footer, 0);
@@ -370,14 +383,14 @@ export class PackWriter {
     this.count = 0;
     this.size = 0;
     this.buf = null;
-    const w: Promise<void> = this.write(plain, total, list, plain === buf)
+    const w: Promise<void> = this.write(plain, total, list, ids, plain === buf)
       .catch((err: unknown) => void (this.failure ??= err))
       .then(() => void this.writes.delete(w));
     this.writes.add(w);
   }
 
   /** Seal (in place) and write a pack (the first `length` bytes of `buf`), then its index file; the index in memory learns it last. */
-  private async write(buf: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
+  private async write(buf: Buffer, length: number, list: Buffer, ids: PackIds, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
     const sealedLength =
       this.sealHere || length < SEAL_ON_THREAD
@@ -392,7 +405,7 @@ export class PackWriter {
     }
     this.storedBytes += await writeIndexFile(this.store, this.dedup, [{ pack: id, entries: list }]);
     this.index.addEncoded(id, list, list.length / BLOB_ENTRY_LEN);
-    for (let o = 0; o < list.length; o += BLOB_ENTRY_LEN) this.pending.delete(list.toString('latin1', o, o + 32));
+    this.writing.delete(ids);
     this.packs++;
   }
 
