@@ -26,7 +26,7 @@ describe('repository streams', () => {
       const keys = newRepoKeys();
       const dedup = new DedupKeys(keys.dedupKey);
       const index = await RepoIndex.load(store, dedup);
-      const w = new PackWriter(store, keys, dedup, index, 10_000, true);
+      const w = new PackWriter(store, keys, dedup, index, 10_000);
       const chunk = (i: number) => Buffer.concat(Array.from({ length: 32 }, (_, k) => createHash('sha256').update(`${i}/${k}`).digest())).subarray(0, 1000);
       const add = (i: number) => w.add(dedup.chunkId(chunk(i)), BlobType.Data, chunk(i), false);
       const read = async (i: number) => {
