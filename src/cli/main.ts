@@ -17,6 +17,11 @@ export async function main(argv: string[]): Promise<void> {
   // 190 to 127 MB (create) and 255 to ~180 MB (restore), at no measurable cost in time. V8 reads
   // this flag each time it considers growing, so setting it here, after start-up, takes effect.
   v8.setFlagsFromString('--semi-space-growth-factor=1');
+  // And collect the old generation once it has grown by 30% since the last collection, not by up
+  // to 4 times: a backup of 100,000 small files keeps 15-20 MB alive but its old generation grew
+  // to 40 MB of mostly garbage between collections (peak RSS 230 -> 200 MB first, 138 -> 115 MB
+  // with nothing changed); each collection of so small a heap takes a few ms.
+  v8.setFlagsFromString('--heap-growing-percent=30');
   // A listing whose reader went away (| head) ends quietly, with the status the command has
   // already reached (verify --against: 3); any other failure to write it (a full disk) is exit 6.
   // An archive streamed to stdout reports its own failures (DataOutput).

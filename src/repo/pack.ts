@@ -19,6 +19,7 @@ import { Backlog } from '../util/backlog.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
 import type { PackJob, PackReply } from './pack-worker.js';
+import { PackIds } from './pack-ids.js';
 
 /** The pack size packs are closed around (tests make it small to get many packs). */
 export function packTarget(): number {
@@ -214,13 +215,14 @@ export class PackWriter {
   private size = 0;
   /** Chunks of the open pack whose ids are being computed, in order. */
   private hashing: Hashing[] = [];
-  /** Ids in the open pack and in those being written: a chunk met twice in a run is stored once. */
-  private pending = new Set<string>();
+  /** Ids in the open pack, and in each of those being written: a chunk met twice in a run is stored once. */
+  private ids = new PackIds(this.list);
+  private readonly writing = new Set<PackIds>();
   /** Packs being sealed and written, and packs being synced. */
   private readonly writes = new Set<Promise<void>>();
   private readonly syncs = new Set<Promise<void>>();
   /** Packs written and synced, for the next index file. */
-  private unindexed: Array<{ pack: string; entries: Buffer }> = [];
+  private unindexed: Array<{ pack: string; entries: Buffer; ids: PackIds }> = [];
   private failure: unknown = null;
   private sealer: PackThread | null = null;
   packs = 0;
@@ -242,7 +244,9 @@ export class PackWriter {
   }
 
   has(id: Buffer): boolean {
-    return this.index.has(id) || this.pending.has(id.toString('latin1'));
+    if (this.index.has(id) || this.ids.has(id)) return true;
+    for (const w of this.writing) if (w.has(id)) return true;
+    return false;
   }
 
   private check(): void {
@@ -263,8 +267,7 @@ export class PackWriter {
     const { codec, data } = encodeBlob(plain, compressible);
     await this.closeIfFull(data.length);
     const buf = this.room();
-    this.entry(id, data.length, plain.length, type, codec);
-    this.keep(id);
+    this.keep(this.entry(id, data.length, plain.length, type, codec));
     data.copy(buf, this.size);
     this.size += data.length;
     return true;
@@ -275,7 +278,7 @@ export class PackWriter {
     if ((this.count + 1) * BLOB_ENTRY_LEN > this.list.length) {
       const bigger = Buffer.alloc(2 * this.list.length);
       this.list.copy(bigger);
-      this.list = bigger;
+      this.list = this.ids.list = bigger;
     }
     const o = this.count * BLOB_ENTRY_LEN;
     if (id) this.list.set(id, o);
@@ -287,8 +290,9 @@ export class PackWriter {
     return this.count++;
   }
 
-  private keep(id: Buffer): void {
-    this.pending.add(id.toString('latin1'));
+  /** Entry `entry` (its id set) is stored. */
+  private keep(entry: number): void {
+    this.ids.add(entry);
     this.newChunks++;
   }
 
@@ -380,7 +384,7 @@ export class PackWriter {
       return;
     }
     h.done!.copy(this.list, o);
-    this.keep(h.done!);
+    this.keep(h.entry);
   }
 
   /** Take out the chunks found stored after all (their bytes may be read by the sealing thread until every id is in). */
@@ -397,6 +401,11 @@ export class PackWriter {
       this.list.writeUInt32BE(at, n * BLOB_ENTRY_LEN + 32);
       at += length;
       n++;
+    }
+    if (n !== this.count) {
+      // Entries moved: their numbers in the table with them (every one left is kept, its id known).
+      this.ids = new PackIds(this.list);
+      for (let i = 0; i < n; i++) this.ids.add(i);
     }
     this.count = n;
     this.size = at;
@@ -417,6 +426,10 @@ export class PackWriter {
     const { count, size } = this;
     const buf = this.buf!;
     const list = Buffer.from(this.list.subarray(0, count * BLOB_ENTRY_LEN));
+    const ids = this.ids;
+    ids.list = list;
+    this.ids = new PackIds(this.list);
+    this.writing.add(ids);
     const used = size + list.length + PACK_FOOTER_LEN;
     const footer = Buffer.alloc(PACK_FOOTER_LEN);
     PACK_MAGIC.copy(footer, 0);
@@ -436,7 +449,7 @@ export class PackWriter {
     this.count = 0;
     this.size = 0;
     this.buf = null;
-    this.track(this.writes, this.write(plain, total, list, plain === buf));
+    this.track(this.writes, this.write(plain, total, ids, plain === buf));
   }
 
   /** `p` in `set` until it settles; its failure is the writer's. */
@@ -446,7 +459,7 @@ export class PackWriter {
   }
 
   /** Seal and write a pack (the first `length` bytes of `plain`); then, in the background, sync it and index it. */
-  private async write(plain: Buffer, length: number, list: Buffer, reuse: boolean): Promise<void> {
+  private async write(plain: Buffer, length: number, ids: PackIds, reuse: boolean): Promise<void> {
     const id = randomBytes(16).toString('hex');
     const release = () => {
       if (reuse) this.spare.push(plain);
@@ -463,7 +476,7 @@ export class PackWriter {
       }
       release();
       this.storedBytes += n;
-      this.track(this.syncs, file.commit().then(() => this.indexLater(id, list)));
+      this.track(this.syncs, file.commit().then(() => this.indexLater(id, ids)));
     } else {
       let sealed: Buffer[];
       let out: Buffer | null = null;
@@ -477,13 +490,13 @@ export class PackWriter {
       this.storedBytes += sealed.reduce((a, b) => a + b.length, 0);
       if (out) this.sealedSpare.push(out);
       else freeBuffers(sealed);
-      this.track(this.syncs, this.indexLater(id, list));
+      this.track(this.syncs, this.indexLater(id, ids));
     }
   }
 
-  /** Pack `id`, whose blobs `list` gives, is written and synced: named by the next index file, written once INDEX_GROUP packs wait for one. */
-  private async indexLater(pack: string, entries: Buffer): Promise<void> {
-    this.unindexed.push({ pack, entries });
+  /** Pack `id`, whose blobs `ids.list` gives, is written and synced: named by the next index file, written once INDEX_GROUP packs wait for one. */
+  private async indexLater(pack: string, ids: PackIds): Promise<void> {
+    this.unindexed.push({ pack, entries: ids.list, ids });
     if (this.unindexed.length >= INDEX_GROUP) await this.writeIndex();
   }
 
@@ -493,9 +506,9 @@ export class PackWriter {
     if (!group.length) return;
     const bytes = await writeIndexFile(this.store, this.dedup, group);
     this.storedBytes += bytes; // not `+= await`: that adds to the value from before the wait, losing the packs written meanwhile
-    for (const { pack, entries } of group) {
+    for (const { pack, entries, ids } of group) {
       this.index.addEncoded(pack, entries, entries.length / BLOB_ENTRY_LEN);
-      for (let o = 0; o < entries.length; o += BLOB_ENTRY_LEN) this.pending.delete(entries.toString('latin1', o, o + 32));
+      this.writing.delete(ids);
       this.packs++;
     }
   }

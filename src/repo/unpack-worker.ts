@@ -10,7 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
-import { decoder } from '../archive/records.js';
+import { decoder, freeDecoded } from '../archive/records.js';
 import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
@@ -153,7 +153,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       if (held === length) {
         try {
           // Stored content is hashed and written in its pieces; compressed content is put together to be decoded.
-          const plain = job.codec[ci] === Codec.Stored ? parts : [decoder(job.codec[ci] as Codec, `chunk in ${where}`)(parts.length === 1 ? parts[0]! : joined(parts, length))];
+          const plain = job.codec[ci] === Codec.Stored ? parts : [decoder(job.codec[ci] as Codec, `chunk in ${where}`, job.rawLength[ci])(parts.length === 1 ? parts[0]! : joined(parts, length))];
           const size = plain.reduce((a, p) => a + p.length, 0);
           if (size === job.rawLength[ci] && dedup.chunkId(...plain).equals(job.ids.subarray(32 * ci, 32 * ci + 32))) chunk = plain;
         } catch (err) {
@@ -167,6 +167,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
         if (chunk) bytes += writeAt(fdOf(fi), chunk, job.destAt[k]!);
         wrote(fi, chunk !== null);
       }
+      if (chunk && job.codec[ci] !== Codec.Stored) freeDecoded(chunk[0]!, job.codec[ci] as Codec, job.rawLength[ci]!); // at once, as the segments
     }
   } finally {
     for (const fd of fds.values()) closeSync(fd);

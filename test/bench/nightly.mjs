@@ -5,7 +5,8 @@
 // 2 voice notes attached in new chat lines, the chat log +1%, a video renamed; deterministic, from
 // generateNight in fixtures/generate-export.mjs), a restore of the latest snapshot checked
 // byte-identical, and the repository's size after the N nights. Then the peak RSS of a first and
-// a nothing-changed backup of N tiny files (the `entries` profile). Then the first nights again
+// a nothing-changed backup of N tiny files (the `entries` profile) and of its restore (checked
+// byte-identical too). Then the first nights again
 // into a repository on Google Drive, the fake on loopback (drive.mjs, issue 14). Targets are the
 // issues'.
 //
@@ -184,13 +185,26 @@ export async function benchNightly(bench, ctx, { size, nights, entries, tools: t
     for (const [key, label] of [['first', 'first backup'], ['unchanged', 'nothing changed']]) {
       for (const [name, m] of Object.entries(await backupAll(`${many.files} files, ${label}`, manyRepos, many.dir, snapshot++))) manyFiles.tools[name][key] = m;
     }
+    // And restored: a restore holds the whole tree, so its memory grows with the files.
+    const wantMany = await digestTree(many.dir);
+    const restoredMany = [];
+    for (const name of inTurn(names, step++)) {
+      const t = tools[name];
+      const out = path.join(work, `many-restored-${name}`);
+      restoredMany.push(out);
+      const m = await timed(t, (T) => t.restore(T, manyRepos[name], out, snapshot - 1));
+      const diff = compareTrees(wantMany, await digestTree(t.restored(out, many.dir)));
+      manyFiles.tools[name].restore = { ...m, identical: diff.length === 0, differences: diff.slice(0, 20) };
+      process.stderr.write(`bench: nightly ${many.files} files, restore ${name} ${fmtS(m.secs)}${diff.length ? ' DIFFERS' : ''}\n`);
+    }
+    for (const d of restoredMany) await rm(d, { recursive: true, force: true });
   }
   if (!bench.keep) await rm(work, { recursive: true, force: true });
   // The first nights again, into a repository on Drive (the fake): what each costs in API calls.
   const drive = driveNights > 0 ? await benchDrive(bench, ctx, { ex, night, nights: driveNights }) : null;
   const r = { size, bytes: ex.bytes, files: ex.files, nights, night, newBytes, create, tools: perTool, manyFiles, drive };
   r.targets = targets(r);
-  r.identical = names.every((n) => perTool[n].restore.identical) && (drive?.restoreOne.identical ?? true);
+  r.identical = names.every((n) => perTool[n].restore.identical && (manyFiles?.tools[n].restore.identical ?? true)) && (drive?.restoreOne.identical ?? true);
   return r;
 }
 
@@ -269,7 +283,12 @@ export function printNightly(r) {
     mrow('  peak RSS', (t) => fmtMB(t.first.peakRss), 'many-rss');
     mrow('nothing changed', (t) => fmtS(t.unchanged.secs));
     mrow('  peak RSS', (t) => fmtMB(t.unchanged.peakRss), 'many-rss');
+    mrow('restore', (t) => fmtS(t.restore.secs));
+    mrow('  peak RSS', (t) => fmtMB(t.restore.peakRss));
     process.stdout.write('\n' + table(mrows, { left: [names.length + 1] }));
+    for (const [name, t] of Object.entries(m.tools)) {
+      if (!t.restore.identical) process.stdout.write(`nightly: ${name} restore of ${m.files} files DIFFERS: ${t.restore.differences.join('; ')}\n`);
+    }
   }
   if (r.drive) printDrive(r.drive);
 }
