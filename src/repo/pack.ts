@@ -553,7 +553,7 @@ export class PackReader {
     const start = es.reduce((a, e) => Math.min(a, e.offset), Infinity);
     const data = await this.file.read(start, es.reduce((a, e) => Math.max(a, e.offset + e.length), 0) - start);
     return es.map((e) => {
-      const plain = decoder(e.codec, `chunk in pack ${this.id}`)(data.subarray(e.offset - start, e.offset - start + e.length));
+      const plain = decoder(e.codec, `chunk in pack ${this.id}`, e.rawLength)(data.subarray(e.offset - start, e.offset - start + e.length));
       if (plain.length !== e.rawLength || !dedup.chunkId(plain).equals(e.id)) {
         throw corruptError(`pack ${this.id}: a chunk does not match its id (damaged or tampered)`, { pack: this.id });
       }
