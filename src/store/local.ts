@@ -11,14 +11,16 @@ import { writeAll } from '../util/write-all.js';
 import type { StagedWrite, Store, StoredFile } from './store.js';
 
 /**
- * Test only: BACKUPCTL_TEST_KILL_AT_WRITE=N kills the process (SIGKILL, as kill -9) at its N-th
- * write, after the temporary file is written and synced and before it is moved into place: the
- * repository tests stop a run at every step this way, deterministically.
+ * Test only: BACKUPCTL_TEST_KILL_AT_WRITE=N[:SIGNAL] kills the process (SIGKILL, as kill -9; or
+ * sends it SIGNAL, e.g. SIGSTOP to let a test act mid-run) at its N-th write, after the temporary
+ * file is written and synced and before it is moved into place: the repository tests stop a run
+ * at every step this way, deterministically.
  */
 let writes = 0;
+const [killAt, killWith = 'SIGKILL'] = process.env.BACKUPCTL_TEST_KILL_AT_WRITE?.split(':') ?? [];
 function killPoint(): void {
-  const at = Number(process.env.BACKUPCTL_TEST_KILL_AT_WRITE);
-  if (Number.isInteger(at) && at > 0 && ++writes === at) process.kill(process.pid, 'SIGKILL');
+  const at = Number(killAt);
+  if (Number.isInteger(at) && at > 0 && ++writes === at) process.kill(process.pid, killWith as NodeJS.Signals);
 }
 
 export class LocalStore implements Store {

@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { STACK_TRACE, makeHome, newRecoveryCode, runCli, snapshot, startCli, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, makeHome, newRecoveryCode, runCli, snapshot, startCli, stopped, type RecoveryCode } from '../support/cli.js';
 import { backupJson, ok, repoFiles } from '../support/repo.js';
 
 let home: string;
@@ -137,11 +137,12 @@ describe('repository: kill -9, concurrency, damage', () => {
     const repo = await newRepo('interrupted');
     const src = join(home, 'src-interrupted');
     await makeSource(src, 40, 250_000); // 10 MB in 96 KiB packs: over a hundred writes
-    const child = startCli(['backup', src, '--repo', repo], env());
-    for (let i = 0; i < 400 && ![...(await repoFiles(repo)).keys()].some((p) => p.startsWith('data/') && !p.split('/').at(-1)!.startsWith('.')); i++) {
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    // Stopped at its third write (a pack), so that the backup, which takes tens of milliseconds,
+    // cannot finish before Ctrl-C reaches it: the signal is delivered when it goes on.
+    const child = startCli(['backup', src, '--repo', repo], env({ BACKUPCTL_TEST_KILL_AT_WRITE: '3:SIGSTOP' }));
+    await stopped(child.pid!);
     child.kill('SIGINT');
+    child.kill('SIGCONT');
     const r = await child;
     expect(r.exitCode).toBe(130);
     expect(String(r.stderr)).toMatch(/interrupted/);

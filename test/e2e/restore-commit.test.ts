@@ -9,7 +9,7 @@ import { lstat, mkdir, readFile, readdir, rename, stat, symlink, writeFile } fro
 import { join } from 'node:path';
 import { ArchiveFile } from '../../src/archive/reader.js';
 import { CRAFT_MTIME_NS, craftArchive, type CraftSpec } from '../support/craft.js';
-import { REPO, STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, snapshot, startCli, type RecoveryCode, type SnapEntry } from '../support/cli.js';
+import { REPO, STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, snapshot, startCli, stopped, type RecoveryCode, type SnapEntry } from '../support/cli.js';
 
 let home: string;
 let configDir: string;
@@ -88,8 +88,6 @@ async function killedFromOutside<T extends { dest: string }>(make: (attempt: num
     if (inCommit || attempt === 4) return d;
   }
 }
-/** Until process `pid` is stopped (SIGSTOP by its own kill point). */
-const stopped = (pid: number) => waitFor(async () => /\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1')));
 
 /**
  * The same command again: exit 0, DEST is the archive (and `extra`), no staging directory left.

@@ -12,7 +12,7 @@ import { chown, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs
 import { execa } from 'execa';
 import { join } from 'node:path';
 import { craftArchive } from '../support/craft.js';
-import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, type RecoveryCode } from '../support/cli.js';
+import { STACK_TRACE, exists, makeHome, newRecoveryCode, runCli, startCli, stopped, type RecoveryCode } from '../support/cli.js';
 import { ok } from '../support/repo.js';
 
 let home: string;
@@ -42,14 +42,6 @@ beforeAll(async () => {
   await ok(['backup', src, '--repo', repo], { configDir });
 });
 afterAll(() => cleanup());
-
-/** Until the process `pid` is stopped (state T in /proc/PID/stat). */
-async function stopped(pid: number): Promise<void> {
-  for (const end = Date.now() + 20_000; Date.now() < end; await new Promise((r) => setTimeout(r, 5))) {
-    if (/\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => ''))) return;
-  }
-  throw new Error(`pid ${pid} never stopped`);
-}
 
 /** Every file under `dir` with its text, and every other entry as its name only. */
 async function contents(dir: string): Promise<Record<string, string | null>> {

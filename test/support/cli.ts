@@ -273,3 +273,11 @@ export async function snapshot(root: string, opts: { times?: boolean } = {}): Pr
 
 /** Does `path` exist (without following a final link)? */
 export const exists = (path: string) => lstat(path).then(() => true, () => false);
+
+/** Until the process `pid` is stopped (state T in /proc/PID/stat: it sent itself SIGSTOP at a test kill point). */
+export async function stopped(pid: number): Promise<void> {
+  for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, 5))) {
+    if (/\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => ''))) return;
+  }
+  throw new Error(`pid ${pid} never stopped`);
+}
