@@ -56,7 +56,7 @@ export class RepoReader {
   }
 
   /** Is chunk `id` in no index read, or in a pack not listed? */
-  unlisted(id: Uint8Array): boolean {
+  private unlisted(id: Uint8Array): boolean {
     const loc = this.index.spot(id);
     return !loc || !this.packSizes.has(loc.pack);
   }

@@ -5,7 +5,7 @@
 // are created here when all of their chunks are in this pack (and their mode and times set once the
 // last is written), else they exist already. Paths are relative to the staging directory; one that
 // would resolve outside it is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
-import { closeSync, constants, fchmodSync, futimesSync, openSync, writevSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, futimesSync, openSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
@@ -14,6 +14,7 @@ import { decoder, freeDecoded } from '../archive/records.js';
 import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
+import { writeAllSync } from '../util/write-all.js';
 
 /**
  * One pack's work, in arrays rather than an object per chunk and per file (a pack of 40,000 small
@@ -164,7 +165,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       if (!chunk) lost.push(ci); // its files stay out of the restore
       for (let k = job.destStart[ci]!; k < job.destStart[ci + 1]!; k++) {
         const fi = job.destFile[k]!;
-        if (chunk) bytes += writeAt(fdOf(fi), chunk, job.destAt[k]!);
+        if (chunk) bytes += writeAllSync(fdOf(fi), [...chunk], job.destAt[k]!);
         wrote(fi, chunk !== null);
       }
       if (chunk && job.codec[ci] !== Codec.Stored) freeDecoded(chunk[0]!, job.codec[ci] as Codec, job.rawLength[ci]!); // at once, as the segments
@@ -182,19 +183,6 @@ function joined(parts: readonly Buffer[], length: number): Buffer {
   let at = 0;
   for (const p of parts) at += p.copy(scratch, at);
   return scratch.subarray(0, length);
-}
-
-/** Write `parts` one after another at `pos` of `fd`, all of them (a write may take fewer bytes); the bytes written. */
-function writeAt(fd: number, parts: readonly Buffer[], pos: number): number {
-  let rest = parts.slice();
-  let total = 0;
-  while (rest.length) {
-    let n = writevSync(fd, rest, pos + total);
-    total += n;
-    while (rest.length && n >= rest[0]!.length) n -= rest.shift()!.length;
-    if (n > 0) rest[0] = rest[0]!.subarray(n);
-  }
-  return total;
 }
 
 parentPort!.on('message', (job: UnpackJob) => {
