@@ -11,7 +11,7 @@ import { Worker } from 'node:worker_threads';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
 import { decoder } from '../archive/records.js';
-import type { Store } from '../store/store.js';
+import type { StagedWrite, Store } from '../store/store.js';
 import { seal, sealedBound, SealedFile } from './sealed.js';
 import { FIXED_CHUNK, LARGEST_CHUNK } from './chunker.js';
 import { freeBuffers } from '../archive/stream.js';
@@ -43,6 +43,7 @@ function padmeStep(len: number): number {
   return 2 ** (e - Math.floor(Math.log2(e)) - 1);
 }
 
+const newPackId = () => randomBytes(16).toString('hex');
 export const packPath = (id: string) => `data/${id.slice(0, 2)}/${id}`;
 export const packIdOf = (path: string) => path.slice(path.lastIndexOf('/') + 1);
 
@@ -196,6 +197,12 @@ class PackThread {
   }
 }
 
+/** A pack's name, and the store's temporary file it is written to. */
+interface Staged {
+  id: string;
+  file: StagedWrite;
+}
+
 /** What a pack writer needs of the repository's keys: the read key's public half, and the dedup key for its thread's hashing. */
 export type PackKeys = Pick<MachineKeys, 'readPublic' | 'dedupKey'>;
 
@@ -232,6 +239,7 @@ export class PackWriter {
   private unindexed: Array<{ pack: string; ids: PackIds }> = [];
   private failure: unknown = null;
   private sealer: PackThread | null = null;
+  private staged: Promise<Staged> | null = null;
   /** Bytes of packs sealed on this thread; whether content has been read into packs (then the thread seals). */
   private sealedHere = 0;
   private readContent = false;
@@ -471,7 +479,6 @@ export class PackWriter {
 
   /** Seal and write a pack (the first `length` bytes of `plain`); then, in the background, sync it and index it. */
   private async write(plain: Buffer, length: number, ids: PackIds, reuse: boolean): Promise<void> {
-    const id = randomBytes(16).toString('hex');
     const release = () => {
       if (reuse) this.spare.push(plain);
       else this.sealer?.forget(plain);
@@ -479,7 +486,7 @@ export class PackWriter {
     const here = length < SEAL_ON_THREAD || (!this.readContent && this.sealedHere < SEAL_HERE_FIRST);
     if (!here && this.store.stage) {
       // Sealed and written by the thread as it goes (pack-worker.ts), into the store's temporary file.
-      const file = await this.store.stage(packPath(id));
+      const { id, file } = await this.takeStaged();
       let n: number;
       try {
         n = await (this.sealer ??= new PackThread(this.keys)).sealTo(plain, length, file.fd);
@@ -490,6 +497,7 @@ export class PackWriter {
       this.storedBytes += n;
       this.track(this.syncs, file.commit().then(() => this.indexLater(id, ids)));
     } else {
+      const id = newPackId();
       let sealed: Buffer[];
       let out: Buffer | null = null;
       if (here) {
@@ -506,6 +514,24 @@ export class PackWriter {
       else freeBuffers(sealed);
       this.track(this.syncs, this.indexLater(id, ids));
     }
+  }
+
+  /**
+   * The temporary file for the next pack the thread seals, and the one after it opened at once:
+   * opened only once its pack was closed, it waited 5-10 ms a pack behind the syncs on the thread
+   * pool while the thread had nothing to seal (0.5-0.8 s of a first backup of 1 GB here).
+   */
+  private takeStaged(): Promise<Staged> {
+    const next = this.staged ?? this.stage();
+    this.staged = this.stage();
+    return next;
+  }
+
+  private stage(): Promise<Staged> {
+    const id = newPackId();
+    const staged = this.store.stage!(packPath(id)).then((file) => ({ id, file }));
+    staged.catch(() => {}); // a failure is the taker's to report
+    return staged;
   }
 
   /** Pack `id`, whose blobs `ids.list` gives, is written and synced: named by the next index file, written once INDEX_GROUP packs wait for one. */
@@ -539,8 +565,11 @@ export class PackWriter {
     }
   }
 
-  /** Stop the threads (also after a failure elsewhere). */
+  /** Stop the threads and remove the file opened for a pack not written (also after a failure elsewhere). */
   async close(): Promise<void> {
+    const staged = await this.staged?.catch(() => null);
+    this.staged = null;
+    await staged?.file.abort(null);
     await this.sealer?.close();
     this.sealer = null;
   }

@@ -279,10 +279,14 @@ describe('repository: init, nightly backups, restore', () => {
     expect(first.packs).toBe(11); // 10 data packs, 1 tree pack
     expect(await indexFiles()).toHaveLength(3 + 1); // 4 + 4 + 2 data packs, the tree pack
     expect(first.storedBytes).toBe(await stored()); // packs synced and indexed meanwhile are all counted
+    // The temporary file opened ahead for a next pack that never came is removed.
+    const temporary = async () => [...(await repoFiles(r)).keys()].filter((p) => p.split('/').at(-1)!.includes('backupctl-tmp'));
+    expect(await temporary()).toEqual([]);
     await writeFile(join(dir, 'Media', 'IMG-new.jpg'), randomBytes(100_000));
     const night = await backupJson(dir, r, { configDir, env });
     expect(night.packs).toBe(2);
     expect(await indexFiles()).toHaveLength(4 + 2);
+    expect(await temporary()).toEqual([]);
     const v = await ok<{ unindexed: number; duplicates: number }>(['verify', '--repo', r, '--read-data'], withCode());
     expect(v).toMatchObject({ unindexed: 0, duplicates: 0 });
   });
