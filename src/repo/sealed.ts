@@ -14,9 +14,7 @@ export const REPO_SEGMENT = 64 << 10;
 
 /** The file `plain` seals to: header (slots for `recipients`) and segments, as pieces to write. */
 export function seal(plain: Uint8Array, recipients: readonly Recipient[]): Buffer[] {
-  const out: Buffer[] = [];
-  sealSegments(plain, recipients, (pieces) => void out.push(...pieces));
-  return out;
+  return [...sealSegments(plain, recipients)].flat();
 }
 
 /** The bytes seal() gives `plain` at most, with `slots` key slots (TAG_LEN per segment, a header of at most 4 KiB and 512 bytes a slot). */
@@ -31,30 +29,31 @@ export const sealedBound = (plainLength: number, slots: number) => plainLength +
 export function sealInto(plain: Uint8Array, recipients: readonly Recipient[], out: Uint8Array): number {
   let at = 0;
   let previous: Buffer[] = [];
-  sealSegments(plain, recipients, (pieces) => {
+  for (const pieces of sealSegments(plain, recipients)) {
     for (const p of pieces) {
       out.set(p, at);
       at += p.length;
     }
     freeBuffers(previous);
     previous = pieces;
-  });
+  }
   freeBuffers(previous);
   return at;
 }
 
-/** The file `plain` seals to, in order: its header, then each segment's pieces. */
-export function sealSegments(plain: Uint8Array, recipients: readonly Recipient[], each: (pieces: Buffer[]) => void): void {
+/** The file `plain` seals to, in order: its header, then each segment's pieces, each sealed when asked for. */
+export function* sealSegments(plain: Uint8Array, recipients: readonly Recipient[]): Generator<Buffer[]> {
   if (plain.length === 0) throw new Error('a sealed repository file is never empty');
   const fileKey = randomBytes(32);
   const nonce = randomBytes(16);
   const slots = recipients.map((r) => r.wrap(fileKey));
   const created = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
-  each([encodeHeader({ created, segmentSize: REPO_SEGMENT, nonce, slots }, fileKey)]);
+  const header = encodeHeader({ created, segmentSize: REPO_SEGMENT, nonce, slots }, fileKey);
   const key = segmentKey(payloadKey(fileKey, nonce));
-  fileKey.fill(0);
+  fileKey.fill(0); // before the first yield: a consumer that stops early leaves no file key behind
+  yield [header];
   const count = Math.ceil(plain.length / REPO_SEGMENT);
-  for (let i = 0; i < count; i++) each(sealSegment(key, i, i === count - 1, plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT)));
+  for (let i = 0; i < count; i++) yield sealSegment(key, i, i === count - 1, plain.subarray(i * REPO_SEGMENT, (i + 1) * REPO_SEGMENT));
 }
 
 /**
