@@ -1,5 +1,5 @@
-// The sealing thread of a PackWriter (pack.ts): it seals closed packs, and computes the ids of
-// chunks read into the open pack when it has the time, reading both where they are (shared
+// The sealing thread of a PackWriter (pack.ts): it seals closed packs, compresses batches of text,
+// and computes the ids of chunks read into the open pack when it has the time, reading all where they are (shared
 // memory, nothing copied to reach it). On a store on this machine it writes the sealed file
 // itself as it seals it, on the thread pool, through the descriptor of the store's temporary file;
 // else it seals into a shared buffer, reused from one pack to the next, that the store writes
@@ -10,6 +10,8 @@ import { sealInto, sealSegments } from './sealed.js';
 import { freeBuffers } from '../archive/stream.js';
 import { finished } from '../util/backlog.js';
 import { writeAllFd } from '../util/write-all.js';
+import { encodeBlob } from './blob-codec.js';
+import { Codec } from '../archive/format.js';
 
 /** A pack buffer is sent once (`buffer`), then named by its number: a shared buffer in every message cost 0.4 ms each. */
 export type PackJob =
@@ -17,8 +19,16 @@ export type PackJob =
   | { t: 'forget'; n: number }
   | { t: 'hash'; n: number; offset: number; length: number }
   | { t: 'seal'; n: number; length: number; out: number }
-  | { t: 'write'; n: number; length: number; fd: number };
-export type PackReply = { t: 'buffer' | 'forget' } | { t: 'hash'; id: Uint8Array } | { t: 'seal'; length: number } | { t: 'error'; message: string; code?: string };
+  | { t: 'write'; n: number; length: number; fd: number }
+  /** Chunks of buffer `n` (offset and length each, in `ranges`) compressed into buffer `out`. */
+  | { t: 'compress'; n: number; out: number; ranges: Uint32Array };
+export type PackReply =
+  | { t: 'buffer' | 'forget' }
+  | { t: 'hash'; id: Uint8Array }
+  | { t: 'seal'; length: number }
+  /** Codec, offset in `out` and length of each chunk (a chunk stored as it is stays where it was). */
+  | { t: 'compressed'; encoded: Uint32Array }
+  | { t: 'error'; message: string; code?: string };
 
 const buffers: Array<SharedArrayBuffer | undefined> = [];
 
@@ -63,6 +73,20 @@ async function sealToFile(plain: Uint8Array, fd: number): Promise<number> {
   return pos;
 }
 
+function compress(input: Uint8Array, ranges: Uint32Array, out: Uint8Array): Uint32Array {
+  const encoded = new Uint32Array((ranges.length / 2) * 3);
+  let at = 0;
+  for (let i = 0; i < ranges.length / 2; i++) {
+    const { codec, data } = encodeBlob(input.subarray(ranges[2 * i]!, ranges[2 * i]! + ranges[2 * i + 1]!), true);
+    encoded.set([codec, at, data.length], 3 * i);
+    if (codec !== Codec.Stored) {
+      out.set(data, at); // shorter than the chunk, so the batch's output always has room
+      at += data.length;
+    }
+  }
+  return encoded;
+}
+
 /** Jobs are carried out one after the other, each answered once done: the pack writer matches answers to jobs by their order. */
 async function carryOut(m: PackJob): Promise<void> {
   try {
@@ -75,6 +99,8 @@ async function carryOut(m: PackJob): Promise<void> {
     } else if (m.t === 'hash') {
       const id = dedup.chunkId(new Uint8Array(buffers[m.n]!, m.offset, m.length));
       parentPort!.postMessage({ t: 'hash', id } satisfies PackReply);
+    } else if (m.t === 'compress') {
+      parentPort!.postMessage({ t: 'compressed', encoded: compress(new Uint8Array(buffers[m.n]!), m.ranges, new Uint8Array(buffers[m.out]!)) } satisfies PackReply);
     } else if (m.t === 'write') {
       const length = await sealToFile(new Uint8Array(buffers[m.n]!, 0, m.length), m.fd);
       parentPort!.postMessage({ t: 'seal', length } satisfies PackReply);
@@ -94,6 +120,6 @@ async function carryOut(m: PackJob): Promise<void> {
 
 let queue = Promise.resolve();
 parentPort!.on('message', (m: PackJob) => {
-  if ((m.t === 'seal' || m.t === 'write') && failing) throw new Error('test failure of the thread');
+  if ((m.t === 'seal' || m.t === 'write' || m.t === 'compress') && failing) throw new Error('test failure of the thread');
   queue = queue.then(() => carryOut(m));
 });

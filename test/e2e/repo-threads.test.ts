@@ -1,5 +1,5 @@
 // The repository's threads (backupctl-repository(5) CONSISTENCY): a backup seals packs on a
-// thread of its own, which writes them too and hashes stored content when it has the time, and
+// thread of its own, which writes them too, compresses text in batches and hashes stored content when it has the time, and
 // writes two packs at once; a restore reads each pack once and writes it on two threads. Killed
 // at any write they leave the repository consistent; a thread that fails ends the command in one
 // line and leaves no temporary file; a chunk found stored only once its id is in is taken out of
@@ -98,5 +98,36 @@ describe('repository threads', () => {
     const out = join(home, 'copies-restore');
     await ok(['restore', '--repo', repo, 'latest', '-d', out], env());
     expect(await snapshot(out)).toEqual(await snapshot(src));
+  });
+
+  it('text read once the sealing thread runs is compressed there in batches: a log that repeats itself stores its chunks once, compressed, and restores whole', async () => {
+    // 300 KB of chat lines, varied enough that its chunks differ (a fixed sequence, not random: the
+    // same bytes every run); three times that is under a batch, so copies meet in the batch gathered.
+    let x = 1;
+    const next = () => (x = (x * 1103515245 + 12345) % 2 ** 31);
+    const words = ['see', 'you', 'at', 'the', 'station', 'tomorrow', 'photo', 'sent', 'ok', 'lol', 'dinner', 'when'];
+    let once = '';
+    for (let i = 0; once.length < 300_000; i++) once += `[${i}] ${next() % 2 ? 'Alice' : 'Bob'}: ${Array.from({ length: 6 }, () => words[next() % words.length]).join(' ')} ${next()}\n`;
+    const stored = async (name: string, log: string) => {
+      const repo = await newRepo(name);
+      const src = join(home, `src-${name}`);
+      await makeSource(src); // its media come first: the thread seals their packs before the log is read
+      await writeFile(join(src, 'log.txt'), log);
+      await backupJson(src, repo, env());
+      const v = await ok<{ duplicates: number }>(['verify', '--repo', repo, '--read-data'], env());
+      expect(v.duplicates).toBe(0);
+      const out = join(home, `${name}-restore`);
+      await ok(['restore', '--repo', repo, 'latest', '-d', out], env());
+      expect(await snapshot(out)).toEqual(await snapshot(src));
+      return repoBytes(repo);
+    };
+    const single = await stored('text-once', once);
+    const thrice = await stored('text-thrice', once + once + once);
+    // The copies' chunks are those of the first (met while it is still in the batch), but for the
+    // chunks around where each starts: at most 2 of 256 KiB each.
+    expect(thrice - single).toBeLessThan(4 * 256 * 1024);
+    // And the log is stored compressed: its bytes in the repository are well under its length.
+    const media = 3 * 300_000 + 2_200_000;
+    expect(single - media * 1.13).toBeLessThan(0.6 * once.length);
   });
 });
