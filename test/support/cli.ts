@@ -3,6 +3,7 @@
 // controlling terminal, make recovery codes the way a user does, build a realistic export tree,
 // and snapshot trees so tests can assert "byte-identical" and "unchanged".
 import { execa } from 'execa';
+import { afterEach } from 'vitest';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmod, lstat, lutimes, mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -274,10 +275,20 @@ export async function snapshot(root: string, opts: { times?: boolean } = {}): Pr
 /** Does `path` exist (without following a final link)? */
 export const exists = (path: string) => lstat(path).then(() => true, () => false);
 
+const isStopped = async (pid: number) => /\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => ''));
+
+/** Processes a test waited to see stopped: any still stopped after the test (it failed before its SIGCONT) is killed, not left holding its locks. */
+const stoppedChildren = new Set<number>();
+afterEach(async () => {
+  for (const pid of stoppedChildren) if (await isStopped(pid)) process.kill(pid, 'SIGKILL');
+  stoppedChildren.clear();
+});
+
 /** Until the process `pid` is stopped (state T in /proc/PID/stat: it sent itself SIGSTOP at a test kill point). */
 export async function stopped(pid: number): Promise<void> {
+  stoppedChildren.add(pid);
   for (const end = Date.now() + 60_000; Date.now() < end; await new Promise((r) => setTimeout(r, 5))) {
-    if (/\) T /.test(await readFile(`/proc/${pid}/stat`, 'latin1').catch(() => ''))) return;
+    if (await isStopped(pid)) return;
   }
   throw new Error(`pid ${pid} never stopped`);
 }
