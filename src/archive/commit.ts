@@ -9,7 +9,8 @@ import {
 } from 'node:fs';
 import { basename, join } from 'node:path';
 import { BackupctlError, Exit, ioError } from '../errors.js';
-import { lockFiles, lockHeld } from '../util/lock.js';
+import { lockHeld } from '../util/lock.js';
+import { RESTORE_LOCK, STAGING, STAGING_NAME, restoreKeeps } from './restore-names.js';
 import { identityAlive, processIdentity } from '../util/process-identity.js';
 import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
@@ -35,26 +36,9 @@ interface Step extends JournalStep {
   meta: EntryMeta | null;
 }
 
-const STAGING = '.backupctl-restore-';
-/** Staging directories carry their owner's identity: .backupctl-restore-PID.START-XXXXXX. */
-const STAGING_NAME = /^\.backupctl-restore-(\d+\.\d+)-([A-Za-z0-9]{6})$/;
 /** The prefix for mkdtemp of this process's staging directory in DEST. */
 export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
-/** What restore.ts locks DEST with: DEST/.backupctl-restore.lock (util/lock.ts adds ".lock"). */
-export const RESTORE_LOCK = '.backupctl-restore';
-const LOCK_NAMES = Object.values(lockFiles(RESTORE_LOCK));
-
-/**
- * What restore keeps the name `name` for in every directory it restores into (any directory of a
- * restored tree may be the next restore's DIR), or null. An entry of that name would be taken for
- * the lock (held for ever, or replaced under --force) or, as a dead run's staging directory, be
- * rolled back and removed by the next restore. The lock's names in any case (DIR's file system may
- * ignore case).
- */
-function reservedFor(name: string): string | null {
-  if (LOCK_NAMES.includes(name.toLowerCase())) return 'its lock';
-  return STAGING_NAME.test(name) ? 'its staging directories' : null;
-}
+export { RESTORE_LOCK };
 
 const exists = (p: string): Stats | null => {
   try {
@@ -78,7 +62,7 @@ function nonEmptyDir(p: string): boolean {
 /**
  * The steps, in order: directories (with the missing parents, parents first), then files, then
  * symlinks; each marked with what is at its path now. Throws, before anything is changed, on a
- * name restore keeps for itself (reservedFor) and on every conflict the restore would meet:
+ * name restore keeps for itself (restoreKeeps) and on every conflict the restore would meet:
  * existing entries without --force, a non-empty directory where --force would put a file or link
  * (it never deletes a tree it was not asked to replace), something other than a directory where a
  * missing parent would go, the archive being read (`source`) where --force would put an entry of
@@ -104,7 +88,7 @@ function plan(staged: readonly EntryMeta[], dest: string, force: boolean, source
   order.push(...files, ...links);
   for (const s of order) {
     const name = s.path.slice(s.path.lastIndexOf('/') + 1);
-    const what = reservedFor(name);
+    const what = restoreKeeps(name);
     if (what) {
       throw new BackupctlError(Exit.io, `refusing to restore ${JSON.stringify(s.meta ? s.path : firstUnder(staged, s.path))}: restore keeps the name ${name} for ${what} in every directory it restores into; nothing was restored; --only restores the other entries`);
     }

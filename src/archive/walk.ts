@@ -12,6 +12,7 @@ import { extname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { EntryType } from './format.js';
 import { FoldedNames } from './name-folding.js';
+import { restoreKeeps } from './restore-names.js';
 import { storableTime } from './times.js';
 import { SkipEntry, type OpenedContent, type SourceEntry } from './pack.js';
 import { BackupctlError, Exit, ioError } from '../errors.js';
@@ -196,6 +197,10 @@ export async function* walkDirectory(
       if (i >= statted) statAhead(i + STAT_AHEAD);
       const abs = join(absDir, name);
       const path = rel ? `${rel}/${name}` : name;
+      const kept = restoreKeeps(name);
+      if (kept) {
+        warn(`${abs} has a name restore keeps for ${kept}: stored, but a restore of this backup refuses it (--only restores the rest); if a restore into ${absDir} was killed, run it again to finish or undo it`);
+      }
       const st = stats[i]!;
       stats[i] = undefined;
       if (st instanceof Error) {

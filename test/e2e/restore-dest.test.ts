@@ -257,6 +257,26 @@ describe('names restore keeps for itself in DIR', () => {
     expect(await contents(dest)).toEqual({ 'mine.txt': 'the user’s own\n', 'ok.txt': 'content of ok.txt\n' });
   });
 
+  it('create and backup of a DIR a killed restore left its lock and staging directory in: stored, each named in a warning that says what a restore of it will do and how to finish the killed one', async () => {
+    const dest = join(home, 'killed-into');
+    await mkdir(dest);
+    await writeFile(join(dest, 'mine.txt'), 'the user’s own\n');
+    const killed = await runCli(['restore', archiveA, '-d', dest, '--force', ...code()], env({ BACKUPCTL_TEST_KILL_AT: 'step-1' }));
+    expect(killed.exitCode).toBe(-1); // SIGKILL in its commit
+    const left = (await readdir(dest)).filter((n) => n.startsWith('.backupctl-restore'));
+    left.sort(); // the staging directory's name sorts before the lock's
+    expect(left).toEqual([expect.stringMatching(/^\.backupctl-restore-\d+\.\d+-[A-Za-z0-9]{6}$/), LOCK]);
+    const warnings = (stderr: string) => stderr.split('\n').filter((l) => l.includes('has a name restore keeps for'));
+    const expected = left.map((n) =>
+      `backupctl: warning: ${join(dest, n)} has a name restore keeps for ${n === LOCK ? 'its lock' : 'its staging directories'}: stored, but a restore of this backup refuses it (--only restores the rest); if a restore into ${dest} was killed, run it again to finish or undo it`);
+    const c = await runCli(['create', dest, '-o', join(home, 'killed-into.bkp')], env());
+    expect(c.exitCode, c.stderr).toBe(0);
+    expect(warnings(c.stderr)).toEqual(expected);
+    const b = await runCli(['backup', dest, '--repo', repo], env());
+    expect(b.exitCode, b.stderr).toBe(0);
+    expect(warnings(b.stderr)).toEqual(expected);
+  });
+
   it('at any depth, in any case, the lock breaker and a staging directory\'s name (the next restore would remove it as a dead run\'s)', async () => {
     for (const [specs, path, name, what] of [
       [[{ path: 'sub', dir: true }, { path: 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK' }], 'sub/.BACKUPCTL-RESTORE.LOCK.BREAK', '.BACKUPCTL-RESTORE.LOCK.BREAK', 'its lock'],
