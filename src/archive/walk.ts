@@ -197,7 +197,7 @@ export async function* walkDirectory(
       if (i >= statted) statAhead(i + STAT_AHEAD);
       const abs = join(absDir, name);
       const path = rel ? `${rel}/${name}` : name;
-      const kept = restoreKeeps(name);
+      const kept = name.startsWith('.') ? restoreKeeps(name) : null;
       if (kept) {
         warn(`${abs} has a name restore keeps for ${kept}: stored, but a restore of this backup refuses it (--only restores the rest); if a restore into ${absDir} was killed, run it again to finish or undo it`);
       }
