@@ -39,8 +39,8 @@ init.dedupKey.fill(0);
 /** Test only: sealing fails as a crash of the thread would (the command must end in one clear line). */
 const failing = process.env.BACKUPCTL_TEST_PACK_THREAD_FAILS === '1';
 
-/** Sealed bytes per write request: the next ones are sealed while they are written. */
-const WRITE_BATCH = 256 << 10;
+/** Sealed bytes per write request: the next ones are sealed while they are written (1 MiB: 2.60 s median first backup of 1 GB, 256 KiB: 2.74 s, 9 interleaved pairs). */
+const WRITE_BATCH = 1 << 20;
 
 /**
  * Seal the first `length` bytes of `plain` and write them at the start of `fd`; the file's length.
