@@ -17,7 +17,7 @@ import { freeBuffers } from '../archive/stream.js';
 import { Backlog } from '../util/backlog.js';
 import { BLOB_ENTRY_LEN, decodeBlobEntries, writeIndexFile, type BlobEntry, type BlobType, type RepoIndex } from './index.js';
 import { packRecipient, type DedupKeys, type MachineKeys } from './keys.js';
-import type { PackJob, PackReply } from './pack-worker.js';
+import type { Job, PackJob, PackReply } from './pack-worker.js';
 import { PackIds } from './pack-ids.js';
 import { encodeBlob } from './blob-codec.js';
 
@@ -117,16 +117,16 @@ const DROPPED = 0xff;
 const threadFailure = (why: string) =>
   new BackupctlError(Exit.internal, `a thread writing packs failed (${why}); nothing refers to the packs it did not write, so the repository is consistent: run the command again`);
 
-/** pack-worker.ts's thread; it answers in the order it is asked. */
+/** pack-worker.ts's thread. */
 class PackThread {
   private readonly worker: Worker;
-  private readonly waiting: Array<{ resolve: (m: PackReply) => void; reject: (err: unknown) => void }> = [];
   private failure: BackupctlError | null = null;
   private readonly known: Array<SharedArrayBuffer | null> = [];
-  /** Hashes and seals asked for, and done (counted by the thread as it goes). */
+  /** Ids asked for and done (counted by the thread as it goes). */
   private readonly backlog = new Backlog();
-  /** Seals asked for and not answered yet. */
-  private sealing = 0;
+  /** Jobs asked for, by number: the thread answers ids at once, and seals and batches in turn. */
+  private readonly waiting = new Map<number, { resolve: (m: PackReply) => void; reject: (err: unknown) => void }>();
+  private jobs = 0;
 
   constructor(keys: PackKeys) {
     // workerData is copied into the thread: this copy of the dedup key is zeroed at once, the thread's once derived.
@@ -135,26 +135,29 @@ class PackThread {
     dedupKey.fill(0);
     this.worker.unref(); // never what keeps the process alive
     this.worker.on('message', (m: PackReply) => {
-      const w = this.waiting.shift();
+      const w = this.waiting.get(m.k);
       if (!w) return; // an answer that came after the thread's failure was reported
+      this.waiting.delete(m.k);
       // A failed write (disk full) is the store's to report; anything else is the thread's failure.
       if (m.t === 'error') w.reject(m.code ? Object.assign(new Error(m.message), { code: m.code }) : threadFailure(m.message));
       else w.resolve(m);
     });
     const fail = (why: string) => {
       this.failure ??= threadFailure(why);
-      for (const w of this.waiting.splice(0)) w.reject(this.failure);
+      for (const w of this.waiting.values()) w.reject(this.failure);
+      this.waiting.clear();
     };
     this.worker.on('error', (err) => fail(err.message));
     this.worker.on('exit', () => fail('it stopped unexpectedly'));
   }
 
-  private ask(job: PackJob): Promise<PackReply> {
+  private ask(job: Job): Promise<PackReply> {
     if (this.failure) return Promise.reject(this.failure);
-    if (job.t !== 'buffer' && job.t !== 'forget') this.backlog.add();
+    if (job.t === 'hash') this.backlog.add();
+    const k = this.jobs++;
     return new Promise((resolve, reject) => {
-      this.waiting.push({ resolve, reject });
-      this.worker.postMessage(job);
+      this.waiting.set(k, { resolve, reject });
+      this.worker.postMessage({ ...job, k } as PackJob);
     });
   }
 
@@ -177,22 +180,12 @@ class PackThread {
   }
 
   /**
-   * Has it time for a chunk's id: no seal asked for, and at most the job it is working on? An id
-   * queued behind a seal (15-25 ms for 16 MiB) held up every id after it, and the reading with
-   * them once HASHING were waiting.
+   * Has it time for a chunk's id: at most the one it is working on? It computes ids between the
+   * writes of a seal too (while they are on the thread pool, a third of a 1 GB first backup's
+   * sealing time here), where it had none while a seal was asked for.
    */
   keepsUp(): boolean {
-    return this.sealing === 0 && this.backlog.keepsUp();
-  }
-
-  /** A seal, a seal-and-write or a batch to compress: each takes the thread a while, counted while asked. */
-  private async long(job: PackJob): Promise<PackReply> {
-    this.sealing++;
-    try {
-      return await this.ask(job);
-    } finally {
-      this.sealing--;
-    }
+    return this.backlog.keepsUp();
   }
 
   async hash(buf: Buffer, offset: number, length: number): Promise<Buffer> {
@@ -203,17 +196,17 @@ class PackThread {
   /** Compress `batch`'s chunks into its output: codec, offset and length of each, in order. */
   async compress(batch: CompressBatch): Promise<Uint32Array> {
     const ranges = Uint32Array.from(batch.blobs.flatMap((b) => [b.offset, b.length]));
-    return ((await this.long({ t: 'compress', n: this.number(batch.input), out: this.number(batch.output), ranges })) as { encoded: Uint32Array }).encoded;
+    return ((await this.ask({ t: 'compress', n: this.number(batch.input), out: this.number(batch.output), ranges })) as { encoded: Uint32Array }).encoded;
   }
 
   /** Seal the first `length` bytes of `buf` into `out`; the sealed file's length. */
   seal(buf: Buffer, length: number, out: Buffer): Promise<number> {
-    return this.long({ t: 'seal', n: this.number(buf), length, out: this.number(out) }).then((r) => (r as { length: number }).length);
+    return this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) }).then((r) => (r as { length: number }).length);
   }
 
   /** Seal the first `length` bytes of `buf` and write them to the file `fd`; the sealed file's length. */
   sealTo(buf: Buffer, length: number, fd: number): Promise<number> {
-    return this.long({ t: 'write', n: this.number(buf), length, fd }).then((r) => (r as { length: number }).length);
+    return this.ask({ t: 'write', n: this.number(buf), length, fd }).then((r) => (r as { length: number }).length);
   }
 
   async close(): Promise<void> {
