@@ -11,7 +11,7 @@ import { packIdentity } from './keys.js';
 import { PackReader, packPath } from './pack.js';
 import type { RepoReader } from './reader.js';
 import type { Spot } from './index.js';
-import type { UnpackJob, UnpackReply } from './unpack-worker.js';
+import type { UnpackJob, UnpackReply, UnpackSetup } from './unpack-worker.js';
 
 /** Threads decrypting and writing, each given one pack at a time while the next is read here. */
 const THREADS = 2;
@@ -104,19 +104,17 @@ class PackPlan {
 const threadFailure = (why: string) => new BackupctlError(Exit.internal, `a thread restoring the snapshot failed (${why}); nothing was restored`);
 
 class UnpackThread {
-  readonly worker: Worker;
+  readonly worker = new Worker(new URL('./unpack-worker.js', import.meta.url));
   private readonly waiting: Array<{ slot: number; resolve: (r: UnpackReply) => void; reject: (err: unknown) => void }> = [];
   private failure: BackupctlError | null = null;
+  private memory: PackMemory | null = null;
 
-  constructor(root: string, dedupKey: Uint8Array, memory: PackMemory) {
-    const key = Uint8Array.from(dedupKey); // copied into the thread: this copy zeroed at once
-    this.worker = new Worker(new URL('./unpack-worker.js', import.meta.url), { workerData: { root, dedupKey: key, slots: memory.slots } });
-    key.fill(0);
+  constructor() {
     // The job's memory is free again as soon as the thread is (none waiting: it came after the failure was reported).
     this.worker.on('message', (r: UnpackReply) => {
       const w = this.waiting.shift();
       if (!w) return;
-      memory.release(w.slot);
+      this.memory!.release(w.slot);
       w.resolve(r);
     });
     const fail = (why: string) => {
@@ -125,6 +123,13 @@ class UnpackThread {
     };
     this.worker.on('error', (err) => fail(err.message));
     this.worker.on('exit', () => fail('it stopped unexpectedly'));
+  }
+
+  /** Where this restore writes, the key it checks with, the memory packs are read into. */
+  begin(root: string, dedupKey: Uint8Array, memory: PackMemory): void {
+    this.memory = memory;
+    const key = Uint8Array.from(dedupKey); // transferred: no copy stays on this thread
+    this.worker.postMessage({ root, dedupKey: key, slots: memory.slots } satisfies UnpackSetup, [key.buffer]);
   }
 
   get busy(): number {
@@ -146,6 +151,21 @@ class UnpackThread {
 }
 
 /**
+ * A restore's THREADS threads, started before the repository is opened: a thread took 250-300 ms
+ * to start on a loaded machine (Node's bootstrap and its modules), with nothing to do meanwhile
+ * but read the first pack; now the unlock, the index and the tree are read as they start.
+ * Stopped once the files are written (unpackFiles), or by whoever started them if it never got there.
+ */
+export class UnpackThreads {
+  readonly threads = Array.from({ length: THREADS }, () => new UnpackThread());
+  private stopped: Promise<void> | null = null;
+
+  stop(): Promise<void> {
+    return (this.stopped ??= Promise.all(this.threads.map((t) => t.stop())).then(() => undefined));
+  }
+}
+
+/**
  * Write `targets` into the staging directory `root`, each file's content complete, checked and
  * with its mode and time, or (salvage) named lost. Returns the indices of the lost targets.
  */
@@ -153,6 +173,7 @@ export async function unpackFiles(
   reader: RepoReader,
   root: string,
   targets: readonly UnpackTarget[],
+  pool: UnpackThreads,
   o: { salvage: boolean; signal?: AbortSignal; onProgress?: (bytes: number) => void },
 ): Promise<Set<number>> {
   const lost = new Set<number>();
@@ -191,9 +212,9 @@ export async function unpackFiles(
       throw ioError(err, path, 'write');
     }
   };
-  // The threads start first: they take 50-100 ms to, while this one goes on.
   const memory = new PackMemory([...plans.keys()].reduce((a, pack) => Math.max(a, reader.packSizes.get(pack)!), 0));
-  const threads = Array.from({ length: Math.min(THREADS, plans.size) }, () => new UnpackThread(root, reader.keys.dedupKey, memory));
+  const threads = pool.threads;
+  for (const t of threads) t.begin(root, reader.keys.dedupKey, memory);
   const running = new Set<Promise<void>>();
   let failure: unknown = null;
   let bytes = 0;
@@ -237,7 +258,7 @@ export async function unpackFiles(
     if (failure) throw failure;
     o.signal?.throwIfAborted();
   } finally {
-    await Promise.all(threads.map((t) => t.stop()));
+    await pool.stop();
   }
   // Mode and time of the files written by several threads, now that they are complete.
   for (const ti of spread) {
