@@ -68,6 +68,19 @@ class PackPlan {
     this.writes[fi]!++;
   }
 
+  /**
+   * Bytes decrypted and written, what the job's time goes with. The packs go to the threads the
+   * largest first, so that the last jobs are small: in the order the selection first needed them,
+   * the last (a 9 MB pack of a compressed chat log, 27 MB once decoded) took 147 ms alone on one
+   * thread while the other had finished.
+   */
+  work(): number {
+    let n = 0;
+    for (const l of this.length) n += l;
+    for (const c of this.dChunk) n += this.rawLength[c]!;
+    return n;
+  }
+
   /** The job's arrays, chunks in offset order; `order[k]` is the plan's chunk at the job's k. */
   job(targets: readonly UnpackTarget[]): { arrays: Omit<UnpackJob, 'name' | 'key' | 'segmentSize' | 'sealedSize' | 'count' | 'runs' | 'slot' | 'salvage'>; order: number[] } {
     const n = this.ids.length;
@@ -181,7 +194,7 @@ export async function unpackFiles(
     if (!o.salvage || !(err instanceof BackupctlError) || err.code !== Exit.corrupt) throw err;
     lost.add(ti);
   };
-  // The plan: per pack (in the order the selection first needs them), its chunks and where each goes.
+  // The plan: per pack, its chunks and where each goes.
   const plans = new Map<string, PackPlan>();
   const spread: number[] = []; // targets whose chunks are in more than one pack, or in none
   targets.forEach((t, ti) => {
@@ -221,7 +234,8 @@ export async function unpackFiles(
   try {
     // Files of several packs (and empty ones) exist before any thread writes into them.
     for (const ti of spread) if (!lost.has(ti)) closeSync(open(ti, constants.O_CREAT | constants.O_EXCL));
-    for (const [pack, plan] of plans) {
+    const work = new Map([...plans].map(([pack, plan]) => [pack, plan.work()]));
+    for (const [pack, plan] of [...plans].sort((a, b) => work.get(b[0])! - work.get(a[0])!)) {
       o.signal?.throwIfAborted();
       if (failure) break;
       const { arrays, order } = plan.job(targets);
