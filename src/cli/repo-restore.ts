@@ -9,19 +9,30 @@ import { emitJson, info } from './run.js';
 import { startProgress } from './progress.js';
 import type { UnlockOptions } from './unlock.js';
 import { withRepositoryKeys } from './repo-open.js';
+import { UnpackThreads } from '../repo/unpack.js';
 
 /**
  * `salvage` comes with restore's --salvage (archive restore's option, exit 10): what is intact is
  * restored and what a damaged or missing pack costs is named.
  */
 export async function restoreFromRepository(ctx: RunContext, which: string, opts: UnlockOptions & { repo: string; dir: string; only?: string[]; force?: boolean; salvage?: boolean }): Promise<ExitCode> {
+  // The threads that will write the files start first, while the repository is unlocked and read.
+  const threads = new UnpackThreads();
+  try {
+    return await restoreWith(ctx, which, opts, threads);
+  } finally {
+    await threads.stop();
+  }
+}
+
+function restoreWith(ctx: RunContext, which: string, opts: UnlockOptions & { repo: string; dir: string; only?: string[]; force?: boolean; salvage?: boolean }, threads: UnpackThreads): Promise<ExitCode> {
   return withRepositoryKeys(ctx, opts, async (store, keys) => {
     const progress = await startProgress('restore');
     const t0 = Date.now();
     try {
       const reader = await RepoReader.open(store, keys);
       const snapshot = pickSnapshot(await listSnapshots(store, reader.dedup), which);
-      const res = await restoreSnapshot({ reader, snapshot, listedAt: Date.now(), dest: opts.dir, only: opts.only, force: opts.force, salvage: opts.salvage, signal: ctx.signal, onProgress: (p) => progress.update(p) });
+      const res = await restoreSnapshot({ reader, snapshot, threads, listedAt: Date.now(), dest: opts.dir, only: opts.only, force: opts.force, salvage: opts.salvage, signal: ctx.signal, onProgress: (p) => progress.update(p) });
       progress.stop();
       const seconds = (Date.now() - t0) / 1000;
       if (ctx.json) emitJson({ ok: true, dir: opts.dir, snapshot: snapshot.id, ...res, seconds });

@@ -13,11 +13,13 @@ import { safeMode, secs } from '../archive/commit.js';
 import { corruptError, ioError } from '../errors.js';
 import type { RepoReader } from '../repo/reader.js';
 import type { Snapshot } from '../repo/snapshot.js';
-import { unpackFiles } from '../repo/unpack.js';
+import { unpackFiles, type UnpackThreads } from '../repo/unpack.js';
 
 export interface RestoreSnapshotOptions {
   reader: RepoReader;
   snapshot: Snapshot;
+  /** The threads that write the files (started by the caller, before it opened the repository), stopped once they are written. */
+  threads: UnpackThreads;
   /** When the snapshots were listed (Date.now() after listSnapshots: see RepoReader.place). */
   listedAt: number;
   dest: string;
@@ -78,7 +80,7 @@ export async function restoreSnapshot(o: RestoreSnapshotOptions): Promise<Restor
     const targets = files.map((e) => ({ path: e.path, mode: safeMode(e.mode), mtime: secs(e.mtimeNs), size: e.size, chunks: e.chunks }));
     const total = targets.reduce((a, t) => a + t.size, 0) || 1;
     const onProgress = (bytes: number) => o.onProgress?.({ bytes, entries: Math.round((wanted.length * bytes) / total) }); // packs, not entries, are what is done in turn
-    lost = await unpackFiles(o.reader, staging, targets, { salvage: !!o.salvage, signal: o.signal, onProgress });
+    lost = await unpackFiles(o.reader, staging, targets, o.threads, { salvage: !!o.salvage, signal: o.signal, onProgress });
     // Salvage: a lost file stays in staging (removed with it) and out of the commit.
     const gone = new Set([...lost].map((i) => files[i]!));
     return metas.filter((_, i) => !gone.has(wanted[i]!));

@@ -1,4 +1,5 @@
-// A thread of a snapshot restore (unpack.ts): it is told where, in memory shared with the restore,
+// A thread of a snapshot restore (unpack.ts), started before the snapshot is read and then told
+// (UnpackSetup) where it writes and with which key it checks. It is told where, in memory shared with the restore,
 // the sealed segments of one pack that the restore needs are (read once, in order), and what to do
 // with each chunk in them; it authenticates and decrypts the segments, checks every chunk against
 // its keyed id and its length, and writes it at its place in every staged file that holds it. Files
@@ -6,7 +7,7 @@
 // last is written), else they exist already. Paths are relative to the staging directory; one that
 // would resolve outside it is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
 import { closeSync, constants, fchmodSync, futimesSync, openSync } from 'node:fs';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
@@ -28,7 +29,7 @@ export interface UnpackJob {
   sealedSize: number;
   /** Segments in the whole pack (the last one is sealed as last). */
   count: number;
-  /** The slot of shared memory (workerData.slots) the pack was read into, and its runs of consecutive sealed segments from `first` on, `length` bytes at `at`. */
+  /** The slot of shared memory (UnpackSetup.slots) the pack was read into, and its runs of consecutive sealed segments from `first` on, `length` bytes at `at`. */
   slot: number;
   runs: Array<{ first: number; at: number; length: number }>;
   /** Per chunk, in offset order: its id (32 bytes each), offset, length and plain length in the pack, codec. */
@@ -50,14 +51,21 @@ export interface UnpackJob {
   /** Salvage: a damaged chunk is reported lost instead of ending the job. */
   salvage: boolean;
 }
+/** The first message: the staging directory, the dedup key (transferred: no copy is left behind) and the shared memory packs are read into. */
+export interface UnpackSetup {
+  root: string;
+  dedupKey: Uint8Array;
+  slots: SharedArrayBuffer[];
+}
 export type UnpackReply =
   | { t: 'done'; bytes: number; lost: number[] }
   | { t: 'corrupt'; message: string; detail?: Record<string, unknown> }
   | { t: 'error'; code?: string; message: string; path: string };
 
-const { root, dedupKey, slots } = workerData as { root: string; dedupKey: Uint8Array; slots: SharedArrayBuffer[] };
-const dedup = new DedupKeys(dedupKey);
-dedupKey.fill(0);
+let root = '';
+let dedup: DedupKeys;
+let slots: SharedArrayBuffer[] = [];
+let ready = false;
 /** Open files at most: a pack of 40,000 small files is written one file after another anyway. */
 const MAX_OPEN = 64;
 /** Where a compressed chunk spanning segments is put together (the largest chunk, 1 MiB). */
@@ -185,7 +193,15 @@ function joined(parts: readonly Buffer[], length: number): Buffer {
   return scratch.subarray(0, length);
 }
 
-parentPort!.on('message', (job: UnpackJob) => {
+parentPort!.on('message', (m: UnpackSetup | UnpackJob) => {
+  if (!ready) {
+    ({ root, slots } = m as UnpackSetup);
+    dedup = new DedupKeys((m as UnpackSetup).dedupKey);
+    (m as UnpackSetup).dedupKey.fill(0);
+    ready = true;
+    return;
+  }
+  const job = m as UnpackJob;
   let reply: UnpackReply;
   try {
     reply = { t: 'done', ...run(job) };

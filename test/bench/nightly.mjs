@@ -162,9 +162,11 @@ export async function benchNightly(bench, ctx, { size, nights, entries, tools: t
     record('nights', await backupAll(`night ${n}/${nights}`, repos, src, snapshot++));
   }
   const want = await digestTree(src);
-  // The restored trees are removed only after the last restore: on ext4 without a journal, files
-  // created soon after others were deleted are slower to create (see benchSize in run.mjs).
-  const restored = [];
+  // The restored trees (and the export's copy) are removed only after the last restore, the many
+  // files' too: on ext4 without a journal, files created within minutes of others being deleted
+  // cost up to 1 ms each (recently_deleted() in perf; see benchSize in run.mjs), which would be
+  // charged to whichever restore came next, not to the tool that restores.
+  const restored = [src];
   for (const name of inTurn(names, step++)) {
     const t = tools[name];
     const out = path.join(work, `restored-${name}`);
@@ -175,7 +177,6 @@ export async function benchNightly(bench, ctx, { size, nights, entries, tools: t
     perTool[name].repoBytes = await du(repos[name]);
     process.stderr.write(`bench: nightly restore ${name} ${fmtS(m.secs)}${diff.length ? ' DIFFERS' : ''}\n`);
   }
-  for (const d of [src, ...restored]) await rm(d, { recursive: true, force: true });
 
   let manyFiles = null;
   if (entries > 0) {
@@ -187,18 +188,17 @@ export async function benchNightly(bench, ctx, { size, nights, entries, tools: t
     }
     // And restored: a restore holds the whole tree, so its memory grows with the files.
     const wantMany = await digestTree(many.dir);
-    const restoredMany = [];
     for (const name of inTurn(names, step++)) {
       const t = tools[name];
       const out = path.join(work, `many-restored-${name}`);
-      restoredMany.push(out);
+      restored.push(out);
       const m = await timed(t, (T) => t.restore(T, manyRepos[name], out, snapshot - 1));
       const diff = compareTrees(wantMany, await digestTree(t.restored(out, many.dir)));
       manyFiles.tools[name].restore = { ...m, identical: diff.length === 0, differences: diff.slice(0, 20) };
       process.stderr.write(`bench: nightly ${many.files} files, restore ${name} ${fmtS(m.secs)}${diff.length ? ' DIFFERS' : ''}\n`);
     }
-    for (const d of restoredMany) await rm(d, { recursive: true, force: true });
   }
+  for (const d of restored) await rm(d, { recursive: true, force: true });
   if (!bench.keep) await rm(work, { recursive: true, force: true });
   // The first nights again, into a repository on Drive (the fake): what each costs in API calls.
   const drive = driveNights > 0 ? await benchDrive(bench, ctx, { ex, night, nights: driveNights }) : null;

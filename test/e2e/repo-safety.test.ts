@@ -59,14 +59,19 @@ async function killAtEveryWrite(args: string[], check: () => Promise<void>): Pro
 /** restoreSnapshot with salvage, as `restore --repo … --salvage` runs it; the paths it lost. */
 async function salvage(repo: string, id: string, dest: string): Promise<string[]> {
   const dist = (m: string) => import(new URL(`../../dist/${m}.js`, import.meta.url).href);
-  const [{ LocalStore }, { openRepositoryKeys }, { RepoReader }, { listSnapshots, pickSnapshot }, { restoreSnapshot }, { recoveryIdentity }, { confirmFileKey }] = await Promise.all(
-    ['store/local', 'ops/repository', 'repo/reader', 'repo/snapshot', 'ops/restore-snapshot', 'keys/recovery-code', 'archive/header'].map(dist),
+  const [{ LocalStore }, { openRepositoryKeys }, { RepoReader }, { listSnapshots, pickSnapshot }, { restoreSnapshot }, { recoveryIdentity }, { confirmFileKey }, { UnpackThreads }] = await Promise.all(
+    ['store/local', 'ops/repository', 'repo/reader', 'repo/snapshot', 'ops/restore-snapshot', 'keys/recovery-code', 'archive/header', 'repo/unpack'].map(dist),
   );
   const store = new LocalStore(repo);
   const keys = await openRepositoryKeys(store, async (h: unknown) => confirmFileKey(h, await recoveryIdentity(rc.code).unwrap((h as { slots: unknown }).slots)));
   const reader = await RepoReader.open(store, keys);
-  const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), listedAt: Date.now(), dest, salvage: true });
-  return res.lost as string[];
+  const threads = new UnpackThreads();
+  try {
+    const res = await restoreSnapshot({ reader, snapshot: pickSnapshot(await listSnapshots(store, reader.dedup), id), threads, listedAt: Date.now(), dest, salvage: true });
+    return res.lost as string[];
+  } finally {
+    await threads.stop();
+  }
 }
 
 beforeAll(async () => {
