@@ -12,6 +12,7 @@ import { freeBuffers } from '../archive/stream.js';
 import { finished } from '../util/backlog.js';
 import { writeAllFd } from '../util/write-all.js';
 import { encodeBlob } from './blob-codec.js';
+import { keepFreedHeap } from '../util/heap.js';
 import { Codec } from '../archive/format.js';
 
 /** A pack buffer is sent once (`buffer`), then named by its number: a shared buffer in every message cost 0.4 ms each. */
@@ -40,6 +41,7 @@ const init = workerData as { readPublic: Uint8Array; dedupKey: Uint8Array; done:
 const recipient = packRecipient(new Uint8Array(init.readPublic));
 const dedup = new DedupKeys(init.dedupKey);
 init.dedupKey.fill(0);
+keepFreedHeap(); // the sealed pieces, freed once written
 /** Test only: sealing fails as a crash of the thread would (the command must end in one clear line). */
 const failing = process.env.BACKUPCTL_TEST_PACK_THREAD_FAILS === '1';
 

@@ -16,6 +16,7 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 import { writeAllSync } from '../util/write-all.js';
+import { keepFreedHeap } from '../util/heap.js';
 
 /**
  * One pack's work, in arrays rather than an object per chunk and per file (a pack of 40,000 small
@@ -70,11 +71,7 @@ let ready = false;
 const MAX_OPEN = 64;
 /** Where a compressed chunk spanning segments is put together (the largest chunk, 1 MiB). */
 let scratch = Buffer.allocUnsafe(1 << 20);
-// glibc hands the top of a thread's heap back to the system once 128 KiB of it is free, so the
-// decrypted segments freed behind each chunk were faulted in afresh for the next ones (30,000
-// page faults a GB, a third of all). Freeing one block it had to map raises that threshold to
-// twice the block's size for the rest of the process.
-freeBuffers([Buffer.allocUnsafeSlow(4 << 20)]);
+keepFreedHeap();
 
 function run(job: UnpackJob): { bytes: number; lost: number[] } {
   const where = `pack ${job.name.slice(job.name.lastIndexOf('/') + 1)}`;
