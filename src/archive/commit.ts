@@ -38,8 +38,6 @@ interface Step extends JournalStep {
 
 /** The prefix for mkdtemp of this process's staging directory in DEST. */
 export const stagingPrefix = (dest: string) => join(dest, `${STAGING}${processIdentity()}-`);
-export { RESTORE_LOCK };
-
 const exists = (p: string): Stats | null => {
   try {
     return lstatSync(p, { throwIfNoEntry: false }) ?? null;

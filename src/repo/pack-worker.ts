@@ -1,9 +1,10 @@
-// The sealing thread of a PackWriter (pack.ts): it seals closed packs, compresses batches of text,
-// and computes the ids of chunks read into the open pack when it has the time, reading all where they are (shared
-// memory, nothing copied to reach it). On a store on this machine it writes the sealed file
-// itself as it seals it, on the thread pool, through the descriptor of the store's temporary file;
-// else it seals into a shared buffer, reused from one pack to the next, that the store writes
-// from. On the backup's own thread, hashing and sealing 1 GB took 1.4 s of its 2.5 s.
+// The sealing thread of a PackWriter (pack.ts): it seals closed packs, compresses batches of
+// text, and computes the ids of chunks read into the open pack when it has the time, reading all
+// of them where they are (shared memory, nothing copied to reach it). On a store on this machine
+// it writes the sealed file as it seals it, on the thread pool, through the descriptor of the
+// store's temporary file; else it seals into a shared buffer, reused from one pack to the next,
+// that the store writes from. On the backup's own thread, hashing and sealing 1 GB took 1.4 s of
+// its 2.5 s.
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { parentPort, workerData } from 'node:worker_threads';
 import { DedupKeys, packRecipient } from './keys.js';
@@ -53,8 +54,8 @@ const WRITE_BATCH = 1 << 20;
  * Written in requests of WRITE_BATCH bytes as they are sealed, each on the thread pool while this
  * thread seals the next: the copy into the page cache cost more than the sealing (1.4 s of system
  * time per GB here, against 0.5 s for AES-GCM), and on this thread the reading waited for it. The
- * page cache is filled in small pieces (the kernel sizes its pages by the write: whole-pack writes
- * of 16 MiB cost 0.4-3 s of system time per GB here, 64 KiB ones 0.22-0.36 s).
+ * page cache is filled in pieces, not a pack at once (the kernel sizes its pages by the write:
+ * whole-pack writes of 16 MiB cost 0.4-3 s of system time per GB here, 64 KiB ones 0.22-0.36 s).
  */
 async function sealToFile(plain: Uint8Array, fd: number): Promise<number> {
   let pos = 0;

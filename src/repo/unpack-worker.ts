@@ -1,11 +1,12 @@
 // A thread of a snapshot restore (unpack.ts), started before the snapshot is read and then told
-// (UnpackSetup) where it writes and with which key it checks. It is told where, in memory shared with the restore,
-// the sealed segments of one pack that the restore needs are (read once, in order), and what to do
-// with each chunk in them; it authenticates and decrypts the segments, checks every chunk against
-// its keyed id and its length, and writes it at its place in every staged file that holds it. Files
-// are created here when all of their chunks are in this pack (and their mode and times set once the
-// last is written), else they exist already. Paths are relative to the staging directory; one that
-// would resolve outside it is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
+// (UnpackSetup) where it writes and with which key it checks. For each pack it is told where, in
+// memory shared with the restore, the sealed segments of it that the restore needs are (read once,
+// in order), and what to do with each chunk in them; it authenticates and decrypts the segments,
+// checks every chunk against its keyed id and its length, and writes it at its place in every
+// staged file that holds it. Files are created here when all of their chunks are in this pack (and
+// their mode and times set once the last is written), else they exist already. Paths are relative
+// to the staging directory; one that would resolve outside it is refused (stagedPath), and nothing
+// is followed (O_NOFOLLOW).
 import { closeSync, constants, fchmodSync, futimesSync, openSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
