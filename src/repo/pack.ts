@@ -204,9 +204,9 @@ class PackThread {
     return this.ask({ t: 'seal', n: this.number(buf), length, out: this.number(out) }).then((r) => (r as { length: number }).length);
   }
 
-  /** Seal the first `length` bytes of `buf` and write them to the file `fd`; the sealed file's length. */
-  sealTo(buf: Buffer, length: number, fd: number): Promise<number> {
-    return this.ask({ t: 'write', n: this.number(buf), length, fd }).then((r) => (r as { length: number }).length);
+  /** Seal the first `length` bytes of `buf` and write them to the staged file; the sealed file's length. */
+  sealTo(buf: Buffer, length: number, file: { fd: number; direct: boolean }): Promise<number> {
+    return this.ask({ t: 'write', n: this.number(buf), length, fd: file.fd, direct: file.direct }).then((r) => (r as { length: number }).length);
   }
 
   async close(): Promise<void> {
@@ -558,7 +558,7 @@ export class PackWriter {
       const { id, file } = await this.takeStaged();
       let n: number;
       try {
-        n = await (this.sealer ??= new PackThread(this.keys)).sealTo(plain, length, file.fd);
+        n = await (this.sealer ??= new PackThread(this.keys)).sealTo(plain, length, file);
       } catch (err) {
         throw await file.abort(err);
       }

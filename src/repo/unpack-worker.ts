@@ -17,6 +17,7 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 import { writeAllSync } from '../util/write-all.js';
+import { alignUp, alignedBuffer, directFlag, writeDirectSync } from '../util/direct-io.js';
 import { keepFreedHeap } from '../util/heap.js';
 
 /**
@@ -50,6 +51,9 @@ export interface UnpackJob {
   mode: Uint32Array;
   mtime: string[];
   writes: Uint32Array;
+  /** Per file: whether it is written with direct I/O (every chunk at an aligned offset), and its size (cut to it after its padded last block). */
+  direct: Uint8Array;
+  size: Float64Array;
   /** Salvage: a damaged chunk is reported lost instead of ending the job. */
   salvage: boolean;
 }
@@ -72,6 +76,9 @@ let ready = false;
 const MAX_OPEN = 64;
 /** Where a compressed chunk spanning segments is put together (the largest chunk, 1 MiB). */
 let scratch = Buffer.allocUnsafe(1 << 20);
+/** Where a chunk is copied to be written directly (the largest chunk, 1 MiB), and whether the file system takes direct writes. */
+let aligned = alignedBuffer(1 << 20);
+let directWorks = directFlag() !== 0;
 keepFreedHeap();
 
 function run(job: UnpackJob): { bytes: number; lost: number[] } {
@@ -105,6 +112,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
   const fds = new Map<number, number>(); // file index → fd, in order of opening
   const left = Array.from(job.writes);
   const opened = new Set<number>();
+  const direct = new Set<number>(); // files whose fd has O_DIRECT
   const fdOf = (fi: number): number => {
     let fd = fds.get(fi);
     if (fd !== undefined) return fd;
@@ -114,10 +122,40 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       fds.delete(oldest);
     }
     const create = job.own[fi] === 1 && !opened.has(fi);
-    fd = openSync(stagedPath(root, paths[fi]!), constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0), 0o600);
+    const flags = constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0);
+    fd = -1;
+    if (job.direct[fi] === 1 && directWorks) {
+      try {
+        fd = openSync(stagedPath(root, paths[fi]!), flags | directFlag(), 0o600);
+        direct.add(fi);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        directWorks = false; // the file system refuses O_DIRECT (a file created before the refusal stays)
+      }
+    }
+    if (fd < 0) fd = openSync(stagedPath(root, paths[fi]!), flags, 0o600);
     opened.add(fi);
     fds.set(fi, fd);
     return fd;
+  };
+  /** `chunk` written into file `fi` at `at`: directly where its fd is direct, else (and where the file system turns out to refuse the first direct write) through the page cache. */
+  const write = (fi: number, chunk: readonly Buffer[], size: number, at: number): number => {
+    const fd = fdOf(fi);
+    if (direct.has(fi)) {
+      if (aligned.length < alignUp(size)) aligned = alignedBuffer(alignUp(size));
+      try {
+        writeDirectSync(fd, chunk, size, at, job.size[fi]!, aligned);
+        return size;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        directWorks = false;
+        closeSync(fd);
+        fds.delete(fi);
+        direct.delete(fi);
+        return write(fi, chunk, size, at);
+      }
+    }
+    return writeAllSync(fd, [...chunk], at);
   };
   /** One write into file `fi` is done; after its last, its mode and time (if it is its own) and close. */
   const wrote = (fi: number, intact: boolean) => {
@@ -129,6 +167,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
     }
     closeSync(fd);
     fds.delete(fi);
+    direct.delete(fi);
   };
 
   let bytes = 0;
@@ -171,7 +210,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       if (!chunk) lost.push(ci); // its files stay out of the restore
       for (let k = job.destStart[ci]!; k < job.destStart[ci + 1]!; k++) {
         const fi = job.destFile[k]!;
-        if (chunk) bytes += writeAllSync(fdOf(fi), [...chunk], job.destAt[k]!);
+        if (chunk) bytes += write(fi, chunk, job.rawLength[ci]!, job.destAt[k]!);
         wrote(fi, chunk !== null);
       }
       if (chunk && job.codec[ci] !== Codec.Stored) freeDecoded(chunk[0]!, job.codec[ci] as Codec, job.rawLength[ci]!); // at once, as the segments

@@ -12,11 +12,18 @@ import { PackReader, packPath } from './pack.js';
 import type { RepoReader } from './reader.js';
 import type { Spot } from './index.js';
 import type { UnpackJob, UnpackReply, UnpackSetup } from './unpack-worker.js';
+import { DIRECT_ALIGN } from '../util/direct-io.js';
 
 /** Threads decrypting and writing, each given one pack at a time while the next is read here. */
 const THREADS = 2;
 /** Packs in memory at once: one per thread and the next one, read meanwhile. */
 const SLOTS = THREADS + 1;
+/**
+ * Files from this size (64 KiB) whose chunks all start aligned (media, cut into pieces of 1 MiB) are
+ * written with direct I/O (util/direct-io.ts); smaller ones, and text cut where its content
+ * says, through the page cache.
+ */
+const DIRECT_FROM = 64 << 10;
 
 export interface UnpackTarget {
   path: string;
@@ -43,10 +50,11 @@ class PackPlan {
   /** Per file of this job: index in the targets, whether the job creates it, writes into it. */
   readonly targets: number[] = [];
   readonly own: number[] = [];
+  readonly direct: number[] = [];
   readonly writes: number[] = [];
 
   /** Chunk `id` at `l` goes to target `ti` at `at`; a target's chunks are added one after another. */
-  add(id: Uint8Array, l: Spot, ti: number, own: boolean, at: number): void {
+  add(id: Uint8Array, l: Spot, ti: number, own: boolean, direct: boolean, at: number): void {
     let ci = this.byOffset.get(l.offset);
     if (ci === undefined) {
       ci = this.ids.push(id) - 1;
@@ -60,6 +68,7 @@ class PackPlan {
     if (this.targets[fi] !== ti) {
       fi = this.targets.push(ti) - 1;
       this.own.push(own ? 1 : 0);
+      this.direct.push(direct ? 1 : 0);
       this.writes.push(0);
     }
     this.dChunk.push(ci);
@@ -109,6 +118,7 @@ class PackPlan {
         codec: Uint8Array.from(pick(this.codec)), destStart, destFile, destAt,
         paths: files.map((f) => f.path).join('\0'), own: Uint8Array.from(this.own), mode: Uint32Array.from(files.map((f) => f.mode)),
         mtime: files.map((f) => f.mtime), writes: Uint32Array.from(this.writes),
+        direct: Uint8Array.from(this.direct), size: Float64Array.from(files.map((f) => f.size)),
       },
     };
   }
@@ -209,11 +219,12 @@ export async function unpackFiles(
     }
     const own = locs.length > 0 && locs.every((l) => l.pack === locs[0]!.pack);
     if (!own) spread.push(ti);
+    const direct = t.size >= DIRECT_FROM && locs.every((l, j) => j === locs.length - 1 || l.rawLength % DIRECT_ALIGN === 0);
     let at = 0;
     locs.forEach((l, j) => {
       let p = plans.get(l.pack);
       if (!p) plans.set(l.pack, (p = new PackPlan()));
-      p.add(t.chunks[j]!, l, ti, own, at);
+      p.add(t.chunks[j]!, l, ti, own, direct, at);
       at += l.rawLength;
     });
   });

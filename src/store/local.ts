@@ -8,6 +8,7 @@ import { dirname, join } from 'node:path';
 import { BackupctlError, corruptError, ioError } from '../errors.js';
 import { syncDir, tempNameFor } from '../util/fsutil.js';
 import { writeAll } from '../util/write-all.js';
+import { DIRECT_ALIGN, alignedBuffer, directFlag } from '../util/direct-io.js';
 import type { StagedWrite, Store, StoredFile } from './store.js';
 
 /**
@@ -25,6 +26,9 @@ function killPoint(): void {
 
 export class LocalStore implements Store {
   readonly readThrough = 512 << 10;
+
+  /** Whether this file system takes direct writes (null: not tried yet). */
+  private direct: boolean | null = directFlag() ? null : false;
 
   constructor(readonly root: string) {}
 
@@ -130,8 +134,9 @@ export class LocalStore implements Store {
     }
   }
 
+  /** The file is opened for direct writes where the file system takes them (util/direct-io.ts): a pack is not read again by the backup that writes it. */
   async stage(path: string): Promise<StagedWrite> {
-    const { fh, tmp, target } = await this.openTemp(path);
+    const { fh, tmp, target, direct } = await this.openStaged(path);
     const fail = async (err: unknown) => {
       await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
@@ -139,6 +144,7 @@ export class LocalStore implements Store {
     };
     return {
       fd: fh.fd,
+      direct,
       commit: async () => {
         try {
           try {
@@ -155,8 +161,31 @@ export class LocalStore implements Store {
     };
   }
 
-  /** A new temporary file beside `path`'s place (its directory made if need be). */
-  private async openTemp(path: string): Promise<{ fh: FileHandle; tmp: string; target: string }> {
+  /**
+   * openTemp with O_DIRECT where it works. Some file systems refuse the flag when opening, some
+   * only the first write (EINVAL either way): the first file is tried with one aligned block.
+   */
+  private async openStaged(path: string): Promise<{ fh: FileHandle; tmp: string; target: string; direct: boolean }> {
+    const file = this.direct === false ? null : await this.openTemp(path, directFlag());
+    if (file && this.direct === null) {
+      this.direct = await file.fh.write(alignedBuffer(DIRECT_ALIGN), 0, DIRECT_ALIGN, 0).then(
+        () => file.fh.truncate(0).then(() => true),
+        (err: NodeJS.ErrnoException) => (err.code === 'EINVAL' ? false : Promise.reject(ioError(err, file.target, 'write'))),
+      );
+      if (!this.direct) {
+        await file.fh.close();
+        await unlink(file.tmp).catch(() => {});
+      }
+    }
+    if (file && this.direct) return { ...file, direct: true };
+    this.direct = false;
+    return { ...(await this.openTemp(path))!, direct: false };
+  }
+
+  /** A new temporary file beside `path`'s place (its directory made if need be); with `flags` (O_DIRECT), null where the file system refuses them. */
+  private async openTemp(path: string): Promise<{ fh: FileHandle; tmp: string; target: string }>;
+  private async openTemp(path: string, flags: number): Promise<{ fh: FileHandle; tmp: string; target: string } | null>;
+  private async openTemp(path: string, flags = 0): Promise<{ fh: FileHandle; tmp: string; target: string } | null> {
     const target = this.abs(path);
     const dir = dirname(target);
     try {
@@ -166,8 +195,9 @@ export class LocalStore implements Store {
     }
     const tmp = tempNameFor(target);
     try {
-      return { fh: await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600), tmp, target };
+      return { fh: await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | flags, 0o600), tmp, target };
     } catch (err) {
+      if (flags && (err as NodeJS.ErrnoException).code === 'EINVAL') return null;
       throw ioError(err, target, 'write');
     }
   }

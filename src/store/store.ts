@@ -13,6 +13,8 @@ export interface StoredFile {
 /** A file being written through its descriptor (by any thread of this process), not yet in place. */
 export interface StagedWrite {
   readonly fd: number;
+  /** `fd` was opened with O_DIRECT: written from aligned memory in aligned pieces (util/direct-io.ts). */
+  readonly direct: boolean;
   /** Synced and moved into place as write() does (all or nothing, also after a crash); closes the descriptor. */
   commit(): Promise<void>;
   /** The temporary file removed and the descriptor closed; what to throw for `err` (an I/O error naming the file). */
