@@ -120,20 +120,24 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       const [oldest, ofd] = fds.entries().next().value as [number, number];
       closeSync(ofd);
       fds.delete(oldest);
+      direct.delete(oldest);
     }
     const create = job.own[fi] === 1 && !opened.has(fi);
     const flags = constants.O_WRONLY | constants.O_NOFOLLOW | (create ? constants.O_CREAT | constants.O_EXCL : 0);
     fd = -1;
+    let refused = false;
     if (job.direct[fi] === 1 && directWorks) {
       try {
         fd = openSync(stagedPath(root, paths[fi]!), flags | directFlag(), 0o600);
         direct.add(fi);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-        directWorks = false; // the file system refuses O_DIRECT (a file created before the refusal stays)
+        directWorks = false; // the file system refuses O_DIRECT
+        refused = true;
       }
     }
-    if (fd < 0) fd = openSync(stagedPath(root, paths[fi]!), flags, 0o600);
+    // After that refusal the file may exist, created by the call refused (an entry there before would have been EEXIST).
+    if (fd < 0) fd = openSync(stagedPath(root, paths[fi]!), refused ? flags & ~constants.O_EXCL : flags, 0o600);
     opened.add(fi);
     fds.set(fi, fd);
     return fd;

@@ -197,7 +197,10 @@ export class LocalStore implements Store {
     try {
       return { fh: await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | flags, 0o600), tmp, target };
     } catch (err) {
-      if (flags && (err as NodeJS.ErrnoException).code === 'EINVAL') return null;
+      if (flags && (err as NodeJS.ErrnoException).code === 'EINVAL') {
+        await unlink(tmp).catch(() => {}); // some file systems create the file before refusing the flag
+        return null;
+      }
       throw ioError(err, target, 'write');
     }
   }
