@@ -3,7 +3,7 @@
 // memory shared with the restore, the sealed segments of it that the restore needs are (read once,
 // in order), and what to do with each chunk in them; it authenticates and decrypts the segments,
 // checks every chunk against its keyed id and its length, and writes it at its place in every
-// staged file that holds it. Files are created here when all of their chunks are in this pack (and
+// staged file that holds it (media with direct I/O where the file system takes it). Files are created here when all of their chunks are in this pack (and
 // their mode and times set once the last is written), else they exist already. Paths are relative
 // to the staging directory; one that would resolve outside it is refused (stagedPath), and nothing
 // is followed (O_NOFOLLOW).

@@ -168,14 +168,20 @@ export class LocalStore implements Store {
   private async openStaged(path: string): Promise<{ fh: FileHandle; tmp: string; target: string; direct: boolean }> {
     const file = this.direct === false ? null : await this.openTemp(path, directFlag());
     if (file && this.direct === null) {
-      this.direct = await file.fh.write(alignedBuffer(DIRECT_ALIGN), 0, DIRECT_ALIGN, 0).then(
-        () => file.fh.truncate(0).then(() => true),
-        (err: NodeJS.ErrnoException) => (err.code === 'EINVAL' ? false : Promise.reject(ioError(err, file.target, 'write'))),
-      );
-      if (!this.direct) {
+      let works: boolean | Error;
+      try {
+        await file.fh.write(alignedBuffer(DIRECT_ALIGN), 0, DIRECT_ALIGN, 0);
+        await file.fh.truncate(0);
+        works = true;
+      } catch (err) {
+        works = (err as NodeJS.ErrnoException).code === 'EINVAL' ? false : ioError(err, file.target, 'write');
+      }
+      if (works !== true) {
         await file.fh.close();
         await unlink(file.tmp).catch(() => {});
+        if (works instanceof Error) throw works;
       }
+      this.direct = works;
     }
     if (file && this.direct) return { ...file, direct: true };
     this.direct = false;
