@@ -133,11 +133,12 @@ class PackThread {
     const dedupKey = Uint8Array.from(keys.dedupKey);
     this.worker = new Worker(new URL('./pack-worker.js', import.meta.url), { workerData: { readPublic: keys.readPublic, dedupKey, done: this.backlog.done } });
     dedupKey.fill(0);
-    this.worker.unref(); // never what keeps the process alive
+    this.worker.unref(); // never what keeps the process alive but while a job waits (ask)
     this.worker.on('message', (m: PackReply) => {
       const w = this.waiting.get(m.k);
       if (!w) return; // an answer that came after the thread's failure was reported
       this.waiting.delete(m.k);
+      if (!this.waiting.size) this.worker.unref();
       // A failed write (disk full) is the store's to report; anything else is the thread's failure.
       if (m.t === 'error') w.reject(m.code ? Object.assign(new Error(m.message), { code: m.code }) : threadFailure(m.message));
       else w.resolve(m);
@@ -146,6 +147,7 @@ class PackThread {
       this.failure ??= threadFailure(why);
       for (const w of this.waiting.values()) w.reject(this.failure);
       this.waiting.clear();
+      this.worker.unref();
     };
     this.worker.on('error', (err) => fail(err.message));
     this.worker.on('exit', () => fail('it stopped unexpectedly'));
@@ -155,6 +157,8 @@ class PackThread {
     if (this.failure) return Promise.reject(this.failure);
     if (job.t === 'hash') this.backlog.add();
     const k = this.jobs++;
+    // Held while a job waits: else, with nothing else pending, the process ended (exit 13, an unsettled await) before the thread's answer or its failure came.
+    if (!this.waiting.size) this.worker.ref();
     return new Promise((resolve, reject) => {
       this.waiting.set(k, { resolve, reject });
       this.worker.postMessage({ ...job, k } as PackJob);
