@@ -17,7 +17,7 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 import { writeAllSync } from '../util/write-all.js';
-import { alignUp, alignedBuffer, directFlag, writeDirectSync } from '../util/direct-io.js';
+import { DirectWrites, alignUp, alignedBuffer, directFlag, writeDirectSync } from '../util/direct-io.js';
 import { keepFreedHeap } from '../util/heap.js';
 
 /**
@@ -79,9 +79,15 @@ let scratch = Buffer.allocUnsafe(1 << 20);
 /** Where a chunk is copied to be written directly (the largest chunk, 1 MiB), and whether the file system takes direct writes. */
 let aligned = alignedBuffer(1 << 20);
 let directWorks = directFlag() !== 0;
+/**
+ * Once a direct write has worked (the first is synchronous, and falls back to the page cache where
+ * the file system refuses it), direct writes run on the thread pool from 4 buffers of 1 MiB.
+ */
+let directProven = false;
+const writes = new DirectWrites(4, 1 << 20);
 keepFreedHeap();
 
-function run(job: UnpackJob): { bytes: number; lost: number[] } {
+async function run(job: UnpackJob): Promise<{ bytes: number; lost: number[] }> {
   const where = `pack ${job.name.slice(job.name.lastIndexOf('/') + 1)}`;
   const plain = new Map<number, Buffer>();
   const bad = new Set<number>();
@@ -118,7 +124,7 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
     if (fd !== undefined) return fd;
     if (fds.size >= MAX_OPEN) {
       const [oldest, ofd] = fds.entries().next().value as [number, number];
-      closeSync(ofd);
+      writes.after(ofd, () => closeSync(ofd));
       fds.delete(oldest);
       direct.delete(oldest);
     }
@@ -143,12 +149,17 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
     return fd;
   };
   /** `chunk` written into file `fi` at `at`: directly where its fd is direct, else (and where the file system turns out to refuse the first direct write) through the page cache. */
-  const write = (fi: number, chunk: readonly Buffer[], size: number, at: number): number => {
+  const write = async (fi: number, chunk: readonly Buffer[], size: number, at: number): Promise<number> => {
     const fd = fdOf(fi);
+    if (direct.has(fi) && directProven) {
+      await writes.write(fd, chunk, size, at, job.size[fi]!);
+      return size;
+    }
     if (direct.has(fi)) {
       if (aligned.length < alignUp(size)) aligned = alignedBuffer(alignUp(size));
       try {
         writeDirectSync(fd, chunk, size, at, job.size[fi]!, aligned);
+        directProven = true;
         return size;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
@@ -161,15 +172,18 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
     }
     return writeAllSync(fd, [...chunk], at);
   };
-  /** One write into file `fi` is done; after its last, its mode and time (if it is its own) and close. */
+  /** One write into file `fi` is started; after its last is done, its mode and time (if it is its own) and close. */
   const wrote = (fi: number, intact: boolean) => {
     if (--left[fi]! > 0 || !fds.has(fi)) return;
     const fd = fds.get(fi)!;
-    if (intact && job.own[fi] === 1) {
-      fchmodSync(fd, job.mode[fi]!);
-      futimesSync(fd, job.mtime[fi]!, job.mtime[fi]!);
-    }
-    closeSync(fd);
+    const own = intact && job.own[fi] === 1;
+    writes.after(fd, () => {
+      if (own) {
+        fchmodSync(fd, job.mode[fi]!);
+        futimesSync(fd, job.mtime[fi]!, job.mtime[fi]!); // after the writes, which set the time
+      }
+      closeSync(fd);
+    });
     fds.delete(fi);
     direct.delete(fi);
   };
@@ -214,12 +228,15 @@ function run(job: UnpackJob): { bytes: number; lost: number[] } {
       if (!chunk) lost.push(ci); // its files stay out of the restore
       for (let k = job.destStart[ci]!; k < job.destStart[ci + 1]!; k++) {
         const fi = job.destFile[k]!;
-        if (chunk) bytes += write(fi, chunk, job.rawLength[ci]!, job.destAt[k]!);
+        if (chunk) bytes += await write(fi, chunk, job.rawLength[ci]!, job.destAt[k]!);
         wrote(fi, chunk !== null);
       }
       if (chunk && job.codec[ci] !== Codec.Stored) freeDecoded(chunk[0]!, job.codec[ci] as Codec, job.rawLength[ci]!); // at once, as the segments
     }
+    const failure = await writes.drain();
+    if (failure) throw failure;
   } finally {
+    await writes.drain(); // after a failure: every write and close done, and forgotten before the next job
     for (const fd of fds.values()) closeSync(fd);
     freeBuffers([...plain.values()]);
   }
@@ -234,7 +251,7 @@ function joined(parts: readonly Buffer[], length: number): Buffer {
   return scratch.subarray(0, length);
 }
 
-parentPort!.on('message', (m: UnpackSetup | UnpackJob) => {
+parentPort!.on('message', async (m: UnpackSetup | UnpackJob) => {
   if (!ready) {
     ({ root, slots } = m as UnpackSetup);
     dedup = new DedupKeys((m as UnpackSetup).dedupKey);
@@ -245,7 +262,7 @@ parentPort!.on('message', (m: UnpackSetup | UnpackJob) => {
   const job = m as UnpackJob;
   let reply: UnpackReply;
   try {
-    reply = { t: 'done', ...run(job) };
+    reply = { t: 'done', ...(await run(job)) };
   } catch (err) {
     if (err instanceof BackupctlError) reply = { t: 'corrupt', message: err.message, detail: err.detail };
     else if (err instanceof Outside) reply = { t: 'corrupt', message: `refusing to stage ${JSON.stringify(err.message)}: it resolves outside the staging directory` };

@@ -95,3 +95,84 @@ export function writeDirectSync(fd: number, pieces: readonly Uint8Array[], lengt
   writeAllSync(fd, [scratch.subarray(0, padded)], pos);
   if (padded !== length) ftruncateSync(fd, fileSize);
 }
+
+/**
+ * Direct writes in flight on the thread pool, each from one of a few aligned buffers, while the
+ * caller goes on: synchronous, a restore thread waited for the disk 1.16 s of its 1.94 s (1 GB).
+ * What is to be done once a file's writes are (mode, time, close) is queued with after().
+ */
+export class DirectWrites {
+  private readonly free: Buffer[];
+  private readonly waiting: Array<() => void> = [];
+  /** Per descriptor: writes in flight, and what waits for them. */
+  private readonly busy = new Map<number, { n: number; then: Array<() => void> }>();
+  private failure: unknown = null;
+
+  constructor(count: number, private readonly size: number) {
+    this.free = Array.from({ length: count }, () => alignedBuffer(size));
+  }
+
+  /**
+   * Start writing `pieces` (`length` bytes) at `pos` of `fd` (opened with O_DIRECT): as
+   * writeDirectSync, but it waits only for a free buffer. A failure of an earlier write is thrown
+   * here, or returned by drain().
+   */
+  async write(fd: number, pieces: readonly Uint8Array[], length: number, pos: number, fileSize: number): Promise<void> {
+    const padded = alignUp(length);
+    let buf: Buffer | undefined;
+    for (;;) {
+      this.check();
+      buf = padded > this.size ? alignedBuffer(padded) : this.free.pop();
+      if (buf) break;
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+    let at = 0;
+    for (const p of pieces) {
+      buf.set(p, at);
+      at += p.length;
+    }
+    buf.fill(0, length, padded);
+    const state = this.busy.get(fd) ?? { n: 0, then: [] };
+    state.n++;
+    this.busy.set(fd, state);
+    writeAllFd(fd, [buf.subarray(0, padded)], pos)
+      .then(() => {
+        if (padded !== length) ftruncateSync(fd, fileSize);
+      })
+      .catch((err: unknown) => void (this.failure ??= err))
+      .finally(() => {
+        if (buf.length === this.size) this.free.push(buf);
+        this.waiting.shift()?.();
+        if (--state.n > 0) return;
+        this.busy.delete(fd);
+        for (const f of state.then) this.guarded(f);
+      });
+  }
+
+  /** `f` once the writes into `fd` are done (at once if none is in flight); its failure is reported as a write's. */
+  after(fd: number, f: () => void): void {
+    const state = this.busy.get(fd);
+    if (state) state.then.push(f);
+    else this.guarded(f);
+  }
+
+  /** Every write done (and what waited for them); the first failure since the last drain, which it forgets. */
+  async drain(): Promise<unknown> {
+    while (this.busy.size) await new Promise<void>((resolve) => this.after(this.busy.keys().next().value!, resolve));
+    const failure = this.failure;
+    this.failure = null;
+    return failure;
+  }
+
+  private guarded(f: () => void): void {
+    try {
+      f();
+    } catch (err) {
+      this.failure ??= err;
+    }
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+  }
+}
