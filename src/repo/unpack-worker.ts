@@ -3,10 +3,10 @@
 // memory shared with the restore, the sealed segments of it that the restore needs are (read once,
 // in order), and what to do with each chunk in them; it authenticates and decrypts the segments,
 // checks every chunk against its keyed id and its length, and writes it at its place in every
-// staged file that holds it (media with direct I/O where the file system takes it). Files are created here when all of their chunks are in this pack (and
-// their mode and times set once the last is written), else they exist already. Paths are relative
-// to the staging directory; one that would resolve outside it is refused (stagedPath), and nothing
-// is followed (O_NOFOLLOW).
+// staged file that holds it (media with direct I/O where the file system takes it). Files are
+// created here when all of their chunks are in this pack (and their mode and times set once the
+// last is written), else they exist already. Paths are relative to the staging directory; one
+// that would resolve outside it is refused (stagedPath), and nothing is followed (O_NOFOLLOW).
 import { closeSync, constants, fchmodSync, futimesSync, openSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
 import type { KeyObject } from 'node:crypto';
@@ -17,7 +17,7 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 import { writeAllSync } from '../util/write-all.js';
-import { DirectWrites, alignUp, alignedBuffer, directFlag, writeDirectSync } from '../util/direct-io.js';
+import { DirectWrites, directFlag } from '../util/direct-io.js';
 import { keepFreedHeap } from '../util/heap.js';
 
 /**
@@ -76,14 +76,10 @@ let ready = false;
 const MAX_OPEN = 64;
 /** Where a compressed chunk spanning segments is put together (the largest chunk, 1 MiB). */
 let scratch = Buffer.allocUnsafe(1 << 20);
-/** Where a chunk is copied to be written directly (the largest chunk, 1 MiB), and whether the file system takes direct writes. */
-let aligned = alignedBuffer(1 << 20);
+/** Whether the file system takes direct writes, and whether one has worked yet (the first is waited for). */
 let directWorks = directFlag() !== 0;
-/**
- * Once a direct write has worked (the first is synchronous, and falls back to the page cache where
- * the file system refuses it), direct writes run on the thread pool from 4 buffers of 1 MiB.
- */
 let directProven = false;
+/** Direct writes run on the thread pool, from 4 buffers of 1 MiB (the largest chunk), while the next chunk is checked. */
 const writes = new DirectWrites(4, 1 << 20);
 keepFreedHeap();
 
@@ -148,29 +144,24 @@ async function run(job: UnpackJob): Promise<{ bytes: number; lost: number[] }> {
     fds.set(fi, fd);
     return fd;
   };
-  /** `chunk` written into file `fi` at `at`: directly where its fd is direct, else (and where the file system turns out to refuse the first direct write) through the page cache. */
+  /** `chunk` written into file `fi` at `at`: directly where its fd is direct, else (and where the file system refuses the first direct write) through the page cache. */
   const write = async (fi: number, chunk: readonly Buffer[], size: number, at: number): Promise<number> => {
     const fd = fdOf(fi);
-    if (direct.has(fi) && directProven) {
-      await writes.write(fd, chunk, size, at, job.size[fi]!);
-      return size;
-    }
-    if (direct.has(fi)) {
-      if (aligned.length < alignUp(size)) aligned = alignedBuffer(alignUp(size));
-      try {
-        writeDirectSync(fd, chunk, size, at, job.size[fi]!, aligned);
-        directProven = true;
-        return size;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+    if (!direct.has(fi)) return writeAllSync(fd, [...chunk], at);
+    await writes.write(fd, chunk, size, at, job.size[fi]!);
+    if (!directProven) {
+      const failure = (await writes.drain()) as NodeJS.ErrnoException | null; // the only write in flight
+      if (failure?.code === 'EINVAL') {
         directWorks = false;
         closeSync(fd);
         fds.delete(fi);
         direct.delete(fi);
         return write(fi, chunk, size, at);
       }
+      if (failure) throw failure;
+      directProven = true;
     }
-    return writeAllSync(fd, [...chunk], at);
+    return size;
   };
   /** One write into file `fi` is started; after its last is done, its mode and time (if it is its own) and close. */
   const wrote = (fi: number, intact: boolean) => {

@@ -5,7 +5,7 @@
 // memory addresses aligned to the device's logical block; a file's last piece is written padded
 // and the file then cut to its length. Where the file system refuses it, writes are buffered.
 import { constants, ftruncate, ftruncateSync } from 'node:fs';
-import { writeAllFd, writeAllSync } from './write-all.js';
+import { writeAllFd } from './write-all.js';
 
 /** Offsets, lengths and addresses of direct writes are multiples of this (the largest logical block size in use, 4 KiB). */
 export const DIRECT_ALIGN = 4096;
@@ -27,7 +27,7 @@ export function alignedBuffer(size: number): Buffer {
 const wasm = (globalThis as unknown as { WebAssembly: { Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer } } }).WebAssembly;
 
 /** `n` rounded up to DIRECT_ALIGN. */
-export function alignUp(n: number): number {
+function alignUp(n: number): number {
   return Math.ceil(n / DIRECT_ALIGN) * DIRECT_ALIGN;
 }
 
@@ -82,21 +82,6 @@ export class DirectWriter {
 }
 
 /**
- * Write `pieces` (`length` bytes in all) at `pos` of a file opened with O_DIRECT, synchronously,
- * through `scratch` (aligned, at least alignUp(length) bytes); `pos` is aligned, and so is
- * `length` unless this is the end of the file (`fileSize`): then the last block is written padded
- * and the file cut to its size.
- */
-export function writeDirectSync(fd: number, pieces: readonly Uint8Array[], length: number, pos: number, fileSize: number, scratch: Buffer): void {
-  let at = 0;
-  for (const p of pieces) at += Buffer.from(p.buffer, p.byteOffset, p.byteLength).copy(scratch, at);
-  const padded = alignUp(length);
-  scratch.fill(0, length, padded);
-  writeAllSync(fd, [scratch.subarray(0, padded)], pos);
-  if (padded !== length) ftruncateSync(fd, fileSize);
-}
-
-/**
  * Direct writes in flight on the thread pool, each from one of a few aligned buffers, while the
  * caller goes on: synchronous, a restore thread waited for the disk 1.16 s of its 1.94 s (1 GB).
  * What is to be done once a file's writes are (mode, time, close) is queued with after().
@@ -113,9 +98,10 @@ export class DirectWrites {
   }
 
   /**
-   * Start writing `pieces` (`length` bytes) at `pos` of `fd` (opened with O_DIRECT): as
-   * writeDirectSync, but it waits only for a free buffer. A failure of an earlier write is thrown
-   * here, or returned by drain().
+   * Start writing `pieces` (`length` bytes) at `pos` of `fd` (opened with O_DIRECT), copied into a
+   * free buffer (waited for); `pos` is aligned, and so is `length` unless the pieces end the file
+   * (`fileSize`): then the last block is written padded and the file cut to its size. A failure of
+   * an earlier write is thrown here, or returned by drain().
    */
   async write(fd: number, pieces: readonly Uint8Array[], length: number, pos: number, fileSize: number): Promise<void> {
     const padded = alignUp(length);

@@ -2,8 +2,9 @@
 // files cut into aligned pieces (media of 64 KiB and more), without copying them into the page
 // cache, where the file system takes O_DIRECT; BACKUPCTL_DIRECT_IO=0 writes through the cache.
 // Whether a file's bytes went through the cache is seen from outside, with fincore(1): written
-// directly, none of them is resident afterwards (written through it, they are until reclaimed). Either way every byte restores as it was, also
-// the padded and cut last block of a file whose size is no multiple of the block.
+// directly, none of them is resident afterwards (written through it, they are until reclaimed).
+// Either way every byte restores as it was, also the padded and cut last block of a file whose
+// size is no multiple of the block.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
