@@ -17,7 +17,7 @@ import { Outside, stagedPath } from '../archive/staged-path.js';
 import { freeBuffers, openSegment } from '../archive/stream.js';
 import { DedupKeys } from './keys.js';
 import { writeAllSync } from '../util/write-all.js';
-import { DirectWrites, directFlag } from '../util/direct-io.js';
+import { DIRECT_ALIGN, DirectWrites, directFlag } from '../util/direct-io.js';
 import { keepFreedHeap } from '../util/heap.js';
 
 /**
@@ -51,9 +51,8 @@ export interface UnpackJob {
   mode: Uint32Array;
   mtime: string[];
   writes: Uint32Array;
-  /** Per file: whether it is written with direct I/O (every chunk at an aligned offset), and its size (cut to it after its padded last block). */
+  /** Per file: whether it is written with direct I/O (every chunk at an aligned offset). */
   direct: Uint8Array;
-  size: Float64Array;
   /** Salvage: a damaged chunk is reported lost instead of ending the job. */
   salvage: boolean;
 }
@@ -148,8 +147,8 @@ async function run(job: UnpackJob): Promise<{ bytes: number; lost: number[] }> {
   const write = async (fi: number, chunk: readonly Buffer[], size: number, at: number): Promise<number> => {
     const fd = fdOf(fi);
     if (!direct.has(fi)) return writeAllSync(fd, [...chunk], at);
-    await writes.write(fd, chunk, size, at, job.size[fi]!);
-    if (!directProven) {
+    await writes.write(fd, chunk, size, at, () => openSync(stagedPath(root, paths[fi]!), constants.O_WRONLY | constants.O_NOFOLLOW));
+    if (!directProven && size >= DIRECT_ALIGN) {
       const failure = (await writes.drain()) as NodeJS.ErrnoException | null; // the only write in flight
       if (failure?.code === 'EINVAL') {
         directWorks = false;

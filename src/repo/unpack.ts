@@ -118,7 +118,7 @@ class PackPlan {
         codec: Uint8Array.from(pick(this.codec)), destStart, destFile, destAt,
         paths: files.map((f) => f.path).join('\0'), own: Uint8Array.from(this.own), mode: Uint32Array.from(files.map((f) => f.mode)),
         mtime: files.map((f) => f.mtime), writes: Uint32Array.from(this.writes),
-        direct: Uint8Array.from(this.direct), size: Float64Array.from(files.map((f) => f.size)),
+        direct: Uint8Array.from(this.direct),
       },
     };
   }
