@@ -3,12 +3,11 @@
 // (age's header MAC is the model). backupctl-format(5) "HEADER".
 import { open, type FileHandle } from 'node:fs/promises';
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError, ioError } from '../errors.js';
 import type { Slot } from '../keys/types.js';
 import { MAX_LABEL, isValidLabel } from '../keys/label.js';
 import { b64decode, b64encode } from '../util/base64.js';
+import { hkdfSha256 } from '../util/hkdf.js';
 import {
   INFO_HEADER, MAC_LEN, MAGIC, MAJOR, MAX_HEADER_JSON, MAX_SEGMENT_SIZE, MAX_SLOTS, MINOR,
   MIN_SEGMENT_SIZE, PAYLOAD_NONCE_LEN, PREAMBLE_LEN,
@@ -33,7 +32,7 @@ export interface ParsedHeader extends Header {
 }
 
 function headerKey(fileKey: Uint8Array): Uint8Array {
-  return hkdf(sha256, fileKey, new Uint8Array(0), INFO_HEADER, 32);
+  return hkdfSha256(fileKey, new Uint8Array(0), INFO_HEADER, 32);
 }
 
 export function computeMac(fileKey: Uint8Array, macInput: Uint8Array): Buffer {

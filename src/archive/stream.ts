@@ -3,15 +3,14 @@
 // per-segment nonce = 88-bit big-endian counter || last-segment flag byte. Reordered, duplicated,
 // dropped, truncated or appended segments all fail authentication. backupctl-format(5) "PAYLOAD".
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { corruptError } from '../errors.js';
 import { INFO_PAYLOAD, TAG_LEN } from './format.js';
 import { ByteQueue } from '../util/bytequeue.js';
+import { hkdfSha256 } from '../util/hkdf.js';
 import { OP_DIGEST, OP_UPDATE, SpanHasher } from './span-hash.js';
 
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
-  return Buffer.from(hkdf(sha256, fileKey, nonce, INFO_PAYLOAD, 32));
+  return Buffer.from(hkdfSha256(fileKey, nonce, INFO_PAYLOAD, 32));
 }
 
 /**

@@ -2,7 +2,6 @@
 // becomes an X25519 identity (like age-plugin-fido2-hmac). Enrolment stores only the public
 // half; `create` wraps to it without the key. Unlock finds the key that holds one of the
 // archive's credentials without a touch, then asks for one touch (and the PIN if enrolled so).
-import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { concatBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { BackupctlError, Exit, corruptError } from '../errors.js';
@@ -10,6 +9,7 @@ import { b64decode, b64encode } from '../util/base64.js';
 import type { Identity, Slot } from './types.js';
 import { publicKeyOf, recipientTag, unwrapX25519, type X25519KeyPair } from './x25519.js';
 import type { PinReader } from '../fido2/device.js';
+import { hkdfSha256 } from '../util/hkdf.js';
 
 export const FIDO2_SLOT_TYPE = 'fido2';
 /** The relying-party id of every backupctl credential. Fixed here, never read from an archive. */
@@ -69,7 +69,7 @@ function binding(p: Pick<Fido2Params, 'credential' | 'salt' | 'rp' | 'uv'>): Uin
 /** X25519 secret = HKDF-SHA-256(ikm = hmac-secret output, salt = binding, info), and its public key. */
 export function deriveKeyPair(output: Uint8Array, p: Pick<Fido2Params, 'credential' | 'salt' | 'rp' | 'uv'>): X25519KeyPair {
   if (output.length !== 32) throw new Error('hmac-secret output must be 32 bytes');
-  const secretKey = hkdf(sha256, output, binding(p), utf8ToBytes(DERIVE_INFO), 32);
+  const secretKey = hkdfSha256(output, binding(p), utf8ToBytes(DERIVE_INFO), 32);
   return { secretKey, publicKey: publicKeyOf(secretKey) };
 }
 

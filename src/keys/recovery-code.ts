@@ -9,13 +9,12 @@
 // swapping neighbours x ≠ y changes it by a^(k-1)·(a ⊕ 1)·(x ⊕ y) ≠ 0 (a ∉ {0,1}); a group
 // typed at position p' ≠ p changes it by a^5·(p ⊕ p') ≠ 0. So all three are always caught.
 import { randomBytes } from 'node:crypto';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { BackupctlError, Exit } from '../errors.js';
 import type { Identity } from './types.js';
 import { publicKeyOf, unwrapX25519, type X25519KeyPair } from './x25519.js';
 import { b64encode } from '../util/base64.js';
+import { hkdfSha256 } from '../util/hkdf.js';
 import type { RecipientEntry } from '../config.js';
 
 export const RECOVERY_SLOT_TYPE = 'recovery';
@@ -136,7 +135,7 @@ function describeWrongGroups(groups: readonly number[][], wrong: readonly number
  */
 export function recoveryKeyPair(input: string): X25519KeyPair {
   const ikm = utf8ToBytes(parseRecoveryCode(input));
-  const secretKey = hkdf(sha256, ikm, SALT, INFO, 32);
+  const secretKey = hkdfSha256(ikm, SALT, INFO, 32);
   ikm.fill(0);
   return { secretKey, publicKey: publicKeyOf(secretKey) };
 }

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { corruptError } from '../errors.js';
 import { Codec } from '../archive/format.js';
 import type { Store, StoredFile } from '../store/store.js';
+import { readInTurn } from '../store/read-ahead.js';
 import { INDEX_SLOT, type DedupKeys } from './keys.js';
 import { seal, SealedFile } from './sealed.js';
 
@@ -264,27 +265,20 @@ export class RepoIndex {
   async read(store: Store, dedup: DedupKeys, listed: readonly StoredFile[]): Promise<string[]> {
     const identity = dedup.identity(INDEX_SLOT);
     const added: string[] = [];
-    for (const f of listed) {
-      const name = f.path.slice('index/'.length);
-      if (this.files.has(name)) continue;
-      let plain: Buffer;
-      try {
-        const file = await SealedFile.fromBytes(f.path, await store.read(f.path));
-        await file.unlock(identity);
-        plain = await file.readAll();
-      } catch (err) {
-        // A file pruned between the listing and the read is simply no longer part of the index.
-        if ((err as { detail?: { missing?: string } }).detail?.missing === f.path) continue;
-        throw err;
-      }
+    const name = (f: StoredFile) => f.path.slice('index/'.length);
+    await readInTurn(store, listed.filter((f) => !this.files.has(name(f))), async (f, bytes) => {
+      if (!bytes) return; // pruned between the listing and the read: no longer part of the index
+      const file = await SealedFile.fromBytes(f.path, bytes);
+      await file.unlock(identity);
+      const plain = await file.readAll();
       const packs: string[] = [];
       eachGroup(plain, f.path, (pack, entries, count) => {
         packs.push(pack);
         this.addEncoded(pack, entries, count);
       });
-      this.files.set(name, packs);
-      added.push(name);
-    }
+      this.files.set(name(f), packs);
+      added.push(name(f));
+    });
     return added;
   }
 }

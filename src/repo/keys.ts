@@ -10,8 +10,7 @@
 // The backup machine holds the dedup key and the read key's public half: it can add snapshots
 // and tell which chunks exist, never read what any pack holds (Tarsnap's write-only keys).
 import { createHmac, type KeyObject, createSecretKey, randomBytes } from 'node:crypto';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
+import { hkdfSha256 } from '../util/hkdf.js';
 import { utf8ToBytes } from '@noble/hashes/utils.js';
 import { publicKeyOf, unwrapX25519, wrapX25519, type X25519KeyPair } from '../keys/x25519.js';
 import type { Identity, Recipient } from '../keys/types.js';
@@ -41,7 +40,7 @@ export interface RepoKeys extends MachineKeys {
   retiredReadSecrets: Uint8Array[];
 }
 
-const derive = (dedupKey: Uint8Array, what: string, n: number) => hkdf(sha256, dedupKey, new Uint8Array(0), utf8ToBytes(`backupctl/v1 repository ${what}`), n);
+const derive = (dedupKey: Uint8Array, what: string, n: number) => hkdfSha256(dedupKey, new Uint8Array(0), utf8ToBytes(`backupctl/v1 repository ${what}`), n);
 
 /** Everything the dedup key keys, derived once per run. */
 export class DedupKeys {
@@ -95,7 +94,7 @@ function slotIdentity(type: string, pairs: readonly X25519KeyPair[], description
  * (read-key.ts): derived from its read secret, so only an unlock of the keys file can sign, and
  * a backup machine, which holds the public half, can check.
  */
-export const signingSeed = (readSecret: Uint8Array) => hkdf(sha256, readSecret, new Uint8Array(0), utf8ToBytes('backupctl/v1 repository read key signing'), 32);
+export const signingSeed = (readSecret: Uint8Array) => hkdfSha256(readSecret, new Uint8Array(0), utf8ToBytes('backupctl/v1 repository read key signing'), 32);
 
 /** The signing public key of the generation whose read secret is `readSecret`. */
 export function signPublicOf(readSecret: Uint8Array): Uint8Array {

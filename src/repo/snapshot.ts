@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { corruptError, usageError } from '../errors.js';
 import type { Store } from '../store/store.js';
+import { readInTurn } from '../store/read-ahead.js';
 import { SNAPSHOT_SLOT, type DedupKeys } from './keys.js';
 import { seal, SealedFile } from './sealed.js';
 
@@ -57,18 +58,12 @@ function parse(plain: Buffer, name: string): Snapshot {
 export async function listSnapshots(store: Store, dedup: DedupKeys): Promise<Snapshot[]> {
   const identity = dedup.identity(SNAPSHOT_SLOT);
   const out: Snapshot[] = [];
-  for (const f of await store.list('snapshots')) {
-    let bytes: Buffer;
-    try {
-      bytes = await store.read(f.path);
-    } catch (err) {
-      if ((err as { detail?: { missing?: string } }).detail?.missing === f.path) continue; // forgotten meanwhile
-      throw err;
-    }
+  await readInTurn(store, await store.list('snapshots'), async (f, bytes) => {
+    if (!bytes) return; // forgotten meanwhile
     const file = await SealedFile.fromBytes(f.path, bytes);
     await file.unlock(identity);
     out.push(parse(await file.readAll(), f.path));
-  }
+  });
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
