@@ -138,7 +138,13 @@ export function unwrapX25519(type: string, keyPair: X25519KeyPair, slot: Slot): 
   try {
     const d = createDecipheriv('chacha20-poly1305', key, ZERO_NONCE, { authTagLength: TAG_LEN });
     d.setAuthTag(body.subarray(FILE_KEY_LEN));
-    return new Uint8Array(Buffer.concat([d.update(body.subarray(0, FILE_KEY_LEN)), d.final()]));
+    // Copied into an array of its own, which the caller zeroes; the cipher's outputs are zeroed here.
+    const parts = [d.update(body.subarray(0, FILE_KEY_LEN)), d.final()];
+    const fileKey = new Uint8Array(FILE_KEY_LEN);
+    fileKey.set(parts[0]!);
+    fileKey.set(parts[1]!, parts[0]!.length);
+    for (const p of parts) p.fill(0);
+    return fileKey;
   } catch {
     return null;
   } finally {
