@@ -79,6 +79,13 @@ const SEAL_HERE_FIRST = 64 << 20;
  */
 const COMPRESS_BATCH = 1 << 20;
 
+/** A batch with the sealing thread, its reply, and whether that has come back. */
+interface SentBatch {
+  batch: CompressBatch;
+  reply: Promise<Uint32Array>;
+  back: boolean;
+}
+
 /** Chunks gathered for the sealing thread to compress (shared memory, sent once each, reused). */
 class CompressBatch {
   readonly input = Buffer.from(new SharedArrayBuffer(COMPRESS_BATCH));
@@ -264,7 +271,7 @@ export class PackWriter {
   private staged: Promise<Staged> | null = null;
   /** Chunks to compress on the sealing thread, being gathered; the batch there; batches to reuse. */
   private batch: CompressBatch | null = null;
-  private compressed: { batch: CompressBatch; reply: Promise<Uint32Array>; back: boolean } | null = null;
+  private compressed: SentBatch | null = null;
   private readonly batchSpare: CompressBatch[] = [];
   /** Bytes of packs sealed on this thread; whether content has been read into packs (then the thread seals). */
   private sealedHere = 0;
@@ -348,7 +355,7 @@ export class PackWriter {
     await this.insertCompressed();
     this.batch = null;
     if (!batch?.blobs.length) return;
-    const sent: { batch: CompressBatch; reply: Promise<Uint32Array>; back: boolean } = { batch, reply: this.sealer!.compress(batch), back: false };
+    const sent: SentBatch = { batch, reply: this.sealer!.compress(batch), back: false };
     sent.reply.then(() => void (sent.back = true), () => {}); // a failure is the next insertCompressed's to throw (or the writer's, closed after one)
     this.compressed = sent;
   }

@@ -2,8 +2,10 @@
 // copy into the page cache. Here the page cache was the dearest part of writing a backup: 1 GB
 // written in requests of 1 MiB and synced every 16 MiB took 0.9-3.6 s of system time buffered and
 // 0.1-0.12 s direct (wall 1.3-4.1 s against 0.6-0.7 s). The kernel requires offsets, lengths and
-// memory addresses aligned to the device's logical block; a file's last piece is written padded
-// and the file then cut to its length. Where the file system refuses it, writes are buffered.
+// memory addresses aligned to the device's logical block: a pack's last piece is written padded
+// and the pack then cut to its length (DirectWriter), a restored file's bytes after its last whole
+// block go through the page cache (DirectWrites). Where the file system refuses it, writes are
+// buffered.
 import { closeSync, constants, ftruncate } from 'node:fs';
 import { writeAllFd, writeAllSync } from './write-all.js';
 
