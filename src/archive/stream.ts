@@ -9,8 +9,10 @@ import { ByteQueue } from '../util/bytequeue.js';
 import { hkdfSha256 } from '../util/hkdf.js';
 import { OP_DIGEST, OP_UPDATE, SpanHasher } from './span-hash.js';
 
+/** The payload key; a view of HKDF's own output (Buffer.from of an array copies it, and the copy zeroed left the original). */
 export function payloadKey(fileKey: Uint8Array, nonce: Uint8Array): Buffer {
-  return Buffer.from(hkdfSha256(fileKey, nonce, INFO_PAYLOAD, 32));
+  const key = hkdfSha256(fileKey, nonce, INFO_PAYLOAD, 32);
+  return Buffer.from(key.buffer, key.byteOffset, key.length);
 }
 
 /**
