@@ -79,6 +79,18 @@ const SEAL_HERE_FIRST = 64 << 20;
  */
 const COMPRESS_BATCH = 1 << 20;
 
+/**
+ * Blobs taken out of closing packs (carryOut) wait, up to this many bytes in all, to fill the
+ * padding of later ones (fill) or, at a run's end, for its last pack.
+ */
+const HELD_MAX = 8 << 20;
+
+/** A blob out of any pack for now: its entry (BLOB_ENTRY_LEN bytes, the id first) and bytes. */
+interface Held {
+  entry: Buffer;
+  data: Buffer;
+}
+
 /** A batch with the sealing thread, its reply, and whether that has come back. */
 interface SentBatch {
   batch: CompressBatch;
@@ -273,6 +285,10 @@ export class PackWriter {
   private batch: CompressBatch | null = null;
   private compressed: SentBatch | null = null;
   private readonly batchSpare: CompressBatch[] = [];
+  /** Blobs out of any pack (carryOut), by id in hex, and their bytes; whether the run is ending (flush: none is taken out). */
+  private readonly held = new Map<string, Held>();
+  private heldBytes = 0;
+  private ending = false;
   /** Bytes of packs sealed on this thread; whether content has been read into packs (then the thread seals). */
   private sealedHere = 0;
   private readContent = false;
@@ -296,6 +312,7 @@ export class PackWriter {
 
   has(id: Buffer): boolean {
     if (this.index.has(id) || this.ids.has(id)) return true;
+    if (this.held.size && this.held.has(id.toString('hex'))) return true;
     for (const w of this.writing) if (w.has(id)) return true;
     return this.batch?.has(id) === true || this.compressed?.batch.has(id) === true;
   }
@@ -439,7 +456,7 @@ export class PackWriter {
   private async closeIfFull(next: number): Promise<void> {
     if (!this.endsHere(next)) return;
     await this.settleAll();
-    if (this.endsHere(next)) await this.closePack(true);
+    if (this.endsHere(next)) await this.closePack();
   }
 
   private endsHere(next: number): boolean {
@@ -521,23 +538,30 @@ export class PackWriter {
     this.size = at;
   }
 
-  /** Close the open pack: sealed and written once fewer than WRITES_IN_FLIGHT others are. */
+  /** Close the open pack, the blobs held put into packs first: sealed and written once fewer than WRITES_IN_FLIGHT others are. */
   async flush(): Promise<void> {
     this.check();
     await this.drainCompressed();
     await this.settleAll();
-    await this.closePack(false);
+    this.ending = true;
+    for (const key of [...this.held.keys()]) {
+      const h = this.held.get(key);
+      if (!h) continue; // into the padding of a pack closed meanwhile (fill)
+      await this.closeIfFull(h.data.length);
+      if (!this.held.has(key)) continue;
+      this.append(h); // out of held only once in the open pack: has() sees it throughout
+      this.drop(key, h);
+    }
+    await this.closePack();
   }
 
-  /**
-   * Close the open pack, its ids settled; `more`: blobs are still to come, so one of this pack's
-   * may be carried over to the next (carryOut).
-   */
-  private async closePack(more: boolean): Promise<void> {
+  /** Close the open pack, its ids settled: a blob taken out where that pads it less (but at a run's end), blobs held put into its padding. */
+  private async closePack(): Promise<void> {
     if (this.count === 0) return;
     while (this.writes.size >= WRITES_IN_FLIGHT || this.syncs.size >= SYNCS_IN_FLIGHT) await Promise.race([...this.writes, ...this.syncs]);
     this.check();
-    const carried = more ? this.carryOut() : null;
+    if (!this.ending) this.carryOut();
+    this.fill();
     const { count, size } = this;
     const buf = this.buf!;
     const list = Buffer.from(this.list.subarray(0, count * BLOB_ENTRY_LEN));
@@ -565,42 +589,68 @@ export class PackWriter {
     this.size = 0;
     this.buf = null;
     this.track(this.writes, this.write(plain, total, ids, plain === buf));
-    if (carried) {
-      // The next pack's first blob; its id was never out of has()'s sight (nothing awaited since carryOut).
-      const e = this.entry(carried.entry.subarray(0, 32), carried.data.length, carried.entry.readUInt32BE(40), carried.entry[44] as BlobType, carried.entry[45] as Codec);
-      this.ids.add(e);
-      this.room().set(carried.data, 0);
-      this.size = carried.data.length;
-    }
   }
 
   /**
    * Take out the blob whose absence leaves the open pack the least padding, where that is less
-   * than its padding with it; the blob (entry and bytes) to put into the next pack. A pack ends at
-   * a chunk boundary, so where it ends still left it padded to Padmé's next multiple of 512 KiB by
-   * 0.6% of a first backup of media (endsHere); the pack's blobs have many sizes, and without the
-   * right one it ends just below a multiple instead (0.05%). Padding still is what Padmé gives the
-   * length: the storage learns nothing more.
+   * than its padding with it, and hold it for a later pack (fill). A pack ends at a chunk
+   * boundary, so where it ends still left it padded to Padmé's next multiple of 512 KiB by 0.6%
+   * of a first backup of media (endsHere); the pack's blobs have many sizes, and without the right
+   * one it ends just below a multiple instead. Padding still is what Padmé gives the length: the
+   * storage learns nothing more.
    */
-  private carryOut(): { entry: Buffer; data: Buffer } | null {
-    if (this.count < 2) return null;
+  private carryOut(): void {
+    if (this.count < 2) return;
     const used = this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN;
     let least = padme(used) - used;
     let best = -1;
     // From the last: of equals, the one with the fewest bytes after it to move up.
     for (let i = this.count - 1; i >= 0; i--) {
-      const without = used - this.list.readUInt32BE(i * BLOB_ENTRY_LEN + 36) - BLOB_ENTRY_LEN;
+      const length = this.list.readUInt32BE(i * BLOB_ENTRY_LEN + 36);
+      if (this.heldBytes + length > HELD_MAX) continue;
+      const without = used - length - BLOB_ENTRY_LEN;
       const padding = padme(without) - without;
       if (padding < least) [least, best] = [padding, i];
     }
-    if (best < 0) return null;
+    if (best < 0) return;
     const o = best * BLOB_ENTRY_LEN;
     const offset = this.list.readUInt32BE(o + 32);
     const entry = Buffer.from(this.list.subarray(o, o + BLOB_ENTRY_LEN));
     const data = Buffer.from(this.buf!.subarray(offset, offset + this.list.readUInt32BE(o + 36)));
+    this.held.set(entry.toString('hex', 0, 32), { entry, data });
+    this.heldBytes += data.length;
     this.list[o + 44] = DROPPED;
     this.compact();
-    return { entry, data };
+  }
+
+  /**
+   * Blobs held into the padding of the open pack where they fit without making it longer, largest
+   * first: stored at no cost. A pack of nothing but a video's pieces of exactly 1 MiB is padded by
+   * most of Padmé's step (256-512 KiB) whichever piece it ends at, and no blob taken out of it
+   * changes that; the photos before it in the walk fill it.
+   */
+  private fill(): void {
+    if (!this.held.size) return;
+    const total = padme(this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN);
+    for (const [key, h] of [...this.held].sort((a, b) => b[1].data.length - a[1].data.length)) {
+      const size = this.size + h.data.length;
+      if (size + (this.count + 1) * BLOB_ENTRY_LEN + PACK_FOOTER_LEN > total || size > this.room().length) continue;
+      this.append(h);
+      this.drop(key, h);
+    }
+  }
+
+  /** A blob held before, at the open pack's end (room for it: up to LARGEST_CHUNK past `most`). */
+  private append(h: Held): void {
+    const e = this.entry(h.entry.subarray(0, 32), h.data.length, h.entry.readUInt32BE(40), h.entry[44] as BlobType, h.entry[45] as Codec);
+    this.ids.add(e);
+    this.room().set(h.data, this.size);
+    this.size += h.data.length;
+  }
+
+  private drop(key: string, h: Held): void {
+    this.held.delete(key);
+    this.heldBytes -= h.data.length;
   }
 
   /** `p` in `set` until it settles; its failure is the writer's. */
