@@ -459,10 +459,15 @@ export class PackWriter {
     if (this.endsHere(next)) await this.closePack();
   }
 
+  /** The open pack's plaintext length before padding: blobs, their list, the footer. */
+  private unpadded(): number {
+    return this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN;
+  }
+
   private endsHere(next: number): boolean {
     if (this.size < this.least) return false;
     if (this.size + next > this.most) return true;
-    const unpadded = this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN;
+    const unpadded = this.unpadded();
     // The padding accepted grows from none at `least` to half of Padmé's step at `most`.
     return padme(unpadded) - unpadded <= (padmeStep(unpadded) * (this.size - this.least)) / (2 * (this.most - this.least));
   }
@@ -601,7 +606,7 @@ export class PackWriter {
    */
   private carryOut(): void {
     if (this.count < 2) return;
-    const used = this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN;
+    const used = this.unpadded();
     let least = padme(used) - used;
     let best = -1;
     // From the last: of equals, the one with the fewest bytes after it to move up.
@@ -616,7 +621,7 @@ export class PackWriter {
     const o = best * BLOB_ENTRY_LEN;
     const offset = this.list.readUInt32BE(o + 32);
     const entry = Buffer.from(this.list.subarray(o, o + BLOB_ENTRY_LEN));
-    const data = Buffer.from(this.buf!.subarray(offset, offset + this.list.readUInt32BE(o + 36)));
+    const data = Buffer.from(this.buf!.subarray(offset, offset + this.list.readUInt32BE(o + 36))); // copied: compact() moves what follows over it
     this.held.set(entry.toString('hex', 0, 32), { entry, data });
     this.heldBytes += data.length;
     this.list[o + 44] = DROPPED;
@@ -631,10 +636,9 @@ export class PackWriter {
    */
   private fill(): void {
     if (!this.held.size) return;
-    const total = padme(this.size + this.count * BLOB_ENTRY_LEN + PACK_FOOTER_LEN);
+    const total = padme(this.unpadded());
     for (const [key, h] of [...this.held].sort((a, b) => b[1].data.length - a[1].data.length)) {
-      const size = this.size + h.data.length;
-      if (size + (this.count + 1) * BLOB_ENTRY_LEN + PACK_FOOTER_LEN > total || size > this.room().length) continue;
+      if (this.unpadded() + h.data.length + BLOB_ENTRY_LEN > total || this.size + h.data.length > this.room().length) continue;
       this.append(h);
       this.drop(key, h);
     }

@@ -63,6 +63,13 @@ async function writePhotos(dir: string, n: number, from: number, spread: number)
   return raw;
 }
 
+/** Bytes of `r`'s packs. */
+async function packedBytes(r: string): Promise<number> {
+  let packed = 0;
+  for (const [p, size] of await repoFiles(r)) if (p.startsWith('data/')) packed += size;
+  return packed;
+}
+
 describe('repository: init, nightly backups, restore', () => {
   it('repo init needs no secret and leaves this machine only what backup needs', async () => {
     const j = await ok<{ id: string }>(['repo', 'init', repo], { configDir });
@@ -253,6 +260,14 @@ describe('repository: init, nightly backups, restore', () => {
     expect(night.packs).toBe(2); // …but its stored chunks are taken out before the pack is judged full
   });
 
+  /** Blobs moved between packs are where the packs' lists say: `verify --read-data` passes and `r` restores as `dir`. */
+  async function readsBack(r: string, dir: string): Promise<void> {
+    await ok(['verify', '--repo', r, '--read-data'], withCode());
+    const out = `${r}-out`;
+    await ok(['restore', '--repo', r, 'latest', '-d', out], withCode());
+    expect(await snapshot(out)).toEqual(await snapshot(dir));
+  }
+
   it('packs end where Padmé pads little, a blob taken out where that pads less: photos are stored with under 0.3% of overhead', async () => {
     // 200 photos of 50–400 KB into packs of about 4 MiB, where
     // Padmé pads to multiples of 128 KiB. Closed as soon as they reached 4 MiB, the packs carried
@@ -267,16 +282,11 @@ describe('repository: init, nightly backups, restore', () => {
     expect(b.packs).toBeGreaterThanOrEqual(10); // one of them the tree's
     // What it says it stored is what the repository grew by (two packs are written at once: their counts once raced).
     expect(b.storedBytes).toBe((await repoBytes(r)) - before);
-    let packed = 0;
-    for (const [p, size] of await repoFiles(r)) if (p.startsWith('data/')) packed += size;
+    const packed = await packedBytes(r);
     // Besides padding: a header per pack, a tag per 64 KiB, 46 bytes per chunk, the tree (~0.1%).
     expect(packed / raw).toBeLessThan(1.003);
     expect(packed / raw).toBeGreaterThan(1);
-    // The blobs carried over are where the packs' lists say: every byte reads back.
-    await ok(['verify', '--repo', r, '--read-data'], withCode());
-    const out = join(home, 'photos-out');
-    await ok(['restore', '--repo', r, 'latest', '-d', out], withCode());
-    expect(await snapshot(out)).toEqual(await snapshot(dir));
+    await readsBack(r, dir);
   });
 
   it('the padding of packs of nothing but a video\'s pieces is filled with blobs held from the photos before them', async () => {
@@ -289,14 +299,9 @@ describe('repository: init, nightly backups, restore', () => {
     const r = join(home, 'video-fill-repo');
     await ok(['repo', 'init', r], { configDir });
     await backupJson(dir, r, { configDir, env: { BACKUPCTL_REPO_PACK_SIZE: String(1 << 20) } });
-    let packed = 0;
-    for (const [p, size] of await repoFiles(r)) if (p.startsWith('data/')) packed += size;
     // Blobs held from the photo packs went into the video's padding: 1.0126 when each went to the next pack instead.
-    expect(packed / raw).toBeLessThan(1.008);
-    await ok(['verify', '--repo', r, '--read-data'], withCode());
-    const out = join(home, 'video-fill-out');
-    await ok(['restore', '--repo', r, 'latest', '-d', out], withCode());
-    expect(await snapshot(out)).toEqual(await snapshot(dir));
+    expect((await packedBytes(r)) / raw).toBeLessThan(1.008);
+    await readsBack(r, dir);
   });
 
   it('index files name up to four packs each, written once those are synced: 10 data packs in 3 index files, every byte counted; a night still adds 2', async () => {
