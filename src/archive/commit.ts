@@ -4,7 +4,7 @@
 // lets a later restore undo a commit that was killed; a failure undoes it at once, the same way.
 import { utimeArg } from './times.js';
 import {
-  chmodSync, closeSync, constants, copyFileSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, opendirSync, readSync,
+  chmodSync, closeSync, constants, copyFileSync, fsyncSync, linkSync, lstatSync, lutimesSync, mkdirSync, openSync, opendirSync, readSync,
   readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, utimesSync, type Stats,
 } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -14,6 +14,7 @@ import { RESTORE_LOCK, STAGING, STAGING_NAME, restoreKeeps } from './restore-nam
 import { identityAlive, processIdentity } from '../util/process-identity.js';
 import { Had, REPLACED, isCommitted, killPointsSet, markCommitted, readJournal, testKillPoint, writeJournal, type Journal, type JournalStep, type Times } from './commit-journal.js';
 import { DirHandles, splitPath } from './dir-handles.js';
+import { syncDirSync } from '../util/fsutil.js';
 import { EntryType } from './format.js';
 import type { EntryMeta } from './entries.js';
 
@@ -152,13 +153,14 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
     writeJournal(staging, dest, journal);
     const stagingRel = basename(staging);
     const aside = join(staging, REPLACED);
-    let replaced = 0;
+    /** Steps whose original was moved aside. */
+    const movedAside: number[] = [];
     /** Move what is at `final` to .replaced/I; a directory only if empty (never a tree). */
     const moveAside = (i: number, s: Step, final: string) => {
-      if (replaced === 0) mkdirSync(aside, { mode: 0o700 });
+      if (movedAside.length === 0) mkdirSync(aside, { mode: 0o700 });
       const to = join(aside, String(i));
       renameSync(final, to);
-      replaced++;
+      movedAside.push(i);
       // Checked again after the move: it may have been made or filled since the plan (a tree moved
       // aside would go with the staging directory).
       if (lstatSync(to).isDirectory() && nonEmptyDir(to)) {
@@ -197,6 +199,7 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
           place(s, from, final);
         }
       }
+      syncReplacements(order, movedAside, handles);
     } catch (err) {
       undo(journal, staging, handles);
       if (err instanceof BackupctlError) throw err;
@@ -217,10 +220,34 @@ export function commit(staged: EntryMeta[], staging: string, dest: string, force
       }
     }
     markCommitted(staging);
-    return replaced;
+    return movedAside.length;
   } finally {
     handles.close();
   }
+}
+
+/**
+ * What replaces an original is on disk before the "committed" mark lets the original go with the
+ * staging directory: staged content is not synced, and a file system may write a file's data long
+ * after its name (ext4's delayed allocation, up to 30 s), so a power loss just after the removal
+ * left an empty file where the original had been. Each replacing file, then each directory it is
+ * in; a failure undoes the commit like any other.
+ */
+function syncReplacements(order: readonly Step[], moved: readonly number[], handles: DirHandles): void {
+  const dirs = new Set<string>();
+  for (const i of moved) {
+    const [parent, name] = splitPath(order[i]!.path);
+    if (order[i]!.type === EntryType.File) {
+      const fd = openSync(handles.at(parent, name), constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    dirs.add(parent);
+  }
+  for (const d of dirs) syncDirSync(handles.self(d));
 }
 
 function openHandles(dest: string): DirHandles {
